@@ -1,0 +1,39 @@
+"""`AVData`: the in-memory form of a labelled feature set that training and evaluation
+consume, whichever storage it came from (a feature cache or the AVE release layout)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from pipeline.config import FeatureSettings
+
+
+@dataclass
+class AVData:
+    visual: torch.Tensor  # [V, T, 7, 7, 512] float32 or float16 (pool5, HWC)
+    audio: torch.Tensor  # [V, T, 128] float32 or float16 (VGGish)
+    labels: torch.Tensor  # [V, T] int64 class index per segment; background = len(class_names)
+    class_names: list[str]  # event categories, background excluded (AVE: 28)
+    video_ids: list[str]
+    splits: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> int64 row indices
+    settings: FeatureSettings | None = None  # None: unknown (e.g. the released AVE files)
+
+    @property
+    def num_classes(self) -> int:
+        """Event categories plus background (AVE: 29)."""
+        return len(self.class_names) + 1
+
+    @property
+    def background(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def event_mask(self) -> torch.Tensor:  # [V, T] float 0/1
+        return (self.labels != self.background).float()
+
+    def split(self, name: str) -> torch.Tensor:
+        try:
+            return self.splits[name]
+        except KeyError:
+            raise KeyError(f"the data has no {name!r} split (it has: {', '.join(self.splits) or 'none'})") from None

@@ -1,0 +1,65 @@
+"""Every failure a user can cause has its own exception type, so batch jobs can record
+it per video and go on. Messages are one line and name the file."""
+from __future__ import annotations
+
+
+class AvelError(Exception):
+    """Base class of every error avel reports to a user (one line, no traceback)."""
+
+
+# --- media (stage one) -------------------------------------------------------------
+class MediaError(AvelError):
+    """A video could not be turned into segments. `kind` is a short stable tag."""
+
+    kind = "media"
+
+    def __init__(self, path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class MediaNotFound(MediaError):
+    kind = "not-found"
+
+
+class NotAMediaFile(MediaError):
+    kind = "not-media"
+
+
+class CorruptMedia(MediaError):
+    kind = "corrupt"
+
+
+class NoVideoStream(MediaError):
+    kind = "no-video"
+
+
+class NoAudioStream(MediaError):
+    kind = "no-audio"
+
+
+class TooShort(MediaError):
+    kind = "too-short"
+
+
+# --- weights -------------------------------------------------------------------------
+class WeightsError(AvelError):
+    """A weight file is missing, unreadable, of the wrong format or fails its hash."""
+
+
+# --- data, caches, checkpoints ---------------------------------------------------------
+class SettingsMismatch(AvelError):
+    """Features (or a checkpoint) made with other extractor settings."""
+
+
+class AnnotationError(AvelError):
+    """A malformed annotation file (the message names the file and line)."""
+
+
+class CacheError(AvelError):
+    """A feature cache that cannot be read or written."""
+
+
+class CheckpointError(AvelError):
+    """A checkpoint that cannot be loaded (wrong task, pickled code, bad file)."""
