@@ -177,8 +177,10 @@ class SegmentReader:
             audio_chunks, audio_have, audio_base = [keep], keep.shape[0], hi
             return out
 
+        last_seg: Segment | None = None
+
         def ready_segments(final: bool) -> Iterator[Segment]:
-            nonlocal emitted
+            nonlocal emitted, last_seg
             while seg_frames and len(seg_frames[0]) == K:
                 if forced is not None and emitted >= forced:
                     return
@@ -187,7 +189,8 @@ class SegmentReader:
                 if not final and (prev_frame is None or prev_frame[0] < emitted + 1 - TIME_EPS_S):
                     return  # the segment's full second has not been seen yet
                 frames = np.stack(seg_frames.pop(0))
-                yield Segment(emitted, frames, take_audio(emitted))
+                last_seg = Segment(emitted, frames, take_audio(emitted))
+                yield last_seg
                 emitted += 1
 
         def add_audio(frame: av.AudioFrame) -> None:
@@ -254,17 +257,13 @@ class SegmentReader:
                     prev_rgb = self._rgb(prev_frame[1])
                 assign(prev_rgb)
             del seg_frames[max(0, available - emitted):]
-            last: Segment | None = None
-            for seg in ready_segments(final=True):
-                last = seg
-                yield seg
+            yield from ready_segments(final=True)
             # segments past the real content repeat the last real one (forced N only)
             while emitted < total:
-                if last is None:
+                if last_seg is None:
                     raise TooShort(path, "not enough content for one segment")
-                last = Segment(emitted, last.frames, last.audio)
+                yield Segment(emitted, last_seg.frames, last_seg.audio)
                 emitted += 1
-                yield last
         else:
             self.duration_s = declared_s if declared_s else float(forced)
         self.num_segments = emitted

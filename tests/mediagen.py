@@ -43,6 +43,7 @@ def write_video(
             vs.width, vs.height = size
             vs.pix_fmt = pix_fmt
             vs.time_base = time_base
+            vs.codec_context.time_base = time_base
             if codec == "libx264":
                 vs.options = {"preset": "ultrafast", "crf": "18"}
             if rotation is not None:
