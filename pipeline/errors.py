@@ -7,6 +7,13 @@ class AvelError(Exception):
     """Base class of every error avel reports to a user (one line, no traceback)."""
 
 
+class UnknownName(AvelError, KeyError):
+    """A name that no registry holds (an extractor, embedding, model...)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 # --- media (stage one) -------------------------------------------------------------
 class MediaError(AvelError):
     """A video could not be turned into segments. `kind` is a short stable tag."""

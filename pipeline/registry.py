@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
+from pipeline.errors import UnknownName
+
 T = TypeVar("T")
 
 
@@ -25,7 +27,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(
+            raise UnknownName(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
             ) from None
 

@@ -1,0 +1,215 @@
+"""avel: audio-visual event localization from the command line.
+
+Each command parses its options into a typed config, prints nothing unless asked (a
+progress bar on long jobs), calls one pipeline function, and reports errors in one line."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.config import FeatureSettings
+from pipeline.errors import AvelError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Audio-visual event localization: extract VGG-19/VGGish features, cache them, train and run DAM.",
+)
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
+
+
+def _choices(registry) -> str:
+    return "|".join(registry.names())
+
+
+# -- options shared by the extracting commands (one Annotated alias each) -----------------------
+VisualModel = Annotated[str, typer.Option("--visual-model", help="caffe (AVE-compatible) | torchvision | random")]
+VisualWeights = Annotated[Optional[Path], typer.Option("--visual-weights-file", help="Keras HDF5 or PyTorch state dict of the VGG-19 weights")]
+AudioModel = Annotated[str, typer.Option("--audio-model", help="vggish | random")]
+AudioWeights = Annotated[Optional[Path], typer.Option("--audio-weights-file", help="vggish-10086976.pth (PyTorch state dict)")]
+AudioPca = Annotated[Optional[Path], typer.Option("--audio-pca-file", help="apply VGGish PCA + 8-bit quantisation from this file (off by default, as in AVE)")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32 (default, reproducible) | bf16 | fp16")]
+FramesPerSegment = Annotated[int, typer.Option("--frames-per-segment", min=1, help="frames averaged per 1-s segment (AVE: 16)")]
+Segments = Annotated[Optional[int], typer.Option("--segments", min=1, help="force N segments (AVE: 10): truncate, or repeat the last when up to 1 s short")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="frames per VGG-19 forward")]
+MissingAudio = Annotated[str, typer.Option("--on-missing-audio", help="error | silence")]
+Seed = Annotated[int, typer.Option("--seed", help="seed of random weights")]
+Pooled = Annotated[bool, typer.Option("--pooled/--no-pooled", help="also store the 512-d pooled visual vector (AVE's visual_feature_vec)")]
+StorageDtype = Annotated[str, typer.Option("--storage-dtype", help="float32 | float16")]
+Workers = Annotated[int, typer.Option("--workers", min=0, help="decoder processes (0: one decoding thread)")]
+CommitEvery = Annotated[int, typer.Option("--commit-every", min=1, help="videos per committed part file (a crash loses at most this many)")]
+
+
+def _extractor(visual_model, visual_weights_file, audio_model, audio_weights_file, audio_pca_file,
+               device, precision, frames_per_segment, segments, batch_size, on_missing_audio, seed):
+    from pipeline.extract import FeatureExtractor
+
+    settings = FeatureSettings(
+        visual_model=visual_model, audio_model=audio_model, frames_per_segment=frames_per_segment,
+        segments=segments, on_missing_audio=on_missing_audio, audio_pca=audio_pca_file is not None,
+        precision=precision, seed=seed,
+    )
+    return FeatureExtractor(
+        settings, visual_weights_file=_s(visual_weights_file), audio_weights_file=_s(audio_weights_file),
+        audio_pca_file=_s(audio_pca_file), device=device, batch_size=batch_size,
+    )
+
+
+def _s(p: Optional[Path]) -> Optional[str]:
+    return None if p is None else str(p)
+
+
+def _report(summary, where: str) -> None:
+    msg = f"{summary.done} extracted, {summary.skipped} already done, {len(summary.failed)} failed -> {where}"
+    typer.echo(msg, err=True)
+    for f in summary.failed[:20]:
+        typer.echo(f"  {f.kind}: {f.error}", err=True)
+    if len(summary.failed) > 20:
+        typer.echo(f"  ... and {len(summary.failed) - 20} more (see the cache's failures)", err=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def extract(
+    videos: Annotated[list[Path], typer.Argument(help="video files")],
+    out: Annotated[Path, typer.Option("--out", help="features.h5 (one file), or a directory cache")] = Path("features.h5"),
+    visual_model: VisualModel = "caffe",
+    visual_weights_file: VisualWeights = None,
+    audio_model: AudioModel = "vggish",
+    audio_weights_file: AudioWeights = None,
+    audio_pca_file: AudioPca = None,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    frames_per_segment: FramesPerSegment = 16,
+    segments: Segments = None,
+    batch_size: BatchSize = 160,
+    on_missing_audio: MissingAudio = "error",
+    seed: Seed = 0,
+    pooled: Pooled = False,
+    storage_dtype: StorageDtype = "float32",
+    workers: Workers = 0,
+) -> None:
+    """Extract VGG-19 pool5 and VGGish features of VIDEO... into an HDF5 file."""
+    from pipeline.cache import CacheMeta, FeatureCache, merge_caches
+    from pipeline.extract import jobs_from_paths, run_extraction
+
+    fe = _extractor(visual_model, visual_weights_file, audio_model, audio_weights_file, audio_pca_file,
+                    device, precision, frames_per_segment, segments, batch_size, on_missing_audio, seed)
+    jobs = jobs_from_paths(videos)
+    if out.suffix != ".h5":
+        summary = run_extraction(jobs, out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype)
+        return _report(summary, str(out))
+    # a single file: extract into a resumable side directory, then merge atomically
+    partial = out.with_name(out.name + ".partial")
+    done: set[str] = set()
+    if out.exists():
+        with FeatureCache(out) as existing:  # refuse other settings before any work
+            existing.meta.check_compatible(CacheMeta(fe.settings, storage_dtype), str(out))
+            done = set(existing.ids())
+    summary = run_extraction([j for j in jobs if j.id not in done], partial, fe, workers=workers,
+                             pooled=pooled, storage_dtype=storage_dtype)
+    summary.skipped += len(jobs) - len([j for j in jobs if j.id not in done])
+    merge_caches(([out] if out.exists() else []) + [partial], out)
+    shutil.rmtree(partial)
+    _report(summary, str(out))
+
+
+def _find_videos(source: Path) -> list[Path]:
+    if source.is_dir():
+        return sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if source.is_file():
+        base = source.parent
+        lines = [ln.strip() for ln in source.read_text().splitlines()]
+        return [Path(ln) if os.path.isabs(ln) else base / ln for ln in lines if ln and not ln.startswith("#")]
+    raise AvelError(f"{source}: no such folder or list file")
+
+
+def _shard(jobs, shard: Optional[str]):
+    if shard is None:
+        return jobs
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+        assert 0 <= i < n
+    except (ValueError, AssertionError):
+        raise AvelError(f"--shard {shard}: expected i/n with 0 <= i < n, e.g. 0/4") from None
+    return [j for k, j in enumerate(sorted(jobs, key=lambda j: j.id)) if k % n == i]
+
+
+@app.command()
+def preprocess(
+    source: Annotated[Path, typer.Argument(help="a folder of videos (recursive), a text file of paths, or the AVE video folder")],
+    out: Annotated[Path, typer.Option("--out", help="the cache directory (created or resumed)")],
+    annotations: Annotated[Optional[Path], typer.Option("--annotations", help="AVE-format Annotations.txt: its rows are the unit")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: process the i-th of n disjoint parts (0-based)")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="try videos recorded as failed again")] = False,
+    visual_model: VisualModel = "caffe",
+    visual_weights_file: VisualWeights = None,
+    audio_model: AudioModel = "vggish",
+    audio_weights_file: AudioWeights = None,
+    audio_pca_file: AudioPca = None,
+    device: Device = "auto",
+    precision: Precision = "fp32",
+    frames_per_segment: FramesPerSegment = 16,
+    segments: Segments = None,
+    batch_size: BatchSize = 160,
+    on_missing_audio: MissingAudio = "error",
+    seed: Seed = 0,
+    pooled: Pooled = True,
+    storage_dtype: StorageDtype = "float32",
+    workers: Workers = 2,
+    commit_every: CommitEvery = 64,
+) -> None:
+    """Batch-extract a whole dataset into a crash-safe, resumable cache."""
+    from pipeline.extract import Job, jobs_from_paths, run_extraction
+
+    text = None
+    if annotations is not None:
+        from pipeline.annotations import read_annotations
+
+        rows = read_annotations(annotations)
+        text = annotations.read_text(encoding="utf-8-sig")
+        files = {p.stem: p for p in _find_videos(source)} if source.is_dir() else {}
+        ids = list(dict.fromkeys(r.video_id for r in rows))  # rows -> unique files
+        jobs = [Job(i, str(files.get(i, source / f"{i}.mp4"))) for i in ids]
+        if segments is None:
+            segments = 10  # AVE rows label ten 1-s segments
+    else:
+        jobs = jobs_from_paths(_find_videos(source))
+    jobs = _shard(jobs, shard)
+    fe = _extractor(visual_model, visual_weights_file, audio_model, audio_weights_file, audio_pca_file,
+                    device, precision, frames_per_segment, segments, batch_size, on_missing_audio, seed)
+    summary = run_extraction(jobs, out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype,
+                             annotations=text, retry_failed=retry_failed, commit_every=commit_every)
+    _report(summary, str(out))
+
+
+@app.command()
+def merge(
+    caches: Annotated[list[Path], typer.Argument(help="caches (directories or .h5 files) to join, e.g. the shards")],
+    out: Annotated[Path, typer.Option("--out", help="the merged single-file cache (.h5)")],
+) -> None:
+    """Join feature caches (e.g. the shards of `preprocess --shard`), refusing mixed settings."""
+    from pipeline.cache import merge_caches
+
+    n, failed = merge_caches(caches, out)
+    typer.echo(f"{n} videos, {failed} recorded failures -> {out}", err=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except AvelError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
