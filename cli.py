@@ -167,15 +167,22 @@ def preprocess(
     workers: Workers = 2,
     commit_every: CommitEvery = 64,
 ) -> None:
-    """Batch-extract a whole dataset into a crash-safe, resumable cache."""
+    """Batch-extract a whole dataset into a crash-safe, resumable cache.
+
+    With --annotations, its rows are the unit (an id listed twice is extracted once) and
+    trainSet.txt / valSet.txt / testSet.txt beside it are stored as the cache's splits."""
     from pipeline.extract import Job, jobs_from_paths, run_extraction
 
-    text = None
+    from pipeline.data import split_name
+
+    text, splits = None, {}
     if annotations is not None:
         from pipeline.annotations import read_annotations
 
         rows = read_annotations(annotations)
         text = annotations.read_text(encoding="utf-8-sig")
+        split_files = [annotations.parent / f"{n}Set.txt" for n in ("train", "val", "test")]
+        splits = {split_name(p.name): p.read_text(encoding="utf-8-sig") for p in split_files if p.is_file()}
         files = {p.stem: p for p in _find_videos(source)} if source.is_dir() else {}
         ids = list(dict.fromkeys(r.video_id for r in rows))  # rows -> unique files
         jobs = [Job(i, str(files.get(i, source / f"{i}.mp4"))) for i in ids]
@@ -187,7 +194,7 @@ def preprocess(
     fe = _extractor(visual_model, visual_weights_file, audio_model, audio_weights_file, audio_pca_file,
                     device, precision, frames_per_segment, segments, batch_size, on_missing_audio, seed)
     summary = run_extraction(jobs, out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype,
-                             annotations=text, retry_failed=retry_failed, commit_every=commit_every)
+                             annotations=text, splits=splits, retry_failed=retry_failed, commit_every=commit_every)
     _report(summary, str(out))
 
 
@@ -201,6 +208,46 @@ def merge(
 
     n, failed = merge_caches(caches, out)
     typer.echo(f"{n} videos, {failed} recorded failures -> {out}", err=True)
+
+
+@app.command("export-ave")
+def export_ave(
+    cache: Annotated[Path, typer.Argument(help="a feature cache (directory or .h5)")],
+    annotations: Annotated[Path, typer.Option("--annotations", help="Annotations.txt: its rows, in order, are the exported rows")],
+    out: Annotated[Path, typer.Option("--out", help="output directory (the AVE release layout)")],
+    splits: Annotated[Optional[str], typer.Option("--splits", help="comma-separated split files, e.g. trainSet.txt,valSet.txt,testSet.txt")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32 | float64 (the release's)")] = "float32",
+) -> None:
+    """Write the AVE release layout (visual_feature.h5, audio_feature.h5, labels.h5, ...)."""
+    from pipeline.annotations import read_annotations
+    from pipeline.ave import write_ave_layout
+    from pipeline.data import load_cache, split_name
+
+    rows = read_annotations(annotations)
+    split_texts = {}
+    for f in (splits.split(",") if splits else []):
+        p = Path(f.strip())
+        if not p.is_file():
+            raise AvelError(f"{p}: no such split file")
+        split_texts[split_name(p.name)] = p.read_text(encoding="utf-8-sig")
+    data = load_cache(cache, rows=rows, split_texts=split_texts)
+    files = write_ave_layout(out, data, dtype=dtype, annotations=rows)
+    typer.echo(f"{len(rows)} rows, {len(files)} files -> {out}", err=True)
+
+
+@app.command()
+def synth(
+    outdir: Annotated[Path, typer.Argument(help="output folder: videos/, Annotations.txt, trainSet/valSet/testSet.txt")],
+    videos: Annotated[int, typer.Option("--videos", min=1, help="number of videos")] = 100,
+    classes: Annotated[int, typer.Option("--classes", min=1, max=28, help="event categories")] = 5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+) -> None:
+    """Generate a small audio-visual event dataset (10-s h264/aac mp4s) in AVE format."""
+    from pipeline.synth import synthesize
+
+    rows = synthesize(outdir, videos=videos, classes=classes, seed=seed, workers=workers)
+    typer.echo(f"{len(rows)} videos, {classes} classes -> {outdir}", err=True)
 
 
 def main() -> None:

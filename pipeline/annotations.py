@@ -87,6 +87,11 @@ def read_annotations(path: str | os.PathLike, *, max_seconds: int = AVE_SECONDS)
         raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
+    return parse_annotations(text, str(path), max_seconds=max_seconds)
+
+
+def parse_annotations(text: str, source: str = "<annotations>", *, max_seconds: int = AVE_SECONDS) -> list[AnnotationRow]:
+    """Rows of AVE-format text (what `read_annotations` reads); errors name `source`:LINE."""
     rows: list[AnnotationRow] = []
     seen_content = False
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -100,7 +105,7 @@ def read_annotations(path: str | os.PathLike, *, max_seconds: int = AVE_SECONDS)
         try:
             rows.append(AnnotationRow.from_line(line, max_seconds=max_seconds))
         except ValueError as e:
-            raise AnnotationError(f"{path}:{lineno}: {e}") from None
+            raise AnnotationError(f"{source}:{lineno}: {e}") from None
     return rows
 
 

@@ -5,13 +5,15 @@ A cache is a directory:
     CACHE/
       cache.json          settings (FeatureSettings) + storage dtype, written once, atomically
       annotations.txt     the AVE-format rows, when the job had annotations (optional)
+      splits/NAME.txt     split rows (train/val/test, AVE format), when the job had them
       parts/part-*.h5     committed part files (the set of parts is the index)
 
 or a single `.h5` file with the same layout as one part (what `avel extract --out x.h5`
 and `avel merge --out x.h5` write). A part file:
 
     /                     attrs: avel_format, feature_settings (JSON), storage_dtype,
-                          annotations (AVE text, optional), and each setting as its own attr
+                          annotations and split.NAME (AVE text, optional), and
+                          setting.NAME: each feature setting as its own attr
     /videos/<key>/        one group per video; attrs id, source_path, duration_s, num_segments
         visual            (T, 7, 7, 512) float32|float16, pool5 (HWC)
         audio             (T, 128)
@@ -84,6 +86,7 @@ class CacheMeta:
     settings: FeatureSettings
     storage_dtype: str = "float32"
     annotations: str | None = None  # AVE-format text
+    splits: dict[str, str] = field(default_factory=dict)  # split name -> AVE-format rows (trainSet.txt...)
 
     def check_compatible(self, other: "CacheMeta", where: str) -> None:
         diffs = self.settings.differences(other.settings)
@@ -130,6 +133,8 @@ class _AtomicPart:
             f.attrs[f"setting.{k}"] = "" if v is None else v
         if meta.annotations is not None:
             f.attrs["annotations"] = meta.annotations
+        for name, text in meta.splits.items():
+            f.attrs[f"split.{name}"] = text
         f.create_group("videos")
         f.create_group("failures")
         return f
@@ -168,10 +173,12 @@ def read_meta(h5: h5py.File, where: str) -> CacheMeta:
     if h5.attrs.get("avel_format") != FORMAT:
         raise CacheError(f"{where}: not an avel feature file (no avel_format={FORMAT} attribute)")
     ann = h5.attrs.get("annotations")
+    splits = {k[len("split."):]: str(v) for k, v in h5.attrs.items() if k.startswith("split.")}
     return CacheMeta(
         FeatureSettings.from_json(h5.attrs["feature_settings"]),
         str(h5.attrs.get("storage_dtype", "float32")),
         None if ann is None else str(ann),
+        splits,
     )
 
 
@@ -191,6 +198,7 @@ class FeatureCache:
             self.meta = CacheMeta(
                 FeatureSettings.from_dict(d["settings"]), d.get("storage_dtype", "float32"),
                 ann.read_text() if ann.is_file() else None,
+                {p.stem: p.read_text() for p in sorted((self.path / "splits").glob("*.txt"))},
             )
             for leftover in (self.path / "parts").glob(".tmp-*"):
                 leftover.unlink(missing_ok=True)  # a writer killed mid-part
@@ -229,6 +237,11 @@ class FeatureCache:
         if meta.annotations is not None and cache.meta.annotations is None:
             (path / "annotations.txt").write_text(meta.annotations)
             cache.meta.annotations = meta.annotations
+        for name, text in meta.splits.items():
+            if name not in cache.meta.splits:
+                (path / "splits").mkdir(exist_ok=True)
+                (path / "splits" / f"{name}.txt").write_text(text)
+                cache.meta.splits[name] = text
         return cache
 
     # -- index ----------------------------------------------------------------------------------
@@ -380,11 +393,12 @@ def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike) -> tu
     for c in caches[1:]:
         c.meta.check_compatible(meta, str(c.path))
     annotations = next((c.meta.annotations for c in caches if c.meta.annotations is not None), None)
+    splits = next((c.meta.splits for c in caches if c.meta.splits), {})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     failed: dict[str, tuple[FeatureCache, Failure]] = {}
-    with _AtomicPart(out, CacheMeta(meta.settings, meta.storage_dtype, annotations)) as f:
+    with _AtomicPart(out, CacheMeta(meta.settings, meta.storage_dtype, annotations, splits)) as f:
         for c in caches:
             for vid, e in c.entries.items():
                 if vid not in seen:

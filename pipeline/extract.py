@@ -176,6 +176,7 @@ def run_extraction(
     pooled: bool = False,
     storage_dtype: str = "float32",
     annotations: str | None = None,
+    splits: dict[str, str] | None = None,
     retry_failed: bool = False,
     commit_every: int = 64,
     progress: bool = True,
@@ -183,7 +184,7 @@ def run_extraction(
     """Extract every job into the directory cache `cache_dir` (created, or resumed)."""
     from tqdm import tqdm
 
-    meta = CacheMeta(extractor.settings, storage_dtype, annotations)
+    meta = CacheMeta(extractor.settings, storage_dtype, annotations, dict(splits or {}))
     cache = FeatureCache.create_or_open(cache_dir, meta)
     summary = RunSummary()
     todo = []
