@@ -1,0 +1,92 @@
+"""Generated videos -> `avel preprocess` -> cache -> `avel export-ave` -> read back, with an
+id annotated twice (rows, not files, are the unit) as in AVE."""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pipeline.annotations import read_annotations, write_annotations
+from pipeline.ave import read_ave_layout
+from pipeline.cache import FeatureCache
+from pipeline.data import load_data
+from pipeline.errors import CacheError
+from pipeline.synth import synthesize
+from test_cache import FAST, avel
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("roundtrip")
+    rows = synthesize(root / "synth", videos=6, classes=3, seed=3, progress=False)
+    # AVE has ids annotated twice with different categories: add such a row
+    dup = rows[0]
+    other = next(r.category for r in rows if r.category != dup.category)
+    rows = rows + [type(dup)(other, dup.video_id, dup.quality, 0, 10)]
+    write_annotations(root / "synth" / "Annotations.txt", rows)
+    avel("preprocess", root / "synth" / "videos", "--annotations", root / "synth" / "Annotations.txt",
+         "--out", root / "cache", "--workers", "1", *FAST)
+    return root, rows
+
+
+def test_rows_are_the_unit(dataset):
+    root, rows = dataset
+    cache = FeatureCache(root / "cache")
+    assert len(cache) == 6  # six files for seven rows
+    data = load_data(root / "cache")
+    assert data.visual.shape == (7, 10, 7, 7, 512) and data.audio.shape == (7, 10, 128)
+    assert data.video_ids == [r.video_id for r in rows]
+    assert torch.equal(data.visual[0], data.visual[6])  # the same file, two rows
+    assert data.labels[6].tolist() == [data.class_names.index(rows[6].category)] * 10
+    assert set(data.splits) == {"train", "val", "test"}  # trainSet/valSet/testSet.txt were stored
+
+
+def test_export_layout_and_read_back(dataset, tmp_path):
+    root, rows = dataset
+    synth_dir = root / "synth"
+    avel("export-ave", root / "cache", "--annotations", synth_dir / "Annotations.txt", "--out", tmp_path / "ave",
+         "--splits", f"{synth_dir / 'trainSet.txt'},{synth_dir / 'valSet.txt'},{synth_dir / 'testSet.txt'}",
+         "--dtype", "float64")
+    V, K1 = 7, 4
+    expected = {
+        "visual_feature.h5": ("avadataset", (V, 10, 7, 7, 512), np.float64),
+        "audio_feature.h5": ("avadataset", (V, 10, 128), np.float64),
+        "labels.h5": ("avadataset", (V, 10, K1), None),
+        "labels_closs.h5": ("avadataset", (V, 10), np.float32),
+        "mil_labels.h5": ("avadataset", (V, K1), np.float32),
+        "visual_feature_vec.h5": ("avadataset", (V, 10, 512), None),
+    }
+    for name, (key, shape, dtype) in expected.items():
+        with h5py.File(tmp_path / "ave" / name, "r") as f:
+            assert list(f.keys()) == [key], name
+            assert f[key].shape == shape, name
+            if dtype is not None:
+                assert f[key].dtype == dtype, name
+    for split in ("train", "val", "test"):
+        with h5py.File(tmp_path / "ave" / f"{split}_order.h5", "r") as f:
+            assert list(f.keys()) == ["order"] and f["order"].dtype == np.int64
+            order = f["order"][()]
+            assert np.all(np.diff(order) > 0)  # rows in annotation order
+    original = load_data(root / "cache")
+    back = read_ave_layout(tmp_path / "ave")
+    torch.testing.assert_close(back.visual, original.visual)
+    torch.testing.assert_close(back.audio, original.audio)
+    assert torch.equal(back.labels, original.labels)
+    assert back.class_names == original.class_names
+    train_rows = read_annotations(synth_dir / "trainSet.txt")
+    assert len(back.splits["train"]) == len(train_rows)
+    # the stage-three data interface reads the export the same way
+    assert torch.equal(load_data(tmp_path / "ave").labels, original.labels)
+
+
+def test_export_lists_missing_videos(dataset, tmp_path):
+    root, rows = dataset
+    extra = rows + [type(rows[0])(rows[0].category, "not-extracted", "good", 0, 10)]
+    write_annotations(tmp_path / "Annotations.txt", extra)
+    proc = avel("export-ave", root / "cache", "--annotations", tmp_path / "Annotations.txt", "--out", tmp_path / "ave", check=False)
+    assert proc.returncode == 2 and "not-extracted" in proc.stderr
+    with pytest.raises(CacheError, match="not-extracted"):
+        from pipeline.data import load_cache
+
+        load_cache(root / "cache", rows=extra)
