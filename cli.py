@@ -250,6 +250,98 @@ def synth(
     typer.echo(f"{len(rows)} videos, {classes} classes -> {outdir}", err=True)
 
 
+Task = Annotated[str, typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization)")]
+DataPath = Annotated[Path, typer.Option("--data", help="a feature cache or a directory in the AVE release layout")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the metrics as JSON")]
+
+
+def _check_task(task: str) -> None:
+    if task not in ("sel", "cml"):
+        raise AvelError(f"task {task!r}: choose sel or cml")
+
+
+def _format_metrics(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+
+
+def _write_json(path: Optional[Path], obj) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+@app.command()
+def train(
+    task: Task,
+    data: DataPath,
+    out: Annotated[Path, typer.Option("--out", help="checkpoint to write (.safetensors)")],
+    model: Annotated[str, typer.Option("--model", help="sel: dam | av_att;  cml: dam | avdln")] = "dam",
+    embedding: Annotated[str, typer.Option("--embedding", help="DAM sequence embedding: avg | max | rnn | lstm | gru | bilstm | self-att")] = "self-att",
+    matching: Annotated[str, typer.Option("--matching", help="cross (DAM) | self (ablation) | none (SEL without DAM)")] = "cross",
+    lam: Annotated[float, typer.Option("--lambda", min=0.0, max=1.0, help="SEL loss weight of the category CE (eq. 8)")] = 0.5,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 60,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
+    heads: Annotated[int, typer.Option("--heads", min=1, help="self-attention heads")] = 4,
+    dropout: Annotated[float, typer.Option("--dropout")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="train this many seeds (seed, seed+1, ...) and report mean and std")] = 1,
+    device: Device = "auto",
+    dtype_in_ram: Annotated[str, typer.Option("--dtype-in-ram", help="float32 | float16: features held in RAM")] = "float32",
+    json_out: JsonOut = None,
+) -> None:
+    """Train DAM (or a baseline) with model selection on validation; report test."""
+    import torch
+
+    from pipeline.data import load_data
+    from pipeline.train import TrainConfig, save_checkpoint, train_seeds
+
+    _check_task(task)
+    cfg = TrainConfig(task=task, model=model, embedding=embedding, matching=matching, lam=lam, epochs=epochs,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
+                      dtype_in_ram=dtype_in_ram, heads=heads, dropout=dropout)
+    av = load_data(data, dtype=torch.float16 if dtype_in_ram == "float16" else torch.float32)
+    result = train_seeds(av, cfg, list(range(seed, seed + seeds)))
+    report = {"task": task, "config": cfg.__dict__, "split": result.split, "mean": result.mean, "std": result.std, "runs": []}
+    for k, r in enumerate(result.results):
+        path = out if k == 0 else out.with_name(f"{out.stem}-seed{r.config.seed}{out.suffix}")
+        save_checkpoint(path, r.model, r.model_config, av.class_names, av.settings, {"val": r.val, "test": r.test})
+        report["runs"].append({"seed": r.config.seed, "checkpoint": str(path), "best_epoch": r.best_epoch, "val": r.val,
+                               "test": r.test, "seconds": round(r.seconds, 1)})
+        typer.echo(f"seed {r.config.seed}: best epoch {r.best_epoch}; val: {_format_metrics(r.val)}"
+                   + (f"; test: {_format_metrics(r.test)}" if r.test else "") + f" -> {path}")
+    if seeds > 1:
+        typer.echo(f"{result.split} over {seeds} seeds: " + ", ".join(
+            f"{k} {result.mean[k]:.4f} +- {result.std[k]:.4f}" for k in result.mean))
+    _write_json(json_out, report)
+
+
+@app.command()
+def evaluate(
+    task: Task,
+    data: DataPath,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a checkpoint written by `avel train`")],
+    split: Annotated[str, typer.Option("--split", help="test | val | train (CML uses the *_match split when present)")] = "test",
+    device: Device = "auto",
+    json_out: JsonOut = None,
+) -> None:
+    """Evaluate a checkpoint: SEL accuracy over all segments; CML A2V and V2A exact-window accuracy."""
+    import torch
+
+    from pipeline.data import load_data
+    from pipeline.train import evaluate as run_evaluate, load_checkpoint, resolve_device
+
+    _check_task(task)
+    av = load_data(data)
+    ckpt = load_checkpoint(checkpoint, expected_task=task, feature_settings=av.settings)
+    if ckpt.class_names and task == "sel" and ckpt.class_names != av.class_names:
+        raise AvelError(f"{checkpoint}: trained on classes {ckpt.class_names[:3]}... which differ from the data's {av.class_names[:3]}...")
+    metrics = run_evaluate(ckpt.model.to(resolve_device(device)), av, split)
+    typer.echo(f"{task} {split}: {_format_metrics(metrics)}")
+    _write_json(json_out, {"task": task, "split": split, "checkpoint": str(checkpoint), "data": str(data), "metrics": metrics})
+
+
 def main() -> None:
     try:
         app()
