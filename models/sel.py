@@ -1,0 +1,123 @@
+"""The DAM framework for supervised event localization (DAM paper, Sec. 3.4, Fig. 3).
+
+    low level (Tian et al.): audio-guided visual attention over the pool5 cells, then a
+        Bi-LSTM per modality (128 per direction)      -> f^A, f^V [B, T, 256]
+    global features: the sequence embedding (self-attention by default) over ALL segments
+        of each modality (the event region is unknown at test time) -> g_A, g_V [B, 256]
+    event category: concat(g_A, g_V) [B, 512] -> Linear -> 64 -> ReLU -> Linear -> E logits
+        (E = num_classes - 1 event categories, 28 for AVE; background is not a category
+        here). Concat + the MLP of AV_att's head (512 -> 64 -> classes), so the two SEL
+        models differ only in what DAM adds.
+    event relevance: DAM on (f^A, f^V, g_A, g_V): p_t = (sigma(g_V.f_t^A) + sigma(g_A.f_t^V))/2
+        (cross matching) or the self-matching form (Table 5).
+    prediction of segment t: background if p_t < 0.5, else the video's predicted category.
+    loss: lam * CE(category) + (1 - lam) * mean_t BCE(p_t, y_t), lam = 0.5 (eq. 8).
+
+The category target of a video is its (only) event category; with several, the most
+frequent one. An all-background video has no category: it contributes to the BCE term only.
+
+"Without matching" (Table 5, and lam = 1 in Fig. 5, "without the DAM module"): with
+matching="none" or lam=1 the relevance is not trained, so it is not used either: every
+segment gets the predicted category and the model cannot output background, which is why
+the paper's "w/o matching" row is lower (70.7). With lam=1 the loss is the CE alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.baselines import LowLevelEncoder
+from models.dam import DAM, DAMOutput, relevance_loss
+from models.embeddings import DEFAULT_EMBEDDING
+
+SEL_MATCHINGS = ("cross", "self", "none")
+
+
+def combine_predictions(category: torch.Tensor, relevance: torch.Tensor | None, background: int, T: int | None = None) -> torch.Tensor:
+    """category [B] (event class per video), relevance [B, T] or None -> class per segment
+    [B, T]: background where relevance < 0.5, the category where relevance >= 0.5 (every
+    segment when relevance is None; then T must be given)."""
+    if relevance is None:
+        if T is None:
+            raise ValueError("without relevance the number of segments T must be given")
+        return category.unsqueeze(1).expand(-1, T).clone()
+    pred = category.unsqueeze(1).expand_as(relevance)  # (B, T)
+    return torch.where(relevance < 0.5, torch.full_like(pred, background), pred)
+
+
+def video_category(labels: torch.Tensor, background: int) -> torch.Tensor:
+    """labels [B, T] (background = `background`) -> the most frequent event class of each video
+    [B] (ties -> the smaller index), -1 for a video without event segments."""
+    counts = F.one_hot(labels, num_classes=background + 1)[..., :background].sum(1)  # (B, E)
+    return torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
+
+
+@dataclass
+class SELOutput:
+    category_logits: torch.Tensor  # [B, E]
+    relevance: torch.Tensor | None  # [B, T] p_t, None when matching is off
+    dam: DAMOutput
+
+
+class SELDAM(nn.Module):
+    task = "sel"
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        audio_dim: int = 128,
+        visual_dim: int = 512,
+        att_hidden: int = 49,
+        lstm_hidden: int = 128,
+        head_hidden: int = 64,
+        embedding: str = DEFAULT_EMBEDDING,
+        matching: str = "cross",
+        lam: float = 0.5,
+        heads: int = 4,
+        dropout: float = 0.1,
+        ffn_mult: int = 4,
+    ) -> None:
+        super().__init__()
+        if matching not in SEL_MATCHINGS:
+            raise ValueError(f"unknown matching {matching!r}; choose one of: {', '.join(SEL_MATCHINGS)}")
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must lie in [0, 1], got {lam}")
+        self.num_events = num_classes - 1
+        self.background = self.num_events
+        self.lam = lam
+        self.uses_relevance = matching != "none" and lam < 1.0
+        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden)
+        d = self.encoder.out_dim
+        self.dam = DAM(
+            audio_dim=d, visual_dim=d, dim=d, proj_hidden=None, embedding=embedding,
+            matching="cross" if matching == "none" else matching, heads=heads, dropout=dropout, ffn_mult=ffn_mult,
+        )
+        self.classifier = nn.Sequential(nn.Linear(2 * d, head_hidden), nn.ReLU(), nn.Linear(head_hidden, self.num_events))
+
+    def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> SELOutput:
+        """audio [B, T, Da], visual [B, T, N, Dv] (N = 7x7 cells) -> category logits and relevance."""
+        f_a, f_v = self.encoder(audio, visual)  # (B, T, d) each
+        every = torch.ones(f_a.shape[:2], dtype=torch.bool, device=f_a.device)  # (B, T)
+        out = self.dam(f_a, f_v, every)
+        logits = self.classifier(torch.cat([out.audio_global, out.visual_global], dim=-1))  # (B, E)
+        return SELOutput(logits, out.relevance if self.uses_relevance else None, out)
+
+    def loss(self, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """labels [B, T] class per segment (background = num_classes - 1)."""
+        out = self(audio, visual)
+        target = video_category(labels, self.background)  # (B,)
+        has = target >= 0
+        ce = F.cross_entropy(out.category_logits[has], target[has]) if has.any() else out.category_logits.sum() * 0
+        if not self.uses_relevance:
+            return ce
+        return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, labels != self.background)
+
+    @torch.no_grad()
+    def predict(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        """-> class per segment [B, T]."""
+        out = self(audio, visual)
+        return combine_predictions(out.category_logits.argmax(-1), out.relevance, self.background, T=audio.shape[1])

@@ -1,0 +1,312 @@
+"""Models: shapes, masks, the DAM formulas on hand-set numbers, the SEL decision rule, the
+baselines' formulas, and the registry."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from models.baselines import AVDLN, AudioGuidedAttention
+from models.cml import CMLDAM
+from models.dam import DAM, relevance_loss
+from models.embeddings import SEQUENCE_EMBEDDINGS, build_embedding
+from models.registry import ModelConfig, build_model, model_names
+from models.sel import SELDAM, combine_predictions, video_category
+
+
+def sigma(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny ops on two shared cores: intra-op threading only adds synchronisation cost
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+EMBEDDINGS = ["avg", "max", "rnn", "lstm", "gru", "bilstm", "self-att"]
+# row 0: non-contiguous, row 1: contiguous, row 2: empty, row 3: full
+MASK = torch.tensor(
+    [
+        [1, 0, 1, 1, 0, 1],
+        [0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 0],
+        [1, 1, 1, 1, 1, 1],
+    ],
+    dtype=torch.bool,
+)
+
+
+# --- sequence embeddings --------------------------------------------------------------------
+def test_registry_has_every_embedding():
+    assert sorted(SEQUENCE_EMBEDDINGS.names()) == sorted(EMBEDDINGS)
+
+
+@pytest.mark.parametrize("name", EMBEDDINGS)
+def test_embedding_shape_and_mask(name):
+    torch.manual_seed(0)
+    emb = build_embedding(name, dim=8, heads=2, dropout=0.0).eval()
+    x = torch.randn(4, 6, 8)
+    g = emb(x, MASK)
+    assert g.shape == (4, 8)
+    assert torch.isfinite(g).all()
+    # segments outside the mask do not change the global feature
+    x2 = x.clone()
+    x2[~MASK] = 100 * torch.randn(int((~MASK).sum()), 8)
+    torch.testing.assert_close(emb(x2, MASK), g, rtol=0, atol=1e-6)
+    # an empty mask gives zeros
+    assert torch.equal(g[2], torch.zeros(8))
+    # each row equals the embedding of its masked segments alone (in temporal order)
+    for b in (0, 1, 3):
+        alone = x[b, MASK[b]].unsqueeze(0)  # (1, e, 8)
+        ref = emb(alone, torch.ones(alone.shape[:2], dtype=torch.bool))
+        torch.testing.assert_close(g[b], ref[0], rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_free_poolings_by_hand():
+    x = torch.tensor([[[1.0, -2.0], [5.0, 0.0], [3.0, 4.0]]])  # (1, 3, 2)
+    mask = torch.tensor([[True, False, True]])
+    assert build_embedding("avg", dim=2)(x, mask).tolist() == [[2.0, 1.0]]
+    assert build_embedding("max", dim=2)(x, mask).tolist() == [[3.0, 4.0]]
+
+
+def test_self_attention_mixes_segments():
+    # unlike an MLP per segment then mean, self-attention makes each output depend on the others
+    torch.manual_seed(0)
+    emb = build_embedding("self-att", dim=8, heads=2, dropout=0.0).eval()
+    x = torch.randn(1, 3, 8)
+    every = torch.ones(1, 3, dtype=torch.bool)
+    h1 = emb.attend(x, every)[0, 0]
+    x2 = x.clone()
+    x2[0, 2] += 1.0
+    assert not torch.allclose(emb.attend(x2, every)[0, 0], h1)
+
+
+def test_self_attention_checks_heads():
+    with pytest.raises(ValueError):
+        build_embedding("self-att", dim=10, heads=4)
+    with pytest.raises(ValueError):
+        build_embedding("bilstm", dim=7)
+    with pytest.raises(KeyError):
+        build_embedding("transformer-xl", dim=8)
+
+
+# --- DAM ----------------------------------------------------------------------------------------
+# identity projections (widths equal, no hidden layer) and average pooling: every number
+# below follows from the paper's eq. 3-7 by hand.
+AUDIO = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [1.0, -1.0]]])  # (1, 3, 2)
+VISUAL = torch.tensor([[[0.0, 1.0], [4.0, 0.0], [-1.0, 2.0]]])  # (1, 3, 2)
+EVENTS = torch.tensor([[True, True, False]])
+# g_A = mean(a0, a1) = (1, 0.5);  g_V = mean(v0, v1) = (2, 0.5)
+
+
+def test_dam_cross_matching_by_hand():
+    dam = DAM(audio_dim=2, visual_dim=2, dim=2, embedding="avg", matching="cross")
+    out = dam(AUDIO, VISUAL, EVENTS)
+    # p^A_t = sigma(g_V . a_t): 4, 0.5, 1.5;  p^V_t = sigma(g_A . v_t): 0.5, 4, 0
+    p_a = [sigma(4), sigma(0.5), sigma(1.5)]
+    p_v = [sigma(0.5), sigma(4), sigma(0)]
+    torch.testing.assert_close(out.audio_relevance[0], torch.tensor(p_a))
+    torch.testing.assert_close(out.visual_relevance[0], torch.tensor(p_v))
+    torch.testing.assert_close(out.relevance[0], torch.tensor([(a + v) / 2 for a, v in zip(p_a, p_v)]))
+    # BCE against the event mask
+    p = [(a + v) / 2 for a, v in zip(p_a, p_v)]
+    bce = -(math.log(p[0]) + math.log(p[1]) + math.log(1 - p[2])) / 3
+    assert relevance_loss(out.relevance, EVENTS).item() == pytest.approx(bce, rel=1e-5)
+
+
+def test_dam_self_matching_by_hand():
+    dam = DAM(audio_dim=2, visual_dim=2, dim=2, embedding="avg", matching="self")
+    out = dam(AUDIO, VISUAL, EVENTS)
+    # p^A_t = sigma(g_A . a_t): 2, 0.5, 0.5;  p^V_t = sigma(g_V . v_t): 0.5, 8, -1
+    torch.testing.assert_close(out.audio_relevance[0], torch.tensor([sigma(2), sigma(0.5), sigma(0.5)]))
+    torch.testing.assert_close(out.visual_relevance[0], torch.tensor([sigma(0.5), sigma(8), sigma(-1)]))
+
+
+@pytest.mark.parametrize("name", EMBEDDINGS)
+def test_dam_shapes_with_every_embedding(name):
+    torch.manual_seed(0)
+    dam = DAM(audio_dim=128, visual_dim=512, dim=16, proj_hidden=32, embedding=name, heads=2).eval()
+    audio, visual = torch.randn(3, 10, 128), torch.randn(3, 10, 512)
+    mask = torch.rand(3, 10) > 0.4
+    out = dam(audio, visual, mask)
+    assert out.relevance.shape == out.audio_relevance.shape == out.visual_relevance.shape == (3, 10)
+    assert out.audio_global.shape == out.visual_global.shape == (3, 16)
+    assert ((out.relevance > 0) & (out.relevance < 1)).all()
+    torch.testing.assert_close(out.relevance, (out.audio_relevance + out.visual_relevance) / 2)
+
+
+def test_dam_projections():
+    assert isinstance(DAM(audio_dim=8, visual_dim=8, dim=8).audio_proj, nn.Identity)
+    assert isinstance(DAM(audio_dim=8, visual_dim=16, dim=8).visual_proj, nn.Linear)
+    mlp = DAM(audio_dim=128, visual_dim=512, dim=128, proj_hidden=128).visual_proj
+    assert [type(m) for m in mlp] == [nn.Linear, nn.LeakyReLU, nn.Linear]
+    assert mlp[0].in_features == 512 and mlp[0].out_features == 128 and mlp[1].negative_slope == 0.3
+    with pytest.raises(ValueError):
+        DAM(audio_dim=8, visual_dim=8, dim=8, matching="none")
+
+
+# --- CML ----------------------------------------------------------------------------------------
+def test_cml_dam_a2v_by_hand():
+    model = CMLDAM(audio_dim=2, visual_dim=2, dim=2, proj_hidden=None, embedding="avg").eval()
+    audio = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [1.0, 0.0], [9.0, 9.0]]])  # query = segments 1, 2
+    visual = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [2.0, 0.0]]])
+    query = torch.tensor([[False, True, True, False]])
+    # g_A = (1, 0) from the query alone; scores sigma(g_A . v_t) = sigma(0), sigma(0), sigma(3), sigma(2)
+    scores = model.query_scores(audio, visual, query, "a2v")
+    torch.testing.assert_close(scores[0], torch.tensor([0.5, 0.5, sigma(3), sigma(2)]))
+    # windows of 2: 1.0, 0.5 + sigma(3), sigma(3) + sigma(2) -> start 2
+    assert model.localize(audio, visual, query, "a2v").tolist() == [2]
+
+
+@pytest.mark.parametrize("model", ["dam-cross", "dam-self", "avdln"])
+def test_cml_localize_uses_only_the_query_segments(model):
+    torch.manual_seed(0)
+    if model == "avdln":
+        m = AVDLN().eval()
+    else:
+        m = CMLDAM(dim=16, proj_hidden=32, heads=2, matching=model.split("-")[1]).eval()
+    audio, visual = torch.randn(4, 10, 128), torch.randn(4, 10, 512)
+    t = torch.arange(10)
+    starts, lengths = torch.tensor([0, 2, 5, 3]), torch.tensor([3, 2, 5, 6])
+    query = (t >= starts[:, None]) & (t < (starts + lengths)[:, None])
+    a2v = m.localize(audio, visual, query, "a2v")
+    v2a = m.localize(audio, visual, query, "v2a")
+    assert a2v.shape == v2a.shape == (4,)
+    assert ((a2v >= 0) & (a2v <= 10 - lengths)).all() and ((v2a >= 0) & (v2a <= 10 - lengths)).all()
+    audio2, visual2 = audio.clone(), visual.clone()
+    audio2[~query] = 50 * torch.randn(int((~query).sum()), 128)  # the query modality outside the query
+    visual2[~query] = 50 * torch.randn(int((~query).sum()), 512)
+    assert torch.equal(m.localize(audio2, visual, query, "a2v"), a2v)
+    assert torch.equal(m.localize(audio, visual2, query, "v2a"), v2a)
+    with pytest.raises(ValueError):
+        m.localize(audio, visual, query, "sideways")
+
+
+def test_avdln_contrastive_loss_by_hand():
+    m = AVDLN(audio_dim=2, visual_dim=2, hidden=2, dim=2, margin=2.0)
+    with torch.no_grad():  # identity branches (inputs are positive, LeakyReLU passes them)
+        for branch in (m.audio_branch, m.visual_branch):
+            for i in (0, 2):
+                branch[i].weight.copy_(torch.eye(2))
+                branch[i].bias.zero_()
+    audio = torch.tensor([[[1.0, 1.0], [3.0, 1.0]]])
+    visual = torch.tensor([[[1.0, 2.0], [3.0, 1.5]]])  # distances 1 and 0.5
+    # y = (1, 0): (1^2 + (2 - 0.5)^2) / 2 = 1.625;  y = (0, 1): ((2 - 1)^2 + 0.5^2) / 2 = 0.625
+    assert m.loss(audio, visual, torch.tensor([[True, False]])).item() == pytest.approx(1.625)
+    assert m.loss(audio, visual, torch.tensor([[False, True]])).item() == pytest.approx(0.625)
+    # A2V: query = audio segment 1 (3, 1) against visual (1, 2), (3, 1.5) -> start 1
+    assert m.localize(audio, visual, torch.tensor([[False, True]]), "a2v").tolist() == [1]
+
+
+# --- SEL ----------------------------------------------------------------------------------------
+def test_background_decision_rule():
+    category = torch.tensor([3, 1])
+    relevance = torch.tensor([[0.49, 0.5, 0.51, 0.0], [1.0, 0.4999, 0.5, 0.2]])
+    pred = combine_predictions(category, relevance, background=28)
+    assert pred.tolist() == [[28, 3, 3, 28], [1, 28, 1, 28]]
+    assert combine_predictions(category, None, background=28, T=3).tolist() == [[3, 3, 3], [1, 1, 1]]
+
+
+def test_video_category():
+    bg = 4
+    labels = torch.tensor([[bg, 2, 2, bg], [bg, bg, bg, bg], [1, 1, 3, bg], [0, 0, 0, 0]])
+    assert video_category(labels, bg).tolist() == [2, -1, 1, 0]
+
+
+@pytest.mark.parametrize("matching", ["cross", "self", "none"])
+def test_sel_dam_shapes_and_loss(matching):
+    torch.manual_seed(0)
+    model = SELDAM(num_classes=29, matching=matching, heads=4).eval()
+    audio, visual = torch.randn(2, 10, 128), torch.randn(2, 10, 49, 512)  # real AVE shapes
+    labels = torch.full((2, 10), 28)
+    labels[0, 3:7] = 5
+    labels[1] = 11
+    out = model(audio, visual)
+    assert out.category_logits.shape == (2, 28)
+    pred = model.predict(audio, visual)
+    assert pred.shape == (2, 10) and pred.dtype == torch.long
+    loss = model.loss(audio, visual, labels)
+    ce = torch.nn.functional.cross_entropy(out.category_logits, torch.tensor([5, 11]))
+    if matching == "none":
+        assert out.relevance is None
+        assert (pred != 28).all()  # no matching: nothing can be called background
+        torch.testing.assert_close(loss, ce)
+    else:
+        assert out.relevance.shape == (2, 10)
+        expected = combine_predictions(out.category_logits.argmax(-1), out.relevance, 28)
+        assert torch.equal(pred, expected)
+        bce = torch.nn.functional.binary_cross_entropy(out.relevance, (labels != 28).float())
+        torch.testing.assert_close(loss, 0.5 * ce + 0.5 * bce)
+
+
+def test_sel_dam_lambda_one_is_without_matching():
+    model = SELDAM(num_classes=5, lam=1.0, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2)
+    assert not model.uses_relevance
+    assert model(torch.randn(1, 4, 8), torch.randn(1, 4, 9, 16)).relevance is None
+
+
+def test_sel_dam_all_background_batch_has_a_finite_loss():
+    model = SELDAM(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2)
+    loss = model.loss(torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16), torch.full((2, 4), 4))
+    assert torch.isfinite(loss)
+    loss.backward()
+
+
+def test_audio_guided_attention():
+    torch.manual_seed(0)
+    att = AudioGuidedAttention()
+    audio, visual = torch.randn(2, 3, 128), torch.randn(2, 3, 49, 512)
+    out, alpha = att(audio, visual)
+    assert out.shape == (2, 3, 512) and alpha.shape == (2, 3, 49)
+    torch.testing.assert_close(alpha.sum(-1), torch.ones(2, 3))
+    # a weighted sum of the raw cells
+    torch.testing.assert_close(out, torch.einsum("btn,btnd->btd", alpha, visual))
+    # the weights depend on the audio
+    _, alpha2 = att(audio + 1.0, visual)
+    assert not torch.allclose(alpha, alpha2)
+    # identical cells -> that cell, whatever the weights
+    same = torch.randn(2, 3, 1, 512).expand(2, 3, 49, 512)
+    torch.testing.assert_close(att(audio, same)[0], same[:, :, 0])
+
+
+# --- registry -----------------------------------------------------------------------------------
+def test_model_registry():
+    assert model_names("sel") == ["dam", "av_att"]
+    assert model_names("cml") == ["dam", "avdln"]
+    with pytest.raises(KeyError):
+        build_model(ModelConfig(task="sel", model="transformer"))
+    with pytest.raises(ValueError):
+        ModelConfig(task="cml", matching="none")
+    with pytest.raises(ValueError):
+        ModelConfig(embedding="conv")
+    with pytest.raises(ValueError):
+        ModelConfig(lam=1.5)
+    cfg = ModelConfig(task="cml", model="dam", embedding="gru", dim=64)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("task,name", [("sel", "dam"), ("sel", "av_att"), ("cml", "dam"), ("cml", "avdln")])
+def test_every_registered_model_on_ave_shapes(task, name):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(task=task, model=name)).eval()
+    assert model.task == task
+    audio = torch.randn(2, 10, 128)
+    if task == "sel":
+        visual = torch.randn(2, 10, 49, 512)
+        labels = torch.randint(0, 29, (2, 10))
+        assert model.predict(audio, visual).shape == (2, 10)
+        assert model.predict(audio, visual).max() <= 28
+        assert torch.isfinite(model.loss(audio, visual, labels))
+    else:
+        visual = torch.randn(2, 10, 512)
+        mask = torch.zeros(2, 10, dtype=torch.bool)
+        mask[0, 2:5] = True
+        mask[1, 6:8] = True
+        assert torch.isfinite(model.loss(audio, visual, mask))
+        assert model.localize(audio, visual, mask, "a2v").shape == (2,)
