@@ -21,9 +21,6 @@ app = typer.Typer(
     help="Audio-visual event localization: extract VGG-19/VGGish features, cache them, train and run DAM.",
 )
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
-
-
 def _choices(registry) -> str:
     return "|".join(registry.names())
 
@@ -122,16 +119,6 @@ def extract(
     _report(summary, str(out))
 
 
-def _find_videos(source: Path) -> list[Path]:
-    if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-    if source.is_file():
-        base = source.parent
-        lines = [ln.strip() for ln in source.read_text().splitlines()]
-        return [Path(ln) if os.path.isabs(ln) else base / ln for ln in lines if ln and not ln.startswith("#")]
-    raise AvelError(f"{source}: no such folder or list file")
-
-
 def _shard(jobs, shard: Optional[str]):
     if shard is None:
         return jobs
@@ -171,25 +158,15 @@ def preprocess(
 
     With --annotations, its rows are the unit (an id listed twice is extracted once) and
     trainSet.txt / valSet.txt / testSet.txt beside it are stored as the cache's splits."""
-    from pipeline.extract import Job, jobs_from_paths, run_extraction
-
-    from pipeline.data import split_name
+    from pipeline.extract import annotated_jobs, find_videos, jobs_from_paths, run_extraction
 
     text, splits = None, {}
     if annotations is not None:
-        from pipeline.annotations import read_annotations
-
-        rows = read_annotations(annotations)
-        text = annotations.read_text(encoding="utf-8-sig")
-        split_files = [annotations.parent / f"{n}Set.txt" for n in ("train", "val", "test")]
-        splits = {split_name(p.name): p.read_text(encoding="utf-8-sig") for p in split_files if p.is_file()}
-        files = {p.stem: p for p in _find_videos(source)} if source.is_dir() else {}
-        ids = list(dict.fromkeys(r.video_id for r in rows))  # rows -> unique files
-        jobs = [Job(i, str(files.get(i, source / f"{i}.mp4"))) for i in ids]
+        jobs, text, splits = annotated_jobs(source, annotations)
         if segments is None:
             segments = 10  # AVE rows label ten 1-s segments
     else:
-        jobs = jobs_from_paths(_find_videos(source))
+        jobs = jobs_from_paths(find_videos(source))
     jobs = _shard(jobs, shard)
     fe = _extractor(visual_model, visual_weights_file, audio_model, audio_weights_file, audio_pca_file,
                     device, precision, frames_per_segment, segments, batch_size, on_missing_audio, seed)

@@ -11,6 +11,7 @@ import queue
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -229,3 +230,39 @@ def jobs_from_paths(paths: Iterable[str | os.PathLike]) -> list[Job]:
             seen.add(vid)
             jobs.append(Job(vid, p))
     return jobs
+
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
+
+
+def find_videos(source: str | os.PathLike) -> list[Path]:
+    """The videos of a folder (recursive), or the paths listed in a text file (one a line,
+    relative to the file's folder; blank lines and # comments skipped)."""
+    source = Path(source)
+    if source.is_dir():
+        return sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    if source.is_file():
+        lines = [ln.strip() for ln in source.read_text().splitlines()]
+        return [Path(ln) if os.path.isabs(ln) else source.parent / ln for ln in lines if ln and not ln.startswith("#")]
+    raise AvelError(f"{source}: no such folder or list file")
+
+
+def annotated_jobs(source: str | os.PathLike, annotations: str | os.PathLike) -> tuple[list[Job], str, dict[str, str]]:
+    """Jobs of an AVE-style dataset: one per distinct video id of the annotation rows (an id
+    annotated twice is extracted once), the file found by name anywhere under `source`
+    (else SOURCE/<id>.mp4, which then fails as not found). Also returns the annotation text
+    and the split files found beside it (trainSet.txt, valSet.txt, testSet.txt)."""
+    from pipeline.annotations import read_annotations
+
+    annotations = Path(annotations)
+    rows = read_annotations(annotations)
+    text = annotations.read_text(encoding="utf-8-sig")
+    splits = {}
+    for name in ("train", "val", "test"):
+        f = annotations.parent / f"{name}Set.txt"
+        if f.is_file():
+            splits[name] = f.read_text(encoding="utf-8-sig")
+    source = Path(source)
+    files = {p.stem: p for p in find_videos(source)} if source.is_dir() else {}
+    ids = list(dict.fromkeys(r.video_id for r in rows))
+    return [Job(i, str(files.get(i, source / f"{i}.mp4"))) for i in ids], text, splits
