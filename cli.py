@@ -262,6 +262,7 @@ def train(
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
     heads: Annotated[int, typer.Option("--heads", min=1, help="self-attention heads")] = 4,
     dropout: Annotated[float, typer.Option("--dropout")] = 0.1,
+    scaled_matching: Annotated[bool, typer.Option("--scaled-matching/--unscaled-matching", help="DAM score sigma(g.f/sqrt(d)) (default) or the literal sigma(g.f)")] = True,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="train this many seeds (seed, seed+1, ...) and report mean and std")] = 1,
     device: Device = "auto",
@@ -277,7 +278,7 @@ def train(
     _check_task(task)
     cfg = TrainConfig(task=task, model=model, embedding=embedding, matching=matching, lam=lam, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
-                      dtype_in_ram=dtype_in_ram, heads=heads, dropout=dropout)
+                      dtype_in_ram=dtype_in_ram, heads=heads, dropout=dropout, scaled_matching=scaled_matching)
     av = load_data(data, dtype=torch.float16 if dtype_in_ram == "float16" else torch.float32)
     result = train_seeds(av, cfg, list(range(seed, seed + seeds)))
     report = {"task": task, "config": cfg.__dict__, "split": result.split, "mean": result.mean, "std": result.std, "runs": []}
@@ -317,6 +318,21 @@ def evaluate(
     metrics = run_evaluate(ckpt.model.to(resolve_device(device)), av, split)
     typer.echo(f"{task} {split}: {_format_metrics(metrics)}")
     _write_json(json_out, {"task": task, "split": split, "checkpoint": str(checkpoint), "data": str(data), "metrics": metrics})
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="folder for everything the demo writes")] = Path("avel-demo"),
+    videos: Annotated[int, typer.Option("--videos", min=12)] = 48,
+    classes: Annotated[int, typer.Option("--classes", min=2, max=28)] = 4,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Device = "auto",
+) -> None:
+    """End to end, offline: generate a dataset, extract, train SEL and CML, evaluate, localize."""
+    from pipeline.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out_dir=str(out), videos=videos, classes=classes, seed=seed, device=device),
+             log=lambda m: typer.echo(m))
 
 
 def main() -> None:

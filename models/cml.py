@@ -41,11 +41,13 @@ class CMLDAM(nn.Module):
         heads: int = 4,
         dropout: float = 0.1,
         ffn_mult: int = 4,
+        scaled_matching: bool = True,
     ) -> None:
         super().__init__()
         self.dam = DAM(
             audio_dim=audio_dim, visual_dim=visual_dim, dim=dim, proj_hidden=proj_hidden,
             embedding=embedding, matching=matching, heads=heads, dropout=dropout, ffn_mult=ffn_mult,
+            scaled=scaled_matching,
         )
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor, mask: torch.Tensor) -> DAMOutput:
@@ -60,9 +62,9 @@ class CMLDAM(nn.Module):
         with g_A from the audio query segments only; V2A sigma(g_V . f_t^A). -> [B, T]."""
         f_a, f_v = self.dam.local_features(audio, visual)  # (B, T, d) each
         if direction == "a2v":
-            return match(self.dam.audio_embed(f_a, query_mask.bool()), f_v)
+            return self.dam.score(self.dam.audio_embed(f_a, query_mask.bool()), f_v)
         if direction == "v2a":
-            return match(self.dam.visual_embed(f_v, query_mask.bool()), f_a)
+            return self.dam.score(self.dam.visual_embed(f_v, query_mask.bool()), f_a)
         raise ValueError(f"unknown direction {direction!r}; choose one of: {', '.join(DIRECTIONS)}")
 
     @torch.no_grad()

@@ -60,6 +60,7 @@ class ModelConfig:
     heads: int = 4  # self-attention heads
     ffn_mult: int = 4  # self-attention FFN width / d
     dropout: float = 0.1  # self-attention dropout
+    scaled_matching: bool = True  # DAM: sigma(g . f / sqrt(d)) instead of sigma(g . f) (see models/dam.py)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -102,7 +103,7 @@ def _sel_dam(cfg: ModelConfig) -> SELDAM:
     return SELDAM(
         num_classes=cfg.num_classes, audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, att_hidden=cfg.att_hidden,
         lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden, embedding=cfg.embedding, matching=cfg.matching,
-        lam=cfg.lam, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult,
+        lam=cfg.lam, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult, scaled_matching=cfg.scaled_matching,
     )
 
 
@@ -119,6 +120,7 @@ def _cml_dam(cfg: ModelConfig) -> CMLDAM:
     return CMLDAM(
         audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, dim=cfg.dim, proj_hidden=cfg.proj_hidden,
         embedding=cfg.embedding, matching=cfg.matching, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult,
+        scaled_matching=cfg.scaled_matching,
     )
 
 

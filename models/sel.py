@@ -80,6 +80,7 @@ class SELDAM(nn.Module):
         heads: int = 4,
         dropout: float = 0.1,
         ffn_mult: int = 4,
+        scaled_matching: bool = True,
     ) -> None:
         super().__init__()
         if matching not in SEL_MATCHINGS:
@@ -95,6 +96,7 @@ class SELDAM(nn.Module):
         self.dam = DAM(
             audio_dim=d, visual_dim=d, dim=d, proj_hidden=None, embedding=embedding,
             matching="cross" if matching == "none" else matching, heads=heads, dropout=dropout, ffn_mult=ffn_mult,
+            scaled=scaled_matching,
         )
         self.classifier = nn.Sequential(nn.Linear(2 * d, head_hidden), nn.ReLU(), nn.Linear(head_hidden, self.num_events))
 

@@ -67,13 +67,14 @@ class TrainConfig:
     eval_batch_size: int = 256
     heads: int = 4  # self-attention heads
     dropout: float = 0.1  # self-attention dropout
+    scaled_matching: bool = True  # DAM matching sigma(g . f / sqrt(d)); False: the literal sigma(g . f)
     progress: bool | None = None  # tqdm bar: None = only on a terminal
 
     def model_config(self, data: AVData) -> ModelConfig:
         return ModelConfig(
             task=self.task, model=self.model, num_classes=data.num_classes, audio_dim=data.audio.shape[-1],
             visual_dim=data.visual.shape[-1], embedding=self.embedding, matching=self.matching, lam=self.lam,
-            heads=self.heads, dropout=self.dropout,
+            heads=self.heads, dropout=self.dropout, scaled_matching=self.scaled_matching,
         )
 
 

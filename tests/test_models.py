@@ -106,7 +106,7 @@ EVENTS = torch.tensor([[True, True, False]])
 
 
 def test_dam_cross_matching_by_hand():
-    dam = DAM(audio_dim=2, visual_dim=2, dim=2, embedding="avg", matching="cross")
+    dam = DAM(audio_dim=2, visual_dim=2, dim=2, embedding="avg", matching="cross", scaled=False)  # the literal eq. 5-6
     out = dam(AUDIO, VISUAL, EVENTS)
     # p^A_t = sigma(g_V . a_t): 4, 0.5, 1.5;  p^V_t = sigma(g_A . v_t): 0.5, 4, 0
     p_a = [sigma(4), sigma(0.5), sigma(1.5)]
@@ -120,8 +120,16 @@ def test_dam_cross_matching_by_hand():
     assert relevance_loss(out.relevance, EVENTS).item() == pytest.approx(bce, rel=1e-5)
 
 
+def test_dam_scaled_matching_by_hand():
+    dam = DAM(audio_dim=2, visual_dim=2, dim=2, embedding="avg", matching="cross")  # default: / sqrt(d)
+    out = dam(AUDIO, VISUAL, EVENTS)
+    r = math.sqrt(2)
+    torch.testing.assert_close(out.audio_relevance[0], torch.tensor([sigma(4 / r), sigma(0.5 / r), sigma(1.5 / r)]))
+    torch.testing.assert_close(out.visual_relevance[0], torch.tensor([sigma(0.5 / r), sigma(4 / r), sigma(0)]))
+
+
 def test_dam_self_matching_by_hand():
-    dam = DAM(audio_dim=2, visual_dim=2, dim=2, embedding="avg", matching="self")
+    dam = DAM(audio_dim=2, visual_dim=2, dim=2, embedding="avg", matching="self", scaled=False)
     out = dam(AUDIO, VISUAL, EVENTS)
     # p^A_t = sigma(g_A . a_t): 2, 0.5, 0.5;  p^V_t = sigma(g_V . v_t): 0.5, 8, -1
     torch.testing.assert_close(out.audio_relevance[0], torch.tensor([sigma(2), sigma(0.5), sigma(0.5)]))
@@ -153,7 +161,7 @@ def test_dam_projections():
 
 # --- CML ----------------------------------------------------------------------------------------
 def test_cml_dam_a2v_by_hand():
-    model = CMLDAM(audio_dim=2, visual_dim=2, dim=2, proj_hidden=None, embedding="avg").eval()
+    model = CMLDAM(audio_dim=2, visual_dim=2, dim=2, proj_hidden=None, embedding="avg", scaled_matching=False).eval()
     audio = torch.tensor([[[9.0, 9.0], [1.0, 0.0], [1.0, 0.0], [9.0, 9.0]]])  # query = segments 1, 2
     visual = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [3.0, 0.0], [2.0, 0.0]]])
     query = torch.tensor([[False, True, True, False]])

@@ -98,7 +98,8 @@ def cml_chance(data: AVData, split: str) -> float:
 
 # --- learning -----------------------------------------------------------------------------------
 def test_sel_dam_learns(data):
-    result = train(data, TrainConfig(task="sel", model="dam", epochs=8, progress=False))
+    # the scaled matching (the default) plateaus for ~15 epochs on these features, then learns
+    result = train(data, TrainConfig(task="sel", model="dam", epochs=30, progress=False))
     majority, chance = majority_accuracy(data, "test"), 1 / data.num_classes
     assert majority < 0.45
     assert result.test["accuracy"] >= majority + 0.3, (result.test, majority)
