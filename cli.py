@@ -321,6 +321,69 @@ def evaluate(
 
 
 @app.command()
+def localize(
+    videos: Annotated[list[Path], typer.Argument(help="videos of any length")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="an SEL checkpoint")],
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write all results as JSON")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write one row per second as CSV")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="timeline PNG (with several videos: NAME-<video>.png)")] = None,
+    stride: Annotated[int, typer.Option("--stride", min=1, help="seconds between sliding windows")] = 5,
+    visual_weights_file: VisualWeights = None,
+    audio_weights_file: AudioWeights = None,
+    audio_pca_file: AudioPca = None,
+    device: Device = "auto",
+) -> None:
+    """When does an audio-visual event happen in each video, and what is it?"""
+    from pipeline.localize import format_table, localize as run_localize, write_csv, write_json
+    from pipeline.timeline import plot_timeline
+
+    results = run_localize(videos, checkpoint, stride_s=stride, device=device, visual_weights_file=visual_weights_file,
+                           audio_weights_file=audio_weights_file, audio_pca_file=audio_pca_file)
+    ok = [r for r in results if not r.error]
+    for r in results:
+        typer.echo(f"error: {r.error}" if r.error else format_table(r), err=bool(r.error))
+    if json_out is not None:
+        write_json(results, json_out)
+    if csv_out is not None:
+        write_csv(ok, csv_out)
+    if plot is not None:
+        for r in ok:
+            target = plot if len(ok) == 1 else plot.with_name(f"{plot.stem}-{Path(r.video).stem}{plot.suffix}")
+            plot_timeline(r, target)
+    if len(ok) < len(results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def cml(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a CML checkpoint")],
+    query: Annotated[Path, typer.Option("--query", help="an audio file (A2V) or a video (V2A; A2V with --query-modality audio)")],
+    target: Annotated[Path, typer.Option("--target", help="the video to search")],
+    query_start: Annotated[Optional[float], typer.Option("--query-start", help="start (s) of the query range in a query video")] = None,
+    query_end: Annotated[Optional[float], typer.Option("--query-end", help="end (s) of the query range")] = None,
+    query_modality: Annotated[Optional[str], typer.Option("--query-modality", help="audio | visual (default: audio for audio files, visual for videos)")] = None,
+    json_out: JsonOut = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="score timeline PNG")] = None,
+    visual_weights_file: VisualWeights = None,
+    audio_weights_file: AudioWeights = None,
+    audio_pca_file: AudioPca = None,
+    device: Device = "auto",
+) -> None:
+    """Cross-modality localization: where in TARGET does the other modality match the query?"""
+    from pipeline.query import cml_query, format_query, write_query_json
+    from pipeline.timeline import plot_query
+
+    result = cml_query(checkpoint, query, target, query_start_s=query_start, query_end_s=query_end,
+                       query_modality=query_modality, device=device, visual_weights_file=visual_weights_file,
+                       audio_weights_file=audio_weights_file, audio_pca_file=audio_pca_file)
+    typer.echo(format_query(result))
+    if json_out is not None:
+        write_query_json(result, json_out)
+    if plot is not None:
+        plot_query(result, plot)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="folder for everything the demo writes")] = Path("avel-demo"),
     videos: Annotated[int, typer.Option("--videos", min=12)] = 48,
