@@ -317,12 +317,13 @@ def _check_safetensors_header(path: Path) -> None:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return  # the safetensors signature (checked first: a header length may start with 0x80)
     if head.startswith(b"PK\x03\x04"):
         raise CheckpointError(f"{path}: a zip (torch.save) file, not an avel safetensors checkpoint; avel never unpickles files")
     if head[:1] == b"\x80":
         raise CheckpointError(f"{path}: a pickle file, not an avel safetensors checkpoint; avel never unpickles files")
-    if len(head) < 9 or head[8:9] != b"{" or int.from_bytes(head[:8], "little") > size - 8:
-        raise CheckpointError(f"{path}: not a safetensors file")
+    raise CheckpointError(f"{path}: not a safetensors file")
 
 
 def load_checkpoint(

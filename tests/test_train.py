@@ -283,3 +283,16 @@ def test_checkpoint_feature_settings(tmp_path):
     assert load_checkpoint(path).feature_settings == saved
     unknown = save_checkpoint(tmp_path / "u.safetensors", build_model(cfg), cfg, [], None, {})
     assert load_checkpoint(unknown, feature_settings=saved).feature_settings is None
+
+
+def test_checkpoint_header_length_starting_with_0x80_is_accepted(tmp_path):
+    # a safetensors header length whose low byte is 0x80 (e.g. 7040 = 0x1B80) must not be
+    # mistaken for a pickle's first byte
+    import struct
+
+    from pipeline.train import _check_safetensors_header
+
+    header = b"{" + b" " * (0x1B80 - 2) + b"}"
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    _check_safetensors_header(path)

@@ -1,0 +1,397 @@
+"""`avel cml`: cross-modality localization with a trained CML checkpoint.
+
+    r = cml_query("cml.safetensors", "bark.wav", "park.mp4")                 # A2V
+    r = cml_query("cml.safetensors", "clip.mp4", "park.mp4",
+                  query_start_s=2, query_end_s=5)                             # V2A
+    print(format_query(r)); write_query_json(r, "q.json"); plot_query(r, "q.png")
+
+The query
+  * an audio file (its suffix is an audio one: .wav .mp3 .flac .m4a ..., or it has no
+    video stream): A2V, its sound finds where the target's pictures match;
+  * a video: by default V2A, its pictures find where the target's sound matches;
+    `query_modality="audio"` takes the video's sound instead (A2V).
+  * `query_start_s` / `query_end_s` pick a range of the query file (default: all of it);
+    the query is the 1-s segments overlapping [start, end), l = their number. A range
+    outside the file, start >= end or a negative start is an error naming the file.
+Features are made with the checkpoint's feature settings, as in `pipeline.localize`
+(same extractors, weight hashes checked); the visual feature of a segment is the pool5
+mean over its cells (AVE's visual_feature_vec, what CML models take).
+
+Scores (every target segment of the other modality; l = query length)
+  * DAM, cross matching (the paper): the query's global feature g = phi(f over the l query
+    segments) (the DAM sequence embedding, self-attention by default), then per second
+    sigma(g . f_t) of the target (the model's own matching score: divided by sqrt(d) when
+    the checkpoint uses scaled matching; "relevance", higher is better). Best window: the l-long
+    window with the maximum contiguous sum (DAM's CML inference).
+  * DAM, self matching (ablation): g of the query against the global feature of each
+    l-long target window (the target modality's embedding over the window); score of a
+    window = cosine distance, smallest wins (the model's own rule); a second's score is the
+    mean distance of the windows that cover it.
+  * AVDLN: both sides in its 64-d space; a window's score is the position-wise summed
+    Euclidean distance, smallest wins (Tian et al.); a second's score is its mean distance
+    to the l query segments.
+A window's reported score is the mean over its l positions (ranking by it equals ranking
+by the sum, l being fixed). Ties go to the earliest window.
+
+The target is streamed like `localize` (only the needed extractor runs; one vector per
+second is kept), so it may be of any length >= l.
+
+JSON schema (`write_query_json`):
+
+    {
+      "query": "bark.wav", "target": "park.mp4",
+      "direction": "a2v",                  a2v | v2a
+      "query_modality": "audio",           audio | visual
+      "target_modality": "visual",
+      "query_start_s": 0, "query_end_s": 3,   the query segments used: [start, end)
+      "query_length_s": 3,                 l
+      "target_duration_s": 62.4,
+      "score_kind": "relevance",           relevance | distance | cosine-distance
+      "higher_is_better": true,
+      "seconds": [{"start_s": 0, "end_s": 1, "score": 0.12}, ...],    one per target second
+      "window_scores": [0.31, ...],        entry s: the window [s, s + l), mean score
+      "best": {"start_s": 41, "end_s": 44, "score": 0.93},
+      "model": {"task": "cml", "model": "dam", "embedding": "self-att", "matching": "cross",
+                "checkpoint": "cml.safetensors"},
+      "features": {...}                    the FeatureSettings used
+    }
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.baselines import AVDLN
+from models.cml import CMLDAM
+from pipeline.config import SAMPLE_RATE_HZ
+from pipeline.decode import SegmentReader, decode_audio_file
+from pipeline.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort
+from pipeline.extract import FeatureExtractor
+from pipeline.localize import FeatureStream, _clock, _opt, _write_text, build_extractor, decode_options_for, prefetch
+from pipeline.metrics import max_contiguous_window, min_distance_window, window_sums
+from pipeline.timeline import plot_query  # noqa: F401  (part of this module's API)
+from pipeline.train import load_checkpoint
+
+MODALITIES = ("audio", "visual")
+AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aif", ".aiff", ".mka"}
+TIME_EPS_S = 1e-6
+WINDOW_CHUNK = 256  # candidate windows per embedding forward (self matching)
+
+
+class QueryError(AvelError):
+    """A query that cannot be run (range outside the file, longer than the target...)."""
+
+
+# -----------------------------------------------------------------------------------------
+# pure helpers
+def query_segments(start_s: float | None, end_s: float | None, available: int, duration_s: float, path: str) -> tuple[int, int]:
+    """The query's segments [first, last) for a range in seconds (None: the file's start /
+    its last whole second): the 1-s segments overlapping [start, end). QueryError when the
+    range is empty, negative or outside the file's `available` whole seconds."""
+    _check_range(start_s, end_s, path)
+    first = 0 if start_s is None else int(math.floor(start_s + TIME_EPS_S))
+    last = available if end_s is None else int(math.ceil(end_s - TIME_EPS_S))
+    if last > available or first >= available:
+        s = 0 if start_s is None else start_s
+        e = available if end_s is None else end_s
+        raise QueryError(f"{path}: query range {s:g}-{e:g} s lies outside the file ({duration_s:.2f} s long, "
+                         f"{available} whole 1-s segments)")
+    return first, last
+
+
+def _check_range(start_s: float | None, end_s: float | None, path: str) -> None:
+    if start_s is not None and start_s < 0:
+        raise QueryError(f"{path}: --query-start {start_s:g} is negative")
+    if start_s is not None and end_s is not None and start_s >= end_s:
+        raise QueryError(f"{path}: --query-start {start_s:g} must be before --query-end {end_s:g}")
+    if end_s is not None and end_s <= 0:
+        raise QueryError(f"{path}: --query-end {end_s:g} must be positive")
+
+
+@dataclass
+class Scores:
+    per_second: np.ndarray  # [T]
+    windows: np.ndarray  # [T - l + 1] mean score of window [s, s + l)
+    best: int  # start of the best window
+    kind: str  # relevance | distance | cosine-distance
+    higher_is_better: bool
+
+
+@torch.inference_mode()
+def score_query(model: torch.nn.Module, query: torch.Tensor, target: torch.Tensor, query_modality: str) -> Scores:
+    """query [l, Dq] features of the query modality, target [T, Dt] of the other one
+    (audio: VGGish [., 128]; visual: pooled pool5 [., 512]) -> scores of every target
+    second and of every l-long window (see the module docstring)."""
+    if query_modality not in MODALITIES:
+        raise ValueError(f"query modality {query_modality!r}; choose audio or visual")
+    l, T = query.shape[0], target.shape[0]
+    if not 1 <= l <= T:
+        raise ValueError(f"a query of {l} segments does not fit a target of {T}")
+    device = next(model.parameters()).device
+    query, target = query.to(device).float(), target.to(device).float()
+    audio_query = query_modality == "audio"
+    if isinstance(model, AVDLN):
+        q = (model.audio_branch if audio_query else model.visual_branch)(query)  # (l, dim)
+        t = (model.visual_branch if audio_query else model.audio_branch)(target)  # (T, dim)
+        distances = (q.unsqueeze(1) - t.unsqueeze(0)).norm(dim=-1).double()  # (l, T)
+        S = T - l + 1
+        cols = torch.arange(S, device=device).unsqueeze(1) + torch.arange(l, device=device).unsqueeze(0)  # (S, l)
+        rows = torch.arange(l, device=device).unsqueeze(0).expand_as(cols)  # (S, l)
+        windows = distances[rows, cols].mean(1)  # (S,)
+        best = min_distance_window(distances)
+        return Scores(distances.mean(0).cpu().numpy(), windows.cpu().numpy(), best, "distance", False)
+    if not isinstance(model, CMLDAM):
+        raise CheckpointError(f"no query rule for the CML model {type(model).__name__}")
+    dam = model.dam
+    proj_q, embed_q = (dam.audio_proj, dam.audio_embed) if audio_query else (dam.visual_proj, dam.visual_embed)
+    proj_t, embed_t = (dam.visual_proj, dam.visual_embed) if audio_query else (dam.audio_proj, dam.audio_embed)
+    f_q = proj_q(query.unsqueeze(0))  # (1, l, d)
+    g = embed_q(f_q, torch.ones(1, l, dtype=torch.bool, device=device))  # (1, d)
+    f_t = proj_t(target.unsqueeze(0))  # (1, T, d)
+    if dam.matching == "cross":
+        scores = dam.score(g, f_t)[0].double()  # (T,): sigma(g . f_t), scaled by 1/sqrt(d) if the model is
+        windows = window_sums(scores, l) / l  # (S,)
+        return Scores(scores.cpu().numpy(), windows.cpu().numpy(), max_contiguous_window(scores, l), "relevance", True)
+    # self matching: the target modality's embedding over each window; a masked embedding
+    # over [s, s + l) of the whole sequence equals the embedding of the slice
+    views = f_t[0].unfold(0, l, 1).permute(0, 2, 1)  # (S, l, d)
+    parts = []
+    for i in range(0, views.shape[0], WINDOW_CHUNK):
+        chunk = views[i : i + WINDOW_CHUNK]
+        g_w = embed_t(chunk, torch.ones(chunk.shape[:2], dtype=torch.bool, device=device))  # (s, d)
+        parts.append(1 - F.cosine_similarity(g_w, g, dim=-1))
+    distance = torch.cat(parts).double()  # (S,)
+    covering = F.conv1d(distance.view(1, 1, -1), torch.ones(1, 1, l, dtype=torch.float64, device=device), padding=l - 1)[0, 0]
+    count = F.conv1d(torch.ones(1, 1, distance.shape[0], dtype=torch.float64, device=device),
+                     torch.ones(1, 1, l, dtype=torch.float64, device=device), padding=l - 1)[0, 0]
+    per_second = covering / count  # (T,)
+    return Scores(per_second.cpu().numpy(), distance.cpu().numpy(), int(torch.argmin(distance)), "cosine-distance", False)
+
+
+# -----------------------------------------------------------------------------------------
+# result
+@dataclass(frozen=True)
+class Window:
+    start_s: int
+    end_s: int
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"start_s": self.start_s, "end_s": self.end_s, "score": round(float(self.score), 6)}
+
+
+SCORE_LABELS = {
+    "relevance": "relevance to the query",
+    "distance": "distance to the query",
+    "cosine-distance": "cosine distance of windows",
+}
+
+
+@dataclass
+class QueryResult:
+    query: str
+    target: str
+    direction: str  # a2v | v2a
+    query_modality: str
+    target_modality: str
+    query_start_s: int
+    query_end_s: int
+    target_duration_s: float
+    seconds: list[Window]  # one per target second, score of that second
+    window_scores: list[float]  # entry s: window [s, s + l)
+    best: Window
+    score_kind: str
+    higher_is_better: bool
+    model: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)
+    query_range_given: bool = False
+
+    @property
+    def query_length_s(self) -> int:
+        return self.query_end_s - self.query_start_s
+
+    @property
+    def score_label(self) -> str:
+        return SCORE_LABELS[self.score_kind]
+
+    def to_dict(self) -> dict:
+        return {
+            "query": self.query, "target": self.target, "direction": self.direction,
+            "query_modality": self.query_modality, "target_modality": self.target_modality,
+            "query_start_s": self.query_start_s, "query_end_s": self.query_end_s, "query_length_s": self.query_length_s,
+            "target_duration_s": round(self.target_duration_s, 6), "score_kind": self.score_kind,
+            "higher_is_better": self.higher_is_better, "seconds": [s.to_dict() for s in self.seconds],
+            "window_scores": [round(float(x), 6) for x in self.window_scores], "best": self.best.to_dict(),
+            "model": self.model, "features": self.features,
+        }
+
+
+def write_query_json(result: QueryResult, path: str | os.PathLike) -> None:
+    d = result.to_dict()
+    items = []
+    for key, value in d.items():
+        if key == "seconds":
+            body = ",\n  ".join(json.dumps(v) for v in value)
+            items.append(f' "seconds": [\n  {body}\n ]')
+        else:
+            items.append(f" {json.dumps(key)}: {json.dumps(value)}")
+    _write_text(path, "{\n" + ",\n".join(items) + "\n}\n")
+
+
+def format_query(result: QueryResult) -> str:
+    b = result.best
+    better = "higher" if result.higher_is_better else "lower"
+    return (
+        f"{result.direction.upper()}: the {result.query_modality} of {result.query} "
+        f"({result.query_start_s}-{result.query_end_s} s, {result.query_length_s} s) best matches the "
+        f"{result.target_modality} of {result.target} at {_clock(b.start_s)}-{_clock(b.end_s)} "
+        f"({b.start_s}-{b.end_s} s; {result.score_kind} {b.score:.3f}, {better} is better; "
+        f"{len(result.window_scores)} candidate windows)"
+    )
+
+
+# -----------------------------------------------------------------------------------------
+# reading the query and the target
+def _chunks(n: int, size: int):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+def _audio_file_query(path: str, extractor: FeatureExtractor, start_s, end_s) -> tuple[np.ndarray, int, int]:
+    samples = decode_audio_file(path)  # (S,) 16 kHz mono
+    duration = samples.shape[0] / SAMPLE_RATE_HZ
+    available = int(math.floor(duration + TIME_EPS_S))
+    if available < 1:
+        raise TooShort(path, f"{duration:.2f} s of audio, shorter than one 1-s segment")
+    first, last = query_segments(start_s, end_s, available, duration, path)
+    slices = samples[first * SAMPLE_RATE_HZ : last * SAMPLE_RATE_HZ].reshape(last - first, SAMPLE_RATE_HZ)
+    feats = [extractor.audio_features(slices[c]) for c in _chunks(len(slices), extractor.batch_size)]
+    return np.concatenate(feats), first, last
+
+
+def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s, end_s) -> tuple[np.ndarray, int, int]:
+    """Features of the query segments of a video; only those are extracted, a chunk at a time."""
+    opts = dataclasses.replace(decode_options_for(extractor.settings),
+                               on_missing_audio="error" if modality == "audio" else "silence")
+    reader = SegmentReader(path, opts)
+    first = 0 if start_s is None else int(math.floor(start_s + TIME_EPS_S))
+    last = None if end_s is None else int(math.ceil(end_s - TIME_EPS_S))
+    chunk = max(1, extractor.batch_size // extractor.settings.frames_per_segment)
+    pending: list[np.ndarray] = []
+    feats: list[np.ndarray] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        if modality == "audio":
+            feats.append(extractor.audio_features(np.stack(pending)))  # (n, Da)
+        else:
+            feats.append(extractor.visual_features(np.stack(pending)).mean(axis=(1, 2)))  # (n, Dv)
+        pending.clear()
+
+    try:
+        for seg in prefetch(reader, maxsize=chunk):
+            if seg.index >= first and (last is None or seg.index < last):
+                pending.append(seg.audio if modality == "audio" else seg.frames)
+                if len(pending) == chunk:
+                    flush()
+    except NoAudioStream:
+        raise NoAudioStream(path, "no audio stream: an audio query needs sound") from None
+    flush()
+    first, last = query_segments(start_s, end_s, int(reader.num_segments), float(reader.duration_s), path)
+    return np.concatenate(feats), first, last
+
+
+def _target_features(path: str, extractor: FeatureExtractor, modality: str, progress: bool) -> tuple[np.ndarray, float]:
+    """[T, D] features of the target's `modality` (visual: pool5 mean over cells), streamed."""
+    opts = dataclasses.replace(decode_options_for(extractor.settings),
+                               on_missing_audio="error" if modality == "audio" else "silence")
+    stream = FeatureStream(path, extractor, visual=modality == "visual", audio=modality == "audio", options=opts,
+                           progress=progress)
+    rows = []
+    try:
+        for audio, visual in stream:
+            rows.append(audio if modality == "audio" else visual.mean(axis=(0, 1)))  # (Da,) or (Dv,)
+    except NoAudioStream:
+        raise NoAudioStream(path, "no audio stream: a V2A query scores the target's sound") from None
+    return np.stack(rows).astype(np.float32), float(stream.duration_s)
+
+
+def _resolve_modality(query: str, query_modality: str | None) -> tuple[str, bool]:
+    """-> (modality, read as an audio file)."""
+    if query_modality is not None and query_modality not in MODALITIES:
+        raise QueryError(f"--query-modality {query_modality}: choose audio or visual")
+    audio_file = os.path.splitext(query)[1].lower() in AUDIO_SUFFIXES
+    if audio_file and query_modality == "visual":
+        raise QueryError(f"{query}: an audio file cannot be a visual query")
+    return query_modality or ("audio" if audio_file else "visual"), audio_file
+
+
+def cml_query(
+    checkpoint: str | os.PathLike,
+    query: str | os.PathLike,
+    target: str | os.PathLike,
+    *,
+    query_start_s: float | None = None,
+    query_end_s: float | None = None,
+    query_modality: str | None = None,
+    device: str = "auto",
+    visual_weights_file: str | os.PathLike | None = None,
+    audio_weights_file: str | os.PathLike | None = None,
+    audio_pca_file: str | os.PathLike | None = None,
+    precision: str | None = None,
+    batch_size: int = 160,
+    progress: bool = False,
+) -> QueryResult:
+    """Find where in `target` the other modality matches the query (see the module
+    docstring). Errors are one line, naming the file: CheckpointError (not a CML checkpoint),
+    SettingsMismatch (weights), MediaError subclasses (undecodable query or target, no audio
+    where sound is needed), QueryError (range, length)."""
+    ckpt_path, query, target = os.fspath(checkpoint), os.fspath(query), os.fspath(target)
+    modality, audio_file = _resolve_modality(query, query_modality)
+    _check_range(query_start_s, query_end_s, query)
+    ckpt = load_checkpoint(ckpt_path, expected_task="cml")
+    extractor = build_extractor(
+        ckpt_path, ckpt, visual_weights_file=_opt(visual_weights_file), audio_weights_file=_opt(audio_weights_file),
+        audio_pca_file=_opt(audio_pca_file), device=device, precision=precision, batch_size=batch_size,
+    )
+
+    if audio_file:
+        q, first, last = _audio_file_query(query, extractor, query_start_s, query_end_s)
+    else:
+        try:
+            q, first, last = _video_query(query, extractor, modality, query_start_s, query_end_s)
+        except NoVideoStream:
+            if query_modality == "visual":
+                raise NoVideoStream(query, "no video stream: a visual query needs pictures") from None
+            modality = "audio"  # a sound-only file with a video-like name
+            q, first, last = _audio_file_query(query, extractor, query_start_s, query_end_s)
+
+    target_modality = "visual" if modality == "audio" else "audio"
+    t, duration = _target_features(target, extractor, target_modality, progress)
+    l, T = q.shape[0], t.shape[0]
+    if l > T:
+        raise QueryError(f"{query}: the query ({l} s, {first}-{last} s) is longer than the target {target} "
+                         f"({T} whole seconds)")
+    scores = score_query(ckpt.model.to(extractor.device), torch.from_numpy(q), torch.from_numpy(t), modality)
+    cfg = ckpt.model_config
+    return QueryResult(
+        query=query, target=target, direction="a2v" if modality == "audio" else "v2a",
+        query_modality=modality, target_modality=target_modality, query_start_s=first, query_end_s=last,
+        target_duration_s=duration,
+        seconds=[Window(i, i + 1, float(x)) for i, x in enumerate(scores.per_second)],
+        window_scores=[float(x) for x in scores.windows],
+        best=Window(scores.best, scores.best + l, float(scores.windows[scores.best])),
+        score_kind=scores.kind, higher_is_better=scores.higher_is_better,
+        model={"task": cfg.task, "model": cfg.model, "embedding": cfg.embedding, "matching": cfg.matching,
+               "checkpoint": ckpt_path},
+        features=extractor.settings.to_dict(),
+        query_range_given=query_start_s is not None or query_end_s is not None,
+    )
