@@ -266,3 +266,21 @@ def annotated_jobs(source: str | os.PathLike, annotations: str | os.PathLike) ->
     files = {p.stem: p for p in find_videos(source)} if source.is_dir() else {}
     ids = list(dict.fromkeys(r.video_id for r in rows))
     return [Job(i, str(files.get(i, source / f"{i}.mp4"))) for i in ids], text, splits
+
+
+def extract_features(
+    video: str | os.PathLike,
+    settings: FeatureSettings = FeatureSettings(),
+    *,
+    device: str = "auto",
+    visual_weights_file: str | None = None,
+    audio_weights_file: str | None = None,
+    audio_pca_file: str | None = None,
+    pooled: bool = False,
+) -> VideoFeatures:
+    """Features of one video in one call (the Python API of `avel extract`).
+    For many videos build one FeatureExtractor and reuse it."""
+    extractor = FeatureExtractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
+                                 audio_pca_file=audio_pca_file, device=device)
+    [job] = jobs_from_paths([video])
+    return extractor(decode_video(job.path, decode_options(extractor.settings)), job.id, pooled)
