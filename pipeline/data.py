@@ -92,6 +92,30 @@ def load_cache(
         return AVData(visual, audio, labels, names, [r.video_id for r in rows], splits, cache.settings)
 
 
+class CacheDataset(torch.utils.data.Dataset):
+    """Rows of a cache's annotations, read lazily one video at a time (nothing is loaded
+    whole): item i -> (visual [T, 7, 7, 512], audio [T, 128], labels [T]) as float32 /
+    int64 tensors. For training, `load_data` (everything in RAM once) is faster; this is
+    for caches larger than RAM or for a quick look."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.cache = FeatureCache(path)
+        if self.cache.meta.annotations is None:
+            raise CacheError(f"{path}: the cache has no annotations (rows to read)")
+        self.rows = parse_annotations(self.cache.meta.annotations, f"{path} (annotations)", max_seconds=10**6)
+        self.class_names = category_index(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        row = self.rows[i]
+        visual, audio = self.cache.read(row.video_id)
+        labels = labels_for(row, self.class_names, visual.shape[0])
+        return (torch.from_numpy(np.asarray(visual, np.float32)), torch.from_numpy(np.asarray(audio, np.float32)),
+                torch.from_numpy(labels))
+
+
 def _load_ave(path: Path, dtype: torch.dtype) -> AVData:
     from pipeline.ave import read_ave_layout
 

@@ -80,6 +80,34 @@ def test_export_layout_and_read_back(dataset, tmp_path):
     assert torch.equal(load_data(tmp_path / "ave").labels, original.labels)
 
 
+def test_streaming_dataset_equals_ram(dataset):
+    from pipeline.data import CacheDataset
+
+    root, rows = dataset
+    ram = load_data(root / "cache", dtype=torch.float16)
+    stream = CacheDataset(root / "cache")
+    assert len(stream) == len(rows) and ram.visual.dtype == torch.float16
+    for i in (0, 6):
+        visual, audio, labels = stream[i]
+        torch.testing.assert_close(visual.half(), ram.visual[i])
+        assert torch.equal(labels, ram.labels[i])
+
+
+def test_train_and_evaluate_cli_on_cache_and_ave_layout(dataset, tmp_path):
+    root, rows = dataset
+    synth_dir = root / "synth"
+    avel("export-ave", root / "cache", "--annotations", synth_dir / "Annotations.txt", "--out", tmp_path / "ave",
+         "--splits", f"{synth_dir / 'trainSet.txt'},{synth_dir / 'valSet.txt'},{synth_dir / 'testSet.txt'}")
+    runs = [(root / "cache", "sel", "dam"), (root / "cache", "cml", "avdln"),
+            (tmp_path / "ave", "sel", "av_att"), (tmp_path / "ave", "cml", "dam")]
+    for data, task, model in runs:
+        ckpt = tmp_path / f"{data.name}-{task}-{model}.safetensors"
+        avel("train", task, "--data", data, "--out", ckpt, "--model", model, "--epochs", "1", "--device", "cpu")
+        proc = avel("evaluate", task, "--data", data, "--checkpoint", ckpt, "--json", tmp_path / "m.json")
+        assert proc.stdout.startswith(f"{task} test:")
+        assert ("accuracy" if task == "sel" else "a2v") in proc.stdout
+
+
 def test_export_lists_missing_videos(dataset, tmp_path):
     root, rows = dataset
     extra = rows + [type(rows[0])(rows[0].category, "not-extracted", "good", 0, 10)]
