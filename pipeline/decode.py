@@ -20,6 +20,7 @@ import soxr
 from pipeline.config import FRAME_SIZE, SAMPLE_RATE_HZ
 from pipeline.errors import (
     CorruptMedia,
+    MediaError,
     MediaNotFound,
     NoAudioStream,
     NoVideoStream,
@@ -284,6 +285,17 @@ def decode_video(path: str | os.PathLike, options: DecodeOptions = DecodeOptions
     frames = np.stack([s.frames for s in segments])
     audio = np.stack([s.audio for s in segments])
     return Video(str(path), float(reader.duration_s), frames, audio, bool(reader.has_audio))
+
+
+def decode_or_error(path: str, options: DecodeOptions) -> tuple[Video | None, tuple[str, str] | None]:
+    """(video, None) or (None, (kind, one-line message)): what a decoder worker returns.
+    Lives here, not with the models, so worker processes never import torch."""
+    try:
+        return decode_video(path, options), None
+    except MediaError as e:
+        return None, (e.kind, str(e))
+    except Exception as e:  # anything else a broken file can raise: recorded, never fatal
+        return None, ("error", f"{path}: {type(e).__name__}: {e}")
 
 
 def decode_audio_file(path: str | os.PathLike) -> np.ndarray:

@@ -4,12 +4,14 @@ one model process, failures recorded per video, resumable)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import dataclasses
 import multiprocessing as mp
 import os
 import queue
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -21,8 +23,8 @@ import extractors  # noqa: F401  (registers the extractors)
 from extractors.registry import AUDIO_MODELS, VISUAL_MODELS
 from pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures
 from pipeline.config import FeatureSettings
-from pipeline.decode import DecodeOptions, Video, decode_video
-from pipeline.errors import AvelError, MediaError
+from pipeline.decode import DecodeOptions, Video, decode_or_error, decode_video
+from pipeline.errors import AvelError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -127,20 +129,27 @@ class Job:
 
 def _decode_job(args: tuple[Job, DecodeOptions]):
     job, options = args
-    try:
-        return job, decode_video(job.path, options), None
-    except MediaError as e:
-        return job, None, (e.kind, str(e))
-    except Exception as e:  # anything else a broken file can raise: recorded, never fatal
-        return job, None, ("error", f"{job.path}: {type(e).__name__}: {e}")
+    return (job, *decode_or_error(job.path, options))
 
 
 def decoded(jobs: list[Job], options: DecodeOptions, workers: int) -> Iterator[tuple[Job, Video | None, tuple | None]]:
-    """Decode jobs in order, ahead of the consumer: `workers` processes, or (0) one thread."""
+    """Decode jobs in order, ahead of the consumer: `workers` processes, or (0) one thread.
+    At most 2 x workers videos (2 with the thread) are decoded ahead, so memory stays
+    bounded however many jobs there are."""
     if workers > 0:
         ctx = mp.get_context("spawn")
         with ctx.Pool(workers) as pool:
-            yield from pool.imap(_decode_job, [(j, options) for j in jobs], chunksize=1)
+            pending: deque = deque()
+            todo = iter(jobs)
+            for job in itertools.islice(todo, 2 * workers):
+                pending.append((job, pool.apply_async(decode_or_error, (job.path, options))))
+            while pending:
+                job, result = pending.popleft()
+                video, error = result.get()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.apply_async(decode_or_error, (nxt.path, options))))
+                yield job, video, error
         return
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
