@@ -20,13 +20,7 @@ def sigma(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny ops on two shared cores: intra-op threading only adds synchronisation cost
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 EMBEDDINGS = ["avg", "max", "rnn", "lstm", "gru", "bilstm", "self-att"]
