@@ -1,62 +1,132 @@
 """avel: audio-visual event localization from the command line.
 
-Each command parses its options into a typed config, prints nothing unless asked (a
-progress bar on long jobs), calls one pipeline function, and reports errors in one line."""
+Each command parses its options into typed configs (their options are generated from the
+config dataclasses, so they map one to one, and their choices come from the registries),
+validates them before any data is read or any weight is built, calls one pipeline
+function, prints nothing unless asked (a progress bar on long jobs), and reports every
+error in one line (exit status 2; batch jobs exit 1 when a video failed)."""
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
+from typer.exceptions import TyperException
 
-from pipeline.config import FeatureSettings
-from pipeline.errors import AvelError
+from avel.extractors import AUDIO_MODELS, VISUAL_MODELS
+from avel.models.registry import ModelConfig, TASKS
+from avel.pipeline.config import DEVICE_HELP, FeatureSettings, resolve_device
+from avel.pipeline.errors import AvelError, ConfigError
+from avel.pipeline.train import TrainConfig
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Audio-visual event localization: extract VGG-19/VGGish features, cache them, train and run DAM.",
 )
 
-def _choices(registry) -> str:
-    return "|".join(registry.names())
+
+# -- options generated from the config dataclasses ------------------------------------------------
+FLAGS: dict[str, str] = {}  # config field -> its option, for error messages
+_PYTHON_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
-# -- options shared by the extracting commands (one Annotated alias each) -----------------------
-VisualModel = Annotated[str, typer.Option("--visual-model", help="caffe (AVE-compatible) | torchvision | random")]
+def _choices(names) -> Any:
+    """A Literal of the names: typer lists them in --help and refuses anything else."""
+    return Literal[tuple(names() if callable(names) else names)]
+
+
+def _option_parameter(f: dataclasses.Field, choices) -> inspect.Parameter:
+    meta = f.metadata
+    kinds = [k.strip() for k in str(f.type).split("|")]
+    base = choices if choices is not None else _PYTHON_TYPES[kinds[0]]
+    annotation = Optional[base] if "None" in kinds else base
+    flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+    FLAGS[f.name] = flag.split("/")[0]
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[annotation, typer.Option(flag, help=meta.get("help"))])
+
+
+def config_options(*classes, choices: dict | None = None, skip: tuple[str, ...] = ()):
+    """Give the decorated command one option per CLI field of each config class (fields with
+    `option(cli=False)` and `skip` excepted). The command receives their values as
+    `options: dict` and builds its configs with `build`."""
+    choices = dict(choices or {})
+
+    def decorate(func):
+        params = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "options"]
+        generated, names = [], set()
+        for cls in classes:
+            for f in dataclasses.fields(cls):
+                if not f.metadata.get("cli", True) or f.name in skip or f.name in names:
+                    continue
+                names.add(f.name)
+                names_of = choices.get(f.name, f.metadata.get("choices"))
+                generated.append(_option_parameter(f, None if names_of is None else _choices(names_of)))
+
+        @functools.wraps(func)
+        def command(**kwargs):
+            options = {name: kwargs.pop(name) for name in names}
+            return func(**kwargs, options=options)
+
+        command.__signature__ = inspect.Signature(params + generated)
+        command.__annotations__ = {p.name: p.annotation for p in params + generated}
+        del command.__wrapped__  # typer reads the signature above, not the function's
+        return command
+
+    return decorate
+
+
+def build(cls, options: dict, **values):
+    """A config `cls` from the generated option values (and `values`), validated."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in names}, **values)
+
+
+# -- options that are not config fields (shared Annotated aliases) ------------------------------
 VisualWeights = Annotated[Optional[Path], typer.Option("--visual-weights-file", help="Keras HDF5 or PyTorch state dict of the VGG-19 weights")]
-AudioModel = Annotated[str, typer.Option("--audio-model", help="vggish | random")]
 AudioWeights = Annotated[Optional[Path], typer.Option("--audio-weights-file", help="vggish-10086976.pth (PyTorch state dict)")]
 AudioPca = Annotated[Optional[Path], typer.Option("--audio-pca-file", help="apply VGGish PCA + 8-bit quantisation from this file (off by default, as in AVE)")]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda")]
-Precision = Annotated[str, typer.Option("--precision", help="fp32 (default, reproducible) | bf16 | fp16")]
-FramesPerSegment = Annotated[int, typer.Option("--frames-per-segment", min=1, help="frames averaged per 1-s segment (AVE: 16)")]
-Segments = Annotated[Optional[int], typer.Option("--segments", min=1, help="force N segments (AVE: 10): truncate, or repeat the last when up to 1 s short")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="frames per VGG-19 forward")]
-MissingAudio = Annotated[str, typer.Option("--on-missing-audio", help="error | silence")]
-Seed = Annotated[int, typer.Option("--seed", help="seed of random weights")]
+Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="frames per VGG-19 forward")]
 Pooled = Annotated[bool, typer.Option("--pooled/--no-pooled", help="also store the 512-d pooled visual vector (AVE's visual_feature_vec)")]
-StorageDtype = Annotated[str, typer.Option("--storage-dtype", help="float32 | float16")]
-Workers = Annotated[int, typer.Option("--workers", min=0, help="decoder processes (0: one decoding thread)")]
-CommitEvery = Annotated[int, typer.Option("--commit-every", min=1, help="videos per committed part file (a crash loses at most this many)")]
+StorageDtype = Annotated[_choices(("float32", "float16")), typer.Option("--storage-dtype", help="how features are stored")]
+Workers = Annotated[int, typer.Option("--workers", help="decoder processes (0: one decoding thread)")]
+CommitEvery = Annotated[int, typer.Option("--commit-every", help="videos per committed part file (a crash loses at most this many)")]
+Task = Annotated[_choices(TASKS), typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization)")]
+DataPath = Annotated[Path, typer.Option("--data", help="a feature cache or a directory in the AVE release layout")]
+JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the metrics as JSON")]
+
+EXTRACTOR_CHOICES = {"visual_model": VISUAL_MODELS.names, "audio_model": AUDIO_MODELS.names}
 
 
-def _extractor(visual_model, visual_weights_file, audio_model, audio_weights_file, audio_pca_file,
-               device, precision, frames_per_segment, segments, batch_size, on_missing_audio, seed):
-    from pipeline.extract import FeatureExtractor
+def _feature_settings(options: dict, device: str, batch_size: int, audio_pca_file, **values) -> FeatureSettings:
+    """The validated FeatureSettings of the generated options (and the device and batch
+    size checked): everything is refused here, before any data is read or weight built."""
+    check_positive("batch_size", batch_size)
+    resolve_device(device)
+    return build(FeatureSettings, options, audio_pca=audio_pca_file is not None, **values)
 
-    settings = FeatureSettings(
-        visual_model=visual_model, audio_model=audio_model, frames_per_segment=frames_per_segment,
-        segments=segments, on_missing_audio=on_missing_audio, audio_pca=audio_pca_file is not None,
-        precision=precision, seed=seed,
-    )
+
+def _extractor(settings: FeatureSettings, *, visual_weights_file, audio_weights_file, audio_pca_file, device, batch_size):
+    from avel.pipeline.features import FeatureExtractor
+
     return FeatureExtractor(
         settings, visual_weights_file=_s(visual_weights_file), audio_weights_file=_s(audio_weights_file),
         audio_pca_file=_s(audio_pca_file), device=device, batch_size=batch_size,
     )
+
+
+def check_positive(name: str, value: int, minimum: int = 1) -> None:
+    if value < minimum:
+        raise ConfigError(name, value, f"must be >= {minimum}")
 
 
 def _s(p: Optional[Path]) -> Optional[str]:
@@ -74,33 +144,31 @@ def _report(summary, where: str) -> None:
         raise typer.Exit(1)
 
 
+# -- stage one and two ------------------------------------------------------------------------------
 @app.command()
+@config_options(FeatureSettings, choices=EXTRACTOR_CHOICES)
 def extract(
     videos: Annotated[list[Path], typer.Argument(help="video files")],
+    options: dict,
     out: Annotated[Path, typer.Option("--out", help="features.h5 (one file), or a directory cache")] = Path("features.h5"),
-    visual_model: VisualModel = "caffe",
     visual_weights_file: VisualWeights = None,
-    audio_model: AudioModel = "vggish",
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
     device: Device = "auto",
-    precision: Precision = "fp32",
-    frames_per_segment: FramesPerSegment = 16,
-    segments: Segments = None,
     batch_size: BatchSize = 160,
-    on_missing_audio: MissingAudio = "error",
-    seed: Seed = 0,
     pooled: Pooled = False,
     storage_dtype: StorageDtype = "float32",
     workers: Workers = 0,
 ) -> None:
     """Extract VGG-19 pool5 and VGGish features of VIDEO... into an HDF5 file."""
-    from pipeline.cache import CacheMeta, FeatureCache, merge_caches
-    from pipeline.extract import jobs_from_paths, run_extraction
+    from avel.pipeline.cache import CacheMeta, FeatureCache, merge_caches
+    from avel.pipeline.extract import jobs_from_paths, run_extraction
 
-    fe = _extractor(visual_model, visual_weights_file, audio_model, audio_weights_file, audio_pca_file,
-                    device, precision, frames_per_segment, segments, batch_size, on_missing_audio, seed)
+    check_positive("workers", workers, 0)
+    settings = _feature_settings(options, device, batch_size, audio_pca_file)
     jobs = jobs_from_paths(videos)
+    fe = _extractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
+                    audio_pca_file=audio_pca_file, device=device, batch_size=batch_size)
     if out.suffix != ".h5":
         summary = run_extraction(jobs, out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype)
         return _report(summary, str(out))
@@ -119,36 +187,40 @@ def extract(
     _report(summary, str(out))
 
 
-def _shard(jobs, shard: Optional[str]):
+def parse_shard(shard: Optional[str]) -> Optional[tuple[int, int]]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
     if shard is None:
-        return jobs
+        return None
     try:
         i, n = (int(x) for x in shard.split("/"))
         assert 0 <= i < n
     except (ValueError, AssertionError):
-        raise AvelError(f"--shard {shard}: expected i/n with 0 <= i < n, e.g. 0/4") from None
+        raise ConfigError("shard", shard, "expected i/n with 0 <= i < n, e.g. 0/4") from None
+    return i, n
+
+
+def take_shard(jobs, shard: Optional[tuple[int, int]]):
+    """Every n-th job of the sorted ids, from the i-th: disjoint parts for n machines."""
+    if shard is None:
+        return jobs
+    i, n = shard
     return [j for k, j in enumerate(sorted(jobs, key=lambda j: j.id)) if k % n == i]
 
 
 @app.command()
+@config_options(FeatureSettings, choices=EXTRACTOR_CHOICES)
 def preprocess(
     source: Annotated[Path, typer.Argument(help="a folder of videos (recursive), a text file of paths, or the AVE video folder")],
     out: Annotated[Path, typer.Option("--out", help="the cache directory (created or resumed)")],
+    options: dict,
     annotations: Annotated[Optional[Path], typer.Option("--annotations", help="AVE-format Annotations.txt: its rows are the unit")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: process the i-th of n disjoint parts (0-based)")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="try videos recorded as failed again")] = False,
-    visual_model: VisualModel = "caffe",
     visual_weights_file: VisualWeights = None,
-    audio_model: AudioModel = "vggish",
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
     device: Device = "auto",
-    precision: Precision = "fp32",
-    frames_per_segment: FramesPerSegment = 16,
-    segments: Segments = None,
     batch_size: BatchSize = 160,
-    on_missing_audio: MissingAudio = "error",
-    seed: Seed = 0,
     pooled: Pooled = True,
     storage_dtype: StorageDtype = "float32",
     workers: Workers = 2,
@@ -156,21 +228,25 @@ def preprocess(
 ) -> None:
     """Batch-extract a whole dataset into a crash-safe, resumable cache.
 
-    With --annotations, its rows are the unit (an id listed twice is extracted once) and
-    trainSet.txt / valSet.txt / testSet.txt beside it are stored as the cache's splits."""
-    from pipeline.extract import annotated_jobs, find_videos, jobs_from_paths, run_extraction
+    With --annotations, its rows are the unit (an id listed twice is extracted once),
+    --segments defaults to 10, and trainSet.txt / valSet.txt / testSet.txt beside it are
+    stored as the cache's splits."""
+    from avel.pipeline.extract import annotated_jobs, find_videos, jobs_from_paths, run_extraction
 
+    check_positive("workers", workers, 0)
+    check_positive("commit_every", commit_every)
+    part = parse_shard(shard)
+    if annotations is not None and options["segments"] is None:
+        options = {**options, "segments": 10}  # AVE rows label ten 1-s segments
+    settings = _feature_settings(options, device, batch_size, audio_pca_file)
     text, splits = None, {}
     if annotations is not None:
         jobs, text, splits = annotated_jobs(source, annotations)
-        if segments is None:
-            segments = 10  # AVE rows label ten 1-s segments
     else:
         jobs = jobs_from_paths(find_videos(source))
-    jobs = _shard(jobs, shard)
-    fe = _extractor(visual_model, visual_weights_file, audio_model, audio_weights_file, audio_pca_file,
-                    device, precision, frames_per_segment, segments, batch_size, on_missing_audio, seed)
-    summary = run_extraction(jobs, out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype,
+    fe = _extractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
+                    audio_pca_file=audio_pca_file, device=device, batch_size=batch_size)
+    summary = run_extraction(take_shard(jobs, part), out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype,
                              annotations=text, splits=splits, retry_failed=retry_failed, commit_every=commit_every)
     _report(summary, str(out))
 
@@ -181,7 +257,7 @@ def merge(
     out: Annotated[Path, typer.Option("--out", help="the merged single-file cache (.h5)")],
 ) -> None:
     """Join feature caches (e.g. the shards of `preprocess --shard`), refusing mixed settings."""
-    from pipeline.cache import merge_caches
+    from avel.pipeline.cache import merge_caches
 
     n, failed = merge_caches(caches, out)
     typer.echo(f"{n} videos, {failed} recorded failures -> {out}", err=True)
@@ -193,12 +269,12 @@ def export_ave(
     annotations: Annotated[Path, typer.Option("--annotations", help="Annotations.txt: its rows, in order, are the exported rows")],
     out: Annotated[Path, typer.Option("--out", help="output directory (the AVE release layout)")],
     splits: Annotated[Optional[str], typer.Option("--splits", help="comma-separated split files, e.g. trainSet.txt,valSet.txt,testSet.txt")] = None,
-    dtype: Annotated[str, typer.Option("--dtype", help="float32 | float64 (the release's)")] = "float32",
+    dtype: Annotated[_choices(("float32", "float64")), typer.Option("--dtype", help="float32 | float64 (the release's)")] = "float32",
 ) -> None:
     """Write the AVE release layout (visual_feature.h5, audio_feature.h5, labels.h5, ...)."""
-    from pipeline.annotations import read_annotations
-    from pipeline.ave import write_ave_layout
-    from pipeline.data import load_cache, split_name
+    from avel.pipeline.annotations import read_annotations, split_key
+    from avel.pipeline.ave import write_ave_layout
+    from avel.pipeline.data import load_cache
 
     rows = read_annotations(annotations)
     split_texts = {}
@@ -206,7 +282,7 @@ def export_ave(
         p = Path(f.strip())
         if not p.is_file():
             raise AvelError(f"{p}: no such split file")
-        split_texts[split_name(p.name)] = p.read_text(encoding="utf-8-sig")
+        split_texts[split_key(p.name)] = p.read_text(encoding="utf-8-sig")
     data = load_cache(cache, rows=rows, split_texts=split_texts)
     files = write_ave_layout(out, data, dtype=dtype, annotations=rows)
     typer.echo(f"{len(rows)} rows, {len(files)} files -> {out}", err=True)
@@ -221,22 +297,13 @@ def synth(
     workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
 ) -> None:
     """Generate a small audio-visual event dataset (10-s h264/aac mp4s) in AVE format."""
-    from pipeline.synth import synthesize
+    from avel.pipeline.synth import synthesize
 
     rows = synthesize(outdir, videos=videos, classes=classes, seed=seed, workers=workers)
     typer.echo(f"{len(rows)} videos, {classes} classes -> {outdir}", err=True)
 
 
-Task = Annotated[str, typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization)")]
-DataPath = Annotated[Path, typer.Option("--data", help="a feature cache or a directory in the AVE release layout")]
-JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the metrics as JSON")]
-
-
-def _check_task(task: str) -> None:
-    if task not in ("sel", "cml"):
-        raise AvelError(f"task {task!r}: choose sel or cml")
-
-
+# -- stage three ------------------------------------------------------------------------------------
 def _format_metrics(metrics: dict) -> str:
     return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
 
@@ -248,40 +315,28 @@ def _write_json(path: Optional[Path], obj) -> None:
 
 
 @app.command()
+@config_options(ModelConfig, TrainConfig)
 def train(
     task: Task,
     data: DataPath,
     out: Annotated[Path, typer.Option("--out", help="checkpoint to write (.safetensors)")],
-    model: Annotated[str, typer.Option("--model", help="sel: dam | av_att;  cml: dam | avdln")] = "dam",
-    embedding: Annotated[str, typer.Option("--embedding", help="DAM sequence embedding: avg | max | rnn | lstm | gru | bilstm | self-att")] = "self-att",
-    matching: Annotated[str, typer.Option("--matching", help="cross (DAM) | self (ablation) | none (SEL without DAM)")] = "cross",
-    lam: Annotated[float, typer.Option("--lambda", min=0.0, max=1.0, help="SEL loss weight of the category CE (eq. 8)")] = 0.5,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 60,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.0,
-    heads: Annotated[int, typer.Option("--heads", min=1, help="self-attention heads")] = 4,
-    dropout: Annotated[float, typer.Option("--dropout")] = 0.1,
-    scaled_matching: Annotated[bool, typer.Option("--scaled-matching/--unscaled-matching", help="DAM score sigma(g.f/sqrt(d)) (default) or the literal sigma(g.f)")] = True,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="train this many seeds (seed, seed+1, ...) and report mean and std")] = 1,
-    device: Device = "auto",
-    dtype_in_ram: Annotated[str, typer.Option("--dtype-in-ram", help="float32 | float16: features held in RAM")] = "float32",
+    options: dict,
+    seeds: Annotated[int, typer.Option("--seeds", help="train this many seeds (seed, seed+1, ...) and report mean and std")] = 1,
     json_out: JsonOut = None,
 ) -> None:
     """Train DAM (or a baseline) with model selection on validation; report test."""
     import torch
 
-    from pipeline.data import load_data
-    from pipeline.train import TrainConfig, save_checkpoint, train_seeds
+    from avel.pipeline.checkpoint import save_checkpoint
+    from avel.pipeline.data import load_data
+    from avel.pipeline.train import train_seeds
 
-    _check_task(task)
-    cfg = TrainConfig(task=task, model=model, embedding=embedding, matching=matching, lam=lam, epochs=epochs,
-                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, device=device,
-                      dtype_in_ram=dtype_in_ram, heads=heads, dropout=dropout, scaled_matching=scaled_matching)
-    av = load_data(data, dtype=torch.float16 if dtype_in_ram == "float16" else torch.float32)
-    result = train_seeds(av, cfg, list(range(seed, seed + seeds)))
-    report = {"task": task, "config": cfg.__dict__, "split": result.split, "mean": result.mean, "std": result.std, "runs": []}
+    check_positive("seeds", seeds)
+    cfg = build(TrainConfig, options, model=build(ModelConfig, options, task=task))
+    resolve_device(cfg.device)  # a GPU asked for where there is none fails before the data is read
+    av = load_data(data, dtype=torch.float16 if cfg.dtype_in_ram == "float16" else torch.float32)
+    result = train_seeds(av, cfg, list(range(cfg.seed, cfg.seed + seeds)))
+    report = {"task": task, "config": cfg.to_dict(), "split": result.split, "mean": result.mean, "std": result.std, "runs": []}
     for k, r in enumerate(result.results):
         path = out if k == 0 else out.with_name(f"{out.stem}-seed{r.config.seed}{out.suffix}")
         save_checkpoint(path, r.model, r.model_config, av.class_names, av.settings, {"val": r.val, "test": r.test})
@@ -305,17 +360,18 @@ def evaluate(
     json_out: JsonOut = None,
 ) -> None:
     """Evaluate a checkpoint: SEL accuracy over all segments; CML A2V and V2A exact-window accuracy."""
-    import torch
+    from avel.pipeline.checkpoint import load_checkpoint
+    from avel.pipeline.data import load_data
+    from avel.pipeline.train import evaluate as run_evaluate
 
-    from pipeline.data import load_data
-    from pipeline.train import evaluate as run_evaluate, load_checkpoint, resolve_device
-
-    _check_task(task)
+    torch_device = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, expected_task=task)
     av = load_data(data)
-    ckpt = load_checkpoint(checkpoint, expected_task=task, feature_settings=av.settings)
-    if ckpt.class_names and task == "sel" and ckpt.class_names != av.class_names:
+    if av.settings is not None and ckpt.feature_settings is not None:
+        load_checkpoint(checkpoint, expected_task=task, feature_settings=av.settings)  # SettingsMismatch names the fields
+    if task == "sel" and ckpt.class_names and ckpt.class_names != av.class_names:
         raise AvelError(f"{checkpoint}: trained on classes {ckpt.class_names[:3]}... which differ from the data's {av.class_names[:3]}...")
-    metrics = run_evaluate(ckpt.model.to(resolve_device(device)), av, split)
+    metrics = run_evaluate(ckpt.model.to(torch_device), av, split)
     typer.echo(f"{task} {split}: {_format_metrics(metrics)}")
     _write_json(json_out, {"task": task, "split": split, "checkpoint": str(checkpoint), "data": str(data), "metrics": metrics})
 
@@ -327,15 +383,15 @@ def localize(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write all results as JSON")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write one row per second as CSV")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="timeline PNG (with several videos: NAME-<video>.png)")] = None,
-    stride: Annotated[int, typer.Option("--stride", min=1, help="seconds between sliding windows")] = 5,
+    stride: Annotated[int, typer.Option("--stride", help="seconds between sliding windows")] = 5,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
     device: Device = "auto",
 ) -> None:
     """When does an audio-visual event happen in each video, and what is it?"""
-    from pipeline.localize import format_table, localize as run_localize, write_csv, write_json
-    from pipeline.timeline import plot_timeline
+    from avel.pipeline.localize import format_table, localize as run_localize, write_csv, write_json
+    from avel.pipeline.timeline import plot_timeline
 
     results = run_localize(videos, checkpoint, stride_s=stride, device=device, visual_weights_file=visual_weights_file,
                            audio_weights_file=audio_weights_file, audio_pca_file=audio_pca_file)
@@ -361,7 +417,7 @@ def cml(
     target: Annotated[Path, typer.Option("--target", help="the video to search")],
     query_start: Annotated[Optional[float], typer.Option("--query-start", help="start (s) of the query range in a query video")] = None,
     query_end: Annotated[Optional[float], typer.Option("--query-end", help="end (s) of the query range")] = None,
-    query_modality: Annotated[Optional[str], typer.Option("--query-modality", help="audio | visual (default: audio for audio files, visual for videos)")] = None,
+    query_modality: Annotated[Optional[_choices(("audio", "visual"))], typer.Option("--query-modality", help="default: audio for audio files, visual for videos")] = None,
     json_out: JsonOut = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="score timeline PNG")] = None,
     visual_weights_file: VisualWeights = None,
@@ -370,8 +426,8 @@ def cml(
     device: Device = "auto",
 ) -> None:
     """Cross-modality localization: where in TARGET does the other modality match the query?"""
-    from pipeline.query import cml_query, format_query, write_query_json
-    from pipeline.timeline import plot_query
+    from avel.pipeline.query import cml_query, format_query, write_query_json
+    from avel.pipeline.timeline import plot_query
 
     result = cml_query(checkpoint, query, target, query_start_s=query_start, query_end_s=query_end,
                        query_modality=query_modality, device=device, visual_weights_file=visual_weights_file,
@@ -392,19 +448,47 @@ def demo(
     device: Device = "auto",
 ) -> None:
     """End to end, offline: generate a dataset, extract, train SEL and CML, evaluate, localize."""
-    from pipeline.demo import DemoConfig, run_demo
+    from avel.pipeline.demo import DemoConfig, run_demo
 
+    resolve_device(device)
     run_demo(DemoConfig(out_dir=str(out), videos=videos, classes=classes, seed=seed, device=device),
              log=lambda m: typer.echo(m))
 
 
-def main() -> None:
+# -- one-line errors ----------------------------------------------------------------------------------
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; every error is one line on stderr: exit 2 for bad input, 130 for Ctrl-C."""
     try:
-        app()
+        code = app(args=argv, standalone_mode=False)
+    except ConfigError as e:
+        flag = FLAGS.get(e.field, e.field)
+        typer.echo(f"error: {_one_line(f'{flag} {e.value!r}: {e.problem}')}", err=True)
+        return 2
     except AvelError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        typer.echo(f"error: {_one_line(e)}", err=True)
+        return 2
+    except TyperException as e:  # usage errors: unknown option, bad value, missing argument
+        if type(e).__name__ == "NoArgsIsHelpError" and getattr(e, "ctx", None) is not None:
+            typer.echo(e.ctx.get_help())
+            return 0
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        command = getattr(getattr(e, "ctx", None), "command_path", "avel")
+        typer.echo(f"error: {command}: {_one_line(message)}", err=True)
+        return getattr(e, "exit_code", 2) or 2
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as e:  # a bug, not bad input: still one line (AVEL_DEBUG=1 shows the traceback)
+        if os.environ.get("AVEL_DEBUG") == "1":
+            raise
+        typer.echo(f"error: unexpected {type(e).__name__}: {_one_line(e)} (AVEL_DEBUG=1 shows the traceback)", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -181,7 +181,7 @@ def sync(device) -> None:
 
 
 def settings_for(cfg: BenchConfig, precision: str | None = None):
-    from pipeline.config import FeatureSettings
+    from avel.pipeline.config import FeatureSettings
 
     return FeatureSettings(
         visual_model="random", audio_model="random", frames_per_segment=cfg.frames_per_segment,
@@ -190,7 +190,7 @@ def settings_for(cfg: BenchConfig, precision: str | None = None):
 
 
 def extractor_for(cfg: BenchConfig, precision: str | None = None):
-    from pipeline.extract import FeatureExtractor
+    from avel.pipeline.features import FeatureExtractor
 
     return FeatureExtractor(settings_for(cfg, precision), device=cfg.device, batch_size=cfg.batch_size)
 
@@ -200,7 +200,7 @@ def autocast_for(device, precision: str):
 
     import torch
 
-    from pipeline.extract import PRECISIONS
+    from avel.pipeline.extract import PRECISIONS
 
     dtype = PRECISIONS[precision]
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
@@ -284,12 +284,13 @@ def stage_decode(cfg: BenchConfig, work: Path) -> dict:
     """pipeline.extract.decoded over the generated videos (repeated to at least 8 jobs)."""
     import torch
 
-    from pipeline.extract import Job, decode_options, decoded
+    from avel.pipeline.decode import DecodeOptions
+    from avel.pipeline.extract import Job, decoded
 
     paths = video_paths(work)
     n_jobs = max(len(paths), 8 if cfg.quick else 16)
     jobs = [Job(f"v{i}", paths[i % len(paths)]) for i in range(n_jobs)]
-    options = decode_options(settings_for(cfg))
+    options = DecodeOptions.from_settings(settings_for(cfg))
     rss_before = rss_mib()
     window = Window()
     cpu0, self0 = cpu_seconds(), cpu_seconds("self")
@@ -326,8 +327,8 @@ def stage_e2e(cfg: BenchConfig, work: Path) -> dict:
     """run_extraction (what `avel preprocess` runs) into a temporary directory cache."""
     import torch
 
-    from pipeline.cache import FeatureCache
-    from pipeline.extract import jobs_from_paths, run_extraction
+    from avel.pipeline.cache import FeatureCache
+    from avel.pipeline.extract import jobs_from_paths, run_extraction
 
     t = time.perf_counter()
     fe = extractor_for(cfg)
@@ -376,7 +377,7 @@ def cosine_rows(a, b):
 
 def stage_precision(cfg: BenchConfig, work: Path) -> dict:
     """fp32 vs --precision features of (up to) two decoded generated videos, 2 frames per segment."""
-    from pipeline.decode import DecodeOptions, decode_video
+    from avel.pipeline.decode import DecodeOptions, decode_video
 
     import numpy as np
 
@@ -404,7 +405,7 @@ def sel_data(cfg: BenchConfig):
     VGGish 128 in float16 (random values: the cost does not depend on them)."""
     import torch
 
-    from pipeline.dataset import AVData
+    from avel.pipeline.dataset import AVData
 
     n = sum(AVE_SPLITS.values())
     g = torch.Generator().manual_seed(cfg.seed)
@@ -423,14 +424,16 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     """Seconds per SEL training epoch (train pass + validation), pipeline.train's code path."""
     import torch
 
-    from models.registry import build_model
-    from pipeline.train import TrainConfig, evaluate, prepare_features, resolve_device, train
+    from avel.models.registry import build_model
+    from avel.models.registry import ModelConfig
+    from avel.pipeline.config import resolve_device
+    from avel.pipeline.train import TrainConfig, evaluate, prepare_features, train
 
     t = time.perf_counter()
     data = sel_data(cfg)
     data_s = time.perf_counter() - t
     device = resolve_device(cfg.device)
-    tcfg = TrainConfig(task="sel", model="dam", epochs=1, device=cfg.device, dtype_in_ram="float16", progress=False)
+    tcfg = TrainConfig(ModelConfig(task="sel", name="dam"), epochs=1, device=cfg.device, dtype_in_ram="float16", progress=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = rss_mib()
@@ -486,17 +489,17 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
 
     import torch
 
-    if importlib.util.find_spec("pipeline.localize") is None:
+    if importlib.util.find_spec("avel.pipeline.localize") is None:
         return {"available": False, "why": "pipeline/localize.py does not exist"}
-    mod = importlib.import_module("pipeline.localize")
+    mod = importlib.import_module("avel.pipeline.localize")
     fn = getattr(mod, "localize", None)
     if fn is None:
         return {"available": False, "why": "pipeline.localize has no localize()"}
-    from models.registry import ModelConfig, build_model
-    from pipeline.train import save_checkpoint
+    from avel.models.registry import ModelConfig, build_model
+    from avel.pipeline.checkpoint import save_checkpoint
 
     torch.manual_seed(cfg.seed)
-    model_config = ModelConfig(task="sel", model="dam", num_classes=AVE_CLASSES + 1)
+    model_config = ModelConfig(task="sel", name="dam", num_classes=AVE_CLASSES + 1)
     ckpt = save_checkpoint(work / "sel.safetensors", build_model(model_config), model_config,
                            [f"class{i}" for i in range(AVE_CLASSES)], settings_for(cfg), {})
     params = inspect.signature(fn).parameters
@@ -695,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="avel-bench-") as tmp:
         work = Path(tmp)
         if {"decode", "e2e", "precision", "localize"} & set(stages):
-            from pipeline.synth import synthesize
+            from avel.pipeline.synth import synthesize
 
             t = time.perf_counter()
             synthesize(work / "synth", videos=cfg.videos, classes=min(cfg.videos, 10), seed=cfg.seed,

@@ -30,9 +30,9 @@ import torch
 import torchvision
 from torch import nn
 
-from extractors.registry import VISUAL_MODELS, random_weights_tag
-from pipeline.errors import WeightsError
-from pipeline.weights import WeightsEntry, cache_dir, resolve_weights, sha256_of
+from avel.extractors.registry import VISUAL_MODELS, random_weights_tag
+from avel.pipeline.errors import WeightsError
+from avel.pipeline.weights import WeightsEntry, resolve_weights, sha256_of
 
 # --- the architecture ------------------------------------------------------------------
 # torchvision `features.N` index of each conv, and its Keras layer name.
@@ -310,28 +310,12 @@ def build_caffe(*, weights_file: str | os.PathLike | None = None, seed: int = 0)
 
 
 def _torchvision_state(weights_file) -> tuple[dict[str, torch.Tensor], Path]:
-    entry = TORCHVISION.entry
-    if weights_file is not None:
-        path = resolve_weights(entry, weights_file)
-        if _file_kind(path) != "torch":
-            raise WeightsError(f"{path}: not a PyTorch state dict ({entry.file_name} expected)")
-        return load_torch_state_dict(path), path
-    folder = cache_dir()
-    path = folder / entry.file_name
-    if path.is_file():
-        return load_torch_state_dict(path), path
-    how = (f"{entry.name} weights are needed: download {entry.url} on a machine with internet "
-           f"and put {entry.file_name} in {folder}, or pass it with {entry.option} PATH")
-    if os.environ.get("AVEL_OFFLINE") == "1":
-        raise WeightsError(how + " (AVEL_OFFLINE=1)")
-    try:  # torch hub: download into `folder`, verify the hash prefix of the file name
-        state = torch.hub.load_state_dict_from_url(
-            entry.url, model_dir=str(folder), map_location="cpu",
-            progress=False, check_hash=True, weights_only=True,
-        )
-    except Exception as e:  # URLError, timeouts, hash mismatch (RuntimeError), refused pickle
-        raise WeightsError(f"{how} (download failed: {_one_line(e)})") from None
-    return check_state_dict(state, path), path
+    """torchvision's state dict: the explicit file, the cached copy, or a download checked
+    against the hash prefix in its file name (`resolve_weights`, as for every weight file)."""
+    path = resolve_weights(TORCHVISION.entry, weights_file)
+    if _file_kind(path) != "torch":
+        raise WeightsError(f"{path}: not a PyTorch state dict ({TORCHVISION.entry.file_name} expected)")
+    return load_torch_state_dict(path), path
 
 
 @VISUAL_MODELS.register("torchvision")

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from extractors.melspec import EXAMPLE_FRAMES, EXAMPLE_SAMPLES, MEL_BANDS, log_mel_examples
-from extractors.registry import AUDIO_MODELS, random_weights_tag
-from pipeline.config import SAMPLE_RATE_HZ
-from pipeline.errors import WeightsError
-from pipeline.weights import WeightsEntry, resolve_weights, sha256_of
+from avel.extractors.melspec import EXAMPLE_FRAMES, EXAMPLE_SAMPLES, MEL_BANDS, log_mel_examples
+from avel.extractors.registry import AUDIO_MODELS, random_weights_tag
+from avel.pipeline.config import SAMPLE_RATE_HZ
+from avel.pipeline.errors import WeightsError
+from avel.pipeline.weights import WeightsEntry, resolve_weights, sha256_of
 
 EMBEDDING_SIZE = 128
 
@@ -311,7 +311,7 @@ def build_random(
     """VGGish architecture with seeded random weights (no download; for tests and dry
     runs). weights_file must be None."""
     if weights_file is not None:
-        raise ValueError("the 'random' audio model takes no weights file")
+        raise WeightsError(f"{weights_file}: the random audio model takes no weight file")
     pca, pca_sha256 = _pca_for(pca_file)
     network = _network(random_state_dict(seed))
     return VGGishExtractor(

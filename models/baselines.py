@@ -12,9 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.metrics import min_distance_window
-
-DIRECTIONS = ("a2v", "v2a")
+from avel.models.inference import (
+    QueryScores,
+    SegmentScores,
+    aligned_window_distances,
+    check_direction,
+    check_modality,
+    min_distance_window,
+)
 
 
 class AudioGuidedAttention(nn.Module):
@@ -94,6 +99,13 @@ class AVAtt(nn.Module):
     def predict(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         return self(audio, visual).argmax(-1)  # (B, T)
 
+    @torch.inference_mode()
+    def score_segments(self, audio: torch.Tensor, visual: torch.Tensor) -> SegmentScores:
+        """audio [B, W, Da], visual [B, W, N, Dv] -> its softmax over the E + 1 classes
+        (background last) per segment; no relevance."""
+        probs = F.softmax(self(audio, visual).double(), dim=-1)  # (B, W, E+1)
+        return SegmentScores(probs.cpu().numpy())
+
 
 class AVDLN(nn.Module):
     """Tian et al.'s audio-visual distance learning network for CML.
@@ -128,8 +140,7 @@ class AVDLN(nn.Module):
         """audio [B, T, Da], visual [B, T, Dv], query_mask [B, T] bool (the l query segments,
         contiguous) -> start [B] of the predicted l-long window in the other modality.
         Only the query modality's masked segments are used."""
-        if direction not in DIRECTIONS:
-            raise ValueError(f"unknown direction {direction!r}; choose a2v or v2a")
+        check_direction(direction)
         e_a, e_v = self(audio, visual)  # (B, T, dim) each
         query, target = (e_a, e_v) if direction == "a2v" else (e_v, e_a)
         starts = []
@@ -138,3 +149,17 @@ class AVDLN(nn.Module):
             distances = (q.unsqueeze(1) - target[b].unsqueeze(0)).norm(dim=-1)  # (l, T)
             starts.append(min_distance_window(distances))
         return torch.tensor(starts, dtype=torch.long)
+
+    @torch.inference_mode()
+    def score_query(self, query: torch.Tensor, target: torch.Tensor, query_modality: str) -> QueryScores:
+        """query [l, Dq] segments of one modality, target [T, Dt] of the other -> each target
+        second's mean Euclidean distance to the l query segments, each l-long window's mean
+        position-wise distance; the smallest window wins (Tian et al.)."""
+        check_modality(query_modality)
+        audio_query = query_modality == "audio"
+        q = (self.audio_branch if audio_query else self.visual_branch)(query)  # (l, dim)
+        t = (self.visual_branch if audio_query else self.audio_branch)(target)  # (T, dim)
+        distances = (q.unsqueeze(1) - t.unsqueeze(0)).norm(dim=-1).double()  # (l, T)
+        windows = aligned_window_distances(distances) / distances.shape[0]  # (S,)
+        return QueryScores(distances.mean(0).cpu().numpy(), windows.cpu().numpy(), min_distance_window(distances),
+                           "distance", higher_is_better=False)

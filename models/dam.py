@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.embeddings import DEFAULT_EMBEDDING, build_embedding
+from avel.models.embeddings import DEFAULT_EMBEDDING, build_embedding
 
 MATCHINGS = ("cross", "self")
 

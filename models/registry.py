@@ -4,9 +4,10 @@
     sel/dam     SELDAM  (DAM framework, Sec. 3.4)        sel/av_att  AVAtt (Tian et al.)
     cml/dam     CMLDAM  (DAM, Sec. 3.3)                  cml/avdln   AVDLN (Tian et al.)
 
-Every SEL model has `loss(audio, visual [B,T,N,Dv], labels [B,T])` and `predict(audio, visual)
--> [B,T]`; every CML model has `loss(audio, visual [B,T,Dv], event_mask [B,T])` and
-`localize(audio, visual, query_mask, direction) -> start [B]`; both carry `task`.
+Every SEL model has `loss(audio, visual [B,T,N,Dv], labels [B,T])`, `predict(audio, visual)
+-> [B,T]` and `score_segments` (models/inference.py); every CML model has `loss(audio,
+visual [B,T,Dv], event_mask [B,T])`, `localize(audio, visual, query_mask, direction) ->
+start [B]` and `score_query`; both carry `task`.
 
 Hyperparameters the papers do not publish (DAM has no public code) are ModelConfig fields.
 Their defaults and the reasons:
@@ -30,56 +31,81 @@ from typing import Callable
 
 from torch import nn
 
-from models.baselines import AVAtt, AVDLN
-from models.cml import CMLDAM
-from models.dam import MATCHINGS
-from models.embeddings import DEFAULT_EMBEDDING, SEQUENCE_EMBEDDINGS
-from models.sel import SEL_MATCHINGS, SELDAM
-from pipeline.registry import Registry
+from avel.models.baselines import AVAtt, AVDLN
+from avel.models.cml import CMLDAM
+from avel.models.dam import MATCHINGS
+from avel.models.embeddings import DEFAULT_EMBEDDING, SEQUENCE_EMBEDDINGS
+from avel.models.sel import SEL_MATCHINGS, SELDAM
+from avel.pipeline.config import check_choice, check_range, check_types, from_mapping, option
+from avel.pipeline.errors import ConfigError
+from avel.pipeline.registry import Registry
 
 TASKS = ("sel", "cml")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    task: str = "sel"  # sel | cml
-    model: str = "dam"  # sel: dam | av_att;  cml: dam | avdln
-    num_classes: int = 29  # event categories + background (SEL; AVE: 28 + 1)
-    audio_dim: int = 128  # feature widths, taken from the data
-    visual_dim: int = 512
-    embedding: str = DEFAULT_EMBEDDING  # sequence embedding of DAM (Table 3)
-    matching: str = "cross"  # cross | self (Tables 4-5) | none (SEL only: "w/o matching")
-    lam: float = 0.5  # SEL loss weight of the CE term (eq. 8)
-    dim: int = 128  # CML DAM common width d
-    proj_hidden: int = 128  # CML DAM and AVDLN hidden width of the low-level MLPs
-    avdln_dim: int = 64  # AVDLN embedding width
-    margin: float = 2.0  # AVDLN contrastive margin
-    att_hidden: int = 49  # audio-guided attention hidden width (Tian et al.)
-    lstm_hidden: int = 128  # Bi-LSTM width per direction (Tian et al.)
-    head_hidden: int = 64  # SEL classifier hidden width (Tian et al.)
-    heads: int = 4  # self-attention heads
-    ffn_mult: int = 4  # self-attention FFN width / d
-    dropout: float = 0.1  # self-attention dropout
-    scaled_matching: bool = True  # DAM: sigma(g . f / sqrt(d)) instead of sigma(g . f) (see models/dam.py)
+    """Everything that defines a model's architecture and loss. Stored in every checkpoint;
+    a checkpoint is rebuilt from it. The CLI's `avel train` options are its fields."""
+
+    task: str = option("sel | cml", cli=False, default="sel")
+    name: str = option("sel: dam | av_att;  cml: dam | avdln", flag="--model", default="dam",
+                       choices=lambda: list(dict.fromkeys(k.split("/", 1)[1] for k in MODELS.names())))
+    num_classes: int = option("event categories + background (from the data)", cli=False, default=29)
+    audio_dim: int = option("audio feature width (from the data)", cli=False, default=128)
+    visual_dim: int = option("visual feature width (from the data)", cli=False, default=512)
+    embedding: str = option("DAM sequence embedding (Table 3)", choices=SEQUENCE_EMBEDDINGS.names,
+                            default=DEFAULT_EMBEDDING)
+    matching: str = option("cross (DAM) | self (ablation, Tables 4-5) | none (SEL without DAM, Table 5)",
+                           choices=SEL_MATCHINGS, default="cross")
+    lam: float = option("SEL: weight of the category CE in the loss (eq. 8)", flag="--lambda", default=0.5)
+    dim: int = option("CML DAM: common width d of both modalities", default=128)
+    proj_hidden: int = option("CML DAM and AVDLN: hidden width of the low-level MLPs (DAM: 0 = one Linear)", default=128)
+    avdln_dim: int = option("AVDLN: embedding width", default=64)
+    margin: float = option("AVDLN: contrastive margin", default=2.0)
+    att_hidden: int = option("SEL: audio-guided attention hidden width (Tian et al.: 49)", default=49)
+    lstm_hidden: int = option("SEL: Bi-LSTM width per direction (Tian et al.: 128)", default=128)
+    head_hidden: int = option("SEL: classifier hidden width (Tian et al.: 64)", default=64)
+    heads: int = option("self-attention heads (must divide the width)", default=4)
+    ffn_mult: int = option("self-attention FFN width / d", default=4)
+    dropout: float = option("self-attention dropout", default=0.1)
+    scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
+                                   flag="--scaled-matching/--unscaled-matching", default=True)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of: {', '.join(TASKS)}")
-        if self.embedding not in SEQUENCE_EMBEDDINGS:
-            raise ValueError(f"unknown embedding {self.embedding!r}; choose one of: {', '.join(SEQUENCE_EMBEDDINGS.names())}")
-        allowed = SEL_MATCHINGS if self.task == "sel" else MATCHINGS
-        if self.matching not in allowed:
-            raise ValueError(f"matching {self.matching!r} is not available for {self.task}; choose one of: {', '.join(allowed)}")
-        if not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"lam must lie in [0, 1], got {self.lam}")
+        check_types(self)
+        check_choice("task", self.task, TASKS)
+        check_choice("name", self.name, model_names(self.task))
+        check_choice("embedding", self.embedding, SEQUENCE_EMBEDDINGS.names())
+        check_choice("matching", self.matching, SEL_MATCHINGS if self.task == "sel" else MATCHINGS)
+        check_range("lam", self.lam, 0.0, 1.0)
+        for name in ("num_classes",):
+            check_range(name, getattr(self, name), 2)
+        for name in ("audio_dim", "visual_dim", "dim", "avdln_dim", "att_hidden", "lstm_hidden", "head_hidden", "heads",
+                     "ffn_mult"):
+            check_range(name, getattr(self, name), 1)
+        check_range("proj_hidden", self.proj_hidden, 1 if self.name == "avdln" else 0)
+        check_range("margin", self.margin, 0.0, lo_open=True)
+        check_range("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        width = self.matching_width
+        if self.embedding == "self-att" and width % self.heads:
+            raise ConfigError("heads", self.heads, f"must divide the self-attention width {width}")
+        if self.embedding == "bilstm" and width % 2:
+            raise ConfigError("dim", width, "a bidirectional embedding needs an even width")
+
+    @property
+    def matching_width(self) -> int:
+        """The width DAM matches at: SEL, the Bi-LSTM outputs (2 x lstm_hidden); CML, dim."""
+        return 2 * self.lstm_hidden if self.task == "sel" else self.dim
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict, where: str = "model_config") -> "ModelConfig":
+        if isinstance(d, dict) and "model" in d and "name" not in d:  # written before the field was renamed
+            d = {**d, "name": d["model"]}
+        return from_mapping(cls, d, where)
 
 
 MODELS: Registry = Registry("model")
@@ -95,7 +121,7 @@ def model_names(task: str) -> list[str]:
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    return MODELS.get(f"{cfg.task}/{cfg.model}")(cfg)
+    return MODELS.get(f"{cfg.task}/{cfg.name}")(cfg)
 
 
 @register_model("sel", "dam")

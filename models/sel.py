@@ -29,9 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.baselines import LowLevelEncoder
-from models.dam import DAM, DAMOutput, relevance_loss
-from models.embeddings import DEFAULT_EMBEDDING
+from avel.models.baselines import LowLevelEncoder
+from avel.models.dam import DAM, DAMOutput, relevance_loss
+from avel.models.embeddings import DEFAULT_EMBEDDING
+from avel.models.inference import SegmentScores
 
 SEL_MATCHINGS = ("cross", "self", "none")
 
@@ -123,3 +124,16 @@ class SELDAM(nn.Module):
         """-> class per segment [B, T]."""
         out = self(audio, visual)
         return combine_predictions(out.category_logits.argmax(-1), out.relevance, self.background, T=audio.shape[1])
+
+    @torch.inference_mode()
+    def score_segments(self, audio: torch.Tensor, visual: torch.Tensor) -> SegmentScores:
+        """audio [B, W, Da], visual [B, W, N, Dv] -> the video-level category distribution
+        (softmax over the E event categories) given to every segment of the window, with
+        DAM's p_t, p_t^A, p_t^V (None when the model does not use relevance)."""
+        out = self(audio, visual)
+        B, W = audio.shape[:2]
+        probs = F.softmax(out.category_logits.double(), dim=-1).unsqueeze(1).expand(B, W, -1)  # (B, W, E)
+        if out.relevance is None:
+            return SegmentScores(probs.cpu().numpy())
+        return SegmentScores(probs.cpu().numpy(), out.relevance.double().cpu().numpy(),
+                             out.dam.audio_relevance.double().cpu().numpy(), out.dam.visual_relevance.double().cpu().numpy())

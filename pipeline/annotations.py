@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline.errors import AnnotationError
+from avel.pipeline.errors import AnnotationError
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 FIELDS = 5
@@ -165,3 +165,13 @@ def split_rows(annotation_rows: Sequence[AnnotationRow], split_rows: Sequence[An
             raise AnnotationError(f"split row {j + 1} ({row.to_line()}) {problem} the annotations")
         indices[j] = slots.popleft()
     return indices
+
+
+def split_key(file_name: str) -> str:
+    """The one naming rule of splits, for every file that holds one: trainSet.txt -> train,
+    val_order.h5 -> val, test_order_match.txt -> test_match (AVE's CML split)."""
+    stem = Path(file_name).stem
+    for suffix, replacement in (("Set", ""), ("_order_match", "_match"), ("_order", "")):
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)] + replacement
+    return stem

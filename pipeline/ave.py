@@ -25,16 +25,16 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.annotations import (
+from avel.pipeline.annotations import (
     AnnotationRow,
     category_index,
     labels_for,
     read_annotations,
     write_annotations,
 )
-from pipeline.config import FeatureSettings
-from pipeline.dataset import AVData
-from pipeline.errors import AnnotationError, CacheError
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.dataset import AVData
+from avel.pipeline.errors import AnnotationError, CacheError
 
 log = logging.getLogger(__name__)
 

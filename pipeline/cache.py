@@ -38,8 +38,9 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from pipeline.config import FeatureSettings
-from pipeline.errors import CacheError, SettingsMismatch
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.annotations import split_key
+from avel.pipeline.errors import CacheError, SettingsMismatch
 
 FORMAT = "avel-features/1"
 STORAGE_DTYPES = ("float32", "float16")
@@ -198,7 +199,7 @@ class FeatureCache:
             self.meta = CacheMeta(
                 FeatureSettings.from_dict(d["settings"]), d.get("storage_dtype", "float32"),
                 ann.read_text() if ann.is_file() else None,
-                {p.stem: p.read_text() for p in sorted((self.path / "splits").glob("*.txt"))},
+                {split_key(p.name): p.read_text() for p in sorted((self.path / "splits").glob("*.txt"))},
             )
             for leftover in (self.path / "parts").glob(".tmp-*"):
                 leftover.unlink(missing_ok=True)  # a writer killed mid-part

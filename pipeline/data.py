@@ -10,11 +10,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.annotations import AnnotationRow, category_index, labels_for, parse_annotations, split_rows
-from pipeline.cache import FeatureCache
-from pipeline.dataset import AVData
-from pipeline.errors import CacheError
-from pipeline.registry import Registry
+from avel.pipeline.annotations import AnnotationRow, category_index, labels_for, parse_annotations, split_rows
+from avel.pipeline.cache import FeatureCache
+from avel.pipeline.dataset import AVData
+from avel.pipeline.errors import CacheError
+from avel.pipeline.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,6 @@ def default_splits(n: int) -> dict[str, torch.Tensor]:
     """Rows without split files: row i goes to val if i % 10 == 8, test if i % 10 == 9, else train."""
     idx = torch.arange(n)
     return {"train": idx[(idx % 10) < 8], "val": idx[idx % 10 == 8], "test": idx[idx % 10 == 9]}
-
-
-def split_name(file_name: str) -> str:
-    """trainSet.txt -> train, val_order_match.txt -> val_order_match (AVE's split file names)."""
-    stem = Path(file_name).stem
-    return stem[: -len("Set")] if stem.endswith("Set") else stem
 
 
 def load_cache(
@@ -117,7 +111,7 @@ class CacheDataset(torch.utils.data.Dataset):
 
 
 def _load_ave(path: Path, dtype: torch.dtype) -> AVData:
-    from pipeline.ave import read_ave_layout
+    from avel.pipeline.ave import read_ave_layout
 
     return read_ave_layout(path, dtype=dtype)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipeline.config import FeatureSettings
+from avel.pipeline.config import FeatureSettings
 
 
 @dataclass
@@ -37,3 +37,10 @@ class AVData:
             return self.splits[name]
         except KeyError:
             raise KeyError(f"the data has no {name!r} split (it has: {', '.join(self.splits) or 'none'})") from None
+
+    def task_split(self, task: str, name: str) -> str:
+        """The split a task uses for `name` ("train" | "val" | "test"): CML prefers the
+        "<name>_match" split (AVE's CML split) when the data has it."""
+        if task == "cml" and f"{name}_match" in self.splits:
+            return f"{name}_match"
+        return name

@@ -9,6 +9,7 @@ video's length: segments are yielded as soon as their frames and audio are compl
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -17,8 +18,8 @@ import av
 import numpy as np
 import soxr
 
-from pipeline.config import FRAME_SIZE, SAMPLE_RATE_HZ
-from pipeline.errors import (
+from avel.pipeline.config import FRAME_SIZE, MISSING_AUDIO, SAMPLE_RATE_HZ, FeatureSettings, check_choice, check_range
+from avel.pipeline.errors import (
     CorruptMedia,
     MediaError,
     MediaNotFound,
@@ -27,7 +28,7 @@ from pipeline.errors import (
     NotAMediaFile,
     TooShort,
 )
-from pipeline.sampling import audio_slices, segment_count
+from avel.pipeline.sampling import segment_count
 
 TIME_EPS_S = 1e-6
 # A decoded video this much shorter than its container declares is truncated or corrupt.
@@ -43,12 +44,17 @@ class DecodeOptions:
     max_shortfall_s: float = 1.0  # with `segments`, how much shorter than N s a video may be
 
     def __post_init__(self) -> None:
-        if self.frames_per_segment < 1:
-            raise ValueError("frames_per_segment must be >= 1")
-        if self.segments is not None and self.segments < 1:
-            raise ValueError("segments must be >= 1")
-        if self.on_missing_audio not in ("error", "silence"):
-            raise ValueError("on_missing_audio must be 'error' or 'silence'")
+        check_range("frames_per_segment", self.frames_per_segment, 1)
+        if self.segments is not None:
+            check_range("segments", self.segments, 1)
+        check_choice("on_missing_audio", self.on_missing_audio, MISSING_AUDIO)
+
+    @classmethod
+    def from_settings(cls, settings: FeatureSettings, **overrides) -> "DecodeOptions":
+        """What `settings` ask of the decoder (`overrides`: e.g. segments=None for videos of any length)."""
+        options = cls(frames_per_segment=settings.frames_per_segment, segments=settings.segments,
+                      frame_size=settings.frame_size, on_missing_audio=settings.on_missing_audio)
+        return dataclasses.replace(options, **overrides) if overrides else options
 
 
 @dataclass

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import FeatureSettings
-from pipeline.data import load_data
-from pipeline.extract import FeatureExtractor, annotated_jobs, run_extraction
-from pipeline.localize import format_table, localize, write_json
-from pipeline.synth import synthesize
-from pipeline.timeline import plot_timeline
-from pipeline.train import TrainConfig, save_checkpoint, train
+from avel.models.registry import ModelConfig
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.data import load_data
+from avel.pipeline.extract import annotated_jobs, run_extraction
+from avel.pipeline.features import FeatureExtractor
+from avel.pipeline.localize import format_table, localize, write_json
+from avel.pipeline.synth import synthesize
+from avel.pipeline.timeline import plot_timeline
+from avel.pipeline.checkpoint import save_checkpoint
+from avel.pipeline.train import TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
     checkpoints = {}
     for task, epochs in (("sel", cfg.sel_epochs), ("cml", cfg.cml_epochs)):
         step(f"training {task.upper()} (DAM, {epochs} epochs)")
-        result = train(data, TrainConfig(task=task, epochs=epochs, seed=cfg.seed, device=cfg.device, progress=False))
+        result = train(data, TrainConfig(ModelConfig(task=task), epochs=epochs, seed=cfg.seed, device=cfg.device,
+                                         progress=False))
         checkpoints[task] = save_checkpoint(out / f"{task}.safetensors", result.model, result.model_config,
                                             data.class_names, data.settings, {"val": result.val, "test": result.test})
         metrics[task] = {"best_epoch": result.best_epoch, "val": result.val, "test": result.test}

@@ -7,6 +7,16 @@ class AvelError(Exception):
     """Base class of every error avel reports to a user (one line, no traceback)."""
 
 
+class ConfigError(AvelError, ValueError):
+    """An option or configuration value that cannot be used (out of range, unknown name,
+    no such device). Raised where the configuration enters, before any data is read or any
+    weight is built. `field` names the setting (the CLI reports it as its option)."""
+
+    def __init__(self, field: str, value, problem: str) -> None:
+        self.field, self.value, self.problem = field, value, problem
+        super().__init__(f"{field} {value!r}: {problem}")
+
+
 class UnknownName(AvelError, KeyError):
     """A name that no registry holds (an extractor, embedding, model...)."""
 

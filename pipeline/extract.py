@@ -3,121 +3,31 @@ batch job that feeds a cache from many videos (decoding in threads or worker pro
 one model process, failures recorded per video, resumable)."""
 from __future__ import annotations
 
-import contextlib
-import itertools
 import dataclasses
+import itertools
 import multiprocessing as mp
 import os
-import queue
 import sys
-import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
-import torch
-
-import extractors  # noqa: F401  (registers the extractors)
-from extractors.registry import AUDIO_MODELS, VISUAL_MODELS
-from pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures
-from pipeline.config import FeatureSettings
-from pipeline.decode import DecodeOptions, Video, decode_or_error, decode_video
-from pipeline.errors import AvelError
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.decode import DecodeOptions, Video, decode_or_error, decode_video
+from avel.pipeline.errors import AvelError
+from avel.pipeline.features import FeatureExtractor
+from avel.pipeline.stream import prefetch
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise AvelError(f"--device {device}: CUDA is not available on this machine")
-    return torch.device(device)
-
-
-def decode_options(settings: FeatureSettings) -> DecodeOptions:
-    return DecodeOptions(
-        frames_per_segment=settings.frames_per_segment, segments=settings.segments,
-        frame_size=settings.frame_size, on_missing_audio=settings.on_missing_audio,
+def video_features(extractor: FeatureExtractor, video: Video, video_id: str, pooled: bool = False) -> VideoFeatures:
+    """The features of a decoded video, as a cache stores them."""
+    visual = extractor.visual_features(video.frames)
+    return VideoFeatures(
+        video_id, video.path, video.duration_s, visual, extractor.audio_features(video.audio),
+        visual.mean(axis=(1, 2)) if pooled else None,
     )
-
-
-class FeatureExtractor:
-    """Both extractors on one device. `settings` in, settings with the weights' SHA-256
-    filled in out (`self.settings`): that is what a cache records."""
-
-    def __init__(
-        self,
-        settings: FeatureSettings,
-        *,
-        visual_weights_file: str | None = None,
-        audio_weights_file: str | None = None,
-        audio_pca_file: str | None = None,
-        device: str = "auto",
-        batch_size: int = 160,
-    ) -> None:
-        if settings.precision not in PRECISIONS:
-            raise AvelError(f"--precision {settings.precision}: choose one of {', '.join(PRECISIONS)}")
-        if settings.audio_pca and audio_pca_file is None:
-            audio_pca_file = "download"
-        self.device = resolve_device(device)
-        if settings.precision == "fp16" and self.device.type == "cpu":
-            raise AvelError("--precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-        self.batch_size = batch_size
-        torch.manual_seed(settings.seed)
-        self.visual = VISUAL_MODELS.get(settings.visual_model)(weights_file=visual_weights_file, seed=settings.seed)
-        self.audio = AUDIO_MODELS.get(settings.audio_model)(
-            weights_file=audio_weights_file, pca_file=audio_pca_file if settings.audio_pca else None, seed=settings.seed,
-        )
-        self.visual.eval().to(self.device, memory_format=torch.channels_last)
-        self.audio.eval().to(self.device)
-        self.settings = dataclasses.replace(
-            settings,
-            visual_weights_sha256=self.visual.weights_sha256,
-            audio_weights_sha256=self.audio.weights_sha256,
-            audio_pca_sha256=getattr(self.audio, "pca_sha256", ""),
-        )
-        self._autocast = PRECISIONS[settings.precision]
-
-    def _amp(self):
-        if self._autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self._autocast)
-
-    def _to_device(self, x: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(x)
-        if self.device.type == "cuda":
-            return t.pin_memory().to(self.device, non_blocking=True)
-        return t
-
-    @torch.inference_mode()
-    def visual_features(self, frames: np.ndarray) -> np.ndarray:
-        """frames [T, K, S, S, 3] uint8 -> mean pool5 over the K frames [T, 7, 7, 512] float32.
-        Frames of a video go through VGG-19 in chunks of `batch_size` (a video's features
-        never depend on which other videos were processed: resumed runs are bit-identical)."""
-        T, K = frames.shape[:2]
-        flat = frames.reshape(T * K, *frames.shape[2:])
-        out = []
-        for i in range(0, T * K, self.batch_size):
-            with self._amp():
-                out.append(self.visual(self._to_device(flat[i : i + self.batch_size])).float())
-        pool5 = torch.cat(out).reshape(T, K, *out[0].shape[1:])  # [T, K, 7, 7, 512]
-        return pool5.mean(dim=1).cpu().numpy()
-
-    @torch.inference_mode()
-    def audio_features(self, audio: np.ndarray) -> np.ndarray:
-        """audio [T, 16000] float32 -> VGGish embeddings [T, 128] float32."""
-        with self._amp():
-            return self.audio(self._to_device(np.ascontiguousarray(audio))).float().cpu().numpy()
-
-    def __call__(self, video: Video, video_id: str, pooled: bool = False) -> VideoFeatures:
-        visual = self.visual_features(video.frames)
-        return VideoFeatures(
-            video_id, video.path, video.duration_s, visual, self.audio_features(video.audio),
-            visual.mean(axis=(1, 2)) if pooled else None,
-        )
 
 
 # -- decoding ahead of the model --------------------------------------------------------------
@@ -151,23 +61,7 @@ def decoded(jobs: list[Job], options: DecodeOptions, workers: int) -> Iterator[t
                     pending.append((nxt, pool.apply_async(decode_or_error, (nxt.path, options))))
                 yield job, video, error
         return
-    q: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def run() -> None:
-        for j in jobs:
-            if stop.is_set():
-                return
-            q.put(_decode_job((j, options)))
-        q.put(None)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        while (item := q.get()) is not None:
-            yield item
-    finally:
-        stop.set()
+    yield from prefetch((_decode_job((j, options)) for j in jobs), maxsize=2)
 
 
 @dataclass
@@ -203,13 +97,13 @@ def run_extraction(
             summary.skipped += 1
         else:
             todo.append(j)
-    options = decode_options(extractor.settings)
+    options = DecodeOptions.from_settings(extractor.settings)
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
     with cache.writer(max_videos=commit_every) as writer:
         for job, video, error in decoded(todo, options, workers):
             if video is not None:
                 try:
-                    writer.add(extractor(video, job.id, pooled))
+                    writer.add(video_features(extractor, video, job.id, pooled))
                     summary.done += 1
                 except AvelError as e:
                     error = ("error", f"{job.path}: {e}")
@@ -261,7 +155,7 @@ def annotated_jobs(source: str | os.PathLike, annotations: str | os.PathLike) ->
     annotated twice is extracted once), the file found by name anywhere under `source`
     (else SOURCE/<id>.mp4, which then fails as not found). Also returns the annotation text
     and the split files found beside it (trainSet.txt, valSet.txt, testSet.txt)."""
-    from pipeline.annotations import read_annotations
+    from avel.pipeline.annotations import read_annotations
 
     annotations = Path(annotations)
     rows = read_annotations(annotations)
@@ -292,4 +186,4 @@ def extract_features(
     extractor = FeatureExtractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
                                  audio_pca_file=audio_pca_file, device=device)
     [job] = jobs_from_paths([video])
-    return extractor(decode_video(job.path, decode_options(extractor.settings)), job.id, pooled)
+    return video_features(extractor, decode_video(job.path, DecodeOptions.from_settings(extractor.settings)), job.id, pooled)

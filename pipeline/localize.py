@@ -7,15 +7,8 @@ trained SEL checkpoint.
     write_json(results, "out.json"); write_csv(results, "out.csv")
 
 How a video is scored
-  * Features: the checkpoint's feature settings rebuild the extractors (same visual and
-    audio model, frames per segment, frame size, PCA, seed of random weights), so the
-    model sees features made the way its training features were. The SHA-256 of the weight
-    files the caller passes must equal the checkpoint's (SettingsMismatch names the fields
-    that differ). A checkpoint without feature settings (trained on AVE's released
-    features) gets the AVE-compatible defaults (`FeatureSettings()`: Caffe VGG-19 + VGGish,
-    16 frames) and no hash check. The checkpoint's forced segment count is dropped: a video
-    gives floor(duration) 1-s segments (a last partial second is not scored).
-  * Memory: the video is streamed (SegmentReader, decoding in a thread ahead of the
+  * Features: made with the checkpoint's feature settings and weights (pipeline/predictor.py).
+  * Memory: the video is streamed (pipeline/stream.py: decoding in a thread ahead of the
     extractors); the frames of at most 2 x `batch_size / K` segments are held at a time,
     only the features of the last W segments are kept (a ring buffer; no float16 copy of
     the whole video is needed), and windows go through the model 16 at a time, so memory
@@ -33,6 +26,7 @@ How a video is scored
     self-attention embedding, the Bi-LSTMs and the cell attention have no fixed length),
     so the model runs once on the T segments there are; nothing is padded (padding with
     repeated or silent segments would add content the global features then average in).
+  * Scores: the model's own `score_segments` (models/inference.py) on each window.
   * Labels, DAM's rule: a second is background when its (averaged) relevance is < 0.5,
     else the category with the highest averaged probability. `probability` is that
     category's probability (for a background second too: the category the event would
@@ -51,33 +45,8 @@ videos go on. Errors that concern every video (wrong-task checkpoint: Checkpoint
 weights that differ from the checkpoint's: SettingsMismatch; a bad option: AvelError) are
 raised before any video is read.
 
-Output schema (JSON; one object per video, a list of them for `write_json(list)`):
-
-    {
-      "video": "clips/dog.mp4",            path as given
-      "duration_s": 63.52,                 decoded content length (null on error)
-      "error": null,                       one-line message naming the file, or null
-      "error_kind": null,                  not-found | not-media | corrupt | no-video |
-                                           no-audio | too-short | error; null when ok
-      "segments": [                        one per whole second: floor(duration_s) of them
-        {"start_s": 0, "end_s": 1,
-         "label": "background",            a class name or "background"
-         "probability": 0.91,              probability of the predicted category
-         "relevance": 0.12,                DAM p_t (mean over covering windows), or null
-         "audio_relevance": 0.20,          p_t^A = sigma(g_V . f_t^A), or null
-         "visual_relevance": 0.04},        p_t^V = sigma(g_A . f_t^V), or null
-        ...],
-      "events": [                          merged runs of one non-background label
-        {"start_s": 3, "end_s": 8, "label": "Bark",
-         "score": 0.74},                   mean of relevance x probability over the run
-        ...],
-      "model": {"task": "sel", "model": "dam", "embedding": "self-att", "matching": "cross",
-                "window": 10, "stride": 5, "checkpoint": "sel.safetensors",
-                "classes": ["Church bell", ...],        event categories, background excluded
-                "features_from_checkpoint": true},     false: AVE defaults were assumed
-      "features": {...}                    the FeatureSettings used (pipeline.config),
-                                           weight hashes included
-    }
+Output: the JSON schema is the README's ("Localizing events in your videos"); `to_dict`
+writes it and tests/test_localize.py checks it against the README's example.
 
 CSV (`write_csv`): one row per second of every decoded video, columns
 video,start_s,end_s,label,probability,relevance,audio_relevance,visual_relevance
@@ -89,29 +58,22 @@ import csv
 import dataclasses
 import json
 import os
-import queue
-import sys
-import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from models.baselines import AVAtt
-from models.sel import SELDAM
-from pipeline.config import FeatureSettings
-from pipeline.decode import DecodeOptions, SegmentReader
-from pipeline.errors import AvelError, CheckpointError, SettingsMismatch
-from pipeline.extract import FeatureExtractor
-from pipeline.train import Checkpoint, load_checkpoint
+from avel.models.inference import SegmentScores
+from avel.pipeline.checkpoint import Checkpoint, load_checkpoint
+from avel.pipeline.errors import AvelError, CheckpointError, ConfigError
+from avel.pipeline.predictor import Predictor
+from avel.pipeline.stream import FeatureStream
 
 AVE_WINDOW_S = 10  # AVE's T: the length of every training sequence
 DEFAULT_STRIDE_S = 5
 BACKGROUND = "background"
-HASH_FIELDS = ("visual_weights_sha256", "audio_weights_sha256", "audio_pca_sha256")
 WINDOW_BATCH = 16  # windows per model forward
 
 
@@ -254,49 +216,18 @@ class VideoLocalization:
 
 # -----------------------------------------------------------------------------------------
 # the model as a function of feature windows
-@dataclass
-class WindowOutput:
-    """Model outputs for a batch of windows (numpy, float64)."""
-
-    probs: np.ndarray  # [B, W, C] class probabilities per segment
-    relevance: np.ndarray | None  # [B, W]
-    audio_relevance: np.ndarray | None  # [B, W]
-    visual_relevance: np.ndarray | None  # [B, W]
+Scorer = Callable[[np.ndarray, np.ndarray], SegmentScores]  # audio [B, W, Da], visual [B, W, N, Dv]
 
 
-class SELWindowModel:
-    """A loaded SEL model applied to windows of features.
+def segment_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
+    """The model's `score_segments` on numpy windows (float32 on `device`)."""
+    if not hasattr(model, "score_segments"):
+        raise CheckpointError(f"no localization rule for the SEL model {type(model).__name__}")
 
-    SELDAM: the video-level category distribution (softmax over the E event categories) is
-    given to every segment of the window, with DAM's p_t, p_t^A, p_t^V (None when the model
-    does not use relevance). AV_att: its per-segment softmax over E + 1 classes (background
-    last), no relevance."""
+    def score(audio: np.ndarray, visual: np.ndarray) -> SegmentScores:
+        return model.score_segments(torch.from_numpy(audio).to(device).float(), torch.from_numpy(visual).to(device).float())
 
-    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
-        if not isinstance(model, (SELDAM, AVAtt)):
-            raise CheckpointError(f"no localization rule for the SEL model {type(model).__name__}")
-        self.model = model.to(device).eval()
-        self.device = device
-        self.has_relevance = isinstance(model, SELDAM) and model.uses_relevance
-
-    @torch.inference_mode()
-    def __call__(self, audio: np.ndarray, visual: np.ndarray) -> WindowOutput:
-        """audio [B, W, Da], visual [B, W, N, Dv] (N pool5 cells) float32."""
-        a = torch.from_numpy(audio).to(self.device).float()
-        v = torch.from_numpy(visual).to(self.device).float()
-        B, W = a.shape[:2]
-        if isinstance(self.model, AVAtt):
-            probs = F.softmax(self.model(a, v).double(), dim=-1)  # (B, W, E+1)
-            return WindowOutput(probs.cpu().numpy(), None, None, None)
-        out = self.model(a, v)
-        probs = F.softmax(out.category_logits.double(), dim=-1)  # (B, E)
-        probs = probs.unsqueeze(1).expand(B, W, -1)  # (B, W, E)
-        if not self.has_relevance:
-            return WindowOutput(probs.cpu().numpy(), None, None, None)
-        return WindowOutput(
-            probs.cpu().numpy(), out.relevance.double().cpu().numpy(),
-            out.dam.audio_relevance.double().cpu().numpy(), out.dam.visual_relevance.double().cpu().numpy(),
-        )
+    return score
 
 
 @dataclass
@@ -315,10 +246,10 @@ class WindowedScorer:
     window is complete, and averages the outputs per second. Holds the features of the last
     `window` segments only (plus up to WINDOW_BATCH pending windows)."""
 
-    def __init__(self, model: SELWindowModel, window: int, stride: int, batch: int = WINDOW_BATCH) -> None:
+    def __init__(self, score: Scorer, window: int, stride: int, batch: int = WINDOW_BATCH) -> None:
         if window < 1 or not 1 <= stride <= window:
             raise ValueError(f"need window >= 1 and 1 <= stride <= window, got window {window}, stride {stride}")
-        self.model, self.window, self.stride, self.batch = model, window, stride, batch
+        self.score, self.window, self.stride, self.batch = score, window, stride, batch
         self._buffer: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=window)
         self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (start, audio [W, Da], visual [W, N, Dv])
         self._count = 0
@@ -350,7 +281,7 @@ class WindowedScorer:
         if not self._pending:
             return
         starts = [s for s, _, _ in self._pending]
-        out = self.model(np.stack([a for _, a, _ in self._pending]), np.stack([v for _, _, v in self._pending]))
+        out = self.score(np.stack([a for _, a, _ in self._pending]), np.stack([v for _, _, v in self._pending]))
         self._pending = []
         parts = [out.probs, out.relevance, out.audio_relevance, out.visual_relevance]
         w = out.probs.shape[1]
@@ -385,7 +316,7 @@ class WindowedScorer:
 
 
 # -----------------------------------------------------------------------------------------
-# checkpoint -> extractor
+# the window of a checkpoint
 def checkpoint_window(checkpoint: Checkpoint) -> int:
     """The sequence length the model was trained on: the checkpoint's forced segment count
     (AVE exports and `--segments N` caches), else AVE's 10."""
@@ -395,168 +326,15 @@ def checkpoint_window(checkpoint: Checkpoint) -> int:
     return AVE_WINDOW_S
 
 
-def extraction_settings(checkpoint: Checkpoint, *, precision: str | None = None, on_missing_audio: str | None = None) -> FeatureSettings:
-    """The checkpoint's feature settings (AVE defaults when it has none) for videos of any
-    length: no forced segment count; precision and the missing-audio policy may be
-    overridden (neither is part of what a feature is)."""
-    base = checkpoint.feature_settings if checkpoint.feature_settings is not None else FeatureSettings()
-    return dataclasses.replace(
-        base, segments=None, precision=precision or base.precision,
-        on_missing_audio=on_missing_audio or base.on_missing_audio,
-    )
-
-
-def check_weights(checkpoint_path: str, saved: FeatureSettings | None, used: FeatureSettings, files: dict[str, str | None]) -> None:
-    """SettingsMismatch when the weights in use are not those of the checkpoint's features.
-    `files`: hash field -> the file the caller gave (named in the message)."""
-    if saved is None:
-        return
-    problems = []
-    for name in HASH_FIELDS:
-        want, got = getattr(saved, name), getattr(used, name)
-        if want and want != got:
-            given = files.get(name)
-            where = f" ({given})" if given else " (the default weights)"
-            problems.append(f"{name}: checkpoint {want[:16]!r} != given {got[:16]!r}{where}")
-    if problems:
-        raise SettingsMismatch(f"{checkpoint_path}: the weights given are not the ones its features were made with: {'; '.join(problems)}")
-
-
-def build_extractor(
-    checkpoint_path: str,
-    checkpoint: Checkpoint,
-    *,
-    visual_weights_file: str | None = None,
-    audio_weights_file: str | None = None,
-    audio_pca_file: str | None = None,
-    device: str = "auto",
-    precision: str | None = None,
-    on_missing_audio: str | None = None,
-    batch_size: int = 160,
-) -> FeatureExtractor:
-    """A FeatureExtractor that makes the features the checkpoint's model was trained on."""
-    settings = extraction_settings(checkpoint, precision=precision, on_missing_audio=on_missing_audio)
-    extractor = FeatureExtractor(
-        settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
-        audio_pca_file=audio_pca_file, device=device, batch_size=batch_size,
-    )
-    files = {"visual_weights_sha256": visual_weights_file, "audio_weights_sha256": audio_weights_file,
-             "audio_pca_sha256": audio_pca_file}
-    check_weights(checkpoint_path, checkpoint.feature_settings, extractor.settings, files)
-    return extractor
-
-
-def decode_options_for(settings: FeatureSettings) -> DecodeOptions:
-    return DecodeOptions(
-        frames_per_segment=settings.frames_per_segment, segments=None,
-        frame_size=settings.frame_size, on_missing_audio=settings.on_missing_audio,
-    )
-
-
-def prefetch(items: Iterable, maxsize: int) -> Iterator:
-    """Iterate `items` in a background thread, up to `maxsize` ahead (decoding overlaps the
-    model). Exceptions are re-raised in the consumer; closing the consumer stops the thread."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
-    stop = threading.Event()
-    done = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        it = iter(items)
-        try:
-            for item in it:
-                if not put((item, None)):
-                    return
-            put((done, None))
-        except BaseException as e:  # handed to the consumer, which re-raises it
-            put((done, e))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:  # a generator: run its cleanup (closes the container)
-                close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = q.get()
-            if item is done:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-class FeatureStream:
-    """Iterate (audio [Da] | None, visual pool5 [h, w, Dv] | None) for each 1-s segment of
-    one video, in order: decoding runs in a thread ahead of the extractors, which take
-    `batch_size / K` segments at a time, so memory does not depend on the video's length.
-    `visual` / `audio` False skips that extractor. After iteration `duration_s` and
-    `num_segments` are set. MediaError subclasses name the file."""
-
-    def __init__(self, path: str, extractor: FeatureExtractor, *, visual: bool = True, audio: bool = True,
-                 options: DecodeOptions | None = None, progress: bool = False) -> None:
-        self.path, self.extractor, self.visual, self.audio, self.progress = str(path), extractor, visual, audio, progress
-        self.options = options if options is not None else decode_options_for(extractor.settings)
-        self.duration_s: float | None = None
-        self.num_segments: int | None = None
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray | None, np.ndarray | None]]:
-        from tqdm import tqdm
-
-        ex = self.extractor
-        reader = SegmentReader(self.path, self.options)
-        chunk = max(1, ex.batch_size // ex.settings.frames_per_segment)
-        bar = tqdm(desc=os.path.basename(self.path), unit="s", disable=not self.progress, file=sys.stderr,
-                   dynamic_ncols=True, leave=False)
-        frames: list[np.ndarray] = []
-        sound: list[np.ndarray] = []
-        try:
-            for seg in prefetch(reader, maxsize=chunk):
-                if self.visual:
-                    frames.append(seg.frames)
-                if self.audio:
-                    sound.append(seg.audio)
-                if max(len(frames), len(sound)) == chunk:
-                    yield from self._features(frames, sound, chunk)
-                    bar.update(chunk)
-                    frames, sound = [], []
-            n = max(len(frames), len(sound))
-            if n:
-                yield from self._features(frames, sound, n)
-                bar.update(n)
-        finally:
-            bar.close()
-        self.duration_s, self.num_segments = reader.duration_s, reader.num_segments
-
-    def _features(self, frames, sound, n):
-        v = self.extractor.visual_features(np.stack(frames)) if frames else None  # (n, h, w, Dv)
-        a = self.extractor.audio_features(np.stack(sound)) if sound else None  # (n, Da)
-        for i in range(n):
-            yield (None if a is None else a[i]), (None if v is None else v[i])
-
-
 # -----------------------------------------------------------------------------------------
 # localization
-def _localize_one(path: str, extractor: FeatureExtractor, model: SELWindowModel, info: ModelInfo, progress: bool) -> VideoLocalization:
-    scorer = WindowedScorer(model, info.window, info.stride)
-    stream = FeatureStream(path, extractor, progress=progress)
+def _localize_one(path: str, predictor: Predictor, info: ModelInfo, progress: bool) -> VideoLocalization:
+    scorer = WindowedScorer(segment_scorer(predictor.model, predictor.extractor.device), info.window, info.stride)
+    stream = FeatureStream(path, predictor.extractor, progress=progress)
     for audio, visual in stream:
         scorer.push(audio, visual.reshape(-1, visual.shape[-1]))  # (N = h*w cells, Dv)
     per = scorer.finish()
     labels, prob = label_seconds(per.probs, per.relevance, info.classes)
-    T = len(labels)
     rel = per.relevance
 
     def at(x, t):
@@ -564,13 +342,22 @@ def _localize_one(path: str, extractor: FeatureExtractor, model: SELWindowModel,
 
     seconds = [
         SecondResult(t, t + 1, labels[t], float(prob[t]), at(rel, t), at(per.audio_relevance, t), at(per.visual_relevance, t))
-        for t in range(T)
+        for t in range(len(labels))
     ]
     confidence = prob * rel if rel is not None else prob
     return VideoLocalization(
         video=path, duration_s=float(stream.duration_s), segments=seconds,
-        events=merge_intervals(labels, confidence.tolist()), model=info, features=extractor.settings.to_dict(),
+        events=merge_intervals(labels, confidence.tolist()), model=info, features=predictor.settings.to_dict(),
     )
+
+
+def error_line(path: str, e: BaseException) -> str:
+    """One line naming the file, for any exception a video can raise."""
+    if isinstance(e, AvelError):
+        text = str(e)
+        return text if path in text else f"{path}: {text}"
+    first = str(e).splitlines()[0] if str(e) else ""
+    return f"{path}: {type(e).__name__}: {first}".rstrip(": ")
 
 
 def localize(
@@ -579,57 +366,41 @@ def localize(
     *,
     stride_s: int = DEFAULT_STRIDE_S,
     window_s: int | None = None,
-    device: str = "auto",
-    visual_weights_file: str | os.PathLike | None = None,
-    audio_weights_file: str | os.PathLike | None = None,
-    audio_pca_file: str | os.PathLike | None = None,
-    precision: str | None = None,
-    on_missing_audio: str | None = None,
-    batch_size: int = 160,
     progress: bool = True,
+    **options,
 ) -> list[VideoLocalization]:
     """Localize events in every video with the SEL checkpoint; one result per video, in
-    order. A video that fails gives a result with `.error` set (one line naming it) and the
-    others go on. Raises, before reading any video: CheckpointError (no such file, not a
-    SEL checkpoint...), SettingsMismatch (weights that differ from the checkpoint's),
-    AvelError (bad stride/window, device or precision)."""
-    ckpt_path = os.fspath(checkpoint)
-    ckpt = load_checkpoint(ckpt_path, expected_task="sel")
+    order. `options`: how to run it (`Predictor.build`: device, visual_weights_file,
+    audio_weights_file, audio_pca_file, precision, on_missing_audio, batch_size). A video
+    that fails gives a result with `.error` set (one line naming it) and the others go on.
+    Raises, before reading any video: CheckpointError (no such file, not a SEL
+    checkpoint...), SettingsMismatch (weights that differ from the checkpoint's),
+    ConfigError (stride/window, device or precision)."""
+    if window_s is not None and window_s < 1:
+        raise ConfigError("window", window_s, "must be >= 1 s")
+    path = os.fspath(checkpoint)
+    ckpt = load_checkpoint(path, expected_task="sel")
     window = int(window_s) if window_s is not None else checkpoint_window(ckpt)
-    if window < 1:
-        raise AvelError(f"--window {window}: must be >= 1 s")
     if not 1 <= stride_s <= window:
-        raise AvelError(f"--stride {stride_s}: must lie in 1..{window} s (the window length), or seconds would be skipped")
+        raise ConfigError("stride", stride_s, f"must lie in 1..{window} s (the window length), or seconds would be skipped")
     cfg = ckpt.model_config
     info = ModelInfo(
-        task=cfg.task, model=cfg.model, embedding=cfg.embedding, matching=cfg.matching, window=window,
-        stride=int(stride_s), checkpoint=ckpt_path, classes=tuple(ckpt.class_names),
+        task=cfg.task, model=cfg.name, embedding=cfg.embedding, matching=cfg.matching, window=window,
+        stride=int(stride_s), checkpoint=path, classes=tuple(ckpt.class_names),
         features_from_checkpoint=ckpt.feature_settings is not None,
     )
     if len(info.classes) != cfg.num_classes - 1:
-        raise CheckpointError(f"{ckpt_path}: {len(info.classes)} class names for a {cfg.num_classes}-class model")
-    extractor = build_extractor(
-        ckpt_path, ckpt, visual_weights_file=_opt(visual_weights_file), audio_weights_file=_opt(audio_weights_file),
-        audio_pca_file=_opt(audio_pca_file), device=device, precision=precision, on_missing_audio=on_missing_audio,
-        batch_size=batch_size,
-    )
-    model = SELWindowModel(ckpt.model, extractor.device)
+        raise CheckpointError(f"{path}: {len(info.classes)} class names for a {cfg.num_classes}-class model")
+    predictor = Predictor.build(path, ckpt, **options)
     results = []
     for video in videos:
         path = os.fspath(video)
         try:
-            results.append(_localize_one(path, extractor, model, info, progress))
-        except AvelError as e:
-            message = str(e) if path in str(e) else f"{path}: {e}"
-            results.append(VideoLocalization(video=path, model=info, error=message, error_kind=getattr(e, "kind", "error")))
-        except Exception as e:  # anything else an odd file can raise: recorded, never fatal (as in extract)
-            message = f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-            results.append(VideoLocalization(video=path, model=info, error=message, error_kind="error"))
+            results.append(_localize_one(path, predictor, info, progress))
+        except Exception as e:  # anything an odd file can raise: recorded, never fatal (as in extract)
+            results.append(VideoLocalization(video=path, model=info, error=error_line(path, e),
+                                             error_kind=getattr(e, "kind", "error")))
     return results
-
-
-def _opt(p: str | os.PathLike | None) -> str | None:
-    return None if p is None else os.fspath(p)
 
 
 # -----------------------------------------------------------------------------------------
@@ -640,7 +411,7 @@ def write_json(results: VideoLocalization | Sequence[VideoLocalization], path: s
         text = _video_json(results.to_dict(), "")
     else:
         text = "[\n" + ",\n".join(_video_json(r.to_dict(), " ") for r in results) + "\n]" if results else "[]"
-    _write_text(path, text + "\n")
+    write_text_atomic(path, text + "\n")
 
 
 def _video_json(d: dict, pad: str) -> str:
@@ -672,14 +443,14 @@ def write_csv(results: VideoLocalization | Sequence[VideoLocalization], path: st
     os.replace(tmp, path)
 
 
-def _write_text(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     tmp = f"{os.fspath(path)}.part"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
@@ -703,7 +474,7 @@ def format_table(result: VideoLocalization, *, seconds: bool | None = None) -> s
         width = max(len("label"), *(len(e.label) for e in result.events))
         lines.append(f"  {'from':>8} {'to':>8}  {'label':<{width}}  score")
         for e in result.events:
-            lines.append(f"  {_clock(e.start_s):>8} {_clock(e.end_s):>8}  {e.label:<{width}}  {e.score:.3f}")
+            lines.append(f"  {clock(e.start_s):>8} {clock(e.end_s):>8}  {e.label:<{width}}  {e.score:.3f}")
     else:
         lines.append("  no event found (every second is background)")
     if seconds and result.segments:
@@ -715,6 +486,6 @@ def format_table(result: VideoLocalization, *, seconds: bool | None = None) -> s
         lines.append("")
         lines.append(f"  {'second':>8}  {'label':<{width}}  {'prob':>5}  {'rel':>5}  {'audio':>5}  {'visual':>6}")
         for s in result.segments:
-            lines.append(f"  {_clock(s.start_s):>8}  {s.label:<{width}}  {f(s.probability)}  {f(s.relevance)}  "
+            lines.append(f"  {clock(s.start_s):>8}  {s.label:<{width}}  {f(s.probability)}  {f(s.relevance)}  "
                          f"{f(s.audio_relevance)}  {f(s.visual_relevance):>6}")
     return "\n".join(lines)

@@ -17,37 +17,6 @@ from dataclasses import dataclass
 import torch
 
 
-# --- window search ------------------------------------------------------------------------
-def window_sums(scores: torch.Tensor, length: int) -> torch.Tensor:
-    """Sums of every `length`-long contiguous window of scores [T] -> [T - length + 1]
-    (entry s is sum(scores[s:s+length])), computed in float64."""
-    T = scores.shape[-1]
-    if not 1 <= length <= T:
-        raise ValueError(f"window length {length} does not fit {T} segments")
-    return scores.double().unfold(-1, length, 1).sum(-1)
-
-
-def max_contiguous_window(scores: torch.Tensor, length: int) -> int:
-    """Start of the `length`-long window of scores [T] with the largest sum; ties -> the
-    earliest start. DAM's CML inference (Sec. 3.3)."""
-    return int(torch.argmax(window_sums(scores, length)))  # argmax returns the first maximum
-
-
-def min_distance_window(distances: torch.Tensor) -> int:
-    """distances [l, T]: distance between query segment i and candidate segment j. Returns the
-    start s of the l-long candidate window with the smallest position-wise summed distance
-    sum_i distances[i, s + i]; ties -> the earliest start. AVDLN's CML inference."""
-    l, T = distances.shape
-    if not 1 <= l <= T:
-        raise ValueError(f"a query of {l} segments does not fit {T} segments")
-    d = distances.double()
-    starts = torch.arange(T - l + 1, device=d.device)  # (S,)
-    cols = starts.unsqueeze(1) + torch.arange(l, device=d.device).unsqueeze(0)  # (S, l)
-    rows = torch.arange(l, device=d.device).unsqueeze(0).expand_as(cols)  # (S, l)
-    totals = d[rows, cols].sum(1)  # (S,)
-    return int(torch.argmin(totals))  # argmin returns the first minimum
-
-
 # --- SEL ----------------------------------------------------------------------------------
 def sel_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of segments whose predicted class equals the label; pred, labels [V, T]

@@ -13,25 +13,15 @@ The query
   * `query_start_s` / `query_end_s` pick a range of the query file (default: all of it);
     the query is the 1-s segments overlapping [start, end), l = their number. A range
     outside the file, start >= end or a negative start is an error naming the file.
-Features are made with the checkpoint's feature settings, as in `pipeline.localize`
-(same extractors, weight hashes checked); the visual feature of a segment is the pool5
+Features are made with the checkpoint's feature settings (pipeline/predictor.py: same
+extractors, weight hashes checked); the visual feature of a segment is the pool5
 mean over its cells (AVE's visual_feature_vec, what CML models take).
 
-Scores (every target segment of the other modality; l = query length)
-  * DAM, cross matching (the paper): the query's global feature g = phi(f over the l query
-    segments) (the DAM sequence embedding, self-attention by default), then per second
-    sigma(g . f_t) of the target (the model's own matching score: divided by sqrt(d) when
-    the checkpoint uses scaled matching; "relevance", higher is better). Best window: the l-long
-    window with the maximum contiguous sum (DAM's CML inference).
-  * DAM, self matching (ablation): g of the query against the global feature of each
-    l-long target window (the target modality's embedding over the window); score of a
-    window = cosine distance, smallest wins (the model's own rule); a second's score is the
-    mean distance of the windows that cover it.
-  * AVDLN: both sides in its 64-d space; a window's score is the position-wise summed
-    Euclidean distance, smallest wins (Tian et al.); a second's score is its mean distance
-    to the l query segments.
-A window's reported score is the mean over its l positions (ranking by it equals ranking
-by the sum, l being fixed). Ties go to the earliest window.
+Scores: the model's own `score_query` (models/inference.py) of every target second and
+every l-long window: DAM cross matching, the relevance sigma(g . f_t) and the maximum
+contiguous sum (higher is better); DAM self matching, the cosine distance of each window's
+global feature; AVDLN, the position-wise summed Euclidean distance (lower is better).
+Ties go to the earliest window.
 
 The target is streamed like `localize` (only the needed extractor runs; one vector per
 second is kept), so it may be of any length >= l.
@@ -58,7 +48,6 @@ JSON schema (`write_query_json`):
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -66,23 +55,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from models.baselines import AVDLN
-from models.cml import CMLDAM
-from pipeline.config import SAMPLE_RATE_HZ
-from pipeline.decode import SegmentReader, decode_audio_file
-from pipeline.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort
-from pipeline.extract import FeatureExtractor
-from pipeline.localize import FeatureStream, _clock, _opt, _write_text, build_extractor, decode_options_for, prefetch
-from pipeline.metrics import max_contiguous_window, min_distance_window, window_sums
-from pipeline.timeline import plot_query  # noqa: F401  (part of this module's API)
-from pipeline.train import load_checkpoint
+from avel.models.inference import MODALITIES, QueryScores
+from avel.pipeline.config import SAMPLE_RATE_HZ
+from avel.pipeline.decode import DecodeOptions, SegmentReader, decode_audio_file
+from avel.pipeline.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort
+from avel.pipeline.features import FeatureExtractor
+from avel.pipeline.localize import clock, write_text_atomic
+from avel.pipeline.predictor import Predictor
+from avel.pipeline.stream import FeatureStream, prefetch
+from avel.pipeline.timeline import plot_query  # noqa: F401  (part of this module's API)
 
-MODALITIES = ("audio", "visual")
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aif", ".aiff", ".mka"}
 TIME_EPS_S = 1e-6
-WINDOW_CHUNK = 256  # candidate windows per embedding forward (self matching)
 
 
 class QueryError(AvelError):
@@ -115,64 +100,19 @@ def _check_range(start_s: float | None, end_s: float | None, path: str) -> None:
         raise QueryError(f"{path}: --query-end {end_s:g} must be positive")
 
 
-@dataclass
-class Scores:
-    per_second: np.ndarray  # [T]
-    windows: np.ndarray  # [T - l + 1] mean score of window [s, s + l)
-    best: int  # start of the best window
-    kind: str  # relevance | distance | cosine-distance
-    higher_is_better: bool
-
-
-@torch.inference_mode()
-def score_query(model: torch.nn.Module, query: torch.Tensor, target: torch.Tensor, query_modality: str) -> Scores:
+def score_query(model: torch.nn.Module, query: torch.Tensor, target: torch.Tensor, query_modality: str) -> QueryScores:
     """query [l, Dq] features of the query modality, target [T, Dt] of the other one
-    (audio: VGGish [., 128]; visual: pooled pool5 [., 512]) -> scores of every target
-    second and of every l-long window (see the module docstring)."""
+    (audio: VGGish [., 128]; visual: pooled pool5 [., 512]) -> the model's own scores of
+    every target second and of every l-long window (its `score_query`)."""
     if query_modality not in MODALITIES:
         raise ValueError(f"query modality {query_modality!r}; choose audio or visual")
     l, T = query.shape[0], target.shape[0]
     if not 1 <= l <= T:
         raise ValueError(f"a query of {l} segments does not fit a target of {T}")
-    device = next(model.parameters()).device
-    query, target = query.to(device).float(), target.to(device).float()
-    audio_query = query_modality == "audio"
-    if isinstance(model, AVDLN):
-        q = (model.audio_branch if audio_query else model.visual_branch)(query)  # (l, dim)
-        t = (model.visual_branch if audio_query else model.audio_branch)(target)  # (T, dim)
-        distances = (q.unsqueeze(1) - t.unsqueeze(0)).norm(dim=-1).double()  # (l, T)
-        S = T - l + 1
-        cols = torch.arange(S, device=device).unsqueeze(1) + torch.arange(l, device=device).unsqueeze(0)  # (S, l)
-        rows = torch.arange(l, device=device).unsqueeze(0).expand_as(cols)  # (S, l)
-        windows = distances[rows, cols].mean(1)  # (S,)
-        best = min_distance_window(distances)
-        return Scores(distances.mean(0).cpu().numpy(), windows.cpu().numpy(), best, "distance", False)
-    if not isinstance(model, CMLDAM):
+    if not hasattr(model, "score_query"):
         raise CheckpointError(f"no query rule for the CML model {type(model).__name__}")
-    dam = model.dam
-    proj_q, embed_q = (dam.audio_proj, dam.audio_embed) if audio_query else (dam.visual_proj, dam.visual_embed)
-    proj_t, embed_t = (dam.visual_proj, dam.visual_embed) if audio_query else (dam.audio_proj, dam.audio_embed)
-    f_q = proj_q(query.unsqueeze(0))  # (1, l, d)
-    g = embed_q(f_q, torch.ones(1, l, dtype=torch.bool, device=device))  # (1, d)
-    f_t = proj_t(target.unsqueeze(0))  # (1, T, d)
-    if dam.matching == "cross":
-        scores = dam.score(g, f_t)[0].double()  # (T,): sigma(g . f_t), scaled by 1/sqrt(d) if the model is
-        windows = window_sums(scores, l) / l  # (S,)
-        return Scores(scores.cpu().numpy(), windows.cpu().numpy(), max_contiguous_window(scores, l), "relevance", True)
-    # self matching: the target modality's embedding over each window; a masked embedding
-    # over [s, s + l) of the whole sequence equals the embedding of the slice
-    views = f_t[0].unfold(0, l, 1).permute(0, 2, 1)  # (S, l, d)
-    parts = []
-    for i in range(0, views.shape[0], WINDOW_CHUNK):
-        chunk = views[i : i + WINDOW_CHUNK]
-        g_w = embed_t(chunk, torch.ones(chunk.shape[:2], dtype=torch.bool, device=device))  # (s, d)
-        parts.append(1 - F.cosine_similarity(g_w, g, dim=-1))
-    distance = torch.cat(parts).double()  # (S,)
-    covering = F.conv1d(distance.view(1, 1, -1), torch.ones(1, 1, l, dtype=torch.float64, device=device), padding=l - 1)[0, 0]
-    count = F.conv1d(torch.ones(1, 1, distance.shape[0], dtype=torch.float64, device=device),
-                     torch.ones(1, 1, l, dtype=torch.float64, device=device), padding=l - 1)[0, 0]
-    per_second = covering / count  # (T,)
-    return Scores(per_second.cpu().numpy(), distance.cpu().numpy(), int(torch.argmin(distance)), "cosine-distance", False)
+    device = next(model.parameters()).device
+    return model.score_query(query.to(device).float(), target.to(device).float(), query_modality)
 
 
 # -----------------------------------------------------------------------------------------
@@ -242,7 +182,7 @@ def write_query_json(result: QueryResult, path: str | os.PathLike) -> None:
             items.append(f' "seconds": [\n  {body}\n ]')
         else:
             items.append(f" {json.dumps(key)}: {json.dumps(value)}")
-    _write_text(path, "{\n" + ",\n".join(items) + "\n}\n")
+    write_text_atomic(path, "{\n" + ",\n".join(items) + "\n}\n")
 
 
 def format_query(result: QueryResult) -> str:
@@ -251,7 +191,7 @@ def format_query(result: QueryResult) -> str:
     return (
         f"{result.direction.upper()}: the {result.query_modality} of {result.query} "
         f"({result.query_start_s}-{result.query_end_s} s, {result.query_length_s} s) best matches the "
-        f"{result.target_modality} of {result.target} at {_clock(b.start_s)}-{_clock(b.end_s)} "
+        f"{result.target_modality} of {result.target} at {clock(b.start_s)}-{clock(b.end_s)} "
         f"({b.start_s}-{b.end_s} s; {result.score_kind} {b.score:.3f}, {better} is better; "
         f"{len(result.window_scores)} candidate windows)"
     )
@@ -278,12 +218,12 @@ def _audio_file_query(path: str, extractor: FeatureExtractor, start_s, end_s) ->
 
 def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s, end_s) -> tuple[np.ndarray, int, int]:
     """Features of the query segments of a video; only those are extracted, a chunk at a time."""
-    opts = dataclasses.replace(decode_options_for(extractor.settings),
-                               on_missing_audio="error" if modality == "audio" else "silence")
+    opts = DecodeOptions.from_settings(extractor.settings, segments=None,
+                                       on_missing_audio="error" if modality == "audio" else "silence")
     reader = SegmentReader(path, opts)
     first = 0 if start_s is None else int(math.floor(start_s + TIME_EPS_S))
     last = None if end_s is None else int(math.ceil(end_s - TIME_EPS_S))
-    chunk = max(1, extractor.batch_size // extractor.settings.frames_per_segment)
+    chunk = extractor.segments_per_batch
     pending: list[np.ndarray] = []
     feats: list[np.ndarray] = []
 
@@ -311,8 +251,8 @@ def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s,
 
 def _target_features(path: str, extractor: FeatureExtractor, modality: str, progress: bool) -> tuple[np.ndarray, float]:
     """[T, D] features of the target's `modality` (visual: pool5 mean over cells), streamed."""
-    opts = dataclasses.replace(decode_options_for(extractor.settings),
-                               on_missing_audio="error" if modality == "audio" else "silence")
+    opts = DecodeOptions.from_settings(extractor.settings, segments=None,
+                                       on_missing_audio="error" if modality == "audio" else "silence")
     stream = FeatureStream(path, extractor, visual=modality == "visual", audio=modality == "audio", options=opts,
                            progress=progress)
     rows = []
@@ -342,26 +282,19 @@ def cml_query(
     query_start_s: float | None = None,
     query_end_s: float | None = None,
     query_modality: str | None = None,
-    device: str = "auto",
-    visual_weights_file: str | os.PathLike | None = None,
-    audio_weights_file: str | os.PathLike | None = None,
-    audio_pca_file: str | os.PathLike | None = None,
-    precision: str | None = None,
-    batch_size: int = 160,
     progress: bool = False,
+    **options,
 ) -> QueryResult:
     """Find where in `target` the other modality matches the query (see the module
-    docstring). Errors are one line, naming the file: CheckpointError (not a CML checkpoint),
+    docstring). `options`: how to run it (`Predictor.build`: device, weight files,
+    precision, batch_size). Errors are one line, naming the file: CheckpointError (not a CML checkpoint),
     SettingsMismatch (weights), MediaError subclasses (undecodable query or target, no audio
     where sound is needed), QueryError (range, length)."""
     ckpt_path, query, target = os.fspath(checkpoint), os.fspath(query), os.fspath(target)
     modality, audio_file = _resolve_modality(query, query_modality)
     _check_range(query_start_s, query_end_s, query)
-    ckpt = load_checkpoint(ckpt_path, expected_task="cml")
-    extractor = build_extractor(
-        ckpt_path, ckpt, visual_weights_file=_opt(visual_weights_file), audio_weights_file=_opt(audio_weights_file),
-        audio_pca_file=_opt(audio_pca_file), device=device, precision=precision, batch_size=batch_size,
-    )
+    predictor = Predictor.load(ckpt_path, "cml", **options)
+    extractor = predictor.extractor
 
     if audio_file:
         q, first, last = _audio_file_query(query, extractor, query_start_s, query_end_s)
@@ -380,8 +313,8 @@ def cml_query(
     if l > T:
         raise QueryError(f"{query}: the query ({l} s, {first}-{last} s) is longer than the target {target} "
                          f"({T} whole seconds)")
-    scores = score_query(ckpt.model.to(extractor.device), torch.from_numpy(q), torch.from_numpy(t), modality)
-    cfg = ckpt.model_config
+    scores = score_query(predictor.model, torch.from_numpy(q), torch.from_numpy(t), modality)
+    cfg = predictor.checkpoint.model_config
     return QueryResult(
         query=query, target=target, direction="a2v" if modality == "audio" else "v2a",
         query_modality=modality, target_modality=target_modality, query_start_s=first, query_end_s=last,
@@ -390,7 +323,7 @@ def cml_query(
         window_scores=[float(x) for x in scores.windows],
         best=Window(scores.best, scores.best + l, float(scores.windows[scores.best])),
         score_kind=scores.kind, higher_is_better=scores.higher_is_better,
-        model={"task": cfg.task, "model": cfg.model, "embedding": cfg.embedding, "matching": cfg.matching,
+        model={"task": cfg.task, "model": cfg.name, "embedding": cfg.embedding, "matching": cfg.matching,
                "checkpoint": ckpt_path},
         features=extractor.settings.to_dict(),
         query_range_given=query_start_s is not None or query_end_s is not None,

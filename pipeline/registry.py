@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from pipeline.errors import UnknownName
+from avel.pipeline.errors import UnknownName
 
 T = TypeVar("T")
 

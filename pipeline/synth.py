@@ -34,7 +34,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.annotations import AnnotationRow, write_annotations
+from avel.pipeline.annotations import AnnotationRow, write_annotations
 
 VIDEO_DIR = "videos"
 ANNOTATIONS = "Annotations.txt"

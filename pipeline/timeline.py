@@ -25,8 +25,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 if TYPE_CHECKING:  # import cycles: localize and query import this module's users
-    from pipeline.localize import VideoLocalization
-    from pipeline.query import QueryResult
+    from avel.pipeline.localize import VideoLocalization
+    from avel.pipeline.query import QueryResult
 
 BACKGROUND_COLOUR = "#e3e3e3"
 AUDIO_COLOUR = "#1f5fbf"

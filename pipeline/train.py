@@ -2,44 +2,35 @@
 in RAM as tensors, the model, the optimiser, `evaluate()`, one loop. Model selection on the
 validation split; the test split is evaluated once, for the selected model.
 
-    cfg = TrainConfig(task="sel", model="dam")
+    cfg = TrainConfig(ModelConfig(task="sel", name="dam"), epochs=60)
     result = train(data, cfg)              # result.val, result.test, result.model
     save_checkpoint("sel.safetensors", result.model, result.model_config, data.class_names,
                     data.settings, result.test)
 
 Splits: SEL uses "train" / "val" / "test"; CML uses "train_match" / "val_match" /
-"test_match" when the data has them (AVE's CML split), else the SEL names.
-
-Checkpoints are single safetensors files: the weights, plus one JSON document in the
-safetensors metadata (key "avel") with the model config, class names, feature settings and
-metrics. Loading parses that JSON and the tensors; it never unpickles anything.
+"test_match" when the data has them (AVE's CML split), else the SEL names
+(`AVData.task_split`). Checkpoints: pipeline/checkpoint.py.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from models.registry import ModelConfig, build_model
-from pipeline.config import FeatureSettings
-from pipeline.dataset import AVData
-from pipeline.errors import CheckpointError, SettingsMismatch
-from pipeline.metrics import cml_accuracy, cml_queries, sel_accuracy
+from avel.models.registry import ModelConfig, build_model
+from avel.pipeline.config import DEVICE_HELP, DEVICE_PATTERN, check_choice, check_range, check_types, option, resolve_device
+from avel.pipeline.dataset import AVData
+from avel.pipeline.errors import ConfigError
+from avel.pipeline.metrics import cml_accuracy, cml_queries, sel_accuracy
 
-CHECKPOINT_FORMAT = "avel-checkpoint"
-CHECKPOINT_VERSION = 1
 RAM_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -47,48 +38,46 @@ RAM_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # config
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training options. Defaults: Adam, lr 1e-3, batch 64, no weight decay: AV_att's published
-    recipe (Tian et al.); DAM's optimiser is not published, so it gets the same one, which
-    also keeps the comparison fair. 60 epochs with a constant learning rate; the best epoch
-    on validation is kept."""
+    """Training options around a model config. Defaults: Adam, lr 1e-3, batch 64, no weight
+    decay: AV_att's published recipe (Tian et al.); DAM's optimiser is not published, so it
+    gets the same one, which also keeps the comparison fair. 60 epochs with a constant
+    learning rate; the best epoch on validation is kept."""
 
-    task: str = "sel"  # sel | cml
-    model: str = "dam"  # sel: dam | av_att;  cml: dam | avdln
-    embedding: str = "self-att"  # DAM sequence embedding
-    matching: str = "cross"  # cross | self | none (sel only)
-    lam: float = 0.5  # SEL: weight of the category CE (eq. 8)
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype_in_ram: str = "float32"  # float32 | float16: how the features are held in RAM
-    eval_batch_size: int = 256
-    heads: int = 4  # self-attention heads
-    dropout: float = 0.1  # self-attention dropout
-    scaled_matching: bool = True  # DAM matching sigma(g . f / sqrt(d)); False: the literal sigma(g . f)
-    progress: bool | None = None  # tqdm bar: None = only on a terminal
+    model: ModelConfig = option("the model (task, name and hyperparameters)", cli=False, default_factory=ModelConfig)
+    epochs: int = option("training epochs (the best on validation is kept)", default=60)
+    batch_size: int = option("videos per batch", default=64)
+    lr: float = option("Adam learning rate", default=1e-3)
+    weight_decay: float = option("Adam weight decay (L2)", default=0.0)
+    seed: int = option("seed of the weights, dropout and batch order", default=0)
+    device: str = option(DEVICE_HELP, default="auto")
+    dtype_in_ram: str = option("how the features are held in RAM", choices=("float32", "float16"), default="float32")
+    eval_batch_size: int = option("videos per evaluation batch", cli=False, default=256)
+    progress: bool | None = option("progress bar: None = only on a terminal", cli=False, default=None)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, ModelConfig):
+            raise ConfigError("model", self.model, "must be a ModelConfig")
+        check_types(self)
+        check_range("epochs", self.epochs, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("eval_batch_size", self.eval_batch_size, 1)
+        check_range("lr", self.lr, 0.0, lo_open=True)
+        check_range("weight_decay", self.weight_decay, 0.0)
+        check_choice("dtype_in_ram", self.dtype_in_ram, tuple(RAM_DTYPES))
+        if not DEVICE_PATTERN.match(self.device):
+            raise ConfigError("device", self.device, f"choose {DEVICE_HELP}")
+
+    @property
+    def task(self) -> str:
+        return self.model.task
 
     def model_config(self, data: AVData) -> ModelConfig:
-        return ModelConfig(
-            task=self.task, model=self.model, num_classes=data.num_classes, audio_dim=data.audio.shape[-1],
-            visual_dim=data.visual.shape[-1], embedding=self.embedding, matching=self.matching, lam=self.lam,
-            heads=self.heads, dropout=self.dropout, scaled_matching=self.scaled_matching,
-        )
+        """The model config with the widths and the number of classes of `data`."""
+        return dataclasses.replace(self.model, num_classes=data.num_classes, audio_dim=data.audio.shape[-1],
+                                   visual_dim=data.visual.shape[-1])
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def split_name(task: str, data: AVData, name: str) -> str:
-    """The split used for `name` ("train" | "val" | "test"): CML prefers "<name>_match"."""
-    if task == "cml" and f"{name}_match" in data.splits:
-        return f"{name}_match"
-    return name
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 # -----------------------------------------------------------------------------------------
@@ -146,7 +135,7 @@ def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 25
     "val" / "test" mean the *_match splits when the data has them."""
     task = model.task
     feats = features if features is not None else prepare_features(data, task)
-    idx = data.split(split_name(task, data, split))
+    idx = data.split(data.task_split(task, split))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -207,9 +196,9 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
 
         # data
         feats = prepare_features(data, cfg.task, cfg.dtype_in_ram)
-        train_idx = data.split(split_name(cfg.task, data, "train"))
-        val_split = split_name(cfg.task, data, "val")
-        test_split = split_name(cfg.task, data, "test")
+        train_idx = data.split(data.task_split(cfg.task, "train"))
+        val_split = data.task_split(cfg.task, "val")
+        test_split = data.task_split(cfg.task, "test")
         data.split(val_split)  # fail early when there is none
 
         # model and optimiser
@@ -220,7 +209,7 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         # loop
         best_score, best_epoch, best_state, best_val = -math.inf, 0, None, {}
         history = []
-        bar = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.task}/{cfg.model}", disable=None if cfg.progress is None else not cfg.progress)
+        bar = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.task}/{cfg.model.name}", disable=None if cfg.progress is None else not cfg.progress)
         for epoch in bar:
             model.train()
             order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
@@ -268,109 +257,3 @@ def train_seeds(data: AVData, cfg: TrainConfig, seeds: list[int]) -> SeedsResult
     mean = {k: statistics.fmean(m[k] for m in per_run) for k in keys}
     std = {k: statistics.stdev([m[k] for m in per_run]) if len(per_run) > 1 else 0.0 for k in keys}
     return SeedsResult(results, split, mean, std)
-
-
-# -----------------------------------------------------------------------------------------
-# checkpoints: one safetensors file, weights + JSON metadata, never pickle
-@dataclass
-class Checkpoint:
-    model: nn.Module  # in eval mode, on CPU
-    model_config: ModelConfig
-    class_names: list[str]
-    feature_settings: FeatureSettings | None
-    metrics: dict
-
-
-def save_checkpoint(
-    path: str | os.PathLike,
-    model: nn.Module,
-    model_config: ModelConfig,
-    class_names: list[str],
-    feature_settings: FeatureSettings | None,
-    metrics: dict | None,
-) -> Path:
-    path = Path(path)
-    meta = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "task": model_config.task,
-        "model_config": model_config.to_dict(),
-        "class_names": list(class_names),
-        "feature_settings": feature_settings.to_dict() if feature_settings is not None else None,
-        "metrics": metrics or {},
-    }
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        save_file(tensors, str(tmp), metadata={"avel": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _check_safetensors_header(path: Path) -> None:
-    """Refuse anything that is not a safetensors file before any parser sees it: a
-    safetensors file starts with an 8-byte little-endian header length and a JSON object."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
-        return  # the safetensors signature (checked first: a header length may start with 0x80)
-    if head.startswith(b"PK\x03\x04"):
-        raise CheckpointError(f"{path}: a zip (torch.save) file, not an avel safetensors checkpoint; avel never unpickles files")
-    if head[:1] == b"\x80":
-        raise CheckpointError(f"{path}: a pickle file, not an avel safetensors checkpoint; avel never unpickles files")
-    raise CheckpointError(f"{path}: not a safetensors file")
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    expected_task: str | None = None,
-    feature_settings: FeatureSettings | None = None,
-) -> Checkpoint:
-    """Rebuild the model of a checkpoint written by `save_checkpoint`.
-
-    CheckpointError: no such file, not a safetensors file (pickles are refused unread),
-    no avel metadata, another task than `expected_task`, weights that do not fit.
-    SettingsMismatch: `feature_settings` differ from the checkpoint's (compared only when
-    both are known; a checkpoint trained on features of unknown settings, e.g. the AVE
-    release, accepts any)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    _check_safetensors_header(path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            raw = (f.metadata() or {}).get("avel")
-        tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
-    if raw is None:
-        raise CheckpointError(f"{path}: a safetensors file without avel metadata (not an avel checkpoint)")
-    try:
-        meta = json.loads(raw)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
-        model_config = ModelConfig.from_dict(meta["model_config"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: malformed avel metadata ({e})") from None
-
-    if expected_task is not None and model_config.task != expected_task:
-        raise CheckpointError(f"{path}: a {model_config.task} checkpoint, expected {expected_task}")
-    saved = meta.get("feature_settings")
-    saved_settings = FeatureSettings.from_dict(saved) if saved is not None else None
-    if feature_settings is not None and saved_settings is not None:
-        diff = feature_settings.differences(saved_settings)
-        if diff:
-            raise SettingsMismatch(f"{path}: features made with other settings than the checkpoint's (features != checkpoint): {'; '.join(diff)}")
-
-    try:
-        model = build_model(model_config)
-        model.load_state_dict(tensors, strict=True)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}: weights do not fit a {model_config.task}/{model_config.model} model ({e})") from None
-    model.eval()
-    return Checkpoint(model, model_config, list(meta.get("class_names", [])), saved_settings, meta.get("metrics", {}))

@@ -10,7 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import WeightsError
+from avel.pipeline.errors import WeightsError
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import ave
-from pipeline.annotations import (
+from avel.pipeline import ave
+from avel.pipeline.annotations import (
     HEADER,
     AnnotationRow,
     category_index,
@@ -17,10 +17,10 @@ from pipeline.annotations import (
     split_rows,
     write_annotations,
 )
-from pipeline.ave import read_ave_layout, write_ave_layout
-from pipeline.config import FeatureSettings
-from pipeline.dataset import AVData
-from pipeline.errors import AnnotationError, AvelError, CacheError
+from avel.pipeline.ave import read_ave_layout, write_ave_layout
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.dataset import AVData
+from avel.pipeline.errors import AnnotationError, AvelError, CacheError
 
 # a hand-written file: an id twice with different categories (like AVE's 45), the zero-length
 # row, a full 0-10 row; first-appearance order is Bark, Cat, Church bell

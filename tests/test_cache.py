@@ -13,17 +13,17 @@ import h5py
 import numpy as np
 import pytest
 
-from mediagen import quiet_noise, solid, tone, write_video
-from pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures, merge_caches
-from pipeline.config import FeatureSettings
-from pipeline.errors import CacheError, SettingsMismatch
+from mediagen import solid, tone, write_video
+from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures, merge_caches
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.errors import CacheError, SettingsMismatch
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--visual-model", "random", "--audio-model", "random", "--frames-per-segment", "1", "--device", "cpu"]
 
 
 def avel(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True, cwd=ROOT, **kw)
+    proc = subprocess.run([sys.executable, "-m", "avel.cli", *map(str, args)], capture_output=True, text=True, cwd=ROOT, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"avel {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc
@@ -134,7 +134,7 @@ def test_kill_minus_nine_then_resume_is_identical(tmp_path):
 
     killed = tmp_path / "killed"
     for delay_s in (0.0, 1.5):  # right after the first part, and again later
-        proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args), "--out", str(killed)],
+        proc = subprocess.Popen([sys.executable, "-m", "avel.cli", *map(str, args), "--out", str(killed)],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         start = len(list((killed / "parts").glob("part-*.h5"))) if killed.exists() else 0

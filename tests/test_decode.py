@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from mediagen import quiet_noise, solid, tone, write_video
-from pipeline.decode import DecodeOptions, SegmentReader, decode_audio_file, decode_video
-from pipeline.errors import CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile, NoVideoStream, TooShort
-from pipeline.sampling import frame_sample_times, latest_at_or_before, segment_count
+from avel.pipeline.decode import DecodeOptions, SegmentReader, decode_audio_file, decode_video
+from avel.pipeline.errors import CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile, NoVideoStream, TooShort
+from avel.pipeline.sampling import frame_sample_times, latest_at_or_before, segment_count
 
 LEVEL = 12  # frame n is painted with R = LEVEL * (n % 20), G = LEVEL * (n // 20): robust to lossy coding
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from mediagen import solid, tone, write_video
-from extractors.melspec import log_mel_examples
-from pipeline.config import FeatureSettings
-from pipeline.decode import DecodeOptions, decode_video
-from pipeline.errors import AvelError
-from pipeline.extract import FeatureExtractor, Job, jobs_from_paths
+from avel.extractors.melspec import log_mel_examples
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.decode import DecodeOptions, decode_video
+from avel.pipeline.errors import AvelError
+from avel.pipeline.extract import Job, jobs_from_paths
+from avel.pipeline.features import FeatureExtractor
 
 SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=2)
 

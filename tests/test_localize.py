@@ -11,22 +11,24 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mediagen import tone, write_video
-from extractors.registry import random_weights_tag
-from models.registry import ModelConfig, build_model
-from pipeline.config import FeatureSettings
-from pipeline.errors import AvelError, CheckpointError, NoAudioStream, SettingsMismatch
-from pipeline.extract import FeatureExtractor
-from pipeline.localize import (
+from avel.extractors.registry import random_weights_tag
+from avel.models.registry import ModelConfig, build_model
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.errors import AvelError, CheckpointError, NoAudioStream, SettingsMismatch
+from avel.pipeline.features import FeatureExtractor
+from avel.models.inference import SegmentScores
+from avel.pipeline.stream import FeatureStream
+from avel.pipeline.localize import (
     CSV_COLUMNS,
-    FeatureStream,
     WindowedScorer,
-    WindowOutput,
     format_table,
     label_seconds,
     localize,
@@ -35,9 +37,9 @@ from pipeline.localize import (
     write_csv,
     write_json,
 )
-from pipeline.query import QueryError, cml_query, format_query, plot_query, query_segments, score_query, write_query_json
-from pipeline.timeline import plot_timeline
-from pipeline.train import save_checkpoint
+from avel.pipeline.query import QueryError, cml_query, format_query, plot_query, query_segments, score_query, write_query_json
+from avel.pipeline.timeline import plot_timeline
+from avel.pipeline.checkpoint import save_checkpoint
 
 SETTINGS = FeatureSettings(
     visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64, segments=10,
@@ -71,10 +73,10 @@ def work(tmp_path_factory):
     with open(paths["bad"], "w") as f:
         f.write("this is text\n")
     torch.manual_seed(0)
-    cfg = ModelConfig(task="sel", model="dam", num_classes=len(CLASSES) + 1)
+    cfg = ModelConfig(task="sel", name="dam", num_classes=len(CLASSES) + 1)
     model = build_model(cfg)
     paths["sel"] = str(save_checkpoint(d / "sel.safetensors", model, cfg, CLASSES, SETTINGS, {}))
-    cml_cfg = ModelConfig(task="cml", model="dam")
+    cml_cfg = ModelConfig(task="cml", name="dam")
     paths["cml"] = str(save_checkpoint(d / "cml.safetensors", build_model(cml_cfg), cml_cfg, [], SETTINGS, {}))
     paths["dir"] = d
     return paths
@@ -157,7 +159,7 @@ class StubModel:
         self.calls.append(audio.shape[:2])
         p0 = audio[..., 0]
         probs = np.stack([p0, 1 - p0], axis=-1)
-        return WindowOutput(probs, audio[..., 1], audio[..., 2], audio[..., 3])
+        return SegmentScores(probs, audio[..., 1], audio[..., 2], audio[..., 3])
 
 
 def expected_means(feature_rows, n, window, stride, column):
@@ -206,7 +208,7 @@ def test_localize_scores_every_second_of_short_medium_and_long_videos(results, w
 
 def test_one_window_equals_the_model_itself(results, work, extractor):
     """A 10-s video is one window: labels and relevance are exactly the model's."""
-    from pipeline.train import load_checkpoint
+    from avel.pipeline.checkpoint import load_checkpoint
 
     model = load_checkpoint(work["sel"]).model
     audio, visual = [], []
@@ -249,6 +251,13 @@ def test_json_schema_csv_rows_and_table(results, tmp_path):
                                     "classes", "features_from_checkpoint"}
     assert FeatureSettings.from_dict(doc[0]["features"]).frames_per_segment == 1
     assert doc[3]["error"] and doc[3]["segments"] == []
+    # the README's schema (the one place it is documented) names exactly these keys
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("`--json` has this schema:"):]
+    block = block[block.index("```") + 3 : block.index("```", block.index("```") + 3)]
+    documented = set(re.findall(r'"(\w+)":', block))
+    written = top | seg_keys | {"start_s", "end_s", "label", "score"} | set(doc[0]["model"])
+    assert documented == written
 
     write_json(results[0], tmp_path / "one.json")
     assert json.loads((tmp_path / "one.json").read_text())["video"] == results[0].video
@@ -284,7 +293,7 @@ def test_wrong_task_checkpoints_are_refused(work):
 
 def test_weights_that_differ_from_the_checkpoint_are_refused(work, tmp_path):
     other = FeatureSettings(**{**SETTINGS.to_dict(), "visual_weights_sha256": "ab" * 32})
-    cfg = ModelConfig(task="sel", model="dam", num_classes=4)
+    cfg = ModelConfig(task="sel", name="dam", num_classes=4)
     path = save_checkpoint(tmp_path / "other.safetensors", build_model(cfg), cfg, CLASSES, other, {})
     with pytest.raises(SettingsMismatch, match="visual_weights_sha256") as e:
         localize([work[3]], path, progress=False)
@@ -293,7 +302,7 @@ def test_weights_that_differ_from_the_checkpoint_are_refused(work, tmp_path):
 
 @pytest.mark.parametrize("stride", [0, 11])
 def test_stride_must_fit_the_window(work, stride):
-    with pytest.raises(AvelError, match="--stride"):
+    with pytest.raises(AvelError, match="stride"):
         localize([work[3]], work["sel"], stride_s=stride, progress=False)
 
 
@@ -349,7 +358,7 @@ def planted(work, extractor):
         audio.append(a)
         visual.append(v.mean(axis=(0, 1)))
     codes = 3.0 * np.eye(len(KINDS))
-    cfg = ModelConfig(task="cml", model="dam", embedding="avg", proj_hidden=0, dim=len(KINDS), scaled_matching=True)
+    cfg = ModelConfig(task="cml", name="dam", embedding="avg", proj_hidden=0, dim=len(KINDS), scaled_matching=True)
     model = build_model(cfg)
     with torch.no_grad():
         for proj, x in ((model.dam.audio_proj, np.stack(audio)), (model.dam.visual_proj, np.stack(visual))):
@@ -424,7 +433,7 @@ def test_score_query_agrees_with_the_models_own_cml_inference(matching, model_na
     """A query cut from the same video must give the start the model's `localize` gives."""
     torch.manual_seed(1)
     kw = {"matching": matching} if matching else {}
-    model = build_model(ModelConfig(task="cml", model=model_name, **kw)).eval()
+    model = build_model(ModelConfig(task="cml", name=model_name, **kw)).eval()
     T, l = 10, 3
     audio, visual = torch.randn(T, 128), torch.randn(T, 512)
     mask = torch.zeros(1, T, dtype=torch.bool)
@@ -442,13 +451,13 @@ def test_score_query_agrees_with_the_models_own_cml_inference(matching, model_na
 
 def test_av_att_windows_have_no_relevance_and_match_its_own_prediction():
     """AV_att predicts background itself (E + 1 classes): relevance is null, the label the argmax."""
-    from pipeline.localize import SELWindowModel
+    from avel.pipeline.localize import segment_scorer
 
     torch.manual_seed(2)
-    model = build_model(ModelConfig(task="sel", model="av_att", num_classes=len(CLASSES) + 1, visual_dim=32)).eval()
+    model = build_model(ModelConfig(task="sel", name="av_att", num_classes=len(CLASSES) + 1, visual_dim=32)).eval()
     audio, visual = np.random.default_rng(0).standard_normal((2, 10, 128)).astype(np.float32), \
         np.random.default_rng(1).standard_normal((10, 4, 32)).astype(np.float32)
-    scorer = WindowedScorer(SELWindowModel(model, torch.device("cpu")), 10, 5)
+    scorer = WindowedScorer(segment_scorer(model, torch.device("cpu")), 10, 5)
     for t in range(10):
         scorer.push(audio[0, t], visual[t])
     per = scorer.finish()

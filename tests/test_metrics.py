@@ -8,14 +8,8 @@ import random
 import pytest
 import torch
 
-from pipeline.metrics import (
-    cml_accuracy,
-    cml_queries,
-    max_contiguous_window,
-    min_distance_window,
-    sel_accuracy,
-    window_sums,
-)
+from avel.models.inference import max_contiguous_window, min_distance_window, window_sums
+from avel.pipeline.metrics import cml_accuracy, cml_queries, sel_accuracy
 
 
 # --- windows --------------------------------------------------------------------------------

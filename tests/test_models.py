@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from models.baselines import AVDLN, AudioGuidedAttention
-from models.cml import CMLDAM
-from models.dam import DAM, relevance_loss
-from models.embeddings import SEQUENCE_EMBEDDINGS, build_embedding
-from models.registry import ModelConfig, build_model, model_names
-from models.sel import SELDAM, combine_predictions, video_category
+from avel.models.baselines import AVDLN, AudioGuidedAttention
+from avel.models.cml import CMLDAM
+from avel.models.dam import DAM, relevance_loss
+from avel.models.embeddings import SEQUENCE_EMBEDDINGS, build_embedding
+from avel.models.registry import ModelConfig, build_model, model_names
+from avel.models.sel import SELDAM, combine_predictions, video_category
+from avel.pipeline.errors import ConfigError
 
 
 def sigma(z: float) -> float:
@@ -281,22 +282,22 @@ def test_audio_guided_attention():
 def test_model_registry():
     assert model_names("sel") == ["dam", "av_att"]
     assert model_names("cml") == ["dam", "avdln"]
-    with pytest.raises(KeyError):
-        build_model(ModelConfig(task="sel", model="transformer"))
+    with pytest.raises(ConfigError, match="name 'transformer': choose one of: dam, av_att"):
+        ModelConfig(task="sel", name="transformer")
     with pytest.raises(ValueError):
         ModelConfig(task="cml", matching="none")
     with pytest.raises(ValueError):
         ModelConfig(embedding="conv")
     with pytest.raises(ValueError):
         ModelConfig(lam=1.5)
-    cfg = ModelConfig(task="cml", model="dam", embedding="gru", dim=64)
+    cfg = ModelConfig(task="cml", name="dam", embedding="gru", dim=64)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
 @pytest.mark.parametrize("task,name", [("sel", "dam"), ("sel", "av_att"), ("cml", "dam"), ("cml", "avdln")])
 def test_every_registered_model_on_ave_shapes(task, name):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(task=task, model=name)).eval()
+    model = build_model(ModelConfig(task=task, name=name)).eval()
     assert model.task == task
     audio = torch.randn(2, 10, 128)
     if task == "sel":

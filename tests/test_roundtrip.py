@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.annotations import read_annotations, write_annotations
-from pipeline.ave import read_ave_layout
-from pipeline.cache import FeatureCache
-from pipeline.data import load_data
-from pipeline.errors import CacheError
-from pipeline.synth import synthesize
+from avel.pipeline.annotations import read_annotations, write_annotations
+from avel.pipeline.ave import read_ave_layout
+from avel.pipeline.cache import FeatureCache
+from avel.pipeline.data import load_data
+from avel.pipeline.errors import CacheError
+from avel.pipeline.synth import synthesize
 from test_cache import FAST, avel
 
 
@@ -81,7 +81,7 @@ def test_export_layout_and_read_back(dataset, tmp_path):
 
 
 def test_streaming_dataset_equals_ram(dataset):
-    from pipeline.data import CacheDataset
+    from avel.pipeline.data import CacheDataset
 
     root, rows = dataset
     ram = load_data(root / "cache", dtype=torch.float16)
@@ -115,6 +115,6 @@ def test_export_lists_missing_videos(dataset, tmp_path):
     proc = avel("export-ave", root / "cache", "--annotations", tmp_path / "Annotations.txt", "--out", tmp_path / "ave", check=False)
     assert proc.returncode == 2 and "not-extracted" in proc.stderr
     with pytest.raises(CacheError, match="not-extracted"):
-        from pipeline.data import load_cache
+        from avel.pipeline.data import load_cache
 
         load_cache(root / "cache", rows=extra)

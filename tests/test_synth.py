@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.annotations import category_index, read_annotations, split_rows
-from pipeline.synth import (
+from avel.pipeline.annotations import category_index, read_annotations, split_rows
+from avel.pipeline.synth import (
     BACKGROUND_KINDS,
     COLOURS,
     MAX_CLASSES,

@@ -19,18 +19,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models.registry import ModelConfig, build_model
-from pipeline.config import FeatureSettings
-from pipeline.dataset import AVData
-from pipeline.errors import CheckpointError, SettingsMismatch
-from pipeline.metrics import cml_queries
-from pipeline.train import (
+from avel.models.registry import ModelConfig, build_model
+from avel.pipeline.config import FeatureSettings
+from avel.pipeline.dataset import AVData
+from avel.pipeline.errors import CheckpointError, SettingsMismatch
+from avel.pipeline.metrics import cml_queries
+from avel.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from avel.pipeline.train import (
     TrainConfig,
     evaluate,
-    load_checkpoint,
     prepare_features,
-    save_checkpoint,
-    split_name,
     train,
     train_seeds,
 )
@@ -93,7 +91,7 @@ def cml_chance(data: AVData, split: str) -> float:
 # --- learning -----------------------------------------------------------------------------------
 def test_sel_dam_learns(data):
     # the scaled matching (the default) plateaus for ~15 epochs on these features, then learns
-    result = train(data, TrainConfig(task="sel", model="dam", epochs=30, progress=False))
+    result = train(data, TrainConfig(ModelConfig(task="sel", name="dam"), epochs=30, progress=False))
     majority, chance = majority_accuracy(data, "test"), 1 / data.num_classes
     assert majority < 0.45
     assert result.test["accuracy"] >= majority + 0.3, (result.test, majority)
@@ -105,13 +103,13 @@ def test_sel_dam_learns(data):
 
 
 def test_sel_av_att_learns(data):
-    result = train(data, TrainConfig(task="sel", model="av_att", epochs=8, progress=False))
+    result = train(data, TrainConfig(ModelConfig(task="sel", name="av_att"), epochs=8, progress=False))
     assert result.test["accuracy"] >= majority_accuracy(data, "test") + 0.15, result.test
 
 
 @pytest.mark.parametrize("model,margin", [("dam", 0.3), ("avdln", 0.1)])
 def test_cml_learns(data, model, margin):
-    result = train(data, TrainConfig(task="cml", model=model, epochs=15, progress=False))
+    result = train(data, TrainConfig(ModelConfig(task="cml", name=model), epochs=15, progress=False))
     chance = cml_chance(data, "test")
     assert result.test["n_videos"] == int(cml_queries(data.event_mask[data.split("test")]).keep.sum())
     assert result.test["a2v"] >= chance + margin, (result.test, chance)
@@ -122,7 +120,7 @@ def test_cml_learns(data, model, margin):
 @pytest.mark.parametrize("task", ["sel", "cml"])
 def test_same_seed_same_run(task):
     small = make_avdata(n_videos=60, hw=(3, 3), visual_dim=16, audio_dim=16, seed=3)
-    cfg = TrainConfig(task=task, model="dam", epochs=2, batch_size=16, progress=False, seed=7)
+    cfg = TrainConfig(ModelConfig(task=task, name="dam"), epochs=2, batch_size=16, progress=False, seed=7)
     r1, r2 = train(small, cfg), train(small, cfg)
     assert r1.history == r2.history
     s1, s2 = r1.model.state_dict(), r2.model.state_dict()
@@ -140,7 +138,7 @@ def test_float16_in_ram():
     torch.testing.assert_close(visual, small.visual[[3, 1]].flatten(2, 3).half().float())
     cml = prepare_features(small, "cml", "float16")
     torch.testing.assert_close(cml.visual.float(), small.visual.mean(dim=(2, 3)), atol=2e-3, rtol=1e-3)
-    result = train(small, TrainConfig(task="sel", epochs=1, dtype_in_ram="float16", progress=False))
+    result = train(small, TrainConfig(ModelConfig(task="sel"), epochs=1, dtype_in_ram="float16", progress=False))
     assert 0.0 <= result.test["accuracy"] <= 1.0
     with pytest.raises(ValueError):
         prepare_features(small, "sel", "int8")
@@ -153,9 +151,9 @@ def test_float16_in_ram():
 def test_cml_uses_match_splits():
     small = make_avdata(n_videos=60, hw=(3, 3), visual_dim=16, audio_dim=16, seed=5)
     small.splits.update({"train_match": torch.arange(0, 30), "val_match": torch.arange(30, 38), "test_match": torch.arange(38, 60)})
-    assert split_name("cml", small, "val") == "val_match"
-    assert split_name("sel", small, "val") == "val"
-    result = train(small, TrainConfig(task="cml", model="avdln", epochs=1, progress=False))
+    assert small.task_split("cml", "val") == "val_match"
+    assert small.task_split("sel", "val") == "val"
+    result = train(small, TrainConfig(ModelConfig(task="cml", name="avdln"), epochs=1, progress=False))
     expected = int(cml_queries(small.event_mask[38:60]).keep.sum())
     assert result.test["n_videos"] == expected
     assert result.val["n_videos"] == int(cml_queries(small.event_mask[30:38]).keep.sum())
@@ -163,7 +161,7 @@ def test_cml_uses_match_splits():
 
 def test_train_seeds_mean_and_std():
     small = make_avdata(n_videos=60, hw=(3, 3), visual_dim=16, audio_dim=16, seed=6)
-    out = train_seeds(small, TrainConfig(task="cml", model="avdln", epochs=2, progress=False), [0, 1, 2])
+    out = train_seeds(small, TrainConfig(ModelConfig(task="cml", name="avdln"), epochs=2, progress=False), [0, 1, 2])
     assert [r.config.seed for r in out.results] == [0, 1, 2] and out.split == "test"
     a2v = [r.test["a2v"] for r in out.results]
     assert out.mean["a2v"] == pytest.approx(sum(a2v) / 3)
@@ -172,10 +170,10 @@ def test_train_seeds_mean_and_std():
 
 # --- checkpoints -------------------------------------------------------------------------------
 CONFIGS = [
-    ModelConfig(task="sel", model="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2),
-    ModelConfig(task="sel", model="av_att", num_classes=6, visual_dim=16, audio_dim=16),
-    ModelConfig(task="cml", model="dam", visual_dim=16, audio_dim=16, embedding="bilstm", dim=32),
-    ModelConfig(task="cml", model="avdln", visual_dim=16, audio_dim=16),
+    ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2),
+    ModelConfig(task="sel", name="av_att", num_classes=6, visual_dim=16, audio_dim=16),
+    ModelConfig(task="cml", name="dam", visual_dim=16, audio_dim=16, embedding="bilstm", dim=32),
+    ModelConfig(task="cml", name="avdln", visual_dim=16, audio_dim=16),
 ]
 
 
@@ -187,11 +185,11 @@ def outputs(model, cfg: ModelConfig) -> torch.Tensor:
         return out if torch.is_tensor(out) else torch.cat([out.category_logits.flatten(), out.relevance.flatten()])
     mask = torch.zeros(2, 10, dtype=torch.bool)
     mask[:, 3:6] = True
-    out = model(audio, torch.randn(2, 10, 16, generator=g), *([mask] if cfg.model == "dam" else []))
-    return out.relevance if cfg.model == "dam" else torch.cat(out)
+    out = model(audio, torch.randn(2, 10, 16, generator=g), *([mask] if cfg.name == "dam" else []))
+    return out.relevance if cfg.name == "dam" else torch.cat(out)
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.task}-{c.model}")
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.task}-{c.name}")
 def test_checkpoint_round_trip(tmp_path, cfg):
     torch.manual_seed(1)
     model = build_model(cfg).eval()
@@ -284,7 +282,7 @@ def test_checkpoint_header_length_starting_with_0x80_is_accepted(tmp_path):
     # mistaken for a pickle's first byte
     import struct
 
-    from pipeline.train import _check_safetensors_header
+    from avel.pipeline.checkpoint import _check_safetensors_header
 
     header = b"{" + b" " * (0x1B80 - 2) + b"}"
     path = tmp_path / "x.safetensors"

@@ -1,0 +1,95 @@
+"""`FeatureExtractor`: the visual and the audio extractor of a `FeatureSettings`, on one
+device, turning batches of decoded segments into features. No files, no decoding: frames
+and waveforms in, features out. Extraction jobs (pipeline/extract.py), localization and
+CML queries (pipeline/predictor.py) all build their extractors here."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import numpy as np
+import torch
+
+import avel.extractors  # noqa: F401  (registers the extractors)
+from avel.extractors.registry import AUDIO_MODELS, VISUAL_MODELS, AudioExtractor, VisualExtractor
+from avel.pipeline.config import FeatureSettings, resolve_device
+from avel.pipeline.errors import ConfigError
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: config.PRECISIONS
+DEFAULT_BATCH_SIZE = 160  # frames per VGG-19 forward
+
+
+class FeatureExtractor:
+    """Both extractors on one device. `settings` in, settings with the weights' SHA-256
+    filled in out (`self.settings`): that is what a cache records."""
+
+    def __init__(
+        self,
+        settings: FeatureSettings,
+        *,
+        visual_weights_file: str | None = None,
+        audio_weights_file: str | None = None,
+        audio_pca_file: str | None = None,
+        device: str = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError("batch_size", batch_size, "must be >= 1")
+        self.device = resolve_device(device)
+        if settings.precision == "fp16" and self.device.type == "cpu":
+            raise ConfigError("precision", "fp16", "needs a GPU; use bf16 or fp32 on the CPU")
+        visual_builder = VISUAL_MODELS.get(settings.visual_model)  # unknown names fail before any weight is read
+        audio_builder = AUDIO_MODELS.get(settings.audio_model)
+        if settings.audio_pca and audio_pca_file is None:
+            audio_pca_file = "download"
+        self.batch_size = batch_size
+        torch.manual_seed(settings.seed)
+        self.visual: VisualExtractor = visual_builder(weights_file=visual_weights_file, seed=settings.seed)
+        self.audio: AudioExtractor = audio_builder(
+            weights_file=audio_weights_file, pca_file=audio_pca_file if settings.audio_pca else None, seed=settings.seed,
+        )
+        self.visual.eval().to(self.device, memory_format=torch.channels_last)
+        self.audio.eval().to(self.device)
+        self.settings = dataclasses.replace(
+            settings,
+            visual_weights_sha256=self.visual.weights_sha256,
+            audio_weights_sha256=self.audio.weights_sha256,
+            audio_pca_sha256=self.audio.pca_sha256,
+        )
+        self._autocast = AUTOCAST_DTYPES[settings.precision]
+
+    def _amp(self):
+        if self._autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast)
+
+    def _to_device(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(x)
+        if self.device.type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    @property
+    def segments_per_batch(self) -> int:
+        """Segments whose frames fill one VGG-19 batch (at least one)."""
+        return max(1, self.batch_size // self.settings.frames_per_segment)
+
+    @torch.inference_mode()
+    def visual_features(self, frames: np.ndarray) -> np.ndarray:
+        """frames [T, K, S, S, 3] uint8 -> mean pool5 over the K frames [T, 7, 7, 512] float32.
+        Frames of a video go through VGG-19 in chunks of `batch_size` (a video's features
+        never depend on which other videos were processed: resumed runs are bit-identical)."""
+        T, K = frames.shape[:2]
+        flat = frames.reshape(T * K, *frames.shape[2:])
+        out = []
+        for i in range(0, T * K, self.batch_size):
+            with self._amp():
+                out.append(self.visual(self._to_device(flat[i : i + self.batch_size])).float())
+        pool5 = torch.cat(out).reshape(T, K, *out[0].shape[1:])  # [T, K, 7, 7, 512]
+        return pool5.mean(dim=1).cpu().numpy()
+
+    @torch.inference_mode()
+    def audio_features(self, audio: np.ndarray) -> np.ndarray:
+        """audio [T, 16000] float32 -> VGGish embeddings [T, 128] float32."""
+        with self._amp():
+            return self.audio(self._to_device(np.ascontiguousarray(audio))).float().cpu().numpy()
