@@ -33,7 +33,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
@@ -375,12 +374,6 @@ class PartWriter:
 
     def __exit__(self, *exc) -> None:
         self.commit()  # what is finished is kept, even when the job stops with an error
-
-
-def iter_features(cache: FeatureCache, ids: list[str], pooled: bool = False) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    for vid in ids:
-        visual, audio = cache.read(vid, pooled=pooled)
-        yield vid, visual, audio
 
 
 def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike) -> tuple[int, int]:

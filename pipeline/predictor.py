@@ -21,7 +21,6 @@ from torch import nn
 
 from avel.pipeline.checkpoint import Checkpoint, load_checkpoint
 from avel.pipeline.config import FeatureSettings
-from avel.pipeline.decode import DecodeOptions
 from avel.pipeline.errors import SettingsMismatch
 from avel.pipeline.features import DEFAULT_BATCH_SIZE, FeatureExtractor
 
@@ -102,6 +101,3 @@ class Predictor:
     def settings(self) -> FeatureSettings:
         """The feature settings in use (weight hashes included)."""
         return self.extractor.settings
-
-    def decode_options(self, **overrides) -> DecodeOptions:
-        return DecodeOptions.from_settings(self.extractor.settings, **overrides)

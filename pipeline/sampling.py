@@ -39,17 +39,3 @@ def segment_count(duration_s: float, forced: int | None, max_shortfall_s: float)
             f"{forced - max_shortfall_s:.2f} s (shortfall tolerance {max_shortfall_s:g} s)"
         )
     return forced, available
-
-
-def audio_slices(mono: np.ndarray, num_segments: int, available: int, rate_hz: int) -> np.ndarray:
-    """Cut 16-kHz mono audio into 1-s slices aligned with the video segments: segment t
-    = samples [rate*t, rate*(t+1)), zero-padded at the end; segments past `available`
-    repeat the last real one. -> [T, rate] float32"""
-    need = available * rate_hz
-    x = np.zeros(need, dtype=np.float32)
-    n = min(need, mono.shape[0])
-    x[:n] = mono[:n]
-    slices = x.reshape(available, rate_hz)
-    if num_segments > available:
-        slices = np.concatenate([slices, np.repeat(slices[-1:], num_segments - available, axis=0)])
-    return slices[:num_segments]
