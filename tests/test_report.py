@@ -508,3 +508,28 @@ def test_cml_page_marks_the_query_range_and_the_best_match(site, open_page):
     page.page.locator("#query ol.events button").click()
     page.wait("document.querySelector('#query video').currentTime >= 2")
     page.js("document.querySelector('#query video').pause()")
+    assert page.js("document.querySelectorAll('#target g.own .bar').length") == 0
+
+    # a query cut from the target itself: its own seconds are marked on the target too
+    write_query_report(query_result(site["scene"], site["scene"]), path)
+    page = open_page(path)
+    page.wait("document.querySelector('#target g.own .bar')")
+    left, right = page.js("(() => { const b = document.querySelector('#target g.own .bar').getBoundingClientRect(); return [b.left, b.right]; })()")
+    assert left == pytest.approx(t0 + 2 / 10 * (t1 - t0), abs=1.5) and right == pytest.approx(t0 + 5 / 10 * (t1 - t0), abs=1.5)
+
+
+def test_a_model_without_relevance_shows_the_probability_and_no_threshold(site, open_page):
+    """AV_att (and DAM without matching) write null relevances: the page draws the label's
+    probability instead, and no threshold line."""
+    r = localization(site["scene"])
+    r.segments = [SecondResult(s.start_s, s.end_s, s.label, s.probability, None, None, None) for s in r.segments]
+    path = site["root"] / "av_att.html"
+    write_localization_report([r], path)
+    page = open_page(path)
+    page.wait("document.querySelector('#video-0[data-rendered]')")
+    assert page.js("[...document.querySelectorAll('#video-0 path.curve')].map(p => p.classList[1])") == ["probability"]
+    assert page.js("document.querySelectorAll('#video-0 .threshold').length") == 0
+    b = band(page)
+    page.page.mouse.move(b["left"] + 8.5 * b["second"], b["y"])
+    page.wait("document.querySelector('#video-0 .tip').textContent.includes('probability 0.790')")
+    assert "relevance" not in page.js("document.querySelector('#video-0 .tip').textContent")

@@ -472,16 +472,15 @@
         h("span", { class: "when" }, `${clock(best.start_s)}\u2013${clock(best.end_s)}`), h("b", {}, "best match"),
         h("span", { class: "score" }, `${d.score_kind} ${num(best.score)}`)],
     }];
-    const sameFile = media.query.src === media.target.src;
-    const barRanges = sameFile ? ranges.concat([{
+    const own = media.query.src === media.target.src ? [barsRow("own", 24, [{  // the query was cut from the target
       start_s: d.query_start_s, end_s: d.query_end_s, colour: "#dfe6ee", pattern: "query",
       texts: ["the query's own seconds", "query"], title: "the query's own seconds",
-    }]) : ranges;
+    }], "query")] : [];
     const scoreName = SCORE_NAMES[d.score_kind] || d.score_kind;
     const [lo, hi] = d.score_range;
     const tTl = timeline({
       media: tMedia, duration: d.target_duration_s, label: `timeline of the target ${target}: arrow keys seek`,
-      rows: [barsRow("match", 28, barRanges, "match"),
+      rows: [barsRow("match", 28, ranges, "match"), ...own,
         curvesRow(140, [{ key: "score", values: d.seconds.map((x) => ({ start_s: x.start_s, end_s: x.end_s, value: x.score })) }],
           lo, hi, d.score_kind.replace("-", " "), null)],
       hover: (t) => {
