@@ -38,6 +38,8 @@ _EXPORTS = {
     "localize": "avel.pipeline.localize",
     "cml_query": "avel.pipeline.query",
     "plot_timeline": "avel.pipeline.timeline",
+    "write_localization_report": "avel.pipeline.report",
+    "write_query_report": "avel.pipeline.report",
 }
 
 __all__ = sorted(_EXPORTS)

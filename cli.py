@@ -383,6 +383,7 @@ def localize(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write all results as JSON")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write one row per second as CSV")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="timeline PNG (with several videos: NAME-<video>.png)")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="one HTML page: each video beside its event timeline")] = None,
     stride: Annotated[int, typer.Option("--stride", help="seconds between sliding windows")] = 5,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
@@ -406,6 +407,10 @@ def localize(
         for r in ok:
             target = plot if len(ok) == 1 else plot.with_name(f"{plot.stem}-{Path(r.video).stem}{plot.suffix}")
             plot_timeline(r, target)
+    if html is not None:
+        from avel.pipeline.report import write_localization_report
+
+        write_localization_report(results, html)
     if len(ok) < len(results):
         raise typer.Exit(1)
 
@@ -420,6 +425,7 @@ def cml(
     query_modality: Annotated[Optional[_choices(("audio", "visual"))], typer.Option("--query-modality", help="default: audio for audio files, visual for videos")] = None,
     json_out: JsonOut = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="score timeline PNG")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="one HTML page: the query and the target, with the match")] = None,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
@@ -437,6 +443,10 @@ def cml(
         write_query_json(result, json_out)
     if plot is not None:
         plot_query(result, plot)
+    if html is not None:
+        from avel.pipeline.report import write_query_report
+
+        write_query_report(result, html)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from avel.pipeline.data import load_data
 from avel.pipeline.extract import annotated_jobs, run_extraction
 from avel.pipeline.features import FeatureExtractor
 from avel.pipeline.localize import format_table, localize, write_json
+from avel.pipeline.report import write_localization_report
 from avel.pipeline.synth import synthesize
 from avel.pipeline.timeline import plot_timeline
 from avel.pipeline.checkpoint import save_checkpoint
@@ -96,6 +97,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         raise RuntimeError(loc.error)
     write_json(loc, out / "localization.json")
     plot_timeline(loc, out / "timeline.png")
+    write_localization_report([loc], out / "report.html")
     truth = next(line for line in (dataset / "Annotations.txt").read_text().splitlines() if f"&{held_out}&" in line)
 
     files = {
@@ -106,6 +108,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         "metrics.json": "SEL accuracy and CML A2V/V2A accuracy (test split), with the majority baseline",
         "localization.json": "per-second labels and merged events of the held-out video",
         "timeline.png": "its timeline: relevance curves, labels per second, merged events",
+        "report.html": "the same, in a browser: the video beside its timeline (open it from this folder)",
         "demo.json": "this run's configuration",
     }
     (out / "demo.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")

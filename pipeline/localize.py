@@ -74,6 +74,7 @@ from avel.pipeline.stream import FeatureStream
 AVE_WINDOW_S = 10  # AVE's T: the length of every training sequence
 DEFAULT_STRIDE_S = 5
 BACKGROUND = "background"
+RELEVANCE_THRESHOLD = 0.5  # DAM's rule: a second is an event when its relevance is at least this
 WINDOW_BATCH = 16  # windows per model forward
 
 
@@ -126,6 +127,17 @@ def merge_intervals(labels: Sequence[str], scores: Sequence[float], background: 
     return events
 
 
+def event_summary(events: Sequence[Event]) -> dict:
+    """What a video's events add up to: their number, the seconds they cover, and the top
+    label (the label covering the most event seconds; a tie goes to the label whose first
+    event comes first); None when there is no event."""
+    seconds: dict[str, int] = {}
+    for e in events:
+        seconds[e.label] = seconds.get(e.label, 0) + e.end_s - e.start_s
+    top = max(seconds, key=lambda label: seconds[label]) if seconds else None  # max keeps the first of equals
+    return {"num_events": len(events), "event_seconds": sum(seconds.values()), "top_label": top}
+
+
 def label_seconds(
     probs: np.ndarray, relevance: np.ndarray | None, class_names: Sequence[str], background: str = BACKGROUND,
 ) -> tuple[list[str], np.ndarray]:
@@ -138,7 +150,7 @@ def label_seconds(
     if relevance is not None:
         best = probs[:, :E].argmax(1)  # (T,)
         prob = probs[np.arange(len(best)), best]
-        labels = [background if r < 0.5 else names[b] for r, b in zip(relevance, best)]
+        labels = [background if r < RELEVANCE_THRESHOLD else names[b] for r, b in zip(relevance, best)]
         return labels, prob
     best = probs.argmax(1)
     return [names[b] for b in best], probs[np.arange(len(best)), best]
@@ -179,6 +191,7 @@ class ModelInfo:
     checkpoint: str
     classes: tuple[str, ...]
     features_from_checkpoint: bool
+    threshold: float = RELEVANCE_THRESHOLD  # applies where relevance is not null
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -209,6 +222,7 @@ class VideoLocalization:
             "error_kind": self.error_kind,
             "segments": [s.to_dict() for s in self.segments],
             "events": [e.to_dict() for e in self.events],
+            "summary": event_summary(self.events) if self.ok else None,
             "model": self.model.to_dict() if self.model is not None else None,
             "features": self.features,
         }

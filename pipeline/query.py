@@ -35,9 +35,11 @@ JSON schema (`write_query_json`):
       "target_modality": "visual",
       "query_start_s": 0, "query_end_s": 3,   the query segments used: [start, end)
       "query_length_s": 3,                 l
+      "query_duration_s": 4.2,             the whole query file
       "target_duration_s": 62.4,
       "score_kind": "relevance",           relevance | distance | cosine-distance
       "higher_is_better": true,
+      "score_range": [0, 1],               relevance: [0, 1]; distances: [lowest, highest] score
       "seconds": [{"start_s": 0, "end_s": 1, "score": 0.12}, ...],    one per target second
       "window_scores": [0.31, ...],        entry s: the window [s, s + l), mean score
       "best": {"start_s": 41, "end_s": 44, "score": 0.93},
@@ -152,6 +154,16 @@ class QueryResult:
     model: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)
     query_range_given: bool = False
+    query_duration_s: float | None = None  # the whole query file
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        """The scale of the scores: [0, 1] for relevance; the lowest and highest score of the
+        seconds and windows for distances (they have no fixed scale)."""
+        if self.score_kind == "relevance":
+            return 0.0, 1.0
+        values = [s.score for s in self.seconds] + list(self.window_scores)
+        return float(min(values)), float(max(values))
 
     @property
     def query_length_s(self) -> int:
@@ -166,8 +178,10 @@ class QueryResult:
             "query": self.query, "target": self.target, "direction": self.direction,
             "query_modality": self.query_modality, "target_modality": self.target_modality,
             "query_start_s": self.query_start_s, "query_end_s": self.query_end_s, "query_length_s": self.query_length_s,
+            "query_duration_s": None if self.query_duration_s is None else round(self.query_duration_s, 6),
             "target_duration_s": round(self.target_duration_s, 6), "score_kind": self.score_kind,
-            "higher_is_better": self.higher_is_better, "seconds": [s.to_dict() for s in self.seconds],
+            "higher_is_better": self.higher_is_better, "score_range": [round(x, 6) for x in self.score_range],
+            "seconds": [s.to_dict() for s in self.seconds],
             "window_scores": [round(float(x), 6) for x in self.window_scores], "best": self.best.to_dict(),
             "model": self.model, "features": self.features,
         }
@@ -204,7 +218,7 @@ def _chunks(n: int, size: int):
         yield slice(i, min(n, i + size))
 
 
-def _audio_file_query(path: str, extractor: FeatureExtractor, start_s, end_s) -> tuple[np.ndarray, int, int]:
+def _audio_file_query(path: str, extractor: FeatureExtractor, start_s, end_s) -> tuple[np.ndarray, int, int, float]:
     samples = decode_audio_file(path)  # (S,) 16 kHz mono
     duration = samples.shape[0] / SAMPLE_RATE_HZ
     available = int(math.floor(duration + TIME_EPS_S))
@@ -213,10 +227,10 @@ def _audio_file_query(path: str, extractor: FeatureExtractor, start_s, end_s) ->
     first, last = query_segments(start_s, end_s, available, duration, path)
     slices = samples[first * SAMPLE_RATE_HZ : last * SAMPLE_RATE_HZ].reshape(last - first, SAMPLE_RATE_HZ)
     feats = [extractor.audio_features(slices[c]) for c in _chunks(len(slices), extractor.batch_size)]
-    return np.concatenate(feats), first, last
+    return np.concatenate(feats), first, last, duration
 
 
-def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s, end_s) -> tuple[np.ndarray, int, int]:
+def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s, end_s) -> tuple[np.ndarray, int, int, float]:
     """Features of the query segments of a video; only those are extracted, a chunk at a time."""
     opts = DecodeOptions.from_settings(extractor.settings, segments=None,
                                        on_missing_audio="error" if modality == "audio" else "silence")
@@ -246,7 +260,7 @@ def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s,
         raise NoAudioStream(path, "no audio stream: an audio query needs sound") from None
     flush()
     first, last = query_segments(start_s, end_s, int(reader.num_segments), float(reader.duration_s), path)
-    return np.concatenate(feats), first, last
+    return np.concatenate(feats), first, last, float(reader.duration_s)
 
 
 def _target_features(path: str, extractor: FeatureExtractor, modality: str, progress: bool) -> tuple[np.ndarray, float]:
@@ -297,15 +311,15 @@ def cml_query(
     extractor = predictor.extractor
 
     if audio_file:
-        q, first, last = _audio_file_query(query, extractor, query_start_s, query_end_s)
+        q, first, last, query_duration = _audio_file_query(query, extractor, query_start_s, query_end_s)
     else:
         try:
-            q, first, last = _video_query(query, extractor, modality, query_start_s, query_end_s)
+            q, first, last, query_duration = _video_query(query, extractor, modality, query_start_s, query_end_s)
         except NoVideoStream:
             if query_modality == "visual":
                 raise NoVideoStream(query, "no video stream: a visual query needs pictures") from None
             modality = "audio"  # a sound-only file with a video-like name
-            q, first, last = _audio_file_query(query, extractor, query_start_s, query_end_s)
+            q, first, last, query_duration = _audio_file_query(query, extractor, query_start_s, query_end_s)
 
     target_modality = "visual" if modality == "audio" else "audio"
     t, duration = _target_features(target, extractor, target_modality, progress)
@@ -326,5 +340,5 @@ def cml_query(
         model={"task": cfg.task, "model": cfg.name, "embedding": cfg.embedding, "matching": cfg.matching,
                "checkpoint": ckpt_path},
         features=extractor.settings.to_dict(),
-        query_range_given=query_start_s is not None or query_end_s is not None,
+        query_range_given=query_start_s is not None or query_end_s is not None, query_duration_s=query_duration,
     )

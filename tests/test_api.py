@@ -57,7 +57,8 @@ def test_the_wheel_installs_only_avel(tmp_path):
     assert {t for t in top if not t.endswith(".dist-info")} == {"avel"}
     names = zipfile.ZipFile(wheel).namelist()
     assert {"avel/__init__.py", "avel/cli.py", "avel/pipeline/decode.py", "avel/models/dam.py",
-            "avel/extractors/vgg19.py"} <= set(names)
+            "avel/extractors/vgg19.py", "avel/pipeline/report.py", "avel/pipeline/report_assets/page.html",
+            "avel/pipeline/report_assets/report.css", "avel/pipeline/report_assets/report.js"} <= set(names)
     assert not any(n.startswith(("avel/tests/", "avel/benchmarks/")) for n in names)
 
 

@@ -242,13 +242,18 @@ def test_json_schema_csv_rows_and_table(results, tmp_path):
     write_json(results, tmp_path / "all.json")
     doc = json.loads((tmp_path / "all.json").read_text())
     assert isinstance(doc, list) and len(doc) == 5
-    top = {"video", "duration_s", "error", "error_kind", "segments", "events", "model", "features"}
+    top = {"video", "duration_s", "error", "error_kind", "segments", "events", "summary", "model", "features"}
     assert all(set(d) == top for d in doc)
     seg_keys = {"start_s", "end_s", "label", "probability", "relevance", "audio_relevance", "visual_relevance"}
     assert all(set(s) == seg_keys for s in doc[2]["segments"]) and len(doc[2]["segments"]) == 60
     assert all(set(e) == {"start_s", "end_s", "label", "score"} for d in doc for e in d["events"])
     assert set(doc[0]["model"]) == {"task", "model", "embedding", "matching", "window", "stride", "checkpoint",
-                                    "classes", "features_from_checkpoint"}
+                                    "classes", "features_from_checkpoint", "threshold"}
+    summary = doc[2]["summary"]
+    assert set(summary) == {"num_events", "event_seconds", "top_label"} and doc[3]["summary"] is None
+    assert summary["num_events"] == len(doc[2]["events"])
+    assert summary["event_seconds"] == sum(e["end_s"] - e["start_s"] for e in doc[2]["events"])
+    assert summary["event_seconds"] == sum(s["label"] != "background" for s in doc[2]["segments"])
     assert FeatureSettings.from_dict(doc[0]["features"]).frames_per_segment == 1
     assert doc[3]["error"] and doc[3]["segments"] == []
     # the README's schema (the one place it is documented) names exactly these keys
@@ -256,7 +261,7 @@ def test_json_schema_csv_rows_and_table(results, tmp_path):
     block = readme[readme.index("`--json` has this schema:"):]
     block = block[block.index("```") + 3 : block.index("```", block.index("```") + 3)]
     documented = set(re.findall(r'"(\w+)":', block))
-    written = top | seg_keys | {"start_s", "end_s", "label", "score"} | set(doc[0]["model"])
+    written = top | seg_keys | {"start_s", "end_s", "label", "score"} | set(doc[0]["model"]) | set(summary)
     assert documented == written
 
     write_json(results[0], tmp_path / "one.json")
