@@ -349,7 +349,7 @@ def test_the_page_plays_the_video_and_the_playhead_follows_it(scene_page, site):
     for t in (0.0, 2.5, 9.25, 12.0):  # seeking the video moves the playhead to t seconds along the band
         page.js(f"(t) => {{ {VIDEO}.currentTime = t; }}", t)
         page.wait(f"(t) => !{VIDEO}.seeking && Math.abs({VIDEO}.currentTime - t) < 1e-3", t)
-        page.wait(f"(t) => document.querySelector('#video-0 .timeline svg').getAttribute('aria-valuenow') == t.toFixed(2)", t)
+        page.wait("(t) => document.querySelector('#video-0 .timeline svg').getAttribute('aria-valuenow') == t.toFixed(2)", t)
         assert page.js(PLAYHEAD_X, "#video-0") == pytest.approx(b["left"] + t * b["second"], abs=1.0)
     # while it plays, the playhead keeps up with the video's time
     page.js(f"{VIDEO}.currentTime = 1; {VIDEO}.play()")
