@@ -134,13 +134,16 @@ def _s(p: Optional[Path]) -> Optional[str]:
 
 
 def _report(summary, where: str) -> None:
-    msg = f"{summary.done} extracted, {summary.skipped} already done, {len(summary.failed)} failed -> {where}"
+    earlier = len(summary.earlier_failed)
+    msg = (f"{summary.done} extracted, {summary.skipped - earlier} already done, {len(summary.failed)} failed"
+           + (f", {earlier} failed in an earlier run (--retry-failed tries them again)" if earlier else "") + f" -> {where}")
     typer.echo(msg, err=True)
-    for f in summary.failed[:20]:
-        typer.echo(f"  {f.kind}: {f.error}", err=True)
-    if len(summary.failed) > 20:
-        typer.echo(f"  ... and {len(summary.failed) - 20} more (see the cache's failures)", err=True)
-    if summary.failed:
+    failed = summary.failed + summary.earlier_failed
+    for f in failed[:20]:
+        typer.echo(f"  {f.kind}: {_one_line(f.error)}", err=True)
+    if len(failed) > 20:
+        typer.echo(f"  ... and {len(failed) - 20} more (see the cache's failures)", err=True)
+    if failed:
         raise typer.Exit(1)
 
 
@@ -161,7 +164,7 @@ def extract(
     workers: Workers = 0,
 ) -> None:
     """Extract VGG-19 pool5 and VGGish features of VIDEO... into an HDF5 file."""
-    from avel.pipeline.cache import CacheMeta, FeatureCache, merge_caches
+    from avel.pipeline.cache import CacheMeta, FeatureCache, WriteLock, merge_caches
     from avel.pipeline.extract import jobs_from_paths, run_extraction
 
     check_positive("workers", workers, 0)
@@ -172,18 +175,22 @@ def extract(
     if out.suffix != ".h5":
         summary = run_extraction(jobs, out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype)
         return _report(summary, str(out))
-    # a single file: extract into a resumable side directory, then merge atomically
+    # a single file: extract into a resumable side directory, then merge atomically; the side
+    # directory's write lock, held throughout, makes this the only writer of OUT
     partial = out.with_name(out.name + ".partial")
-    done: set[str] = set()
     if out.exists():
         with FeatureCache(out) as existing:  # refuse other settings before any work
             existing.meta.check_compatible(CacheMeta(fe.settings, storage_dtype), str(out))
-            done = set(existing.ids())
-    summary = run_extraction([j for j in jobs if j.id not in done], partial, fe, workers=workers,
-                             pooled=pooled, storage_dtype=storage_dtype)
-    summary.skipped += len(jobs) - len([j for j in jobs if j.id not in done])
-    merge_caches(([out] if out.exists() else []) + [partial], out)
-    shutil.rmtree(partial)
+    with WriteLock.acquire(partial):
+        done: set[str] = set()
+        if out.exists():
+            with FeatureCache(out) as existing:
+                done = set(existing.ids())
+        summary = run_extraction([j for j in jobs if j.id not in done], partial, fe, workers=workers,
+                                 pooled=pooled, storage_dtype=storage_dtype)
+        summary.skipped += len(jobs) - len([j for j in jobs if j.id not in done])
+        merge_caches(([out] if out.exists() else []) + [partial], out)
+        shutil.rmtree(partial)
     _report(summary, str(out))
 
 
@@ -384,7 +391,7 @@ def localize(
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write one row per second as CSV")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="timeline PNG (with several videos: NAME-<video>.png)")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="one HTML page: each video beside its event timeline")] = None,
-    stride: Annotated[int, typer.Option("--stride", help="seconds between sliding windows")] = 5,
+    stride: Annotated[int, typer.Option("--stride", min=1, help="seconds between sliding windows")] = 5,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
@@ -394,6 +401,7 @@ def localize(
     from avel.pipeline.localize import format_table, localize as run_localize, write_csv, write_json
     from avel.pipeline.timeline import plot_timeline
 
+    resolve_device(device)  # before the checkpoint is read
     results = run_localize(videos, checkpoint, stride_s=stride, device=device, visual_weights_file=visual_weights_file,
                            audio_weights_file=audio_weights_file, audio_pca_file=audio_pca_file)
     ok = [r for r in results if not r.error]
@@ -435,6 +443,7 @@ def cml(
     from avel.pipeline.query import cml_query, format_query, write_query_json
     from avel.pipeline.timeline import plot_query
 
+    resolve_device(device)  # before the checkpoint is read
     result = cml_query(checkpoint, query, target, query_start_s=query_start, query_end_s=query_end,
                        query_modality=query_modality, device=device, visual_weights_file=visual_weights_file,
                        audio_weights_file=audio_weights_file, audio_pca_file=audio_pca_file)
@@ -475,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = app(args=argv, standalone_mode=False)
     except ConfigError as e:
-        flag = FLAGS.get(e.field, e.field)
+        flag = FLAGS.get(e.field) or "--" + e.field.replace("_", "-")  # every ConfigError that gets here is an option
         typer.echo(f"error: {_one_line(f'{flag} {e.value!r}: {e.problem}')}", err=True)
         return 2
     except AvelError as e:

@@ -167,6 +167,25 @@ def split_rows(annotation_rows: Sequence[AnnotationRow], split_rows: Sequence[An
     return indices
 
 
+SPLIT_FILE_NAMES = tuple(f"{split}{suffix}.txt" for split in ("train", "val", "test")
+                         for suffix in ("Set", "_order", "_order_match"))  # AVE's names, CML split included
+
+
+def split_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """The split files in `folder` (trainSet.txt, valSet.txt, testSet.txt and the CML split
+    train/val/test_order_match.txt), by split name (`split_key`: val_order_match.txt ->
+    val_match). Two files that name one split (trainSet.txt and train_order.txt) are an error."""
+    found: dict[str, Path] = {}
+    for name in SPLIT_FILE_NAMES:
+        path = Path(folder) / name
+        if path.is_file():
+            key = split_key(name)
+            if key in found:
+                raise AnnotationError(f"{path}: the {key!r} split is also in {found[key]}; keep one of them")
+            found[key] = path
+    return found
+
+
 def split_key(file_name: str) -> str:
     """The one naming rule of splits, for every file that holds one: trainSet.txt -> train,
     val_order.h5 -> val, test_order_match.txt -> test_match (AVE's CML split)."""

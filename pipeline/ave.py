@@ -34,7 +34,7 @@ from avel.pipeline.annotations import (
 )
 from avel.pipeline.config import FeatureSettings
 from avel.pipeline.dataset import AVData
-from avel.pipeline.errors import AnnotationError, CacheError
+from avel.pipeline.errors import AnnotationError, CacheError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,9 @@ def _read_features(path: Path, shape_tail: tuple[int, ...], dtype: torch.dtype) 
         for i in range(0, V, step):
             n = min(step, V - i)
             ds.read_direct(buf, source_sel=np.s_[i : i + n], dest_sel=np.s_[0:n])
+            finite = np.isfinite(buf[:n]).reshape(n, -1).all(axis=1)
+            if not finite.all():
+                raise DataError(f"{path}: row {i + int(np.argmin(finite))} of {KEY} holds NaN or infinity")
             out[i : i + n] = torch.from_numpy(buf[:n])  # converts to `dtype` chunk by chunk
         return out
 
@@ -327,4 +330,5 @@ def read_ave_layout(
         video_ids=video_ids,
         splits=splits,
         settings=settings,
+        source=str(d),
     )

@@ -13,13 +13,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from avel.models.registry import ModelConfig, build_model
 from avel.pipeline.config import FeatureSettings
-from avel.pipeline.errors import CheckpointError, SettingsMismatch
+from avel.pipeline.errors import CheckpointError, ConfigError, SettingsMismatch, shown
 
 CHECKPOINT_FORMAT = "avel-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -93,37 +94,88 @@ def load_checkpoint(
     release, accepts any)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(f"{shown(path)}: no such checkpoint")
     _check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             raw = (f.metadata() or {}).get("avel")
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+        raise CheckpointError(f"{shown(path)}: unreadable safetensors file ({e})") from None
     if raw is None:
-        raise CheckpointError(f"{path}: a safetensors file without avel metadata (not an avel checkpoint)")
-    try:
-        meta = json.loads(raw)
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"format {meta.get('format')!r}")
-        model_config = ModelConfig.from_dict(meta["model_config"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: malformed avel metadata ({e})") from None
-
+        raise CheckpointError(f"{shown(path)}: a safetensors file without avel metadata (not an avel checkpoint)")
+    meta = _read_metadata(path, raw)
+    model_config: ModelConfig = meta["model_config"]
     if expected_task is not None and model_config.task != expected_task:
-        raise CheckpointError(f"{path}: a {model_config.task} checkpoint, expected {expected_task}")
-    saved = meta.get("feature_settings")
-    saved_settings = FeatureSettings.from_dict(saved) if saved is not None else None
+        raise CheckpointError(f"{shown(path)}: a {model_config.task} checkpoint, expected {expected_task}")
+    saved_settings: FeatureSettings | None = meta["feature_settings"]
     if feature_settings is not None and saved_settings is not None:
         diff = feature_settings.differences(saved_settings)
         if diff:
-            raise SettingsMismatch(f"{path}: features made with other settings than the checkpoint's (features != checkpoint): {'; '.join(diff)}")
+            raise SettingsMismatch(f"{shown(path)}: features made with other settings than the checkpoint's (features != checkpoint): {'; '.join(diff)}")
 
     try:
         model = build_model(model_config)
+    except (RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{shown(path)}: its model_config does not build a model ({e})") from None
+    mismatch = weights_mismatch(model.state_dict(), tensors)
+    if mismatch:
+        raise CheckpointError(f"{shown(path)}: weights do not fit the {model_config.task}/{model_config.name} model of its "
+                              f"model_config ({mismatch})")
+    try:
         model.load_state_dict(tensors, strict=True)
-    except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}: weights do not fit a {model_config.task}/{model_config.name} model ({e})") from None
+    except RuntimeError as e:
+        raise CheckpointError(f"{shown(path)}: weights do not load ({' '.join(str(e).split())[:300]})") from None
     model.eval()
-    return Checkpoint(model, model_config, list(meta.get("class_names", [])), saved_settings, meta.get("metrics", {}))
+    return Checkpoint(model, model_config, meta["class_names"], saved_settings, meta["metrics"])
+
+
+def _read_metadata(path: Path, raw: str) -> dict:
+    """The checkpoint's avel metadata, every field checked: CheckpointError naming the file
+    and the field (a hand-edited or foreign file), never a traceback."""
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(f"{shown(path)}: malformed avel metadata ({problem})")
+
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise bad(f"not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise bad(f"a JSON {type(meta).__name__}, expected an object")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise bad(f"format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    if "model_config" not in meta:
+        raise bad("no model_config")
+    class_names = meta.get("class_names", [])
+    if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
+        raise bad(f"class_names {class_names!r:.60}: must be a list of strings")
+    metrics = meta.get("metrics", {})
+    if metrics is None:
+        metrics = {}
+    if not isinstance(metrics, dict):
+        raise bad(f"metrics {metrics!r:.60}: must be an object")
+    try:
+        model_config = ModelConfig.from_dict(meta["model_config"])
+        saved = meta.get("feature_settings")
+        settings = FeatureSettings.from_dict(saved) if saved is not None else None
+    except ConfigError as e:
+        raise bad(str(e)) from None
+    return {"model_config": model_config, "class_names": class_names, "feature_settings": settings, "metrics": metrics}
+
+
+def weights_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
+    """'' when `given` has exactly the names and shapes of `expected` (a state dict), else one
+    short line: how many names are missing, unexpected or of another shape, with an example."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    reshaped = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} of another shape, e.g. {k}: {list(given[k].shape)} in the file, "
+                        f"{list(expected[k].shape)} in the model")
+    return "; ".join(problems)

@@ -13,7 +13,7 @@ import torch
 from avel.pipeline.annotations import AnnotationRow, category_index, labels_for, parse_annotations, split_rows
 from avel.pipeline.cache import FeatureCache
 from avel.pipeline.dataset import AVData
-from avel.pipeline.errors import CacheError
+from avel.pipeline.errors import CacheError, DataError, shown
 from avel.pipeline.registry import Registry
 
 
@@ -33,6 +33,14 @@ def _is_cache(p: Path) -> bool:
 
 def _is_ave_layout(p: Path) -> bool:
     return (p / "visual_feature.h5").is_file() and (p / "labels.h5").is_file()
+
+
+def check_finite(where: str, video_id: str, **arrays: np.ndarray) -> None:
+    """DataError naming the file and the video when a feature array holds NaN or infinity
+    (training would fail deep inside a loss, or learn nothing)."""
+    for name, x in arrays.items():
+        if not np.isfinite(x).all():
+            raise DataError(f"{where}: the {name} features of video {shown(video_id)!r} hold NaN or infinity")
 
 
 def default_splits(n: int) -> dict[str, torch.Tensor]:
@@ -72,6 +80,7 @@ def load_cache(
         audio = torch.empty((V, T, 128), dtype=dtype)
         for i, row in enumerate(rows):
             v, a = cache.read(row.video_id)
+            check_finite(shown(path), row.video_id, visual=v, audio=a)
             visual[i] = torch.from_numpy(np.asarray(v, dtype=np.float32))
             audio[i] = torch.from_numpy(np.asarray(a, dtype=np.float32))
         names = category_index(rows)
@@ -83,7 +92,7 @@ def load_cache(
             }
         else:
             splits = default_splits(V)
-        return AVData(visual, audio, labels, names, [r.video_id for r in rows], splits, cache.settings)
+        return AVData(visual, audio, labels, names, [r.video_id for r in rows], splits, cache.settings, shown(path))
 
 
 class CacheDataset(torch.utils.data.Dataset):
@@ -105,6 +114,7 @@ class CacheDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         row = self.rows[i]
         visual, audio = self.cache.read(row.video_id)
+        check_finite(shown(self.cache.path), row.video_id, visual=visual, audio=audio)
         labels = labels_for(row, self.class_names, visual.shape[0])
         return (torch.from_numpy(np.asarray(visual, np.float32)), torch.from_numpy(np.asarray(audio, np.float32)),
                 torch.from_numpy(labels))
@@ -124,9 +134,9 @@ def load_data(path: str | Path, dtype: torch.dtype = torch.float32) -> AVData:
     """AVData from a feature cache or an AVE-layout directory (recognised by its files)."""
     p = Path(path)
     if not p.exists():
-        raise CacheError(f"{p}: no such feature cache or AVE feature directory")
+        raise CacheError(f"{shown(p)}: no such feature cache or AVE feature directory")
     for name in DATA_FORMATS.names():
         fmt = DATA_FORMATS.get(name)
         if fmt.accepts(p):
             return fmt.load(p, dtype)
-    raise CacheError(f"{p}: neither an avel feature cache (cache.json / .h5) nor the AVE layout (visual_feature.h5 + labels.h5)")
+    raise CacheError(f"{shown(p)}: neither an avel feature cache (cache.json / .h5) nor the AVE layout (visual_feature.h5 + labels.h5)")

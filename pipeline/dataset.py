@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from avel.pipeline.config import FeatureSettings
+from avel.pipeline.errors import DataError
 
 
 @dataclass
@@ -18,6 +19,7 @@ class AVData:
     video_ids: list[str]
     splits: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> int64 row indices
     settings: FeatureSettings | None = None  # None: unknown (e.g. the released AVE files)
+    source: str = "the data"  # where it was read from (named in errors)
 
     @property
     def num_classes(self) -> int:
@@ -33,10 +35,11 @@ class AVData:
         return (self.labels != self.background).float()
 
     def split(self, name: str) -> torch.Tensor:
+        """The row indices of a split; DataError naming the source when there is none."""
         try:
             return self.splits[name]
         except KeyError:
-            raise KeyError(f"the data has no {name!r} split (it has: {', '.join(self.splits) or 'none'})") from None
+            raise DataError(f"{self.source}: no {name!r} split (it has: {', '.join(self.splits) or 'none'})") from None
 
     def task_split(self, task: str, name: str) -> str:
         """The split a task uses for `name` ("train" | "val" | "test"): CML prefers the

@@ -1,6 +1,28 @@
 """Every failure a user can cause has its own exception type, so batch jobs can record
-it per video and go on. Messages are one line and name the file."""
+it per video and go on. Messages are one line and name the file (`shown(path)`: a name
+holding a newline or bytes that are not UTF-8 is written escaped, so it stays one line)."""
 from __future__ import annotations
+
+import os
+
+
+def shown(path) -> str:
+    """A file name as error messages write it: unchanged when printable, else with Python's
+    escapes (a newline as \\n, a byte that is not UTF-8 as \\xff), so a message stays
+    one line and can always be printed."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    if 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that is not UTF-8, as os.fsdecode keeps it
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    return repr(c)[1:-1]
 
 
 class AvelError(Exception):
@@ -31,9 +53,9 @@ class MediaError(AvelError):
     kind = "media"
 
     def __init__(self, path, problem: str) -> None:
-        self.path = str(path)
+        self.path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{shown(self.path)}: {problem}")
 
 
 class MediaNotFound(MediaError):
@@ -76,6 +98,14 @@ class AnnotationError(AvelError):
 
 class CacheError(AvelError):
     """A feature cache that cannot be read or written."""
+
+
+class CacheLocked(CacheError):
+    """Another process holds a cache's write lock (one writer per cache)."""
+
+
+class DataError(AvelError):
+    """Labelled data that a task cannot use: a missing or empty split, non-finite features."""
 
 
 class CheckpointError(AvelError):

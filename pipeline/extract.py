@@ -16,7 +16,7 @@ from typing import Iterable, Iterator
 from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures
 from avel.pipeline.config import FeatureSettings
 from avel.pipeline.decode import DecodeOptions, Video, decode_or_error, decode_video
-from avel.pipeline.errors import AvelError
+from avel.pipeline.errors import AvelError, shown
 from avel.pipeline.features import FeatureExtractor
 from avel.pipeline.stream import prefetch
 
@@ -67,8 +67,9 @@ def decoded(jobs: list[Job], options: DecodeOptions, workers: int) -> Iterator[t
 @dataclass
 class RunSummary:
     done: int = 0  # videos extracted in this run
-    skipped: int = 0  # already in the cache
+    skipped: int = 0  # already in the cache, or recorded as failed (see earlier_failed)
     failed: list[Failure] = dataclasses.field(default_factory=list)
+    earlier_failed: list[Failure] = dataclasses.field(default_factory=list)  # skipped: failed in an earlier run
 
 
 def run_extraction(
@@ -95,26 +96,28 @@ def run_extraction(
     for j in jobs:
         if j.id in cache or (j.id in cache.failures and not retry_failed):
             summary.skipped += 1
+            if j.id not in cache:
+                summary.earlier_failed.append(cache.failures[j.id])
         else:
             todo.append(j)
     options = DecodeOptions.from_settings(extractor.settings)
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
-    with cache.writer(max_videos=commit_every) as writer:
+    # the bar ends before an error is printed; the cache (and its write lock) is closed in any case
+    with cache, bar, cache.writer(max_videos=commit_every) as writer:
         for job, video, error in decoded(todo, options, workers):
             if video is not None:
                 try:
                     writer.add(video_features(extractor, video, job.id, pooled))
                     summary.done += 1
                 except AvelError as e:
-                    error = ("error", f"{job.path}: {e}")
+                    error = ("error", f"{shown(job.path)}: {e}")
             if error is not None:
                 failure = Failure(job.id, job.path, error[0], error[1])
                 writer.fail(failure)
                 summary.failed.append(failure)
                 bar.write(f"failed: {failure.error}")
             bar.update(1)
-    bar.close()
-    cache.close()
+    summary.failed += writer.rejected  # videos a part could not store
     return summary
 
 
@@ -154,17 +157,13 @@ def annotated_jobs(source: str | os.PathLike, annotations: str | os.PathLike) ->
     """Jobs of an AVE-style dataset: one per distinct video id of the annotation rows (an id
     annotated twice is extracted once), the file found by name anywhere under `source`
     (else SOURCE/<id>.mp4, which then fails as not found). Also returns the annotation text
-    and the split files found beside it (trainSet.txt, valSet.txt, testSet.txt)."""
-    from avel.pipeline.annotations import read_annotations
+    and the split files found beside it (`split_files`: trainSet.txt ... and the CML split)."""
+    from avel.pipeline.annotations import read_annotations, split_files
 
     annotations = Path(annotations)
     rows = read_annotations(annotations)
     text = annotations.read_text(encoding="utf-8-sig")
-    splits = {}
-    for name in ("train", "val", "test"):
-        f = annotations.parent / f"{name}Set.txt"
-        if f.is_file():
-            splits[name] = f.read_text(encoding="utf-8-sig")
+    splits = {name: f.read_text(encoding="utf-8-sig") for name, f in split_files(annotations.parent).items()}
     source = Path(source)
     files = {p.stem: p for p in find_videos(source)} if source.is_dir() else {}
     ids = list(dict.fromkeys(r.video_id for r in rows))

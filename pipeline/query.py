@@ -94,6 +94,9 @@ def query_segments(start_s: float | None, end_s: float | None, available: int, d
 
 
 def _check_range(start_s: float | None, end_s: float | None, path: str) -> None:
+    for flag, value in (("--query-start", start_s), ("--query-end", end_s)):
+        if value is not None and not math.isfinite(value):
+            raise QueryError(f"{path}: {flag} {value}: must be a finite number of seconds")
     if start_s is not None and start_s < 0:
         raise QueryError(f"{path}: --query-start {start_s:g} is negative")
     if start_s is not None and end_s is not None and start_s >= end_s:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from avel.models.registry import ModelConfig, build_model
 from avel.pipeline.config import DEVICE_HELP, DEVICE_PATTERN, check_choice, check_range, check_types, option, resolve_device
 from avel.pipeline.dataset import AVData
-from avel.pipeline.errors import ConfigError
+from avel.pipeline.errors import ConfigError, DataError
 from avel.pipeline.metrics import cml_accuracy, cml_queries, sel_accuracy
 
 RAM_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -128,14 +128,28 @@ def prepare_features(data: AVData, task: str, dtype_in_ram: str | None = None) -
 
 # -----------------------------------------------------------------------------------------
 # evaluation
+def split_rows(data: AVData, task: str, name: str) -> tuple[str, torch.Tensor]:
+    """(the split `task` uses for `name`, its row indices): DataError when it is missing,
+    empty, or (CML) holds no video the CML protocol evaluates, instead of a NaN metric or
+    an epoch of zero batches."""
+    split = data.task_split(task, name)
+    idx = data.split(split)
+    if len(idx) == 0:
+        raise DataError(f"{data.source}: the {split!r} split is empty")
+    if task == "cml" and name != "train" and not cml_queries(data.labels[idx] != data.background).keep.any():
+        raise DataError(f"{data.source}: no video of the {split!r} split has an event that is partial (1 to T-1 "
+                        "segments); the CML protocol evaluates only those")
+    return split, idx
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 256, features: Features | None = None) -> dict:
     """Metrics of `model` on a split of `data`. SEL: {"accuracy"}. CML: {"a2v", "v2a",
     "average", "n_videos"} under the CML protocol (pipeline.metrics). For CML, "train" /
     "val" / "test" mean the *_match splits when the data has them."""
     task = model.task
+    _, idx = split_rows(data, task, split)
     feats = features if features is not None else prepare_features(data, task)
-    idx = data.split(data.task_split(task, split))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -194,12 +208,13 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         torch.manual_seed(cfg.seed)  # weights and dropout
         shuffle = torch.Generator().manual_seed(cfg.seed)  # batch order
 
-        # data
-        feats = prepare_features(data, cfg.task, cfg.dtype_in_ram)
-        train_idx = data.split(data.task_split(cfg.task, "train"))
-        val_split = data.task_split(cfg.task, "val")
+        # data: every split checked before the first epoch
+        _, train_idx = split_rows(data, cfg.task, "train")
+        val_split, _ = split_rows(data, cfg.task, "val")
         test_split = data.task_split(cfg.task, "test")
-        data.split(val_split)  # fail early when there is none
+        if test_split in data.splits:
+            split_rows(data, cfg.task, "test")
+        feats = prepare_features(data, cfg.task, cfg.dtype_in_ram)
 
         # model and optimiser
         model_config = cfg.model_config(data)
