@@ -153,21 +153,61 @@ class _AtomicPart:
                 os.remove(self.tmp)
 
 
+class VideoSink:
+    """One video's group in an open part file, written a chunk of segments at a time
+    (`append`), so a video's features never need to be held whole. `close` records it as
+    finished; `discard` removes it (a video that failed half way)."""
+
+    CHUNK_BYTES = 1 << 20  # HDF5 chunk size of the growing datasets: ~1 MiB
+
+    def __init__(self, f: h5py.File, dtype: np.dtype, video_id: str, source_path: str,
+                 writer: "PartWriter | None" = None) -> None:
+        self.id, self.source_path, self.dtype, self.writer = video_id, source_path, dtype, writer
+        self.group = f["videos"].create_group(key_of(video_id))
+        self.num_segments = 0
+
+    def append(self, visual: np.ndarray, audio: np.ndarray, visual_vec: np.ndarray | None = None) -> None:
+        """visual [n, 7, 7, 512], audio [n, 128], visual_vec [n, 512]: the next n segments."""
+        n = int(visual.shape[0])
+        for name, x in (("visual", visual), ("audio", audio), ("visual_vec", visual_vec)):
+            if x is None:
+                continue
+            if name not in self.group:
+                row = int(np.prod(x.shape[1:])) * self.dtype.itemsize
+                self.group.create_dataset(name, shape=(0, *x.shape[1:]), maxshape=(None, *x.shape[1:]), dtype=self.dtype,
+                                          chunks=(max(1, self.CHUNK_BYTES // max(1, row)), *x.shape[1:]))
+            d = self.group[name]
+            d.resize(self.num_segments + n, axis=0)
+            d[self.num_segments :] = np.asarray(x, dtype=self.dtype)
+        self.num_segments += n
+
+    def close(self, duration_s: float) -> None:
+        self.group.attrs.update(id=self.id, source_path=self.source_path, duration_s=float(duration_s),
+                                num_segments=self.num_segments)
+        if self.writer is not None:
+            self.writer._finished(self, float(duration_s))
+
+    def discard(self) -> None:
+        del self.group.file[self.group.name]
+        if self.writer is not None:
+            self.writer._sink = None
+
+
 def write_part(path: Path, meta: CacheMeta, videos: list[VideoFeatures], failures: list[Failure]) -> None:
     """Write one part file atomically."""
     dtype = np.dtype(meta.storage_dtype)
     with _AtomicPart(path, meta) as f:
         for v in videos:
-            g = f["videos"].create_group(key_of(v.id))
-            g.attrs.update(id=v.id, source_path=v.source_path, duration_s=float(v.duration_s), num_segments=v.num_segments)
-            # contiguous, uncompressed: whole-dataset reads are the common case
-            g.create_dataset("visual", data=np.asarray(v.visual, dtype=dtype))
-            g.create_dataset("audio", data=np.asarray(v.audio, dtype=dtype))
-            if v.visual_vec is not None:
-                g.create_dataset("visual_vec", data=np.asarray(v.visual_vec, dtype=dtype))
+            sink = VideoSink(f, dtype, v.id, v.source_path)
+            sink.append(v.visual, v.audio, v.visual_vec)
+            sink.close(v.duration_s)
         for x in failures:
-            g = f["failures"].create_group(key_of(x.id))
-            g.attrs.update(id=x.id, source_path=x.source_path, kind=x.kind, error=x.error)
+            _write_failure(f, x)
+
+
+def _write_failure(f: h5py.File, x: Failure) -> None:
+    g = f["failures"].create_group(key_of(x.id))
+    g.attrs.update(id=x.id, source_path=x.source_path, kind=x.kind, error=x.error)
 
 
 def read_meta(h5: h5py.File, where: str) -> CacheMeta:
@@ -330,43 +370,74 @@ class FeatureCache:
 
 @dataclass
 class PartWriter:
-    """Buffers finished videos and commits them as a new part every `max_videos` videos or
-    `max_seconds` seconds, and on close. Use as a context manager."""
+    """Writes finished videos into a part file as they come and commits it (fsync, rename)
+    every `max_videos` videos or `max_seconds` seconds, and on close. A video is written
+    whole (`add`) or a chunk at a time (`open_video`); one video is open at a time, and a
+    part is committed only between videos. Use as a context manager: on the way out,
+    a video left open is discarded and what is finished is committed."""
 
     cache: FeatureCache
     max_videos: int
     max_seconds: float
-    videos: list[VideoFeatures] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
     committed_parts: int = 0
+    _part: _AtomicPart | None = None
+    _file: h5py.File | None = None
+    _sink: VideoSink | None = None
+    _videos: list[Entry] = field(default_factory=list)  # finished, in the open part
+    _failed: list[Failure] = field(default_factory=list)
     _since: float = field(default_factory=time.monotonic)
 
-    def add(self, video: VideoFeatures) -> None:
-        self.videos.append(video)
+    def _open_part(self) -> h5py.File:
+        if self._file is None:
+            name = f"part-{len(self.cache.parts):06d}-{uuid.uuid4().hex[:8]}.h5"
+            self._part = _AtomicPart(self.cache.path / "parts" / name, self.cache.meta)
+            self._file = self._part.__enter__()
+        return self._file
+
+    def open_video(self, video_id: str, source_path: str) -> VideoSink:
+        """A sink for one video's features; `close` it (finished) or `discard` it."""
+        if self._sink is not None:
+            raise CacheError(f"{self.cache.path}: one video at a time ({self._sink.id!r} is still open)")
+        self._sink = VideoSink(self._open_part(), np.dtype(self.cache.meta.storage_dtype), video_id, source_path, self)
+        return self._sink
+
+    def _finished(self, sink: VideoSink, duration_s: float) -> None:
+        self._sink = None
+        self._videos.append(Entry(sink.id, sink.source_path, duration_s, sink.num_segments, self._part.path))
         self._maybe_commit()
 
+    def add(self, video: VideoFeatures) -> None:
+        sink = self.open_video(video.id, video.source_path)
+        sink.append(video.visual, video.audio, video.visual_vec)
+        sink.close(video.duration_s)
+
     def fail(self, failure: Failure) -> None:
-        self.failed.append(failure)
+        _write_failure(self._open_part(), failure)
+        self._failed.append(failure)
         self._maybe_commit()
 
     def _maybe_commit(self) -> None:
-        if len(self.videos) + len(self.failed) >= self.max_videos or time.monotonic() - self._since >= self.max_seconds:
+        if len(self._videos) + len(self._failed) >= self.max_videos or time.monotonic() - self._since >= self.max_seconds:
             self.commit()
 
     def commit(self) -> None:
-        if not self.videos and not self.failed:
+        if self._sink is not None:
+            raise CacheError(f"{self.cache.path}: cannot commit while {self._sink.id!r} is being written")
+        if self._file is None:
             return
-        name = f"part-{len(self.cache.parts):06d}-{uuid.uuid4().hex[:8]}.h5"
-        path = self.cache.path / "parts" / name
-        write_part(path, self.cache.meta, self.videos, self.failed)
-        self.cache.parts.append(path)
+        part, self._part, self._file = self._part, None, None
+        if not self._videos and not self._failed:
+            part.__exit__(CacheError, None, None)  # nothing finished: no part
+            return
+        part.__exit__(None, None, None)
+        self.cache.parts.append(part.path)
         if self.cache._index is not None:
-            for v in self.videos:
-                self.cache._index[v.id] = Entry(v.id, v.source_path, float(v.duration_s), v.num_segments, path)
-                self.cache._failures.pop(v.id, None)
-            for x in self.failed:
+            for e in self._videos:
+                self.cache._index[e.id] = e
+                self.cache._failures.pop(e.id, None)
+            for x in self._failed:
                 self.cache._failures[x.id] = x
-        self.videos, self.failed = [], []
+        self._videos, self._failed = [], []
         self.committed_parts += 1
         self._since = time.monotonic()
 
@@ -374,6 +445,8 @@ class PartWriter:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._sink is not None:
+            self._sink.discard()  # a video cut short is not kept
         self.commit()  # what is finished is kept, even when the job stops with an error
 
 
@@ -408,9 +481,8 @@ def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike) -> tu
             for vid, x in c.failures.items():
                 failed.setdefault(vid, (c, x))
         failed = {vid: v for vid, v in failed.items() if vid not in seen}
-        for vid, (_, x) in failed.items():
-            g = f["failures"].create_group(key_of(vid))
-            g.attrs.update(id=x.id, source_path=x.source_path, kind=x.kind, error=x.error)
+        for _, x in failed.values():
+            _write_failure(f, x)
     for c in caches:
         c.close()
     return len(seen), len(failed)

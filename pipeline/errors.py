@@ -60,6 +60,23 @@ class TooShort(MediaError):
     kind = "too-short"
 
 
+class DecodeFailed(MediaError):
+    """Anything else a broken file made the decoder raise: recorded, never fatal."""
+
+    kind = "error"
+
+
+class DecoderCrashed(MediaError):
+    """The decoder process died while it read this file (a crash inside FFmpeg, the
+    out-of-memory killer): recorded like any bad input."""
+
+    kind = "crash"
+
+
+MEDIA_ERRORS = {cls.kind: cls for cls in (MediaError, MediaNotFound, NotAMediaFile, CorruptMedia, NoVideoStream,
+                                          NoAudioStream, TooShort, DecodeFailed, DecoderCrashed)}
+
+
 # --- weights -------------------------------------------------------------------------
 class WeightsError(AvelError):
     """A weight file is missing, unreadable, of the wrong format or fails its hash."""
