@@ -422,12 +422,12 @@ class SegmentReader:
         except ValueError as e:
             raise TooShort(path, str(e)) from None
         keep_last = total > available
-        # the last frame stays on screen until the end of the content
-        while next_time < available * K:
-            choose()
         while complete and complete[-1][0] >= available:
             complete.pop()  # chosen, but past the whole seconds of content
         yield from hand_out(float(available), final=True)
+        while next_time < available * K:  # the last frame stays on screen until the end of the content
+            choose()
+            yield from hand_out(float(available), final=True)
         # segments past the real content repeat the last real one (forced N only)
         while emitted < total:
             if last is None:

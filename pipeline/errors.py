@@ -77,6 +77,14 @@ MEDIA_ERRORS = {cls.kind: cls for cls in (MediaError, MediaNotFound, NotAMediaFi
                                           NoAudioStream, TooShort, DecodeFailed, DecoderCrashed)}
 
 
+class Interrupted(AvelError):
+    """A batch job stopped by Ctrl-C or SIGTERM after committing what was finished; the
+    same command resumes it. (Not a KeyboardInterrupt: the CLI framework would swallow
+    its message.)"""
+
+    exit_status = 130
+
+
 # --- weights -------------------------------------------------------------------------
 class WeightsError(AvelError):
     """A weight file is missing, unreadable, of the wrong format or fails its hash."""

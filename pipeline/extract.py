@@ -23,7 +23,7 @@ from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures
 from avel.pipeline.config import FeatureSettings
 from avel.pipeline.decode import DecodeOptions
 from avel.pipeline.decoders import StopSignals, open_decoders
-from avel.pipeline.errors import AvelError, MediaError
+from avel.pipeline.errors import AvelError, Interrupted, MediaError
 from avel.pipeline.features import FeatureExtractor
 from avel.pipeline.stream import FeatureStream
 
@@ -105,8 +105,8 @@ def run_extraction(
     """Extract every job into the directory cache `cache_dir` (created, or resumed).
 
     Ctrl-C or SIGTERM: the video being extracted is dropped, every finished one is committed,
-    and KeyboardInterrupt is raised with a one-line message (the CLI exits 130); running the
-    same job again resumes."""
+    and `Interrupted` is raised with a one-line message (the CLI exits 130); running the same
+    job again resumes."""
     from tqdm import tqdm
 
     meta = CacheMeta(extractor.settings, storage_dtype, annotations, dict(splits or {}))
@@ -139,8 +139,8 @@ def run_extraction(
                     bar.write(f"failed: {failure.error}")
                 bar.update(1)
     except KeyboardInterrupt as e:
-        raise KeyboardInterrupt(f"{e or 'SIGINT'}: the {summary.done} videos extracted before it are committed to "
-                                f"{cache_dir}; run the same command again to resume") from None
+        raise Interrupted(f"{e or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this run committed to "
+                          f"{cache_dir}; run the same command again to resume") from None
     finally:
         bar.close()
         cache.close()
