@@ -409,6 +409,11 @@ class DecoderPool:
             yield source
             source.close()
 
+    @property
+    def pids(self) -> list[int]:
+        """The decoder processes (for measuring them)."""
+        return [w.proc.pid for w in self._workers]
+
     # -- the end ----------------------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the decoder processes (a word, then SIGTERM, then SIGKILL) and let go of the memory."""

@@ -94,7 +94,8 @@ class FeatureExtractor:
     def batch_size(self) -> int:
         return self.visual_setting.batch_size
 
-    def _amp(self):
+    def autocast(self):
+        """The precision setting's autocast context (none for fp32)."""
         if self._autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast)
@@ -119,7 +120,7 @@ class FeatureExtractor:
         flat = frames.reshape(T * K, *frames.shape[2:])
         out = []
         for i in range(0, T * K, self.batch_size):
-            with self._amp():
+            with self.autocast():
                 out.append(self.visual(self._to_device(flat[i : i + self.batch_size])).float())
         pool5 = torch.cat(out).reshape(T, K, *out[0].shape[1:])  # [T, K, 7, 7, 512]
         return pool5.mean(dim=1).cpu().numpy()
@@ -127,5 +128,5 @@ class FeatureExtractor:
     @torch.inference_mode()
     def audio_features(self, audio: np.ndarray) -> np.ndarray:
         """audio [T, 16000] float32 -> VGGish embeddings [T, 128] float32."""
-        with self._amp():
+        with self.autocast():
             return self.audio(self._to_device(np.ascontiguousarray(audio))).float().cpu().numpy()
