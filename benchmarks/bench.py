@@ -192,7 +192,7 @@ class Window:
         ours = cpu_seconds() + self._extra() - self._ours
         busy = machine_busy_s()
         others = None if busy is None or self._busy is None else max(0.0, (busy - self._busy - ours) / wall)
-        return {"load_before": self.load_before, "cores_ours": ours / wall, "cores_others": others}
+        return {"load_before": self.load_before, "load_after": load(), "cores_ours": ours / wall, "cores_others": others}
 
 
 def sync(device) -> None:
@@ -328,10 +328,12 @@ def decode_limit(jobs: list[str], processes: int, threads: int) -> dict:
 
     with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
         list(pool.map(raw_decode, [([], threads)] * processes))  # start-up, not timed
-        window = Window()
+        spent = [0.0]  # the pool's CPU time, known when its results are in
+        window = Window(lambda: spent[0])
         t = time.perf_counter()
         results = list(pool.map(raw_decode, [(jobs[i::processes], threads) for i in range(processes)]))
         wall = time.perf_counter() - t
+        spent[0] = sum(r[1] for r in results)
         measured = window.close()
     frames = sum(r[0] for r in results)
     cpu = sum(r[1] for r in results)
@@ -883,6 +885,62 @@ def projection(cfg: BenchConfig, results: dict) -> None:
                  if ceiling and "ceiling_segments_per_s" in ceiling else ""))
 
 
+GOALS = {"e2e_ratio_cuda": 0.90, "localize_warm_s": 1.0, "ave_minutes_h100": 3.0}
+
+
+def summary_lines(results: dict) -> list[str]:
+    """The figures benchmarks/gpu_check.sh reports, each beside its goal (issue #13)."""
+    cfg, out = results.get("config", {}), []
+    out.append(f"card: {results.get('machine', '?')}")
+    ceiling, decode, e2e, loc = (results.get(k) or {} for k in ("ceiling", "decode", "e2e", "localize"))
+    if "ceiling_segments_per_s" in ceiling and "segments_per_s" in e2e:
+        ratio = e2e["segments_per_s"] / ceiling["ceiling_segments_per_s"]
+        verdict = "BENCHMARK DEFECT (above 1.0)" if ratio > 1.0 else f"goal >= {GOALS['e2e_ratio_cuda']:.2f}"
+        out.append(f"end-to-end / ceiling: {ratio:.3f} ({verdict})")
+    stages = []
+    if "ceiling_frames_per_s" in ceiling:
+        b = ceiling["best"]
+        stages.append(f"ceiling {ceiling['ceiling_frames_per_s']:.1f} (VGG-19 alone {b['frames_per_s']:.1f} at batch "
+                      f"{b['batch_size']} {b['memory_format']})")
+    if "project" in decode:
+        p = decode["project"]
+        stages.append(f"decode {p['frames_per_s']:.0f} source frames/s ({p['workers']} processes)")
+    if "frames_per_s" in e2e:
+        stages.append(f"end to end {e2e['frames_per_s']:.1f} (batch {e2e['batch_size']})")
+    if stages:
+        out.append("frames/s: " + "; ".join(stages))
+    peaks = [f"{k} {r['cuda_peak_mib']:.0f} MiB" for k, r in (("ceiling", ceiling), ("end to end", e2e), ("localize", loc))
+             if "cuda_peak_mib" in r]
+    out.append("GPU memory peak: " + (", ".join(peaks) if peaks else "n/a (not a CUDA run)"))
+    if "warm_s" in loc:
+        out.append(f"avel localize, 10-s video: {loc['warm_s']:.2f} s warm (goal < {GOALS['localize_warm_s']:.0f} s), "
+                   f"{loc['cold_s']:.2f} s cold")
+    if "segments_per_s" in e2e:
+        minutes = AVE_SEGMENTS / e2e["segments_per_s"] / 60
+        out.append(f"AVE ({AVE_VIDEOS} videos) projected: {minutes:.1f} min at the end-to-end rate "
+                   f"(goal <= {GOALS['ave_minutes_h100']:.0f} min on one H100 with 16 cores; "
+                   f"{cfg.get('precision', '?')}, {cfg.get('workers', '?')} decoder processes)")
+    return out
+
+
+def generate_videos(cfg: BenchConfig, folder: Path) -> None:
+    """cfg.videos AVE-like clips, written in parallel (one process a core)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing as mp
+
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(folder / f"v{i:03d}.mp4", cfg.seed + i) for i in range(cfg.videos)]
+    with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1), mp_context=mp.get_context("spawn")) as pool:
+        list(pool.map(_generate, [(str(p), seed, cfg.width, cfg.height, cfg.fps) for p, seed in jobs]))
+
+
+def _generate(args) -> str:
+    from media import write_ave_like
+
+    path, seed, width, height, fps = args
+    return write_ave_like(path, seed=seed, seconds=SEGMENTS, size=(width, height), fps=fps)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
@@ -932,13 +990,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="avel-bench-") as tmp:
         work = Path(tmp)
         if {"decode", "e2e", "precision", "localize"} & set(stages):
-            from media import write_ave_like
-
             t = time.perf_counter()
-            (work / "videos").mkdir()
-            for i in range(cfg.videos):
-                write_ave_like(work / "videos" / f"v{i:03d}.mp4", seed=cfg.seed + i, seconds=SEGMENTS,
-                               size=(cfg.width, cfg.height), fps=cfg.fps)
+            generate_videos(cfg, work / "videos")
             print(f"   generated {cfg.videos} 10-s videos (benchmarks/media.py: {cfg.width}x{cfg.height}, {cfg.fps} fps, "
                   f"h264 + AAC 44.1 kHz stereo) in {time.perf_counter() - t:.1f} s")
         for name in stages:
@@ -958,6 +1011,9 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = json.loads(out.read_text())
             report(name, results[name], cfg, results)
         projection(cfg, results)
+    print("summary:")
+    for line in summary_lines(results):
+        print(f"   {line}")
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     return 0

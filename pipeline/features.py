@@ -47,6 +47,24 @@ CANDIDATES = {  # what the benchmark tries per device type
 }
 
 
+@contextlib.contextmanager
+def ieee_fp32():
+    """cuDNN convolutions in IEEE float32 (not TF32) inside the block."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        before, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = before
+    else:  # older torch
+        before, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = before
+
+
 class FeatureExtractor:
     """Both extractors on one device. `settings` in, settings with the weights' SHA-256
     filled in out (`self.settings`): that is what a cache records. `batch_size` and
@@ -95,10 +113,11 @@ class FeatureExtractor:
         return self.visual_setting.batch_size
 
     def autocast(self):
-        """The precision setting's autocast context (none for fp32)."""
-        if self._autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self._autocast)
+        """The precision setting's context: autocast for bf16 / fp16; for fp32 on a GPU, IEEE
+        float32 convolutions (cuDNN would use TF32 on Ampere and later, 1e-3 off the CPU's)."""
+        if self._autocast is not None:
+            return torch.autocast(self.device.type, dtype=self._autocast)
+        return ieee_fp32() if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _to_device(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(x)

@@ -291,3 +291,22 @@ def test_memory_is_bounded_whatever_the_frame_rate(tmp_path, one_thread):
     assert max(largest) <= 4  # frames per call: one batch, not the video's 180
     decoded = 90 * (2 * 32 * 32 * 3 + 16000 * 4)  # the video's segments, frames and audio: 6.3 MB
     assert peak < decoded / 4, f"peak traced memory {peak / 2**20:.2f} MiB"
+
+
+def test_chosen_frames_are_pyavs_own_conversion(tmp_path):
+    """One swscale context for all frames, one decoding thread: the frames are bit for bit
+    those of `VideoFrame.to_ndarray(format="rgb24", width=224, height=224)` (a context per
+    frame) of the frames chosen by the AVE rule, and the 16-kHz audio is the whole track's."""
+    import av
+
+    path = write_video(tmp_path / "v.mp4", duration_s=3, fps=30, size=(160, 120), audio=tone(440), audio_rate=44100,
+                       audio_layout="stereo", color=lambda t: (int(80 * t) % 256, 40, 255 - int(60 * t)))
+    with av.open(path) as container:
+        frames = list(container.decode(video=0))
+    times = np.array([f.time for f in frames]) - frames[0].time
+    chosen = latest_at_or_before(times, frame_sample_times(3, 16))  # [3, 16]
+    want = np.stack([[frames[i].to_ndarray(format="rgb24", width=224, height=224) for i in row] for row in chosen])
+    for threads in (0, 1):
+        video = decode_video(path, DecodeOptions(threads=threads))
+        np.testing.assert_array_equal(video.frames, want)
+        np.testing.assert_array_equal(video.audio.reshape(-1), decode_audio_file(path)[: 3 * 16000])
