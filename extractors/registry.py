@@ -23,6 +23,7 @@ from avel.pipeline.registry import Registry
 @runtime_checkable
 class VisualExtractor(Protocol):
     weights_sha256: str
+    input_memory_format: torch.memory_format  # the layout frames are given to the network in (the weights' own)
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [N, S, S, 3] uint8 RGB -> pool5 [N, S/32, S/32, 512] float32."""

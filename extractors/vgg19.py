@@ -125,6 +125,7 @@ class VGG19Pool5(nn.Module):
         # and initialising the 120M-parameter classifier that would be thrown away
         self.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"])
         self.features.to(memory_format=torch.channels_last)
+        self.input_memory_format = torch.channels_last  # set with the weights' (FeatureExtractor)
         self.preprocessing = preprocessing
         self.weights_sha256 = weights_sha256
         self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32),
@@ -133,7 +134,7 @@ class VGG19Pool5(nn.Module):
                              persistent=False)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """[N, H, W, 3] RGB 0..255 -> [N, 3, H, W] float32, channels_last memory."""
+        """[N, H, W, 3] RGB 0..255 -> [N, 3, H, W] float32 in `input_memory_format`."""
         frames = torch.as_tensor(frames)
         if frames.dim() != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected RGB frames [N, H, W, 3], got {tuple(frames.shape)}")
@@ -143,7 +144,8 @@ class VGG19Pool5(nn.Module):
         if self.preprocessing.divisor != 1.0:
             x = x / self.preprocessing.divisor
         x = (x - self.mean) / self.std  # (N, H, W, C), C in the network's order
-        return x.permute(0, 3, 1, 2)  # (N, C, H, W) view with channels_last strides
+        # (N, C, H, W): a view with channels_last strides, copied only for another layout
+        return x.permute(0, 3, 1, 2).contiguous(memory_format=self.input_memory_format)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = self.features(self.preprocess(frames))  # (N, 512, H/32, W/32)

@@ -16,7 +16,7 @@ and `avel merge --out x.h5` write). A part file:
                           annotations and split.NAME (AVE text, optional), and
                           setting.NAME: each feature setting as its own attr
     /videos/<key>/        one group per video; attrs id, source_path, duration_s, num_segments
-        visual            (T, 7, 7, 512) float32|float16, pool5 (HWC)
+        visual            (T, 7, 7, 512) float32|float16, pool5 (HWC), chunks of ~1 MiB
         audio             (T, 128)
         visual_vec        (T, 512), optional: pool5 mean over 7x7
     /failures/<key>       attrs id, source_path, kind, error
@@ -48,17 +48,17 @@ Rules for writers (what makes crashed, concurrent and full-disk writes safe):
    start time. Anything else (another host, an older avel's temp file) is left alone.
 4. Readers never write. Opening, listing, reading, merging or exporting a cache changes
    nothing in it: a read-only cache is readable, and reading while a run writes is safe.
-5. Full disk. A part is assembled in memory (HDF5 into a BytesIO) and written with plain
-   writes, so ENOSPC is one clear error ("no space left on device while writing PART"), the
-   temporary file is removed, committed parts are untouched, and a rerun resumes.
-   cache.json, annotations.txt and split files are written the same way (temp + rename), so
-   a failed creation leaves nothing that makes a later run refuse the directory.
+5. Full disk. A part is written as the features come (a batch of segments at a time, so
+   memory never holds a video's features whole); any write error (ENOSPC) discards the
+   part's temporary file and is one clear error ("no space left on device while writing
+   PART"); committed parts are untouched and a rerun resumes. cache.json, annotations.txt
+   and split files are written with plain writes (temp + rename), so a failed creation
+   leaves nothing that makes a later run refuse the directory.
 
 Resuming skips ids already in a part.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -85,7 +85,7 @@ from avel.pipeline.cachelock import (
     write_file_atomic,
 )
 from avel.pipeline.config import FeatureSettings, check_choice
-from avel.pipeline.errors import CacheError, ConfigError, SettingsMismatch, shown
+from avel.pipeline.errors import CacheError, ConfigError, SettingsMismatch, UnstorableVideo, shown
 
 FORMAT = "avel-features/1"
 STORAGE_DTYPES = ("float32", "float16")
@@ -283,41 +283,57 @@ def _add_failure(f: h5py.File, x: Failure) -> None:
                    error=shown(x.error))
 
 
-def _add_video(f: h5py.File, v: VideoFeatures, dtype: np.dtype) -> None:
-    key = encode_key(v.id)
-    g = f["videos"].create_group(key)  # an id given twice fails here, before anything is removed
-    try:
-        g.attrs.update(id=_text_attr(v.id), source_path=_text_attr(v.source_path), duration_s=float(v.duration_s),
-                       num_segments=v.num_segments)
-        # contiguous, uncompressed: whole-dataset reads are the common case
-        g.create_dataset("visual", data=np.asarray(v.visual, dtype=dtype))
-        g.create_dataset("audio", data=np.asarray(v.audio, dtype=dtype))
-        if v.visual_vec is not None:
-            g.create_dataset("visual_vec", data=np.asarray(v.visual_vec, dtype=dtype))
-    except BaseException:
-        del f["videos"][key]
-        raise
+class VideoSink:
+    """One video's group in the part being written, filled a batch of segments at a time
+    (`append`), so a video's features are never held whole. `close` records it as finished;
+    `discard` removes it (a video that failed half way). Made by `PartWriter.open_video`."""
 
+    # HDF5 allocates whole chunks: at most 64 KiB and 16 segments a chunk (one segment of pool5),
+    # so that a 10 s video takes no more room than its features (1 MiB chunks doubled an AVE video)
+    CHUNK_BYTES, CHUNK_ROWS = 1 << 16, 16
 
-def part_image(meta: CacheMeta, videos: list[VideoFeatures], failures: list[Failure]) -> tuple[memoryview, list[Failure]]:
-    """The bytes of a part file holding `videos` and `failures`, assembled in memory (HDF5
-    writes into a BytesIO; nothing touches the disk). A video that cannot be stored is not
-    stored and comes back as a Failure (kind "unstorable"), which the part records too: one
-    video never fails a part."""
-    dtype = np.dtype(meta.storage_dtype)
-    rejected: list[Failure] = []
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
-        _write_root(f, meta)
-        for v in videos:
-            try:
-                _add_video(f, v, dtype)
-            except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
-                rejected.append(Failure(v.id, v.source_path, "unstorable",
-                                        f"{shown(v.source_path)}: cannot be stored in the cache ({e})"))
-        for x in [*failures, *rejected]:
-            _add_failure(f, x)
-    return buffer.getbuffer(), rejected
+    def __init__(self, writer: "PartWriter", video_id: str, source_path: str) -> None:
+        self.writer, self.id, self.source_path = writer, video_id, source_path
+        self.dtype = np.dtype(writer.meta.storage_dtype)
+        self.key = encode_key(video_id)
+        self.num_segments = 0
+        videos = writer._part.f["videos"]
+        if self.key in videos:  # the same id again in this part: the later one wins
+            del videos[self.key]
+        self.group = videos.create_group(self.key)
+        try:
+            self.group.attrs.update(id=_text_attr(video_id), source_path=_text_attr(source_path))
+        except (ValueError, TypeError, KeyError, RuntimeError) as e:
+            del videos[self.key]
+            raise UnstorableVideo(source_path, f"cannot be stored in the cache ({e})") from None
+
+    def append(self, visual: np.ndarray, audio: np.ndarray, visual_vec: np.ndarray | None = None) -> None:
+        """visual [n, 7, 7, 512], audio [n, 128], visual_vec [n, 512]: the next n segments."""
+        with self.writer._writing():
+            n = int(visual.shape[0])
+            for name, x in (("visual", visual), ("audio", audio), ("visual_vec", visual_vec)):
+                if x is None:
+                    continue
+                if name not in self.group:
+                    row = int(np.prod(x.shape[1:])) * self.dtype.itemsize
+                    self.group.create_dataset(name, shape=(0, *x.shape[1:]), maxshape=(None, *x.shape[1:]),
+                                              dtype=self.dtype, chunks=(min(self.CHUNK_ROWS, max(1, self.CHUNK_BYTES // max(1, row))), *x.shape[1:]))
+                d = self.group[name]
+                d.resize(self.num_segments + n, axis=0)
+                d[self.num_segments :] = np.asarray(x, dtype=self.dtype)
+            self.num_segments += n
+
+    def close(self, duration_s: float) -> None:
+        with self.writer._writing():
+            self.group.attrs.update(duration_s=float(duration_s), num_segments=self.num_segments)
+        self.writer._finished(self, float(duration_s))
+
+    def discard(self) -> None:
+        if self.writer._sink is self:
+            self.writer._sink = None
+            if self.writer._part is not None:
+                with self.writer._writing():
+                    del self.group.file[self.group.name]
 
 
 def new_part_name(seq: int) -> str:
@@ -325,62 +341,59 @@ def new_part_name(seq: int) -> str:
     return f"part-{seq:06d}-{uuid.uuid4().hex[:16]}.h5"
 
 
-def commit_part(directory: str | os.PathLike, meta: CacheMeta, videos: list[VideoFeatures], failures: list[Failure],
-                *, seq: int = 0) -> tuple[Path, list[Failure]]:
-    """Commit one part into the cache `directory` (rule 2): assembled in memory, written to a
-    temporary file that names its writer, fsynced, renamed to a new unique part name. Returns
-    the part and the videos it could not store (recorded in it as failures). Safe to call
-    from several processes at once; CacheError on a full disk, nothing left behind."""
-    path = Path(directory) / "parts" / new_part_name(seq)
-    image, rejected = part_image(meta, videos, failures)
-    write_file_atomic(path, image)
-    return path, rejected
-
-
 class _AtomicH5:
-    """An HDF5 file written on disk (too large to assemble in memory: merge) through a
-    temporary file that names its writer; renamed onto the target on success, removed on any
-    failure; OSError (a full disk) becomes CacheError."""
+    """An HDF5 file written through a temporary file that names its writer (rule 2);
+    renamed onto the target by `commit`, removed by `discard` and on any failure; OSError
+    (a full disk) becomes CacheError. Also a context manager (commit on success)."""
 
     def __init__(self, path: Path, meta: CacheMeta) -> None:
         self.path, self.meta = path, meta
         self.tmp = path.parent / temp_name(path.suffix)
-
-    def __enter__(self) -> h5py.File:
+        self.f: h5py.File | None = None
         try:
-            self.f = h5py.File(self.tmp, "x")
-            _write_root(self.f, self.meta)
+            # no chunk cache: a full disk fails the write that hits it, never a later flush in close,
+            # which HDF5 survives badly (a segfault when the chunk cache cannot be written back)
+            self.f = h5py.File(self.tmp, "x", rdcc_nbytes=0)
+            _write_root(self.f, meta)
         except BaseException as e:
-            self._discard()
+            self.discard()
             raise write_error(e, self.path) if isinstance(e, OSError) else e from None
-        return self.f
 
-    def _discard(self) -> None:
+    def discard(self) -> None:
         try:
-            if getattr(self, "f", None) is not None:
+            if self.f is not None:
                 self.f.close()
         except Exception:  # closing a file whose writes failed may fail again
             pass
+        self.f = None
         remove_quietly(self.tmp)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._discard()
-            if isinstance(exc, OSError):
-                raise write_error(exc, self.path) from None
-            return
+    def commit(self) -> Path:
         try:
             self.f.close()
+            self.f = None
             with open(self.tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(self.tmp, self.path)
             fsync_dir(self.path.parent)
         except OSError as e:
-            self._discard()
+            self.discard()
             raise write_error(e, self.path) from None
         except BaseException:
-            self._discard()
+            self.discard()
             raise
+        return self.path
+
+    def __enter__(self) -> h5py.File:
+        return self.f
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+            return
+        self.discard()
+        if isinstance(exc, OSError):
+            raise write_error(exc, self.path) from None
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -549,7 +562,17 @@ class FeatureCache:
             raise CacheError(f"{shown(self.path)}: a single-file cache is read-only; write into a directory")
         if self._lock is None:
             self._lock = WriteLock.acquire(self.path)
-        return PartWriter(self, max_videos, max_seconds)
+        return PartWriter(self.path, self.meta, max_videos, max_seconds, cache=self, seq=len(self.parts))
+
+    def _committed(self, part: Path, videos: list[Entry], failures: list[Failure]) -> None:
+        """A part this process committed: the index follows."""
+        self.parts.append(part)
+        if self._index is not None:
+            for e in videos:
+                self._index[e.id] = e
+                self._failures.pop(e.id, None)
+            for x in failures:
+                self._failures[x.id] = x
 
 
 _OWN_NAMES = {LOCK_FILE, "parts", "splits", "annotations.txt"}
@@ -582,69 +605,145 @@ def _create(path: Path, meta: CacheMeta) -> None:
 
 @dataclass
 class PartWriter:
-    """Buffers finished videos and commits them as a new part every `max_videos` videos or
-    `max_seconds` seconds, and on close. Use as a context manager. After a commit fails (a full
-    disk), nothing more is written: the error is raised again on every call."""
+    """Writes videos into a part as they come, a batch of segments at a time (`open_video`)
+    or whole (`add`), and commits the part (fsync, rename: rule 2) every `max_videos` videos or
+    `max_seconds` seconds, and on close. It needs the cache's directory and meta only, not
+    its lock: a process that works for the lock holder's run (a Ray extraction actor, maybe
+    on another machine) commits its own parts with one. One video is open at a time; a part
+    is committed between videos. After a write fails (a full disk) the part is discarded
+    (committed parts are intact) and nothing more is written: the error is raised again on
+    every call. Use as a context manager: on the way out a video left open is discarded and
+    what is finished is committed."""
 
-    cache: FeatureCache
-    max_videos: int
-    max_seconds: float
-    videos: list[VideoFeatures] = field(default_factory=list)
-    failed: list[Failure] = field(default_factory=list)
-    committed_parts: int = 0
-    rejected: list[Failure] = field(default_factory=list)  # videos a part could not store
+    directory: Path
+    meta: CacheMeta
+    max_videos: int = 64
+    max_seconds: float = 30.0
+    cache: "FeatureCache | None" = None  # its index follows the commits
+    seq: int = 0  # the next part's sequence number (names stay unique without it: 64 random bits)
+    committed: list[Path] = field(default_factory=list)
+    rejected: list[Failure] = field(default_factory=list)  # videos `add` could not store (recorded as failures)
+    _part: _AtomicH5 | None = None
+    _sink: VideoSink | None = None
+    _videos: list[Entry] = field(default_factory=list)  # finished, in the open part
+    _failed: list[Failure] = field(default_factory=list)
     _since: float = field(default_factory=time.monotonic)
     _broken: CacheError | None = None
 
-    def add(self, video: VideoFeatures) -> None:
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Any OSError of the part being written (ENOSPC...) breaks the writer: the part is
+        discarded and one CacheError names it."""
         self._check()
-        self.videos = [v for v in self.videos if v.id != video.id] + [video]
-        self._maybe_commit()
-
-    def fail(self, failure: Failure) -> None:
-        self._check()
-        self.failed = [x for x in self.failed if x.id != failure.id] + [failure]
-        self._maybe_commit()
+        try:
+            yield
+        except OSError as e:
+            target = self._part.path if self._part is not None else self.directory
+            self._broken = write_error(e, target)
+            self._sink = None
+            if self._part is not None:
+                self._part.discard()
+                self._part = None
+            raise self._broken from None
 
     def _check(self) -> None:
         if self._broken is not None:
             raise self._broken
 
+    def _open_part(self) -> _AtomicH5:
+        if self._part is None:
+            try:
+                self._part = _AtomicH5(Path(self.directory) / "parts" / new_part_name(self.seq), self.meta)
+            except CacheError as e:
+                self._broken = e
+                raise
+        return self._part
+
+    def open_video(self, video_id: str, source_path: str) -> VideoSink:
+        """A sink for one video's features; `close` it (finished) or `discard` it.
+        UnstorableVideo: an id or a name the cache cannot hold (recorded by the caller)."""
+        self._check()
+        if self._sink is not None:
+            raise CacheError(f"{shown(self.directory)}: one video at a time ({shown(self._sink.id)!r} is still open)")
+        with self._writing():
+            self._open_part()
+            self._sink = VideoSink(self, video_id, source_path)
+        return self._sink
+
+    def _finished(self, sink: VideoSink, duration_s: float) -> None:
+        self._sink = None
+        self._videos.append(Entry(sink.id, sink.source_path, duration_s, sink.num_segments, self._part.path, sink.key))
+        self._maybe_commit()
+
+    def add(self, video: VideoFeatures) -> None:
+        """A whole video; one that cannot be stored (its id, or arrays that are not features)
+        is recorded as a failure of kind unstorable: one video never fails a part."""
+        try:
+            sink = self.open_video(video.id, video.source_path)
+            try:
+                sink.append(video.visual, video.audio, video.visual_vec)
+            except (ValueError, TypeError) as e:
+                sink.discard()
+                raise UnstorableVideo(video.source_path, f"cannot be stored in the cache ({e})") from None
+        except UnstorableVideo as e:
+            failure = Failure(video.id, video.source_path, e.kind, str(e))
+            self.rejected.append(failure)
+            return self.fail(failure)
+        sink.close(video.duration_s)
+
+    def fail(self, failure: Failure) -> None:
+        with self._writing():
+            _add_failure(self._open_part().f, failure)
+        self._failed.append(failure)
+        self._maybe_commit()
+
     def _maybe_commit(self) -> None:
-        if len(self.videos) + len(self.failed) >= self.max_videos or time.monotonic() - self._since >= self.max_seconds:
+        if len(self._videos) + len(self._failed) >= self.max_videos or time.monotonic() - self._since >= self.max_seconds:
             self.commit()
 
     def commit(self) -> None:
         self._check()
-        if not self.videos and not self.failed:
+        if self._sink is not None:
+            raise CacheError(f"{shown(self.directory)}: cannot commit while {shown(self._sink.id)!r} is being written")
+        if self._part is None:
+            return
+        part, self._part = self._part, None
+        if not self._videos and not self._failed:
+            part.discard()  # nothing finished: no part
             return
         try:
-            path, rejected = commit_part(self.cache.path, self.cache.meta, self.videos, self.failed,
-                                         seq=len(self.cache.parts))
+            path = part.commit()
         except CacheError as e:
             self._broken = e
             raise
-        self.cache.parts.append(path)
-        if self.cache._index is not None:
-            bad = {x.id for x in rejected}
-            for v in self.videos:
-                if v.id not in bad:
-                    self.cache._index[v.id] = Entry(v.id, v.source_path, float(v.duration_s), v.num_segments, path,
-                                                    encode_key(v.id))
-                    self.cache._failures.pop(v.id, None)
-            for x in [*self.failed, *rejected]:
-                self.cache._failures[x.id] = x
-        self.rejected.extend(rejected)
-        self.videos, self.failed = [], []
-        self.committed_parts += 1
+        self.committed.append(path)
+        self.seq += 1
+        if self.cache is not None:
+            self.cache._committed(path, self._videos, self._failed)
+        self._videos, self._failed = [], []
         self._since = time.monotonic()
 
     def __enter__(self) -> "PartWriter":
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._sink is not None:
+            self._sink.discard()  # a video cut short is not kept
         if self._broken is None:
             self.commit()  # what is finished is kept, even when the job stops with an error
+
+
+def commit_part(directory: str | os.PathLike, meta: CacheMeta, videos: list[VideoFeatures], failures: list[Failure],
+                *, seq: int = 0) -> tuple[Path, list[Failure]]:
+    """Commit one part of whole videos into the cache `directory` (rule 2) and return it with
+    the videos it could not store (recorded in it as failures). Safe from several processes
+    at once; CacheError on a full disk, nothing left behind."""
+    with PartWriter(Path(directory), meta, max_videos=len(videos) + len(failures) + 1, seq=seq) as writer:
+        for v in videos:
+            writer.add(v)
+        for x in failures:
+            writer.fail(x)
+    return writer.committed[0], writer.rejected
 
 
 def _stored_bytes(cache: FeatureCache, entry: Entry) -> int:

@@ -82,6 +82,31 @@ class TooShort(MediaError):
     kind = "too-short"
 
 
+class DecodeFailed(MediaError):
+    """Anything else a broken file made the decoder raise: recorded, never fatal."""
+
+    kind = "error"
+
+
+class DecoderCrashed(MediaError):
+    """The decoder process died while it read this file (a crash inside FFmpeg, the
+    out-of-memory killer): recorded like any bad input."""
+
+    kind = "crash"
+
+
+MEDIA_ERRORS = {cls.kind: cls for cls in (MediaError, MediaNotFound, NotAMediaFile, CorruptMedia, NoVideoStream,
+                                          NoAudioStream, TooShort, DecodeFailed, DecoderCrashed)}
+
+
+class Interrupted(AvelError):
+    """A batch job stopped by Ctrl-C or SIGTERM after committing what was finished; the
+    same command resumes it. (Not a KeyboardInterrupt: the CLI framework would swallow
+    its message.)"""
+
+    exit_status = 130
+
+
 # --- weights -------------------------------------------------------------------------
 class WeightsError(AvelError):
     """A weight file is missing, unreadable, of the wrong format or fails its hash."""
@@ -98,6 +123,16 @@ class AnnotationError(AvelError):
 
 class CacheError(AvelError):
     """A feature cache that cannot be read or written."""
+
+
+class UnstorableVideo(AvelError):
+    """A video the cache cannot hold (its id or name); recorded as that video's failure."""
+
+    kind = "unstorable"
+
+    def __init__(self, path, problem: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{shown(path)}: {problem}")
 
 
 class CacheLocked(CacheError):

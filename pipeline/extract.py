@@ -1,67 +1,74 @@
-"""Stage one's engine: decoded segments -> VGG-19 pool5 + VGGish features, and the
-batch job that feeds a cache from many videos (decoding in threads or worker processes,
-one model process, failures recorded per video, resumable)."""
+"""Stage one's engine: videos -> VGG-19 pool5 + VGGish features, one video at a time
+(`extract_video`: decoded batches through `FeatureStream` into a sink, a chunk of segments
+at a time), and the batch job that fills a cache from many videos (`run_extraction`:
+decoding in a thread or in decoder processes ahead of the one model process, failures
+recorded per video, resumable, stopped cleanly by Ctrl-C or SIGTERM).
+
+Memory is bounded by the batch, not the video: frames travel from the decoders a batch of
+segments at a time (pipeline/decoders.py) and features are written to the cache's part file
+a batch at a time (`VideoSink`), so a two-hour video needs no more than a ten-second one.
+"""
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import multiprocessing as mp
 import os
 import sys
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
 
 from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures
 from avel.pipeline.config import FeatureSettings
-from avel.pipeline.decode import DecodeOptions, Video, decode_or_error, decode_video
-from avel.pipeline.errors import AvelError, shown
+from avel.pipeline.decode import DecodeOptions
+from avel.pipeline.decoders import StopSignals, open_decoders
+from avel.pipeline.errors import AvelError, CacheError, Interrupted, shown
 from avel.pipeline.features import FeatureExtractor
-from avel.pipeline.stream import prefetch
+from avel.pipeline.stream import FeatureStream
 
 
-def video_features(extractor: FeatureExtractor, video: Video, video_id: str, pooled: bool = False) -> VideoFeatures:
-    """The features of a decoded video, as a cache stores them."""
-    visual = extractor.visual_features(video.frames)
-    return VideoFeatures(
-        video_id, video.path, video.duration_s, visual, extractor.audio_features(video.audio),
-        visual.mean(axis=(1, 2)) if pooled else None,
-    )
+class Sink(Protocol):
+    """Where one video's features go, a batch of segments at a time (the cache's VideoSink)."""
+
+    def append(self, visual: np.ndarray, audio: np.ndarray, visual_vec: np.ndarray | None = None) -> None: ...
+
+    def close(self, duration_s: float) -> None: ...
 
 
-# -- decoding ahead of the model --------------------------------------------------------------
+def extract_video(stream: FeatureStream, sink: Sink, *, pooled: bool = False,
+                  check: Callable[[], None] = lambda: None) -> None:
+    """One video's features into `sink`, a batch at a time; `sink.close` once it is whole.
+    Raises the video's MediaError (the sink is then left to the caller to discard);
+    `check` runs after every batch (where a stop request may raise)."""
+    for audio, visual in stream.batches():
+        sink.append(visual, audio, visual.mean(axis=(1, 2)) if pooled else None)  # (n, 7, 7, 512), (n, 128), (n, 512)
+        check()
+    sink.close(float(stream.duration_s))
+
+
+@dataclass
+class _Collected:
+    """A sink that keeps the features in memory (one video, the Python API)."""
+
+    chunks: list = dataclasses.field(default_factory=list)
+    duration_s: float | None = None
+
+    def append(self, visual, audio, visual_vec=None) -> None:
+        self.chunks.append((visual, audio, visual_vec))
+
+    def close(self, duration_s: float) -> None:
+        self.duration_s = duration_s
+
+    def features(self, video_id: str, path: str) -> VideoFeatures:
+        visual, audio, vec = (np.concatenate(x) if x[0] is not None else None for x in zip(*self.chunks))
+        return VideoFeatures(video_id, path, float(self.duration_s), visual, audio, vec)
+
+
 @dataclass(frozen=True)
 class Job:
     id: str
     path: str
-
-
-def _decode_job(args: tuple[Job, DecodeOptions]):
-    job, options = args
-    return (job, *decode_or_error(job.path, options))
-
-
-def decoded(jobs: list[Job], options: DecodeOptions, workers: int) -> Iterator[tuple[Job, Video | None, tuple | None]]:
-    """Decode jobs in order, ahead of the consumer: `workers` processes, or (0) one thread.
-    At most 2 x workers videos (2 with the thread) are decoded ahead, so memory stays
-    bounded however many jobs there are."""
-    if workers > 0:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            pending: deque = deque()
-            todo = iter(jobs)
-            for job in itertools.islice(todo, 2 * workers):
-                pending.append((job, pool.apply_async(decode_or_error, (job.path, options))))
-            while pending:
-                job, result = pending.popleft()
-                video, error = result.get()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.append((nxt, pool.apply_async(decode_or_error, (nxt.path, options))))
-                yield job, video, error
-        return
-    yield from prefetch((_decode_job((j, options)) for j in jobs), maxsize=2)
 
 
 @dataclass
@@ -70,6 +77,16 @@ class RunSummary:
     skipped: int = 0  # already in the cache, or recorded as failed (see earlier_failed)
     failed: list[Failure] = dataclasses.field(default_factory=list)
     earlier_failed: list[Failure] = dataclasses.field(default_factory=list)  # skipped: failed in an earlier run
+
+
+def decoder_threads(workers: int) -> int:
+    """FFmpeg threads per decoder: automatic for the one decoding thread; with decoder
+    processes, the cores shared out (one each when there are as many processes as cores:
+    frame threading costs 20-40% more CPU per frame than one thread, measured)."""
+    if workers == 0:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
 
 
 def run_extraction(
@@ -86,7 +103,11 @@ def run_extraction(
     commit_every: int = 64,
     progress: bool = True,
 ) -> RunSummary:
-    """Extract every job into the directory cache `cache_dir` (created, or resumed)."""
+    """Extract every job into the directory cache `cache_dir` (created, or resumed).
+
+    Ctrl-C or SIGTERM: the video being extracted is dropped, every finished one is committed,
+    and `Interrupted` is raised with a one-line message (the CLI exits 130); running the same
+    job again resumes."""
     from tqdm import tqdm
 
     meta = CacheMeta(extractor.settings, storage_dtype, annotations, dict(splits or {}))
@@ -100,24 +121,35 @@ def run_extraction(
                 summary.earlier_failed.append(cache.failures[j.id])
         else:
             todo.append(j)
-    options = DecodeOptions.from_settings(extractor.settings)
+    options = DecodeOptions.from_settings(extractor.settings, threads=decoder_threads(workers))
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
-    # the bar ends before an error is printed; the cache (and its write lock) is closed in any case
-    with cache, bar, cache.writer(max_videos=commit_every) as writer:
-        for job, video, error in decoded(todo, options, workers):
-            if video is not None:
+    try:
+        # the bar ends before an error is printed; the cache (and its write lock) is closed in any case
+        with cache, bar, StopSignals() as stop, cache.writer(max_videos=commit_every) as writer, \
+                open_decoders(workers, options, extractor.segments_per_batch, check=stop.check) as decoders:
+            for job, source in zip(todo, decoders.videos([j.path for j in todo])):
+                stop.check()
+                stream = FeatureStream(job.path, extractor, source=source, progress=progress and len(todo) == 1)
                 try:
-                    writer.add(video_features(extractor, video, job.id, pooled))
+                    sink = writer.open_video(job.id, job.path)
+                    try:
+                        extract_video(stream, sink, pooled=pooled, check=stop.check)
+                    except BaseException:
+                        sink.discard()
+                        raise
                     summary.done += 1
-                except AvelError as e:
-                    error = ("error", f"{shown(job.path)}: {e}")
-            if error is not None:
-                failure = Failure(job.id, job.path, error[0], error[1])
-                writer.fail(failure)
-                summary.failed.append(failure)
-                bar.write(f"failed: {failure.error}")
-            bar.update(1)
-    summary.failed += writer.rejected  # videos a part could not store
+                except CacheError:
+                    raise  # the cache cannot be written (a full disk): the run stops, what is committed stays
+                except AvelError as e:  # the video's MediaError, an unstorable id, an extractor's refusal
+                    message = str(e) if shown(job.path) in str(e) else f"{shown(job.path)}: {e}"
+                    failure = Failure(job.id, job.path, getattr(e, "kind", "error"), message)
+                    writer.fail(failure)
+                    summary.failed.append(failure)
+                    bar.write(f"failed: {failure.error}")
+                bar.update(1)
+    except KeyboardInterrupt as e:
+        raise Interrupted(f"{e or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this run "
+                          f"committed to {shown(cache_dir)}; run the same command again to resume") from None
     return summary
 
 
@@ -185,4 +217,7 @@ def extract_features(
     extractor = FeatureExtractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
                                  audio_pca_file=audio_pca_file, device=device)
     [job] = jobs_from_paths([video])
-    return video_features(extractor, decode_video(job.path, DecodeOptions.from_settings(extractor.settings)), job.id, pooled)
+    collected = _Collected()
+    options = DecodeOptions.from_settings(extractor.settings)
+    extract_video(FeatureStream(job.path, extractor, options=options), collected, pooled=pooled)
+    return collected.features(job.id, job.path)

@@ -22,7 +22,7 @@ from torch import nn
 from avel.pipeline.checkpoint import Checkpoint, load_checkpoint
 from avel.pipeline.config import FeatureSettings
 from avel.pipeline.errors import SettingsMismatch
-from avel.pipeline.features import DEFAULT_BATCH_SIZE, FeatureExtractor
+from avel.pipeline.features import FeatureExtractor
 
 HASH_FIELDS = ("visual_weights_sha256", "audio_weights_sha256", "audio_pca_sha256")
 
@@ -82,7 +82,7 @@ class Predictor:
         audio_pca_file: str | os.PathLike | None = None,
         precision: str | None = None,
         on_missing_audio: str | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,  # the device's default (features.DEVICE_DEFAULTS)
     ) -> "Predictor":
         """The extractors of the loaded checkpoint `ckpt` (read from `checkpoint`). Raises
         before any video is read: SettingsMismatch (weights), ConfigError (device, precision)."""

@@ -1,109 +1,64 @@
-"""Streams that keep memory flat: `prefetch` runs any iterator in a thread a bounded number
-of items ahead of its consumer (decoding overlaps the models), and `FeatureStream` turns one
-video into per-segment features, a batch of segments at a time, whatever its length."""
+"""`FeatureStream`: one video's decoded segments through the extractors, a batch of
+segments at a time, so memory does not depend on the video's length. The one path from
+decoded frames to features: `avel localize` and `avel cml` stream a video decoded in a
+thread; `avel extract` / `preprocess` (pipeline/extract.py) stream videos decoded by the
+decoder processes of pipeline/decoders.py, whose batches arrive in shared memory."""
 from __future__ import annotations
 
 import os
-import queue
 import sys
-import threading
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 
-from avel.pipeline.decode import DecodeOptions, SegmentReader
+from avel.pipeline.decode import DecodeOptions
+from avel.pipeline.decoders import ThreadDecoders, VideoSource, prefetch  # noqa: F401  (prefetch: for callers)
 from avel.pipeline.features import FeatureExtractor
 
 
-def prefetch(items: Iterable, maxsize: int) -> Iterator:
-    """Iterate `items` in a background thread, up to `maxsize` ahead. Exceptions are
-    re-raised in the consumer; closing the consumer stops the thread (and closes a
-    generator, so a decoder's container is closed)."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
-    stop = threading.Event()
-    done = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        it = iter(items)
-        try:
-            for item in it:
-                if not put((item, None)):
-                    return
-            put((done, None))
-        except BaseException as e:  # handed to the consumer, which re-raises it
-            put((done, e))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None:  # a generator: run its cleanup (closes the container)
-                close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = q.get()
-            if item is done:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
 class FeatureStream:
-    """Iterate (audio [Da] | None, visual pool5 [h, w, Dv] | None) for each 1-s segment of
-    one video, in order: decoding runs in a thread ahead of the extractors, which take
-    `extractor.segments_per_batch` segments at a time, so memory does not depend on the
-    video's length. `visual` / `audio` False skips that extractor. After iteration
+    """Features of one video's 1-s segments, in order. `batches()` yields (audio [n, Da] |
+    None, visual pool5 [n, h, w, Dv] | None) per batch of `extractor.segments_per_batch`
+    segments; iterating yields them per segment. The segments come from `source` (a
+    decoder's `VideoSource`) or, by default, from decoding `path` in a thread ahead of the
+    extractors. `visual` / `audio` False skips that extractor. After iteration
     `duration_s` and `num_segments` are set. MediaError subclasses name the file."""
 
     def __init__(self, path: str | os.PathLike, extractor: FeatureExtractor, *, visual: bool = True, audio: bool = True,
-                 options: DecodeOptions | None = None, progress: bool = False) -> None:
+                 options: DecodeOptions | None = None, progress: bool = False, source: VideoSource | None = None) -> None:
         self.path, self.extractor, self.visual, self.audio, self.progress = os.fspath(path), extractor, visual, audio, progress
         self.options = options if options is not None else DecodeOptions.from_settings(extractor.settings, segments=None)
+        self.source = source
         self.duration_s: float | None = None
         self.num_segments: int | None = None
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray | None, np.ndarray | None]]:
+    def batches(self) -> Iterator[tuple[np.ndarray | None, np.ndarray | None]]:
         from tqdm import tqdm
 
-        reader = SegmentReader(self.path, self.options)
-        chunk = self.extractor.segments_per_batch
+        videos = None
+        source = self.source
+        if source is None:
+            videos = ThreadDecoders(self.options, self.extractor.segments_per_batch).videos([self.path])
+            source = next(videos)
         bar = tqdm(desc=os.path.basename(self.path), unit="s", disable=not self.progress, file=sys.stderr,
                    dynamic_ncols=True, leave=False)
-        frames: list[np.ndarray] = []
-        sound: list[np.ndarray] = []
         try:
-            for seg in prefetch(reader, maxsize=chunk):
-                if self.visual:
-                    frames.append(seg.frames)
-                if self.audio:
-                    sound.append(seg.audio)
-                if max(len(frames), len(sound)) == chunk:
-                    yield from self._features(frames, sound, chunk)
-                    bar.update(chunk)
-                    frames, sound = [], []
-            n = max(len(frames), len(sound))
-            if n:
-                yield from self._features(frames, sound, n)
-                bar.update(n)
+            for batch in source:
+                try:
+                    v = self.extractor.visual_features(batch.frames) if self.visual else None  # (n, h, w, Dv)
+                    a = self.extractor.audio_features(batch.audio) if self.audio else None  # (n, Da)
+                finally:
+                    if batch.release is not None:
+                        batch.release()  # the decoder may reuse the memory
+                bar.update(len(batch))
+                yield a, v
         finally:
             bar.close()
-        self.duration_s, self.num_segments = reader.duration_s, reader.num_segments
+            if videos is not None:
+                videos.close()
+        self.duration_s, self.num_segments = source.duration_s, source.num_segments
 
-    def _features(self, frames, sound, n):
-        v = self.extractor.visual_features(np.stack(frames)) if frames else None  # (n, h, w, Dv)
-        a = self.extractor.audio_features(np.stack(sound)) if sound else None  # (n, Da)
-        for i in range(n):
-            yield (None if a is None else a[i]), (None if v is None else v[i])
+    def __iter__(self) -> Iterator[tuple[np.ndarray | None, np.ndarray | None]]:
+        for a, v in self.batches():
+            for i in range(len(a) if a is not None else len(v)):
+                yield (None if a is None else a[i]), (None if v is None else v[i])

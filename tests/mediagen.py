@@ -30,6 +30,7 @@ def write_video(
     audio_rate: int = 16000,
     audio_layout: str = "mono",
     audio_codec: str = "aac",
+    audio_duration_s: float | None = None,  # default: duration_s
     video: bool = True,
     rotation: int | None = None,
     start_offset_s: float = 0.0,
@@ -63,7 +64,7 @@ def write_video(
             for p in vs.encode():
                 out.mux(p)
         if as_ is not None:
-            n = int(round(duration_s * audio_rate))
+            n = int(round((duration_s if audio_duration_s is None else audio_duration_s) * audio_rate))
             t = np.arange(n) / audio_rate
             mono = np.clip(audio(t), -1, 1).astype(np.float32)
             channels = 2 if audio_layout == "stereo" else 1
@@ -96,3 +97,29 @@ def quiet_noise(amp: float = 0.01, seed: int = 0) -> AudioFn:
         return amp * np.random.default_rng(seed).standard_normal(t.shape[0])
 
     return f
+
+
+def write_audio_with_cover(path, *, duration_s: float = 3.0, audio: AudioFn | None = None) -> str:
+    """An audio file (mp3 or m4a by its extension) with cover art: an attached picture,
+    which FFmpeg shows as a one-frame video stream."""
+    path = str(path)
+    fmt, codec = ("mp3", "libmp3lame") if path.endswith(".mp3") else ("mp4", "aac")
+    with av.open(path, "w", format=fmt) as out:
+        a = out.add_stream(codec, rate=44100, layout="stereo")
+        v = out.add_stream("mjpeg", rate=1)
+        v.width, v.height, v.pix_fmt = 64, 64, "yuvj420p"
+        v.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24").reformat(format="yuvj420p")
+        for p in list(v.encode(picture)) + list(v.encode(None)):
+            p.pts = p.dts = 0
+            out.mux(p)
+        n = int(duration_s * 44100)
+        mono = (audio or tone(440))(np.arange(n) / 44100).astype(np.float32)
+        step = a.codec_context.frame_size or 1152
+        for i in range(0, n, step):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.tile(mono[None, i : i + step], (2, 1))),
+                                               format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = 44100, i
+            out.mux(a.encode(frame))
+        out.mux(a.encode(None))
+    return path

@@ -266,11 +266,19 @@ def _fail_writes_after(monkeypatch, budget_bytes: int) -> None:
     monkeypatch.setattr(os, "write", write)
 
 
+def _fail_hdf5_writes(monkeypatch) -> None:
+    """ENOSPC from HDF5 as a part's features are written (h5py raises OSError for it)."""
+    def write(self, key, value):
+        raise OSError(errno.ENOSPC, "Can't write data (file write failed: errno = 28, error message = 'No space left on device')")
+
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", write)
+
+
 def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
     cache = FeatureCache.create_or_open(tmp_path / "c", META)
     with cache.writer(max_videos=1) as w:
         w.add(fake("a", seed=0))
-    _fail_writes_after(monkeypatch, 10_000)
+    _fail_hdf5_writes(monkeypatch)
     with pytest.raises(CacheError, match=r"^no space left on device while writing .*parts/part-.*\.h5"):
         with cache.writer(max_videos=1) as w:
             w.add(fake("b", seed=1))

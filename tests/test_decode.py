@@ -2,10 +2,14 @@
 every bad input. All media are generated here with PyAV."""
 from __future__ import annotations
 
+import os
+import threading
+import tracemalloc
+
 import numpy as np
 import pytest
 
-from mediagen import quiet_noise, solid, tone, write_video
+from mediagen import quiet_noise, solid, tone, write_audio_with_cover, write_video
 from avel.pipeline.decode import DecodeOptions, SegmentReader, decode_audio_file, decode_video
 from avel.pipeline.errors import CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile, NoVideoStream, TooShort
 from avel.pipeline.sampling import frame_sample_times, latest_at_or_before, segment_count
@@ -212,3 +216,97 @@ def test_shorter_than_one_second(tmp_path):
     path = write_video(tmp_path / "blip.mp4", duration_s=0.5, audio=quiet_noise())
     with pytest.raises(TooShort, match="blip.mp4"):
         decode_video(path)
+
+
+# -- hostile inputs (issue #10) -----------------------------------------------------------------
+def test_fifo_is_refused_not_waited_on(tmp_path):
+    """Opening a FIFO for reading waits for a writer forever: refuse anything not a regular file."""
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    outcome: list = []
+    reader = threading.Thread(target=lambda: outcome.append(_raised(lambda: decode_video(fifo))), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    if reader.is_alive():  # unblock the reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=20)
+        pytest.fail("decoding a FIFO waited for a writer")
+    assert isinstance(outcome[0], NotAMediaFile) and "pipe.mp4: is a FIFO, not a regular file" in str(outcome[0])
+
+
+def _raised(fn):
+    try:
+        fn()
+    except Exception as e:
+        return e
+    return None
+
+
+def test_matroska_whose_audio_outlasts_its_video_is_whole(tmp_path):
+    """Matroska declares no per-stream duration in its header; the container's is the longest
+    stream's. Judged per stream, audio 2.5 s longer than the video is not truncation."""
+    for name in ("long_audio.mkv", "long_audio.mp4"):
+        path = write_video(tmp_path / name, duration_s=3, audio=tone(440), audio_duration_s=5.5)
+        video = decode_video(path)
+        assert video.num_segments == 3 and abs(video.duration_s - 3) < 0.1
+        assert np.abs(video.audio[2]).max() > 0.3  # the audio is there, sliced with the video's seconds
+    cut = tmp_path / "cut.mkv"  # a Matroska file that really is cut short still is corrupt
+    data = open(write_video(tmp_path / "whole.mkv", duration_s=10, audio=tone(440), size=(160, 120)), "rb").read()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptMedia, match="cut.mkv: truncated or corrupt"):
+        decode_video(cut)
+
+
+@pytest.mark.parametrize("name", ["song.mp3", "song.m4a"])
+def test_audio_file_with_cover_art_says_what_it_is(tmp_path, name):
+    """An mp3 or m4a with cover art has a one-frame 'video' stream (an attached picture)."""
+    path = write_audio_with_cover(tmp_path / name, duration_s=3)
+    with pytest.raises(NoVideoStream, match=f"{name}: no video stream, only a still image"):
+        decode_video(path)
+    assert abs(decode_audio_file(path).shape[0] - 48000) < 2000  # its audio is still an audio query's
+
+
+def test_memory_is_bounded_whatever_the_frame_rate(tmp_path, one_thread):
+    """Three frames in a minute (a declared rate of 0.05 fps) make 90 one-second segments of
+    the same pictures. Extraction holds a batch of segments at a time, never the video."""
+    from avel.pipeline.cache import FeatureCache
+    from avel.pipeline.config import FeatureSettings
+    from avel.pipeline.extract import Job, run_extraction
+    from avel.pipeline.features import FeatureExtractor
+
+    path = write_video(tmp_path / "slow.mp4", frame_times_s=[0.0, 30.0, 60.0], duration_s=60.5, audio=tone(440))
+    settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=2, frame_size=32)
+    extractor = FeatureExtractor(settings, device="cpu", batch_size=4)  # 2 segments a batch
+    largest = []
+    visual_features = extractor.visual_features
+    extractor.visual_features = lambda frames: largest.append(frames.shape[0] * frames.shape[1]) or visual_features(frames)
+    tracemalloc.start()
+    try:
+        summary = run_extraction([Job("slow", path)], tmp_path / "cache", extractor, progress=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.done == 1, summary
+    assert FeatureCache(tmp_path / "cache").entries["slow"].num_segments == 90  # the last frame lasts 30 s
+    assert max(largest) <= 4  # frames per call: one batch, not the video's 180
+    decoded = 90 * (2 * 32 * 32 * 3 + 16000 * 4)  # the video's segments, frames and audio: 6.3 MB
+    assert peak < decoded / 4, f"peak traced memory {peak / 2**20:.2f} MiB"
+
+
+def test_chosen_frames_are_pyavs_own_conversion(tmp_path):
+    """One swscale context for all frames, one decoding thread: the frames are bit for bit
+    those of `VideoFrame.to_ndarray(format="rgb24", width=224, height=224)` (a context per
+    frame) of the frames chosen by the AVE rule, and the 16-kHz audio is the whole track's."""
+    import av
+
+    path = write_video(tmp_path / "v.mp4", duration_s=3, fps=30, size=(160, 120), audio=tone(440), audio_rate=44100,
+                       audio_layout="stereo", color=lambda t: (int(80 * t) % 256, 40, 255 - int(60 * t)))
+    with av.open(path) as container:
+        frames = list(container.decode(video=0))
+    times = np.array([f.time for f in frames]) - frames[0].time
+    chosen = latest_at_or_before(times, frame_sample_times(3, 16))  # [3, 16]
+    want = np.stack([[frames[i].to_ndarray(format="rgb24", width=224, height=224) for i in row] for row in chosen])
+    for threads in (0, 1):
+        video = decode_video(path, DecodeOptions(threads=threads))
+        np.testing.assert_array_equal(video.frames, want)
+        np.testing.assert_array_equal(video.audio.reshape(-1), decode_audio_file(path)[: 3 * 16000])

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One-shot GPU check (issue #13): on a machine with a CUDA GPU, after the README's test
+# install (python3 -m venv .venv && .venv/bin/pip install -e '.[test]'), run as is:
+#
+#     benchmarks/gpu_check.sh            # about 5 minutes on one H100 with 16 cores
+#
+# 1. the card (nvidia-smi, torch);
+# 2. the CUDA tests: fp32 CUDA vs CPU features within 1e-4 relative on identical frames,
+#    bf16 / fp16 cosine >= 0.999 against fp32, VGGish on the GPU, the batch job on the GPU;
+# 3. the benchmark with --device cuda on AVE-like videos (640x360, 30 fps, h264 + AAC
+#    44.1 kHz stereo), decoder processes = all cores: ceiling, decoding, end to end, localize;
+# 4. the summary: the card, end-to-end / ceiling (goal >= 0.9), frames/s of each stage, GPU
+#    memory peak, `avel localize` latency for a 10-s video (goal < 1 s warm), the projected
+#    time of the whole AVE set (goal <= 3 min on one H100 with 16 cores).
+#
+# Everything is also written to gpu-check/ (bench.json, pytest.txt, bench.txt).
+# AVEL_GPU_CHECK_DEVICE=cpu runs the same steps on the CPU (what CI does to test the script;
+# AVEL_GPU_CHECK_ARGS then makes the benchmark small).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+DEVICE=${AVEL_GPU_CHECK_DEVICE:-cuda}
+PRECISION=${AVEL_GPU_CHECK_PRECISION:-bf16}
+VIDEOS=${AVEL_GPU_CHECK_VIDEOS:-32}
+OUT=${AVEL_GPU_CHECK_OUT:-gpu-check}
+CORES=$(nproc)
+mkdir -p "$OUT"
+start=$(date +%s)
+
+echo "== 1. the card"
+if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+fi
+"$PYTHON" -c "import torch; print('torch', torch.__version__, '| CUDA', torch.version.cuda, '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device')"
+echo "$CORES CPU cores"
+if [ "$DEVICE" = cuda ] && ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "gpu_check: CUDA is not available here (AVEL_GPU_CHECK_DEVICE=cpu runs the steps on the CPU)" >&2
+    exit 2
+fi
+
+echo "== 2. the CUDA tests"
+set +e
+"$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_precision.py tests/test_vggish.py -k "cuda" \
+    2>&1 | tee "$OUT/pytest.txt"
+tests=${PIPESTATUS[0]}
+set -e
+
+echo "== 3. the benchmark"
+set +e
+# shellcheck disable=SC2086  # AVEL_GPU_CHECK_ARGS is a list of options
+"$PYTHON" benchmarks/bench.py --device "$DEVICE" --precision "$PRECISION" --workers "$CORES" --videos "$VIDEOS" \
+    --stages ceiling,decode,e2e,localize --json "$OUT/bench.json" ${AVEL_GPU_CHECK_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
+bench=${PIPESTATUS[0]}
+set -e
+
+echo "== 4. done in $(( $(date +%s) - start )) s: tests exit $tests, benchmark exit $bench (its summary is above; figures in $OUT/)"
+exit $(( tests != 0 && tests != 5 ? tests : bench ))
