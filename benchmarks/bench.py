@@ -531,7 +531,7 @@ def stage_e2e(cfg: BenchConfig, work: Path) -> dict:
     with FeatureCache(cache_dir) as cache:
         segments = sum(e.num_segments for e in cache.entries.values())
     # once the decoder processes have started and each has handed over its first video
-    k = max(1, cfg.workers)
+    k = min(max(1, cfg.workers), len(finished))
     steady = (segments * (len(jobs) - k) / len(jobs)) / (wall - finished[k - 1]) if len(jobs) > 2 * k else None
     return {
         "videos": len(jobs), "segments": segments, "wall_s": wall, "extractor_build_s": build_s,
@@ -1035,7 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {line}")
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
-    return 0
+    return 1 if any("failed" in r for r in results.values() if isinstance(r, dict)) else 0
 
 
 if __name__ == "__main__":
