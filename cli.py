@@ -107,7 +107,7 @@ JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the 
 EXTRACTOR_CHOICES = {"visual_model": VISUAL_MODELS.names, "audio_model": AUDIO_MODELS.names}
 
 
-def _feature_settings(options: dict, device: str, batch_size: int, audio_pca_file, **values) -> FeatureSettings:
+def _feature_settings(options: dict, device: str, batch_size: int | None, audio_pca_file, **values) -> FeatureSettings:
     """The validated FeatureSettings of the generated options (and the device and batch
     size checked): everything is refused here, before any data is read or weight built."""
     if batch_size is not None:

@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 DEVICE=${AVEL_GPU_CHECK_DEVICE:-cuda}
 PRECISION=${AVEL_GPU_CHECK_PRECISION:-bf16}
-VIDEOS=${AVEL_GPU_CHECK_VIDEOS:-32}
+VIDEOS=${AVEL_GPU_CHECK_VIDEOS:-64}
 OUT=${AVEL_GPU_CHECK_OUT:-gpu-check}
 CORES=$(nproc)
 mkdir -p "$OUT"

@@ -334,12 +334,12 @@ class DecoderPool:
         jobs = list(w.jobs)
         if jobs:
             how = f"signal {-rc} ({signal.Signals(-rc).name})" if rc < 0 else f"exit status {rc}"
-            events = self._events.setdefault(jobs[0], deque())
+            events = self._events.setdefault(jobs[0], deque())  # (the consumer may be waiting on this very deque)
             for kind, value in events:  # the video fails: its batches are not read
                 if kind == "batch":
                     self._held.discard(self._slot(value))
-            self._events[jobs[0]] = deque([("error", DecoderCrashed(self._paths[jobs[0]],
-                                                                    f"the decoder process died ({how})"))])
+            events.clear()
+            events.append(("error", DecoderCrashed(self._paths[jobs[0]], f"the decoder process died ({how})")))
             self._unassigned = sorted(self._unassigned + jobs[1:])
         self._start(w)
 

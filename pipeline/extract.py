@@ -102,8 +102,10 @@ def run_extraction(
     retry_failed: bool = False,
     commit_every: int = 64,
     progress: bool = True,
+    on_video: Callable[[Job, Failure | None], None] | None = None,
 ) -> RunSummary:
     """Extract every job into the directory cache `cache_dir` (created, or resumed).
+    `on_video(job, failure or None)` is called as each video is done (progress reports).
 
     Ctrl-C or SIGTERM: the video being extracted is dropped, every finished one is committed,
     and `Interrupted` is raised with a one-line message (the CLI exits 130); running the same
@@ -146,7 +148,11 @@ def run_extraction(
                     writer.fail(failure)
                     summary.failed.append(failure)
                     bar.write(f"failed: {failure.error}")
+                else:
+                    failure = None
                 bar.update(1)
+                if on_video is not None:
+                    on_video(job, failure)
     except KeyboardInterrupt as e:
         raise Interrupted(f"{e or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this run "
                           f"committed to {shown(cache_dir)}; run the same command again to resume") from None

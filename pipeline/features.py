@@ -83,8 +83,6 @@ class FeatureExtractor:
     ) -> None:
         self.device = resolve_device(device)
         default = DEVICE_DEFAULTS.get(self.device.type, DEVICE_DEFAULTS["cpu"])
-        self.visual_setting = VisualSetting(default.batch_size if batch_size is None else batch_size,
-                                            memory_format or default.memory_format)
         if settings.precision == "fp16" and self.device.type == "cpu":
             raise ConfigError("precision", "fp16", "needs a GPU; use bf16 or fp32 on the CPU")
         visual_builder = VISUAL_MODELS.get(settings.visual_model)  # unknown names fail before any weight is read
@@ -96,9 +94,9 @@ class FeatureExtractor:
         self.audio: AudioExtractor = audio_builder(
             weights_file=audio_weights_file, pca_file=audio_pca_file if settings.audio_pca else None, seed=settings.seed,
         )
-        fmt = MEMORY_FORMATS[self.visual_setting.memory_format]
-        self.visual.eval().to(self.device, memory_format=fmt)
-        self.visual.input_memory_format = fmt
+        self.visual.eval().to(self.device)
+        self.set_visual_setting(VisualSetting(default.batch_size if batch_size is None else batch_size,
+                                              memory_format or default.memory_format))
         self.audio.eval().to(self.device)
         self.settings = dataclasses.replace(
             settings,
@@ -107,6 +105,13 @@ class FeatureExtractor:
             audio_pca_sha256=self.audio.pca_sha256,
         )
         self._autocast = AUTOCAST_DTYPES[settings.precision]
+
+    def set_visual_setting(self, setting: VisualSetting) -> None:
+        """Run VGG-19 with this batch size and memory format from now on (weights and input)."""
+        fmt = MEMORY_FORMATS[setting.memory_format]
+        self.visual.to(memory_format=fmt)
+        self.visual.input_memory_format = fmt
+        self.visual_setting = setting
 
     @property
     def batch_size(self) -> int:

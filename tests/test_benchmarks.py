@@ -52,7 +52,7 @@ def test_gpu_check_runs_every_step_on_the_cpu(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     for step in ("== 1. the card", "== 2. the CUDA tests", "== 3. the benchmark", "== 4. done"):
         assert step in out, step
-    assert "skipped" in (tmp_path / "out" / "pytest.txt").read_text()  # no CUDA here: the CUDA tests skip, they run
+    assert "SKIPPED" in (tmp_path / "out" / "pytest.txt").read_text()  # no CUDA here: the CUDA tests skip, they run
     for figure in ("1. model-only ceiling", "2. decoding", "3. end to end", "6. avel localize", "summary:",
                    "end-to-end / ceiling:", "avel localize, 10-s video:", "AVE (4143 videos) projected:"):
         assert figure in out, figure

@@ -5,6 +5,7 @@ process without a name in /dev/shm, never import torch, and one that dies fails 
 only. A killed model process leaves no decoder behind."""
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -208,7 +209,7 @@ def test_a_decoder_process_that_dies_fails_its_video_only(clips):
             assert time.time() < deadline
         os.kill(pool._workers[0].proc.pid, signal.SIGKILL)
         results = []
-        for source in [first, *sources]:
+        for source in itertools.chain([first], sources):  # one at a time: the pool moves on as each is read
             try:
                 n = 0
                 for batch in source:
