@@ -140,7 +140,7 @@ def test_signal_to_the_process_group_commits_and_resumes(tmp_path, videos, sig):
     resumed = subprocess.run([sys.executable, "-m", "avel.cli", "preprocess", str(videos), "--out", str(cache), *FAST],
                              cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"already done" in resumed.stderr and f"{VIDEOS - len(committed)} extracted" in resumed.stderr
+    assert "already done" in resumed.stderr and f"{VIDEOS - len(committed)} extracted" in resumed.stderr
     assert len(FeatureCache(cache)) == VIDEOS
 
 
