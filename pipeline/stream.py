@@ -13,6 +13,7 @@ import numpy as np
 
 from avel.pipeline.decode import DecodeOptions
 from avel.pipeline.decoders import ThreadDecoders, VideoSource, prefetch  # noqa: F401  (prefetch: for callers)
+from avel.pipeline.errors import shown
 from avel.pipeline.features import FeatureExtractor
 
 
@@ -40,7 +41,7 @@ class FeatureStream:
         if source is None:
             videos = ThreadDecoders(self.options, self.extractor.segments_per_batch).videos([self.path])
             source = next(videos)
-        bar = tqdm(desc=os.path.basename(self.path), unit="s", disable=not self.progress, file=sys.stderr,
+        bar = tqdm(desc=shown(os.path.basename(self.path)), unit="s", disable=not self.progress, file=sys.stderr,
                    dynamic_ncols=True, leave=False)
         try:
             for batch in source:
