@@ -4,10 +4,10 @@
         Bi-LSTM per modality (128 per direction)      -> f^A, f^V [B, T, 256]
     global features: the sequence embedding (self-attention by default) over ALL segments
         of each modality (the event region is unknown at test time) -> g_A, g_V [B, 256]
-    event category: concat(g_A, g_V) [B, 512] -> Linear -> 64 -> ReLU -> Linear -> E logits
-        (E = num_classes - 1 event categories, 28 for AVE; background is not a category
-        here). Concat + the MLP of AV_att's head (512 -> 64 -> classes), so the two SEL
-        models differ only in what DAM adds.
+    event category: concat(g_A, g_V) [B, 512] -> AV_att's head (ReLU -> Linear -> 64 -> ReLU
+        -> Linear) -> E logits (E = num_classes - 1 event categories, 28 for AVE; background
+        is not a category here). The same module as AV_att's head, with the reference's ReLU
+        on the fused input, so the two SEL models differ only in what DAM adds.
     event relevance: DAM on (f^A, f^V, g_A, g_V): p_t = (sigma(g_V.f_t^A) + sigma(g_A.f_t^V))/2
         (cross matching) or the self-matching form (Table 5).
     prediction of segment t: background if p_t < 0.5, else the video's predicted category.
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.baselines import LowLevelEncoder
+from avel.models.baselines import FusionHead, LowLevelEncoder
 from avel.models.dam import DAM, DAMOutput, relevance_loss
 from avel.models.embeddings import DEFAULT_EMBEDDING
 from avel.models.inference import SegmentScores
@@ -99,7 +99,7 @@ class SELDAM(nn.Module):
             matching="cross" if matching == "none" else matching, heads=heads, dropout=dropout, ffn_mult=ffn_mult,
             scaled=scaled_matching,
         )
-        self.classifier = nn.Sequential(nn.Linear(2 * d, head_hidden), nn.ReLU(), nn.Linear(head_hidden, self.num_events))
+        self.classifier = FusionHead(2 * d, head_hidden, self.num_events)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> SELOutput:
         """audio [B, T, Da], visual [B, T, N, Dv] (N = 7x7 cells) -> category logits and relevance."""
