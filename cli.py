@@ -24,6 +24,7 @@ from avel.extractors import AUDIO_MODELS, VISUAL_MODELS
 from avel.models.registry import ModelConfig, TASKS
 from avel.pipeline.config import DEVICE_HELP, FeatureSettings, resolve_device
 from avel.pipeline.errors import AvelError, ConfigError
+from avel.pipeline.synth_features import FeatureSynthConfig
 from avel.pipeline.train import TrainConfig
 
 app = typer.Typer(
@@ -289,14 +290,32 @@ def export_ave(
 
 
 @app.command()
+@config_options(FeatureSynthConfig)
 def synth(
-    outdir: Annotated[Path, typer.Argument(help="output folder: videos/, Annotations.txt, trainSet/valSet/testSet.txt")],
+    outdir: Annotated[Path, typer.Argument(help="output folder: videos/, Annotations.txt, trainSet/valSet/testSet.txt "
+                                                "(with --features-only: the AVE feature layout)")],
+    options: dict,
     videos: Annotated[int, typer.Option("--videos", min=1, help="number of videos")] = 100,
     classes: Annotated[int, typer.Option("--classes", min=1, max=28, help="event categories")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+    features_only: Annotated[bool, typer.Option("--features-only", help="write generated features in the AVE release "
+                                                "layout instead of videos (no decoding, no networks)")] = False,
+    dtype: Annotated[_choices(("float32", "float64")), typer.Option("--dtype", help="--features-only: feature dtype "
+                                                                      "(the AVE release: float64)")] = "float32",
 ) -> None:
-    """Generate a small audio-visual event dataset (10-s h264/aac mp4s) in AVE format."""
+    """Generate a small audio-visual event dataset (10-s h264/aac mp4s) in AVE format, or
+    (--features-only) a feature set in the AVE release layout."""
+    cfg = build(FeatureSynthConfig, options, videos=videos, classes=classes, seed=seed)  # validated either way
+    if features_only:
+        from avel.pipeline.synth_features import write_features
+
+        files = write_features(outdir, cfg, dtype=dtype)
+        typer.echo(f"{videos} videos, {classes} classes, noise {cfg.noise} -> {len(files)} files in {outdir}", err=True)
+        return
+    changed = [f for f in options if options[f] != getattr(FeatureSynthConfig(), f)]
+    if changed:
+        raise ConfigError(changed[0], options[changed[0]], "only applies with --features-only")
     from avel.pipeline.synth import synthesize
 
     rows = synthesize(outdir, videos=videos, classes=classes, seed=seed, workers=workers)
