@@ -45,7 +45,7 @@ from avel.pipeline.ave import write_ave_layout
 from avel.pipeline.config import check_range, check_types, option
 from avel.pipeline.dataset import AVData
 from avel.pipeline.errors import ConfigError
-from avel.pipeline.synth import MAX_CLASSES, SynthConfig, plan_dataset, split_plan
+from avel.pipeline.synth import MAX_CLASSES, SynthConfig, VideoPlan, plan_dataset, split_plan
 
 MANIFEST = "features.json"
 BASELINE = 0.5  # the mean activation before the ReLU
@@ -136,30 +136,50 @@ def presence(cfg: FeatureSynthConfig, seconds: tuple[str, ...], start: int, end:
     return sound, seen
 
 
+@dataclass(frozen=True)
+class VideoContent:
+    """What one generated video holds, second by second (no noise)."""
+
+    plan: VideoPlan  # class, event span, background kind of every second
+    late: bool  # the visual track is one second late
+    cells: np.ndarray  # [object_cells] flat indices of the object's cells
+    sound: np.ndarray  # [T] bool: the class is audible
+    seen: np.ndarray  # [T] bool: the object is on screen
+
+
+def video_contents(cfg: FeatureSynthConfig) -> list[VideoContent]:
+    """The content of every video of `cfg` (cheap: no features)."""
+    out = []
+    for p in plan_dataset(cfg.plan_config()):
+        rng = np.random.default_rng([cfg.seed, 11, p.index])
+        late = bool(rng.random() < cfg.late_visual)
+        cells = object_place(cfg.grid, cfg.object_cells, rng)
+        out.append(VideoContent(p, late, cells, *presence(cfg, p.seconds, p.start_s, p.end_s, late)))
+    return out
+
+
 def synth_features(cfg: FeatureSynthConfig, *, dtype: torch.dtype = torch.float32, progress: bool = False) -> AVData:
     """The feature set of `cfg` in RAM (see the module doc)."""
-    plans = plan_dataset(cfg.plan_config())
     a_proto, v_proto = prototypes(cfg)
     V, T, G, N = cfg.videos, cfg.segments, cfg.grid, cfg.grid * cfg.grid
     audio = torch.empty(V, T, cfg.audio_dim, dtype=dtype)
     visual = torch.empty(V, T, G, G, cfg.visual_dim, dtype=dtype)
     labels = torch.full((V, T), cfg.classes, dtype=torch.int64)
-    for p in tqdm(plans, desc="synth features", unit="video", disable=not progress):
-        rng = np.random.default_rng([cfg.seed, 11, p.index])
-        late = bool(rng.random() < cfg.late_visual)
-        cells = object_place(G, cfg.object_cells, rng)
-        sound, seen = presence(cfg, p.seconds, p.start_s, p.end_s, late)
+    contents = video_contents(cfg)
+    for v in tqdm(contents, desc="synth features", unit="video", disable=not progress):
+        p = v.plan
+        rng = np.random.default_rng([cfg.seed, 12, p.index])
         a = BASELINE + SCENE_STD * rng.standard_normal((1, cfg.audio_dim), dtype=np.float32)
         a = a + cfg.noise * rng.standard_normal((T, cfg.audio_dim), dtype=np.float32)
-        a += sound[:, None] * a_proto[p.class_index]  # (T, Da)
-        v = BASELINE + SCENE_STD * rng.standard_normal((1, N, cfg.visual_dim), dtype=np.float32)
-        v = v + cfg.noise * rng.standard_normal((T, N, cfg.visual_dim), dtype=np.float32)
-        v[np.ix_(seen, cells)] += v_proto[p.class_index]  # (T, N, Dv)
+        a += v.sound[:, None] * a_proto[p.class_index]  # (T, Da)
+        x = BASELINE + SCENE_STD * rng.standard_normal((1, N, cfg.visual_dim), dtype=np.float32)
+        x = x + cfg.noise * rng.standard_normal((T, N, cfg.visual_dim), dtype=np.float32)
+        x[np.ix_(v.seen, v.cells)] += v_proto[p.class_index]  # (T, N, Dv)
         audio[p.index] = torch.from_numpy(np.maximum(a, 0))
-        visual[p.index] = torch.from_numpy(np.maximum(v, 0).reshape(T, G, G, cfg.visual_dim))
+        visual[p.index] = torch.from_numpy(np.maximum(x, 0).reshape(T, G, G, cfg.visual_dim))
         labels[p.index, p.start_s : p.end_s] = p.class_index
     splits = {k: torch.tensor(v, dtype=torch.int64) for k, v in split_plan(cfg.plan_config()).items()}
-    return AVData(visual, audio, labels, class_names(cfg), [p.video_id for p in plans], splits)
+    return AVData(visual, audio, labels, class_names(cfg), [c.plan.video_id for c in contents], splits)
 
 
 def class_names(cfg: FeatureSynthConfig) -> list[str]:
