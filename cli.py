@@ -21,7 +21,7 @@ import typer
 from typer.exceptions import TyperException
 
 from avel.extractors import AUDIO_MODELS, VISUAL_MODELS
-from avel.models.registry import ModelConfig, TASKS
+from avel.models.registry import SEL_TASKS, TASKS, ModelConfig
 from avel.pipeline.config import DEVICE_HELP, FeatureSettings, resolve_device
 from avel.pipeline.errors import AvelError, ConfigError
 from avel.pipeline.synth_features import FeatureSynthConfig
@@ -101,7 +101,7 @@ Pooled = Annotated[bool, typer.Option("--pooled/--no-pooled", help="also store t
 StorageDtype = Annotated[_choices(("float32", "float16")), typer.Option("--storage-dtype", help="how features are stored")]
 Workers = Annotated[int, typer.Option("--workers", help="decoder processes (0: one decoding thread)")]
 CommitEvery = Annotated[int, typer.Option("--commit-every", help="videos per committed part file (a crash loses at most this many)")]
-Task = Annotated[_choices(TASKS), typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization)")]
+Task = Annotated[_choices(TASKS), typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization) | wsel (weakly supervised event localization: trained on video-level labels, tested as sel)")]
 DataPath = Annotated[Path, typer.Option("--data", help="a feature cache or a directory in the AVE release layout")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the metrics as JSON")]
 
@@ -354,6 +354,10 @@ def train(
     cfg = build(TrainConfig, options, model=build(ModelConfig, options, task=task))
     resolve_device(cfg.device)  # a GPU asked for where there is none fails before the data is read
     av = load_data(data, dtype=torch.float16 if cfg.dtype_in_ram == "float16" else torch.float32)
+    if task == "wsel":
+        from avel.pipeline.weak import require_video_labels
+
+        require_video_labels(av, str(data))
     result = train_seeds(av, cfg, list(range(cfg.seed, cfg.seed + seeds)))
     report = {"task": task, "config": cfg.to_dict(), "split": result.split, "mean": result.mean, "std": result.std, "runs": []}
     for k, r in enumerate(result.results):
@@ -388,7 +392,7 @@ def evaluate(
     av = load_data(data)
     if av.settings is not None and ckpt.feature_settings is not None:
         load_checkpoint(checkpoint, expected_task=task, feature_settings=av.settings)  # SettingsMismatch names the fields
-    if task == "sel" and ckpt.class_names and ckpt.class_names != av.class_names:
+    if task in SEL_TASKS and ckpt.class_names and ckpt.class_names != av.class_names:
         raise AvelError(f"{checkpoint}: trained on classes {ckpt.class_names[:3]}... which differ from the data's {av.class_names[:3]}...")
     metrics = run_evaluate(ckpt.model.to(torch_device), av, split)
     typer.echo(f"{task} {split}: {_format_metrics(metrics)}")

@@ -56,6 +56,13 @@ def video_category(labels: torch.Tensor, background: int) -> torch.Tensor:
     return torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
 
+def category_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CE of the category logits [B, E] against the video category [B] (-1: a video without
+    event, left out; 0 when no video of the batch has one)."""
+    has = target >= 0
+    return F.cross_entropy(logits[has], target[has]) if has.any() else logits.sum() * 0
+
+
 @dataclass
 class SELOutput:
     category_logits: torch.Tensor  # [B, E]
@@ -112,9 +119,7 @@ class SELDAM(nn.Module):
     def loss(self, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """labels [B, T] class per segment (background = num_classes - 1)."""
         out = self(audio, visual)
-        target = video_category(labels, self.background)  # (B,)
-        has = target >= 0
-        ce = F.cross_entropy(out.category_logits[has], target[has]) if has.any() else out.category_logits.sum() * 0
+        ce = category_loss(out.category_logits, video_category(labels, self.background))
         if not self.uses_relevance:
             return ce
         return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, labels != self.background)

@@ -30,6 +30,7 @@ from avel.pipeline.config import DEVICE_HELP, DEVICE_PATTERN, check_choice, chec
 from avel.pipeline.dataset import AVData
 from avel.pipeline.errors import ConfigError
 from avel.pipeline.metrics import cml_accuracy, cml_queries, sel_accuracy
+from avel.pipeline.weak import WeakFeatures, evaluate_video_labels, weak_features, weak_selection_score
 
 RAM_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -163,32 +164,39 @@ def pooled_visual(visual: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     return torch.cat(parts).to(visual.dtype)
 
 
-def prepare_features(data: AVData, task: str, dtype_in_ram: str | None = None) -> Features:
+def prepare_features(data: AVData, task: str, dtype_in_ram: str | None = None) -> Features | WeakFeatures:
     """The features of `data` as the task consumes them, held as `dtype_in_ram` (None: as
     stored when float16 or float32, else float32). A conversion copies the features; hand
-    over float16 data to hold AVE-sized pool5 maps (1.7 GB) only once."""
+    over float16 data to hold AVE-sized pool5 maps (1.7 GB) only once. wsel: the video-level
+    labels only (pipeline/weak.py)."""
     if dtype_in_ram is None:
         dtype = data.visual.dtype if data.visual.dtype in (torch.float16, torch.float32) else torch.float32
     elif dtype_in_ram in RAM_DTYPES:
         dtype = RAM_DTYPES[dtype_in_ram]
     else:
         raise ValueError(f"dtype_in_ram must be one of {', '.join(RAM_DTYPES)}, got {dtype_in_ram!r}")
-    if task == "sel":
+    if task in ("sel", "wsel"):
         if data.visual.dim() != 5:
             raise ValueError(f"SEL needs pool5 maps [V, T, H, W, C], got visual {tuple(data.visual.shape)}")
         visual = data.visual.to(dtype).flatten(2, 3)  # (V, T, N, Dv), a view when no conversion
     else:
         visual = pooled_visual(data.visual).to(dtype)  # (V, T, Dv)
+    if task == "wsel":
+        return weak_features(data, data.audio.to(dtype), visual)
     return Features(task, data.audio.to(dtype), visual, data.labels.long(), data.background)
 
 
 # -----------------------------------------------------------------------------------------
 # evaluation
 @torch.no_grad()
-def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 256, features: Features | None = None) -> dict:
+def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 256,
+             features: Features | WeakFeatures | None = None) -> dict:
     """Metrics of `model` on a split of `data`. SEL: {"accuracy"}. CML: {"a2v", "v2a",
     "average", "n_videos"} under the CML protocol (pipeline.metrics). For CML, "train" /
-    "val" / "test" mean the *_match splits when the data has them."""
+    "val" / "test" mean the *_match splits when the data has them. With WeakFeatures
+    (validation of a weak model): video-level metrics (pipeline/weak.py)."""
+    if isinstance(features, WeakFeatures):
+        return evaluate_video_labels(model, features, data.split(split), batch_size)
     task = model.task
     feats = features if features is not None else prepare_features(data, task)
     idx = data.split(data.task_split(task, split))
@@ -218,7 +226,10 @@ def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 25
 
 
 def selection_score(task: str, metrics: dict) -> float:
-    """What model selection maximises: SEL accuracy, CML mean of A2V and V2A."""
+    """What model selection maximises: SEL accuracy, CML mean of A2V and V2A, WSEL the
+    video accuracy (then the video loss)."""
+    if task == "wsel":
+        return weak_selection_score(metrics)
     score = metrics["accuracy"] if task == "sel" else metrics["average"]
     return -math.inf if math.isnan(score) else score
 
@@ -295,7 +306,8 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
-        test = evaluate(model, data, test_split, batch_size=cfg.eval_batch_size, features=feats) if test_split in data.splits else None
+        test_feats = feats if isinstance(feats, Features) else None  # wsel: SEL's, with the per-second labels
+        test = evaluate(model, data, test_split, batch_size=cfg.eval_batch_size, features=test_feats) if test_split in data.splits else None
         return TrainResult(model, model_config, cfg, best_epoch, best_val, test, history, time.perf_counter() - t0)
     finally:
         if device.type == "cuda":
