@@ -16,9 +16,10 @@ models' own, so a weak checkpoint localizes like any SEL checkpoint.
           cells: the object covers a few cells), each trained as multiple-instance learning
           (sigmoid per class, max over time, BCE against the video labels, so other
           classes' videos teach what a class is not); the pseudo
-          target of second t is min(P^A_t(c), P^V_t(c)) for the video's class c (detached):
-          relevant where BOTH modalities show the class, which is what an audio-visual
-          event is. p_t learns it with the BCE of eq. 8.
+          target of second t is min(P^A_t(c), P^V_t(c)) for the video's class c, divided by
+          its maximum over the video's seconds (the video holds its class, so its best
+          second is an event), detached: relevant where BOTH modalities show the class,
+          which is what an audio-visual event is. p_t learns it with the BCE of eq. 8.
       "fused": one MIL classifier, the sum of the two's logits; the target is its P_t(c),
           which a second that only shows or only plays the class can also reach (the
           ablation).
@@ -108,4 +109,5 @@ class WeakDAM(SELDAM):
             agree = torch.minimum(p_a, p_v) if self.relevance == "agreement" else torch.maximum(p_a, p_v)
             index = target.clamp(min=0)[:, None, None].expand(-1, agree.shape[1], 1)  # (B, T, 1)
             pseudo = agree.gather(2, index).squeeze(2) * has[:, None]  # (B, T): P_t of the video's class
+            pseudo = pseudo / pseudo.amax(dim=1, keepdim=True).clamp(min=1e-6)  # the video's best second -> 1
         return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, pseudo) + instances

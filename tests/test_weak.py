@@ -119,13 +119,34 @@ def test_dam_weak_pseudo_targets_follow_the_agreement_of_both_modalities():
     torch.manual_seed(0)
     kw = dict(num_classes=3, audio_dim=6, visual_dim=5, **SMALL)
     agreement, fused, none = (WeakDAM(relevance=r, **kw) for r in ("agreement", "fused", "none"))
-    assert none.uses_relevance is False and not list(none.audio_segment.parameters()) if none.audio_segment else True
+    assert none.uses_relevance is False and none.audio_segment is None
     audio, visual = torch.rand(2, 4, 6), torch.rand(2, 4, 9, 5)
     target = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     for model in (agreement, fused, none):
         loss = model.loss(audio, visual, target)
         assert loss.ndim == 0 and torch.isfinite(loss)
         assert model.predict(audio, visual).shape == (2, 4)
+    # the relevance target of second t: min(P^A_t(c), P^V_t(c)) of the video's class c (agreement),
+    # max of the two (fused), divided by its maximum over the video; set the per-second probabilities by hand
+    p_a = torch.full((2, 4, 2), 0.5)
+    p_v = torch.full((2, 4, 2), 0.5)
+    p_a[0, :, 1] = torch.tensor([0.9, 0.9, 0.1, 0.2])  # video 0, class 1
+    p_v[0, :, 1] = torch.tensor([0.8, 0.3, 0.9, 0.1])
+    p_a[1, :, 0] = torch.tensor([0.6, 0.7, 0.8, 0.9])  # video 1, class 0
+    p_v[1, :, 0] = torch.tensor([0.1, 0.7, 0.9, 0.2])
+    # ... divided by its maximum over the video's seconds
+    expected = {"agreement": [[1.0, 0.375, 0.125, 0.125], [0.125, 0.875, 1.0, 0.25]],
+                "fused": [[1.0, 1.0, 1.0, 0.2 / 0.9], [0.6 / 0.9, 0.7 / 0.9, 1.0, 1.0]]}
+    for model in (agreement, fused):
+        model.eval()  # no dropout: the same relevance twice
+        model.segment_probs = lambda audio, visual: (p_a, p_v)
+        out = model(audio, visual)
+        ce = F.cross_entropy(out.category_logits, torch.tensor([1, 0]))
+        instances = sum(F.cross_entropy(s.flatten(0, 1), torch.tensor([1, 0]).repeat_interleave(4))
+                        for s in model.segment_scores(audio, visual))
+        bce = F.binary_cross_entropy(out.relevance, torch.tensor(expected[model.relevance]))
+        want = 0.5 * ce + 0.5 * bce + instances
+        assert model.loss(audio, visual, target).item() == pytest.approx(want.item(), rel=1e-5)
     # "none" is DAM's category CE alone: every second gets the category
     pred = none.predict(audio, visual)
     assert (pred == pred[:, :1]).all()
