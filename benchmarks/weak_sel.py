@@ -29,11 +29,14 @@ if str(ROOT) not in sys.path:
 
 def run(args: argparse.Namespace) -> None:
     import torch
-
     from avel.models.registry import ModelConfig
     from avel.pipeline.dataset import video_labels_from_classes
     from avel.pipeline.demo import majority_accuracy
-    from avel.pipeline.synth_features import FeatureSynthConfig, synth_features, video_contents
+    from avel.pipeline.synth_features import (
+        FeatureSynthConfig,
+        synth_features,
+        video_contents,
+    )
     from avel.pipeline.train import TrainConfig, train_seeds
     from avel.pipeline.weak import whole_video_accuracy
 

@@ -132,16 +132,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 def _sel_dam_kwargs(cfg: ModelConfig) -> dict:
-    return dict(
-        num_classes=cfg.num_classes, audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, att_hidden=cfg.att_hidden,
-        lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden, embedding=cfg.embedding, matching=cfg.matching,
-        lam=cfg.lam, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult, scaled_matching=cfg.scaled_matching,
-    )
+    return {**_av_att_kwargs(cfg), "embedding": cfg.embedding, "matching": cfg.matching, "lam": cfg.lam,
+            "heads": cfg.heads, "dropout": cfg.dropout, "ffn_mult": cfg.ffn_mult, "scaled_matching": cfg.scaled_matching}
 
 
 def _av_att_kwargs(cfg: ModelConfig) -> dict:
-    return dict(num_classes=cfg.num_classes, audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim,
-                att_hidden=cfg.att_hidden, lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden)
+    return {"num_classes": cfg.num_classes, "audio_dim": cfg.audio_dim, "visual_dim": cfg.visual_dim,
+            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "head_hidden": cfg.head_hidden}
 
 
 @register_model("sel", "dam")

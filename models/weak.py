@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from avel.models.baselines import AVAtt, FusionHead
 from avel.models.dam import relevance_loss
-from avel.models.sel import SELDAM, SELOutput, category_loss
+from avel.models.sel import SELDAM, category_loss
 
 WEAK_RELEVANCE = ("agreement", "fused", "none")
 

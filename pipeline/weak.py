@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from avel.pipeline.dataset import AVData
 from avel.pipeline.errors import CacheError
+from torch import nn
 
 
 @dataclass

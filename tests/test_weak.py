@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from avel.cli import main
 from avel.extractors.registry import random_weights_tag
 from avel.models.registry import ModelConfig, build_model
@@ -28,17 +27,22 @@ from avel.pipeline.config import FeatureSettings
 from avel.pipeline.data import load_data
 from avel.pipeline.dataset import video_labels_from_classes
 from avel.pipeline.errors import CacheError, CheckpointError
-from avel.pipeline.synth_features import FeatureSynthConfig, annotation_rows, synth_features, video_contents
+from avel.pipeline.synth_features import (
+    FeatureSynthConfig,
+    annotation_rows,
+    synth_features,
+    video_contents,
+)
 from avel.pipeline.train import TrainConfig, prepare_features, train
 from avel.pipeline.weak import WeakFeatures, whole_video_accuracy
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-SMALL = dict(att_hidden=4, lstm_hidden=8, head_hidden=8, heads=2)  # tiny widths: seconds per run
-TINY = dict(audio_dim=32, visual_dim=48, audio_active=8, visual_active=8)
+SMALL = {"att_hidden": 4, "lstm_hidden": 8, "head_hidden": 8, "heads": 2}  # tiny widths: seconds per run
+TINY = {"audio_dim": 32, "visual_dim": 48, "audio_active": 8, "visual_active": 8}
 
 
-def synth(videos: int = 60, classes: int = 4, **kw) -> tuple[FeatureSynthConfig, "AVData"]:  # noqa: F821
+def synth(videos: int = 60, classes: int = 4, **kw) -> tuple[FeatureSynthConfig, AVData]:  # noqa: F821
     cfg = FeatureSynthConfig(videos=videos, classes=classes, seed=3, **kw)
     data = synth_features(cfg)
     data.video_labels = video_labels_from_classes([c.plan.class_index for c in video_contents(cfg)], classes)
@@ -63,7 +67,7 @@ def test_weak_features_carry_one_label_per_video_and_no_second_labels():
     feats = prepare_features(data, "wsel")
     assert isinstance(feats, WeakFeatures)
     assert not any(isinstance(v, torch.Tensor) and v.dtype == torch.int64 for v in vars(feats).values())
-    audio, visual, target = feats.batch(torch.tensor([0, 5]), torch.device("cpu"))
+    _, visual, target = feats.batch(torch.tensor([0, 5]), torch.device("cpu"))
     assert visual.shape == (2, 10, 49, 48) and target.shape == (2, 5)
     assert torch.equal(target, data.video_labels[[0, 5]])
 
@@ -243,9 +247,8 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys):
 
 
 def test_localize_accepts_a_weak_checkpoint(tmp_path):
-    from mediagen import tone, write_video
-
     from avel.pipeline.localize import localize
+    from mediagen import tone, write_video
 
     settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64,
                                segments=10, visual_weights_sha256=random_weights_tag(0),
