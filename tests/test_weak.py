@@ -260,3 +260,6 @@ def test_localize_accepts_a_weak_checkpoint(tmp_path):
         path = save_checkpoint(tmp_path / f"{name}.safetensors", build_model(cfg), cfg, ["a", "b"], settings, {})
         (result,) = localize([video], path, batch_size=16, progress=False, device="cpu")
         assert not result.error and len(result.segments) == 3 and result.model.task == "wsel"
+    assert main(["localize", str(video), "--checkpoint", str(path), "--device", "cpu", "--json",
+                 str(tmp_path / "out.json")]) == 0
+    assert json.loads((tmp_path / "out.json").read_text())
