@@ -74,8 +74,9 @@ class ModelConfig:
     dropout: float = option("self-attention dropout", default=0.1)
     scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
                                    flag="--scaled-matching/--unscaled-matching", default=True)
-    weak_relevance: str = option("wsel DAM: the relevance targets (models/weak.py): agreement (both modalities' "
-                                 "per-second MIL scores) | fused (one MIL score of both, ablation) | none (no relevance)",
+    weak_relevance: str = option("wsel DAM: the relevance targets (models/weak.py): agreement (the minimum of the "
+                                 "audio's and the visual's per-second class scores) | fused (their maximum, ablation) | "
+                                 "none (no relevance)",
                                  choices=WEAK_RELEVANCE, default="agreement")
 
     def __post_init__(self) -> None:

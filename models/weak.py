@@ -11,26 +11,27 @@ models' own, so a weak checkpoint localizes like any SEL checkpoint.
     labels. At test time each second gets its argmax class, background included.
   * WeakDAM: SEL DAM whose category branch trains on the video's class (the CE of eq. 8);
     its relevance branch has no per-second target, so it is derived (`relevance`):
-      "agreement" (default): two per-second MIL classifiers, one on the audio of each second
-          and one on the pool5 cells of each second (a per-cell classifier, max over the
-          cells: the object covers a few cells), each trained as multiple-instance learning
-          (sigmoid per class, max over time, BCE against the video labels, so other
-          classes' videos teach what a class is not); the pseudo
-          target of second t is min(P^A_t(c), P^V_t(c)) for the video's class c, divided by
-          its maximum over the video's seconds (the video holds its class, so its best
-          second is an event), detached: relevant where BOTH modalities show the class,
-          which is what an audio-visual event is. p_t learns it with the BCE of eq. 8.
-      "fused": one MIL classifier, the sum of the two's logits; the target is its P_t(c),
-          which a second that only shows or only plays the class can also reach (the
-          ablation).
+      "agreement" (default): two per-second classifiers trained from the video label alone,
+          one on the audio of each second, one on the pool5 cells of each second (a per-cell
+          classifier, per class the best cell: the object covers a few cells); every second
+          of a video is given the video's class (the bag label on every instance: a second
+          that does not carry the class looks like those of every other class and learns
+          the prior, one that carries it learns the class). The pseudo target of second t
+          is min(P^A_t(c), P^V_t(c)) for the video's class c, divided by its maximum over
+          the video's seconds (the video holds its class, so its best second is an event),
+          detached: relevant where BOTH modalities carry the class, which is what an
+          audio-visual event is. p_t learns it with the BCE of eq. 8.
+      "fused" (the ablation): max(P^A_t(c), P^V_t(c)) instead: a second that only shows
+          or only plays the class counts as an event.
       "none": no relevance at all; every second gets the predicted category (what a video
           label alone gives without localization).
-    The loss: lam * CE + (1 - lam) * BCE(p_t, pseudo target) + the MIL losses.
+    The loss: lam * CE + (1 - lam) * BCE(p_t, pseudo target) + the two classifiers' CE.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from avel.models.baselines import AVAtt, FusionHead
 from avel.models.dam import relevance_loss
 from avel.models.sel import SELDAM, category_loss
