@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from avel.models.baselines import AVAtt, FusionHead
 from avel.models.dam import relevance_loss
 from avel.models.sel import SELDAM, category_loss
