@@ -69,17 +69,17 @@ def table(args: argparse.Namespace) -> None:
     sets: dict[tuple, dict] = {}
     for f in args.files:
         r = json.loads(Path(f).read_text())
-        key = (r["data"]["noise"], r["data"]["distractor"])
+        key = (r["data"]["noise"], r["data"]["distractor"], r["data"]["videos"], r["epochs"])
         merged = sets.setdefault(key, {"majority": r["majority"], "whole_video": r["whole_video"], "runs": {}})
         merged["runs"].update(r["runs"])
     specs = sorted({s for m in sets.values() for s in m["runs"]})
     print("| set | " + " | ".join(specs) + " | weak/sup DAM | majority | whole video = label |")
     print("|---" * (len(specs) + 4) + "|")
-    for (noise, distractor), m in sorted(sets.items()):
+    for (noise, distractor, videos, epochs), m in sorted(sets.items()):
         cells = [f"{m['runs'][s]['mean']:.3f} +- {m['runs'][s]['std']:.3f}" if s in m["runs"] else "" for s in specs]
         sup, weak = m["runs"].get("sel/dam"), m["runs"].get("wsel/dam")
         ratio = f"{weak['mean'] / sup['mean']:.3f}" if sup and weak else ""
-        name = f"noise {noise}" + (f", distractor {distractor}" if distractor else "")
+        name = f"noise {noise}" + (f", distractor {distractor}" if distractor else "") + f" ({videos} videos, {epochs} epochs)"
         print(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {m['majority']:.3f} | {m['whole_video']:.3f} |")
 
 
