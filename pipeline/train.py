@@ -226,8 +226,8 @@ def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 25
 
 
 def selection_score(task: str, metrics: dict) -> float:
-    """What model selection maximises: SEL accuracy, CML mean of A2V and V2A, WSEL the
-    video accuracy (then the video loss)."""
+    """What model selection maximises: SEL accuracy, CML mean of A2V and V2A, WSEL minus
+    the validation loss of the video labels (pipeline/weak.py)."""
     if task == "wsel":
         return weak_selection_score(metrics)
     score = metrics["accuracy"] if task == "sel" else metrics["average"]
