@@ -21,9 +21,10 @@ import typer
 from typer.exceptions import TyperException
 
 from avel.extractors import AUDIO_MODELS, VISUAL_MODELS
-from avel.models.registry import ModelConfig, TASKS
+from avel.models.registry import SEL_TASKS, TASKS, ModelConfig
 from avel.pipeline.config import DEVICE_HELP, FeatureSettings, resolve_device
 from avel.pipeline.errors import AvelError, ConfigError, Interrupted
+from avel.pipeline.synth_features import FeatureSynthConfig
 from avel.pipeline.train import TrainConfig
 
 app = typer.Typer(
@@ -100,7 +101,7 @@ Pooled = Annotated[bool, typer.Option("--pooled/--no-pooled", help="also store t
 StorageDtype = Annotated[_choices(("float32", "float16")), typer.Option("--storage-dtype", help="how features are stored")]
 Workers = Annotated[int, typer.Option("--workers", help="decoder processes (0: one decoding thread)")]
 CommitEvery = Annotated[int, typer.Option("--commit-every", help="videos per committed part file (a crash loses at most this many)")]
-Task = Annotated[_choices(TASKS), typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization)")]
+Task = Annotated[_choices(TASKS), typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization) | wsel (weakly supervised event localization: trained on video-level labels, tested as sel)")]
 DataPath = Annotated[Path, typer.Option("--data", help="a feature cache or a directory in the AVE release layout")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the metrics as JSON")]
 
@@ -297,14 +298,32 @@ def export_ave(
 
 
 @app.command()
+@config_options(FeatureSynthConfig)
 def synth(
-    outdir: Annotated[Path, typer.Argument(help="output folder: videos/, Annotations.txt, trainSet/valSet/testSet.txt")],
+    outdir: Annotated[Path, typer.Argument(help="output folder: videos/, Annotations.txt, trainSet/valSet/testSet.txt "
+                                                "(with --features-only: the AVE feature layout)")],
+    options: dict,
     videos: Annotated[int, typer.Option("--videos", min=1, help="number of videos")] = 100,
     classes: Annotated[int, typer.Option("--classes", min=1, max=28, help="event categories")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+    features_only: Annotated[bool, typer.Option("--features-only", help="write generated features in the AVE release "
+                                                "layout instead of videos (no decoding, no networks)")] = False,
+    dtype: Annotated[_choices(("float32", "float64")), typer.Option("--dtype", help="--features-only: feature dtype "
+                                                                      "(the AVE release: float64)")] = "float32",
 ) -> None:
-    """Generate a small audio-visual event dataset (10-s h264/aac mp4s) in AVE format."""
+    """Generate a small audio-visual event dataset (10-s h264/aac mp4s) in AVE format, or
+    (--features-only) a feature set in the AVE release layout."""
+    cfg = build(FeatureSynthConfig, options, videos=videos, classes=classes, seed=seed)  # validated either way
+    if features_only:
+        from avel.pipeline.synth_features import write_features
+
+        files = write_features(outdir, cfg, dtype=dtype)
+        typer.echo(f"{videos} videos, {classes} classes, noise {cfg.noise} -> {len(files)} files in {outdir}", err=True)
+        return
+    changed = [f for f in options if options[f] != getattr(FeatureSynthConfig(), f)]
+    if changed:
+        raise ConfigError(changed[0], options[changed[0]], "only applies with --features-only")
     from avel.pipeline.synth import synthesize
 
     rows = synthesize(outdir, videos=videos, classes=classes, seed=seed, workers=workers)
@@ -343,6 +362,10 @@ def train(
     cfg = build(TrainConfig, options, model=build(ModelConfig, options, task=task))
     resolve_device(cfg.device)  # a GPU asked for where there is none fails before the data is read
     av = load_data(data, dtype=torch.float16 if cfg.dtype_in_ram == "float16" else torch.float32)
+    if task == "wsel":
+        from avel.pipeline.weak import require_video_labels
+
+        require_video_labels(av, str(data))
     result = train_seeds(av, cfg, list(range(cfg.seed, cfg.seed + seeds)))
     report = {"task": task, "config": cfg.to_dict(), "split": result.split, "mean": result.mean, "std": result.std, "runs": []}
     for k, r in enumerate(result.results):
@@ -377,7 +400,7 @@ def evaluate(
     av = load_data(data)
     if av.settings is not None and ckpt.feature_settings is not None:
         load_checkpoint(checkpoint, expected_task=task, feature_settings=av.settings)  # SettingsMismatch names the fields
-    if task == "sel" and ckpt.class_names and ckpt.class_names != av.class_names:
+    if task in SEL_TASKS and ckpt.class_names and ckpt.class_names != av.class_names:
         raise AvelError(f"{checkpoint}: trained on classes {ckpt.class_names[:3]}... which differ from the data's {av.class_names[:3]}...")
     metrics = run_evaluate(ckpt.model.to(torch_device), av, split)
     typer.echo(f"{task} {split}: {_format_metrics(metrics)}")

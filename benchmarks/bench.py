@@ -648,13 +648,13 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = rss_mib()
     window = Window()
-    batches = math.ceil(AVE_SPLITS["train"] / tcfg.batch_size)
+    batches = math.ceil(AVE_SPLITS["train"] / tcfg.resolved.batch_size)
     if not cfg.quick:
         t = time.perf_counter()
         result = train(data, tcfg)
         sync(device)
         epoch_s = time.perf_counter() - t
-        how = f"train(epochs=1): {batches} batches of {tcfg.batch_size} + validation on {AVE_SPLITS['val']} videos, measured whole"
+        how = f"train(epochs=1): {batches} batches of {tcfg.resolved.batch_size} + validation on {AVE_SPLITS['val']} videos, measured whole"
         return {"epoch_s": epoch_s, "how": how, "data_s": data_s, "data_gib": data.visual.nbytes / 2**30,
                 "rss_before_mib": rss_before, "loss": result.history[0]["loss"], **window.close(),
                 **peak_memory(device)}
@@ -670,7 +670,7 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     for k in range(measured + 1):  # the first batch is a warm-up, not counted
         sync(device)
         t = time.perf_counter()
-        audio, visual, target = feats.batch(order[k * tcfg.batch_size : (k + 1) * tcfg.batch_size], device)
+        audio, visual, target = feats.batch(order[k * tcfg.resolved.batch_size : (k + 1) * tcfg.resolved.batch_size], device)
         loss = model.loss(audio, visual, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -684,7 +684,7 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     evaluate(model, part, "val", batch_size=tcfg.eval_batch_size, features=feats)
     sync(device)
     val_s = (time.perf_counter() - t) * AVE_SPLITS["val"] / len(val_part)
-    how = (f"extrapolated: {measured} timed batches of {tcfg.batch_size} (x{batches}) + evaluate() on "
+    how = (f"extrapolated: {measured} timed batches of {tcfg.resolved.batch_size} (x{batches}) + evaluate() on "
            f"{len(val_part)} of {AVE_SPLITS['val']} val videos (scaled)")
     return {"epoch_s": per_batch * batches + val_s, "how": how, "data_s": data_s,
             "data_gib": data.visual.nbytes / 2**30, "rss_before_mib": rss_before, **window.close(),

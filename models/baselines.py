@@ -3,8 +3,17 @@ structure, which the DAM SEL framework reuses ("we use the same low-level struct
 
   * AudioGuidedAttention: audio-guided visual attention over the pool5 cells.
   * LowLevelEncoder: that attention, then one Bi-LSTM per modality (128 per direction).
-  * AVAtt (SEL): LowLevelEncoder -> concat (512) -> 64 -> ReLU -> num_classes per segment.
+  * FusionHead: ReLU -> Linear -> ReLU -> Linear, AV_att's prediction head (DAM's category
+    head is the same module on the fused global features).
+  * AVAtt (SEL): LowLevelEncoder -> concat (512) -> FusionHead (512 -> 64 -> num_classes)
+    per segment.
   * AVDLN (CML): two MLPs into a 64-d space, Euclidean distance, contrastive loss.
+
+Checked against Tian et al.'s public code (github.com/YapengTian/AVE-ECCV18, `models.py`,
+class `att_Net`): the three attention projections to and from the 49-wide hidden space
+(`affine_v`, `affine_g`, `affine_h`) have no bias, the two embeddings (`affine_video`,
+`affine_audio`) and the head (`L1`, `L2`) have one; every weight matrix is xavier-uniform
+initialised; a ReLU is applied to the concatenated Bi-LSTM outputs before `L1`.
 """
 from __future__ import annotations
 
@@ -22,21 +31,29 @@ from avel.models.inference import (
 )
 
 
+def xavier_linear(in_dim: int, out_dim: int, *, bias: bool = True) -> nn.Linear:
+    """nn.Linear with a xavier-uniform weight (Tian et al.'s `init.xavier_uniform`, Keras'
+    default glorot_uniform); the bias keeps torch's default initialisation."""
+    layer = nn.Linear(in_dim, out_dim, bias=bias)
+    nn.init.xavier_uniform_(layer.weight)
+    return layer
+
+
 class AudioGuidedAttention(nn.Module):
     """Weights the N = 7x7 pool5 cells of each segment by its audio:
 
-        v_h = ReLU(W_v v_n)  (Dv -> Dv),   a_h = ReLU(W_a a)  (Da -> Dv)
-        z_n = tanh(U_v v_h,n + U_a a_h)    (Dv -> att_hidden each; Tian's width 49)
-        alpha = softmax_n(w . z_n)          (att_hidden -> 1)
+        v_h = ReLU(W_v v_n + b_v)  (Dv -> Dv),   a_h = ReLU(W_a a + b_a)  (Da -> Dv)
+        z_n = tanh(U_v v_h,n + U_a a_h)    (Dv -> att_hidden each, no bias; Tian's width 49)
+        alpha = softmax_n(w . z_n)          (att_hidden -> 1, no bias)
         out = sum_n alpha_n v_n             (the raw cells, Dv wide)"""
 
     def __init__(self, *, audio_dim: int = 128, visual_dim: int = 512, att_hidden: int = 49) -> None:
         super().__init__()
-        self.visual_embed = nn.Linear(visual_dim, visual_dim)
-        self.audio_embed = nn.Linear(audio_dim, visual_dim)
-        self.visual_att = nn.Linear(visual_dim, att_hidden)
-        self.audio_att = nn.Linear(visual_dim, att_hidden)
-        self.score = nn.Linear(att_hidden, 1)
+        self.visual_embed = xavier_linear(visual_dim, visual_dim)
+        self.audio_embed = xavier_linear(audio_dim, visual_dim)
+        self.visual_att = xavier_linear(visual_dim, att_hidden, bias=False)
+        self.audio_att = xavier_linear(visual_dim, att_hidden, bias=False)
+        self.score = xavier_linear(att_hidden, 1, bias=False)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """audio [B, T, Da], visual [B, T, N, Dv] -> attended visual [B, T, Dv], weights [B, T, N]."""
@@ -66,9 +83,28 @@ class LowLevelEncoder(nn.Module):
         return f_a, f_v
 
 
+def low_level_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """AVDLN's branch, in -> hidden -> LeakyReLU(0.3) -> out, initialised as the reference's
+    Keras Dense layers (glorot-uniform kernels, zero biases). CML DAM's projections reuse it."""
+    layers = nn.Sequential(xavier_linear(in_dim, hidden), nn.LeakyReLU(0.3), xavier_linear(hidden, out_dim))
+    for layer in (layers[0], layers[2]):
+        nn.init.zeros_(layer.bias)
+    return layers
+
+
+class FusionHead(nn.Sequential):
+    """AV_att's prediction head: ReLU -> Linear(in, hidden) -> ReLU -> Linear(hidden, out),
+    xavier-initialised. x [..., in] -> logits [..., out]."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__(nn.ReLU(), xavier_linear(in_dim, hidden), nn.ReLU(), xavier_linear(hidden, out_dim))
+
+
 class AVAtt(nn.Module):
     """Tian et al.'s "Audio-visual + Att" for SEL: a num_classes-way (background included)
-    prediction per segment from the concatenated Bi-LSTM outputs; CE over every segment."""
+    prediction per segment from the concatenated Bi-LSTM outputs; CE over every segment.
+    (The reference feeds a softmax into MultiLabelSoftMarginLoss; CE on the logits is the
+    usual form of the same single-label objective.)"""
 
     task = "sel"
 
@@ -84,7 +120,7 @@ class AVAtt(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden)
-        self.head = nn.Sequential(nn.Linear(2 * self.encoder.out_dim, head_hidden), nn.ReLU(), nn.Linear(head_hidden, num_classes))
+        self.head = FusionHead(2 * self.encoder.out_dim, head_hidden, num_classes)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """audio [B, T, Da], visual [B, T, N, Dv] -> segment logits [B, T, num_classes]."""
@@ -121,8 +157,8 @@ class AVDLN(nn.Module):
 
     def __init__(self, *, audio_dim: int = 128, visual_dim: int = 512, hidden: int = 128, dim: int = 64, margin: float = 2.0) -> None:
         super().__init__()
-        self.visual_branch = nn.Sequential(nn.Linear(visual_dim, hidden), nn.LeakyReLU(0.3), nn.Linear(hidden, dim))
-        self.audio_branch = nn.Sequential(nn.Linear(audio_dim, hidden), nn.LeakyReLU(0.3), nn.Linear(hidden, dim))
+        self.visual_branch = low_level_mlp(visual_dim, hidden, dim)
+        self.audio_branch = low_level_mlp(audio_dim, hidden, dim)
         self.margin = margin
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

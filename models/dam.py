@@ -11,7 +11,8 @@ Common width. The paper matches the global feature of one modality with the loca
 of the other by a plain dot product, so both must have the same width d. Each modality is
 mapped to d by its own projection:
   * `proj_hidden=h`: a two-layer MLP  in -> h -> LeakyReLU(0.3) -> d, the low-level embedding
-    of AVDLN (Tian et al.), which the paper says it keeps ("same low-level structure"). CML
+    of AVDLN (Tian et al.; the same module and initialisation, `baselines.low_level_mlp`),
+    which the paper says it keeps ("same low-level structure"). CML
     uses this with h=128, d=128 (128 = the audio width, so no audio dimension is lost).
   * no hidden width and in == d: identity. SEL uses this: its local features are the
     Bi-LSTM outputs of the audio-guided attention network, 2 x 128 = 256 wide for both.
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avel.models.baselines import low_level_mlp
 from avel.models.embeddings import DEFAULT_EMBEDDING, build_embedding
 
 MATCHINGS = ("cross", "self")
@@ -41,7 +43,7 @@ MATCHINGS = ("cross", "self")
 
 def projection(in_dim: int, dim: int, hidden: int | None) -> nn.Module:
     if hidden:
-        return nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.3), nn.Linear(hidden, dim))
+        return low_level_mlp(in_dim, hidden, dim)
     if in_dim == dim:
         return nn.Identity()
     return nn.Linear(in_dim, dim)

@@ -2,6 +2,7 @@
 (stored in every checkpoint; a checkpoint is rebuilt from it before its weights load).
 
     sel/dam     SELDAM  (DAM framework, Sec. 3.4)        sel/av_att  AVAtt (Tian et al.)
+    wsel/dam    WeakDAM (video labels, models/weak.py)   wsel/av_att WeakAVAtt (Tian et al.'s weak)
     cml/dam     CMLDAM  (DAM, Sec. 3.3)                  cml/avdln   AVDLN (Tian et al.)
 
 Every SEL model has `loss(audio, visual [B,T,N,Dv], labels [B,T])`, `predict(audio, visual)
@@ -36,11 +37,13 @@ from avel.models.cml import CMLDAM
 from avel.models.dam import MATCHINGS
 from avel.models.embeddings import DEFAULT_EMBEDDING, SEQUENCE_EMBEDDINGS
 from avel.models.sel import SEL_MATCHINGS, SELDAM
+from avel.models.weak import WEAK_RELEVANCE, WeakAVAtt, WeakDAM
 from avel.pipeline.config import check_choice, check_range, check_types, from_mapping, option
 from avel.pipeline.errors import ConfigError
 from avel.pipeline.registry import Registry
 
-TASKS = ("sel", "cml")
+TASKS = ("sel", "cml", "wsel")
+SEL_TASKS = ("sel", "wsel")  # tasks whose models are SEL models at test time
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,8 @@ class ModelConfig:
     """Everything that defines a model's architecture and loss. Stored in every checkpoint;
     a checkpoint is rebuilt from it. The CLI's `avel train` options are its fields."""
 
-    task: str = option("sel | cml", cli=False, default="sel")
-    name: str = option("sel: dam | av_att;  cml: dam | avdln", flag="--model", default="dam",
+    task: str = option("sel | cml | wsel", cli=False, default="sel")
+    name: str = option("sel, wsel: dam | av_att;  cml: dam | avdln", flag="--model", default="dam",
                        choices=lambda: list(dict.fromkeys(k.split("/", 1)[1] for k in MODELS.names())))
     num_classes: int = option("event categories + background (from the data)", cli=False, default=29)
     audio_dim: int = option("audio feature width (from the data)", cli=False, default=128)
@@ -71,13 +74,18 @@ class ModelConfig:
     dropout: float = option("self-attention dropout", default=0.1)
     scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
                                    flag="--scaled-matching/--unscaled-matching", default=True)
+    weak_relevance: str = option("wsel DAM: the relevance targets (models/weak.py): agreement (the minimum of the "
+                                 "audio's and the visual's per-second class scores) | fused (their maximum, ablation) | "
+                                 "none (no relevance)",
+                                 choices=WEAK_RELEVANCE, default="agreement")
 
     def __post_init__(self) -> None:
         check_types(self)
         check_choice("task", self.task, TASKS)
         check_choice("name", self.name, model_names(self.task))
         check_choice("embedding", self.embedding, SEQUENCE_EMBEDDINGS.names())
-        check_choice("matching", self.matching, SEL_MATCHINGS if self.task == "sel" else MATCHINGS)
+        check_choice("matching", self.matching, SEL_MATCHINGS if self.task in SEL_TASKS else MATCHINGS)
+        check_choice("weak_relevance", self.weak_relevance, WEAK_RELEVANCE)
         check_range("lam", self.lam, 0.0, 1.0)
         for name in ("num_classes",):
             check_range(name, getattr(self, name), 2)
@@ -96,7 +104,7 @@ class ModelConfig:
     @property
     def matching_width(self) -> int:
         """The width DAM matches at: SEL, the Bi-LSTM outputs (2 x lstm_hidden); CML, dim."""
-        return 2 * self.lstm_hidden if self.task == "sel" else self.dim
+        return 2 * self.lstm_hidden if self.task in SEL_TASKS else self.dim
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -124,21 +132,34 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return MODELS.get(f"{cfg.task}/{cfg.name}")(cfg)
 
 
+def _sel_dam_kwargs(cfg: ModelConfig) -> dict:
+    return {**_av_att_kwargs(cfg), "embedding": cfg.embedding, "matching": cfg.matching, "lam": cfg.lam,
+            "heads": cfg.heads, "dropout": cfg.dropout, "ffn_mult": cfg.ffn_mult, "scaled_matching": cfg.scaled_matching}
+
+
+def _av_att_kwargs(cfg: ModelConfig) -> dict:
+    return {"num_classes": cfg.num_classes, "audio_dim": cfg.audio_dim, "visual_dim": cfg.visual_dim,
+            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "head_hidden": cfg.head_hidden}
+
+
 @register_model("sel", "dam")
 def _sel_dam(cfg: ModelConfig) -> SELDAM:
-    return SELDAM(
-        num_classes=cfg.num_classes, audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, att_hidden=cfg.att_hidden,
-        lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden, embedding=cfg.embedding, matching=cfg.matching,
-        lam=cfg.lam, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult, scaled_matching=cfg.scaled_matching,
-    )
+    return SELDAM(**_sel_dam_kwargs(cfg))
 
 
 @register_model("sel", "av_att")
 def _sel_av_att(cfg: ModelConfig) -> AVAtt:
-    return AVAtt(
-        num_classes=cfg.num_classes, audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, att_hidden=cfg.att_hidden,
-        lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden,
-    )
+    return AVAtt(**_av_att_kwargs(cfg))
+
+
+@register_model("wsel", "dam")
+def _wsel_dam(cfg: ModelConfig) -> WeakDAM:
+    return WeakDAM(relevance=cfg.weak_relevance, **_sel_dam_kwargs(cfg))
+
+
+@register_model("wsel", "av_att")
+def _wsel_av_att(cfg: ModelConfig) -> WeakAVAtt:
+    return WeakAVAtt(**_av_att_kwargs(cfg))
 
 
 @register_model("cml", "dam")

@@ -4,10 +4,10 @@
         Bi-LSTM per modality (128 per direction)      -> f^A, f^V [B, T, 256]
     global features: the sequence embedding (self-attention by default) over ALL segments
         of each modality (the event region is unknown at test time) -> g_A, g_V [B, 256]
-    event category: concat(g_A, g_V) [B, 512] -> Linear -> 64 -> ReLU -> Linear -> E logits
-        (E = num_classes - 1 event categories, 28 for AVE; background is not a category
-        here). Concat + the MLP of AV_att's head (512 -> 64 -> classes), so the two SEL
-        models differ only in what DAM adds.
+    event category: concat(g_A, g_V) [B, 512] -> AV_att's head (ReLU -> Linear -> 64 -> ReLU
+        -> Linear) -> E logits (E = num_classes - 1 event categories, 28 for AVE; background
+        is not a category here). The same module as AV_att's head, with the reference's ReLU
+        on the fused input, so the two SEL models differ only in what DAM adds.
     event relevance: DAM on (f^A, f^V, g_A, g_V): p_t = (sigma(g_V.f_t^A) + sigma(g_A.f_t^V))/2
         (cross matching) or the self-matching form (Table 5).
     prediction of segment t: background if p_t < 0.5, else the video's predicted category.
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.baselines import LowLevelEncoder
+from avel.models.baselines import FusionHead, LowLevelEncoder
 from avel.models.dam import DAM, DAMOutput, relevance_loss
 from avel.models.embeddings import DEFAULT_EMBEDDING
 from avel.models.inference import SegmentScores
@@ -54,6 +54,13 @@ def video_category(labels: torch.Tensor, background: int) -> torch.Tensor:
     [B] (ties -> the smaller index), -1 for a video without event segments."""
     counts = F.one_hot(labels, num_classes=background + 1)[..., :background].sum(1)  # (B, E)
     return torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
+
+
+def category_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CE of the category logits [B, E] against the video category [B] (-1: a video without
+    event, left out; 0 when no video of the batch has one)."""
+    has = target >= 0
+    return F.cross_entropy(logits[has], target[has]) if has.any() else logits.sum() * 0
 
 
 @dataclass
@@ -99,7 +106,7 @@ class SELDAM(nn.Module):
             matching="cross" if matching == "none" else matching, heads=heads, dropout=dropout, ffn_mult=ffn_mult,
             scaled=scaled_matching,
         )
-        self.classifier = nn.Sequential(nn.Linear(2 * d, head_hidden), nn.ReLU(), nn.Linear(head_hidden, self.num_events))
+        self.classifier = FusionHead(2 * d, head_hidden, self.num_events)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> SELOutput:
         """audio [B, T, Da], visual [B, T, N, Dv] (N = 7x7 cells) -> category logits and relevance."""
@@ -112,9 +119,7 @@ class SELDAM(nn.Module):
     def loss(self, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """labels [B, T] class per segment (background = num_classes - 1)."""
         out = self(audio, visual)
-        target = video_category(labels, self.background)  # (B,)
-        has = target >= 0
-        ce = F.cross_entropy(out.category_logits[has], target[has]) if has.any() else out.category_logits.sum() * 0
+        ce = category_loss(out.category_logits, video_category(labels, self.background))
         if not self.uses_relevance:
             return ce
         return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, labels != self.background)

@@ -254,6 +254,17 @@ def _read_order(path: Path, V: int) -> torch.Tensor:
     return torch.from_numpy(order)
 
 
+def _read_mil_labels(path: Path, V: int, K1: int) -> torch.Tensor:
+    """mil_labels.h5 -> [V, K+1] float32 0/1 (the video-level labels of weak supervision)."""
+    with _open(path) as f:
+        mil = np.asarray(_dataset(path, f, KEY)[...])
+    if mil.shape != (V, K1):
+        raise CacheError(f"{path}: {KEY} has shape {mil.shape}, expected [{V}, {K1}] (videos, classes + background)")
+    if mil.dtype.kind not in "fiub" or not np.isin(mil, (0, 1)).all() or (mil.sum(axis=1) == 0).any():
+        raise CacheError(f"{path}: {KEY} must be 0/1 with at least one class per video")
+    return torch.from_numpy(mil.astype(np.float32))
+
+
 def read_ave_layout(
     directory: str | os.PathLike,
     annotations: str | os.PathLike | Sequence[AnnotationRow] | None = None,
@@ -261,7 +272,8 @@ def read_ave_layout(
 ) -> AVData:
     """Read an AVE-layout directory (the released files or a `write_ave_layout` export).
 
-    Labels come from labels.h5 (argmax; the last index is background). Class names and video
+    Labels come from labels.h5 (argmax; the last index is background); the video-level
+    labels from mil_labels.h5 when present (else `video_labels` is None). Class names and video
     ids come from `annotations` (rows, or a path) or else an Annotations.txt in the directory;
     without either, classes are named class_0.. and videos row_0.. (with a logged note).
     Splits: every *_order.h5 / *_order_match.h5 present. settings: from the
@@ -316,6 +328,7 @@ def read_ave_layout(
         video_ids = [f"row_{v}" for v in range(V)]
 
     splits = {name: _read_order(d / file, V) for name, file in SPLIT_FILES.items() if (d / file).is_file()}
+    video_labels = _read_mil_labels(d / MIL_LABELS, V, K1) if (d / MIL_LABELS).is_file() else None
     settings = None
     if (d / SETTINGS_SIDECAR).is_file():
         try:
@@ -331,4 +344,5 @@ def read_ave_layout(
         splits=splits,
         settings=settings,
         source=str(d),
+        video_labels=video_labels,
     )

@@ -82,13 +82,14 @@ def _check_safetensors_header(path: Path) -> None:
 
 def load_checkpoint(
     path: str | os.PathLike,
-    expected_task: str | None = None,
+    expected_task: str | tuple[str, ...] | None = None,
     feature_settings: FeatureSettings | None = None,
 ) -> Checkpoint:
     """Rebuild the model of a checkpoint written by `save_checkpoint`.
 
     CheckpointError: no such file, not a safetensors file (pickles are refused unread),
-    no avel metadata, another task than `expected_task`, weights that do not fit.
+    no avel metadata, another task than `expected_task` (one or a tuple of tasks), weights
+    that do not fit.
     SettingsMismatch: `feature_settings` differ from the checkpoint's (compared only when
     both are known; a checkpoint trained on features of unknown settings, e.g. the AVE
     release, accepts any)."""
@@ -106,8 +107,9 @@ def load_checkpoint(
         raise CheckpointError(f"{shown(path)}: a safetensors file without avel metadata (not an avel checkpoint)")
     meta = _read_metadata(path, raw)
     model_config: ModelConfig = meta["model_config"]
-    if expected_task is not None and model_config.task != expected_task:
-        raise CheckpointError(f"{shown(path)}: a {model_config.task} checkpoint, expected {expected_task}")
+    expected = (expected_task,) if isinstance(expected_task, str) else expected_task
+    if expected is not None and model_config.task not in expected:
+        raise CheckpointError(f"{shown(path)}: a {model_config.task} checkpoint, expected {' or '.join(expected)}")
     saved_settings: FeatureSettings | None = meta["feature_settings"]
     if feature_settings is not None and saved_settings is not None:
         diff = feature_settings.differences(saved_settings)

@@ -12,7 +12,7 @@ import torch
 
 from avel.pipeline.annotations import AnnotationRow, category_index, labels_for, parse_annotations, split_rows
 from avel.pipeline.cache import FeatureCache
-from avel.pipeline.dataset import AVData
+from avel.pipeline.dataset import AVData, video_labels_from_classes
 from avel.pipeline.errors import CacheError, DataError, shown
 from avel.pipeline.registry import Registry
 
@@ -92,7 +92,9 @@ def load_cache(
             }
         else:
             splits = default_splits(V)
-        return AVData(visual, audio, labels, names, [r.video_id for r in rows], splits, cache.settings, shown(path))
+        classes = [names.index(r.category) if r.duration_s > 0 else -1 for r in rows]  # a row's video-level label
+        return AVData(visual, audio, labels, names, [r.video_id for r in rows], splits, cache.settings, shown(path),
+                      video_labels_from_classes(classes, len(names)))
 
 
 class CacheDataset(torch.utils.data.Dataset):

@@ -20,6 +20,9 @@ class AVData:
     splits: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> int64 row indices
     settings: FeatureSettings | None = None  # None: unknown (e.g. the released AVE files)
     source: str = "the data"  # where it was read from (named in errors)
+    # [V, K+1] float 0/1: the classes each video holds (AVE's mil_labels; background only for
+    # a video without event), what weak supervision trains on; None: not known
+    video_labels: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -47,3 +50,12 @@ class AVData:
         if task == "cml" and f"{name}_match" in self.splits:
             return f"{name}_match"
         return name
+
+
+def video_labels_from_classes(classes: list[int], num_events: int) -> torch.Tensor:
+    """One event class per video (-1: no event) -> the video-level labels [V, K+1] in
+    mil_labels form: the class's column at 1, or the background column (K) for -1."""
+    if any(not -1 <= c < num_events for c in classes):
+        raise ValueError(f"video classes must lie in -1..{num_events - 1}")
+    idx = torch.tensor([num_events if c < 0 else c for c in classes], dtype=torch.int64)
+    return torch.nn.functional.one_hot(idx, num_events + 1).float()  # (V, K+1)

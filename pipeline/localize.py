@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from avel.models.inference import SegmentScores
+from avel.models.registry import SEL_TASKS
 from avel.pipeline.checkpoint import Checkpoint, load_checkpoint
 from avel.pipeline.errors import AvelError, CheckpointError, ConfigError
 from avel.pipeline.predictor import Predictor
@@ -393,7 +394,7 @@ def localize(
     if window_s is not None and window_s < 1:
         raise ConfigError("window", window_s, "must be >= 1 s")
     path = os.fspath(checkpoint)
-    ckpt = load_checkpoint(path, expected_task="sel")
+    ckpt = load_checkpoint(path, expected_task=SEL_TASKS)  # a weakly trained (wsel) model is a SEL model at test time
     window = int(window_s) if window_s is not None else checkpoint_window(ckpt)
     if not 1 <= stride_s <= window:
         raise ConfigError("stride", stride_s, f"must lie in 1..{window} s (the window length), or seconds would be skipped")

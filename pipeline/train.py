@@ -30,22 +30,51 @@ from avel.pipeline.config import DEVICE_HELP, DEVICE_PATTERN, check_choice, chec
 from avel.pipeline.dataset import AVData
 from avel.pipeline.errors import ConfigError, DataError
 from avel.pipeline.metrics import cml_accuracy, cml_queries, sel_accuracy
+from avel.pipeline.weak import WeakFeatures, evaluate_video_labels, weak_features, weak_selection_score
 
 RAM_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained, apart from the optimiser's settings."""
+
+    epochs: int
+    batch_size: int  # in `unit`s
+    unit: str  # "video": a batch is whole videos | "segment": single (audio, visual) segment pairs
+    selection: str  # "best-val": keep the best validation epoch | "last": keep the last epoch
+    about: str
+
+
+RECIPES = {
+    "avel": Recipe(60, 64, "video", "best-val",
+                   "batches of 64 videos, 60 epochs, the best validation epoch kept (AV_att's batch and optimiser)"),
+    "tian-avdln": Recipe(20, 8, "segment", "last",
+                         "Tian et al.'s AVDLN script (cmm_train.py): shuffled batches of 8 synchronized segment "
+                         "pairs, 20 epochs, the last epoch kept (validation is only reported)"),
+}
+MODEL_RECIPES = {"cml/avdln": "tian-avdln"}  # the published recipe of a model; others: "avel"
+SEGMENT_MODELS = ("cml/avdln",)  # models whose loss treats every segment alone (can train on pairs)
 
 
 # -----------------------------------------------------------------------------------------
 # config
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training options around a model config. Defaults: Adam, lr 1e-3, batch 64, no weight
-    decay: AV_att's published recipe (Tian et al.); DAM's optimiser is not published, so it
-    gets the same one, which also keeps the comparison fair. 60 epochs with a constant
-    learning rate; the best epoch on validation is kept."""
+    """Training options around a model config. Optimiser: Adam, lr 1e-3, no weight decay:
+    AV_att's published recipe (Tian et al.); DAM's optimiser is not published, so it gets the
+    same one, which also keeps the comparison fair. `recipe` sets the batches, the epochs and
+    the model selection (RECIPES): "auto" is the model's published one, AVDLN's for AVDLN
+    (8 segment pairs, 20 epochs, last epoch), "avel" (64 videos, 60 epochs, best validation
+    epoch) for the others; `epochs` and `batch_size` override the recipe's."""
 
     model: ModelConfig = option("the model (task, name and hyperparameters)", cli=False, default_factory=ModelConfig)
-    epochs: int = option("training epochs (the best on validation is kept)", default=60)
-    batch_size: int = option("videos per batch", default=64)
+    recipe: str = option("auto (the model's: tian-avdln for AVDLN, avel otherwise) | avel (64 videos a batch, 60 "
+                         "epochs, best validation epoch kept) | tian-avdln (8 segment pairs a batch, 20 epochs, last "
+                         "epoch kept)", choices=("auto", *RECIPES), default="auto")
+    epochs: int | None = option("training epochs (default: the recipe's, 60 or 20)", default=None)
+    batch_size: int | None = option("videos (segment pairs for tian-avdln) per batch (default: the recipe's, 64 or 8)",
+                                    default=None)
     lr: float = option("Adam learning rate", default=1e-3)
     weight_decay: float = option("Adam weight decay (L2)", default=0.0)
     seed: int = option("seed of the weights, dropout and batch order", default=0)
@@ -58,18 +87,38 @@ class TrainConfig:
         if not isinstance(self.model, ModelConfig):
             raise ConfigError("model", self.model, "must be a ModelConfig")
         check_types(self)
-        check_range("epochs", self.epochs, 1)
-        check_range("batch_size", self.batch_size, 1)
+        check_choice("recipe", self.recipe, ("auto", *RECIPES))
+        if self.epochs is not None:
+            check_range("epochs", self.epochs, 1)
+        if self.batch_size is not None:
+            check_range("batch_size", self.batch_size, 1)
         check_range("eval_batch_size", self.eval_batch_size, 1)
         check_range("lr", self.lr, 0.0, lo_open=True)
         check_range("weight_decay", self.weight_decay, 0.0)
         check_choice("dtype_in_ram", self.dtype_in_ram, tuple(RAM_DTYPES))
         if not DEVICE_PATTERN.match(self.device):
             raise ConfigError("device", self.device, f"choose {DEVICE_HELP}")
+        key = f"{self.model.task}/{self.model.name}"
+        if RECIPES[self.recipe_name].unit == "segment" and key not in SEGMENT_MODELS:
+            raise ConfigError("recipe", self.recipe, f"trains on single segment pairs, which only "
+                              f"{', '.join(SEGMENT_MODELS)} can (its loss treats every segment alone)")
 
     @property
     def task(self) -> str:
         return self.model.task
+
+    @property
+    def recipe_name(self) -> str:
+        """The recipe in force: `recipe`, or the model's own for "auto"."""
+        if self.recipe != "auto":
+            return self.recipe
+        return MODEL_RECIPES.get(f"{self.model.task}/{self.model.name}", "avel")
+
+    @property
+    def resolved(self) -> Recipe:
+        """The recipe in force with `epochs` and `batch_size` applied."""
+        r = RECIPES[self.recipe_name]
+        return dataclasses.replace(r, epochs=self.epochs or r.epochs, batch_size=self.batch_size or r.batch_size)
 
     def model_config(self, data: AVData) -> ModelConfig:
         """The model config with the widths and the number of classes of `data`."""
@@ -97,6 +146,14 @@ class Features:
         labels = self.labels[idx].to(device)
         return audio, visual, (labels if self.task == "sel" else labels != self.background)
 
+    def segment_pairs(self, idx: torch.Tensor) -> "Features":
+        """The segments of videos `idx` as one-segment videos: [V, T, ...] -> [V*T, 1, ...]
+        (for a model whose loss treats every segment alone, trained on shuffled pairs)."""
+        def flat(x: torch.Tensor) -> torch.Tensor:
+            return x[idx].flatten(0, 1).unsqueeze(1)  # (V*T, 1, ...)
+
+        return Features(self.task, flat(self.audio), flat(self.visual), flat(self.labels), self.background)
+
 
 def pooled_visual(visual: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     """pool5 [V, T, 7, 7, Dv] -> the mean over the cells [V, T, Dv] (AVE's visual_feature_vec),
@@ -107,22 +164,25 @@ def pooled_visual(visual: torch.Tensor, chunk: int = 256) -> torch.Tensor:
     return torch.cat(parts).to(visual.dtype)
 
 
-def prepare_features(data: AVData, task: str, dtype_in_ram: str | None = None) -> Features:
+def prepare_features(data: AVData, task: str, dtype_in_ram: str | None = None) -> Features | WeakFeatures:
     """The features of `data` as the task consumes them, held as `dtype_in_ram` (None: as
     stored when float16 or float32, else float32). A conversion copies the features; hand
-    over float16 data to hold AVE-sized pool5 maps (1.7 GB) only once."""
+    over float16 data to hold AVE-sized pool5 maps (1.7 GB) only once. wsel: the video-level
+    labels only (pipeline/weak.py)."""
     if dtype_in_ram is None:
         dtype = data.visual.dtype if data.visual.dtype in (torch.float16, torch.float32) else torch.float32
     elif dtype_in_ram in RAM_DTYPES:
         dtype = RAM_DTYPES[dtype_in_ram]
     else:
         raise ValueError(f"dtype_in_ram must be one of {', '.join(RAM_DTYPES)}, got {dtype_in_ram!r}")
-    if task == "sel":
+    if task in ("sel", "wsel"):
         if data.visual.dim() != 5:
             raise ValueError(f"SEL needs pool5 maps [V, T, H, W, C], got visual {tuple(data.visual.shape)}")
         visual = data.visual.to(dtype).flatten(2, 3)  # (V, T, N, Dv), a view when no conversion
     else:
         visual = pooled_visual(data.visual).to(dtype)  # (V, T, Dv)
+    if task == "wsel":
+        return weak_features(data, data.audio.to(dtype), visual)
     return Features(task, data.audio.to(dtype), visual, data.labels.long(), data.background)
 
 
@@ -143,10 +203,14 @@ def split_rows(data: AVData, task: str, name: str) -> tuple[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 256, features: Features | None = None) -> dict:
+def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 256,
+             features: Features | WeakFeatures | None = None) -> dict:
     """Metrics of `model` on a split of `data`. SEL: {"accuracy"}. CML: {"a2v", "v2a",
     "average", "n_videos"} under the CML protocol (pipeline.metrics). For CML, "train" /
-    "val" / "test" mean the *_match splits when the data has them."""
+    "val" / "test" mean the *_match splits when the data has them. With WeakFeatures
+    (validation of a weak model): video-level metrics (pipeline/weak.py)."""
+    if isinstance(features, WeakFeatures):
+        return evaluate_video_labels(model, features, data.split(split), batch_size)
     task = model.task
     _, idx = split_rows(data, task, split)
     feats = features if features is not None else prepare_features(data, task)
@@ -176,7 +240,10 @@ def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 25
 
 
 def selection_score(task: str, metrics: dict) -> float:
-    """What model selection maximises: SEL accuracy, CML mean of A2V and V2A."""
+    """What model selection maximises: SEL accuracy, CML mean of A2V and V2A, WSEL minus
+    the validation loss of the video labels (pipeline/weak.py)."""
+    if task == "wsel":
+        return weak_selection_score(metrics)
     score = metrics["accuracy"] if task == "sel" else metrics["average"]
     return -math.inf if math.isnan(score) else score
 
@@ -185,7 +252,7 @@ def selection_score(task: str, metrics: dict) -> float:
 # training
 @dataclass
 class TrainResult:
-    model: nn.Module  # the selected model (best validation epoch), in eval mode
+    model: nn.Module  # the selected model (best validation epoch, or the last one), in eval mode
     model_config: ModelConfig
     config: TrainConfig
     best_epoch: int  # 1-based
@@ -220,17 +287,22 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         model_config = cfg.model_config(data)
         model = build_model(model_config).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        recipe = cfg.resolved
+        if recipe.unit == "segment":  # every training segment pair is a one-segment video
+            train_feats, train_idx = feats.segment_pairs(train_idx), torch.arange(len(train_idx) * feats.labels.shape[1])
+        else:
+            train_feats = feats
 
         # loop
         best_score, best_epoch, best_state, best_val = -math.inf, 0, None, {}
         history = []
-        bar = tqdm(range(1, cfg.epochs + 1), desc=f"{cfg.task}/{cfg.model.name}", disable=None if cfg.progress is None else not cfg.progress)
+        bar = tqdm(range(1, recipe.epochs + 1), desc=f"{cfg.task}/{cfg.model.name}", disable=None if cfg.progress is None else not cfg.progress)
         for epoch in bar:
             model.train()
             order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
             total, count = 0.0, 0
-            for i in range(0, len(order), cfg.batch_size):
-                audio, visual, target = feats.batch(order[i : i + cfg.batch_size], device)
+            for i in range(0, len(order), recipe.batch_size):
+                audio, visual, target = train_feats.batch(order[i : i + recipe.batch_size], device)
                 loss = model.loss(audio, visual, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -239,7 +311,9 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
             val = evaluate(model, data, val_split, batch_size=cfg.eval_batch_size, features=feats)
             score = selection_score(cfg.task, val)
             history.append({"epoch": epoch, "loss": total / max(count, 1), **val})
-            if score > best_score or best_state is None:
+            if recipe.selection == "last":  # no selection: the model is the last epoch's
+                best_score, best_epoch, best_val = score, epoch, val
+            elif score > best_score or best_state is None:
                 best_score, best_epoch, best_val = score, epoch, val
                 best_state = copy.deepcopy(model.state_dict())
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}", val=f"{score:.3f}", best=f"{best_score:.3f}")
@@ -247,7 +321,8 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
-        test = evaluate(model, data, test_split, batch_size=cfg.eval_batch_size, features=feats) if test_split in data.splits else None
+        test_feats = feats if isinstance(feats, Features) else None  # wsel: SEL's, with the per-second labels
+        test = evaluate(model, data, test_split, batch_size=cfg.eval_batch_size, features=test_feats) if test_split in data.splits else None
         return TrainResult(model, model_config, cfg, best_epoch, best_val, test, history, time.perf_counter() - t0)
     finally:
         if device.type == "cuda":

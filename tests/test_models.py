@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from avel.models.baselines import AVDLN, AudioGuidedAttention
+from avel.models.baselines import AVAtt, AVDLN, AudioGuidedAttention
 from avel.models.cml import CMLDAM
 from avel.models.dam import DAM, relevance_loss
 from avel.models.embeddings import SEQUENCE_EMBEDDINGS, build_embedding
@@ -313,3 +313,71 @@ def test_every_registered_model_on_ave_shapes(task, name):
         mask[1, 6:8] = True
         assert torch.isfinite(model.loss(audio, visual, mask))
         assert model.localize(audio, visual, mask, "a2v").shape == (2,)
+
+
+# --- fidelity to Tian et al.'s public code (issue #10, item 10) -------------------------------------
+def xavier_bound(layer: nn.Linear) -> float:
+    return math.sqrt(6 / (layer.in_features + layer.out_features))
+
+
+def test_audio_guided_attention_follows_the_reference_by_hand():
+    # Tian et al.'s att_Net: affine_video / affine_audio (with bias) + ReLU; affine_v, affine_g
+    # (-> 49) and affine_h (-> 1) WITHOUT bias; xavier-uniform weights
+    torch.manual_seed(0)
+    att = AudioGuidedAttention(audio_dim=6, visual_dim=8, att_hidden=5)
+    for layer in (att.visual_att, att.audio_att, att.score):
+        assert layer.bias is None
+    for layer in (att.visual_embed, att.audio_embed):
+        assert layer.bias is not None
+    audio, visual = torch.randn(2, 3, 6), torch.randn(2, 3, 4, 8)
+    with torch.no_grad():
+        for layer in (att.visual_embed, att.audio_embed):
+            layer.bias.uniform_(-1, 1)  # non-zero biases where the reference has them
+    v_h = torch.relu(visual @ att.visual_embed.weight.T + att.visual_embed.bias)
+    a_h = torch.relu(audio @ att.audio_embed.weight.T + att.audio_embed.bias)
+    z = torch.tanh(v_h @ att.visual_att.weight.T + (a_h @ att.audio_att.weight.T).unsqueeze(2))
+    alpha = torch.softmax((z @ att.score.weight.T).squeeze(-1), dim=-1)
+    out, weights = att(audio, visual)
+    torch.testing.assert_close(weights, alpha)
+    torch.testing.assert_close(out, torch.einsum("btn,btnd->btd", alpha, visual))
+
+
+def test_reference_initialisation():
+    # xavier-uniform weights (Tian et al. call init.xavier_uniform on every affine layer and the
+    # head): |w| <= sqrt(6 / (fan_in + fan_out)), which exceeds torch's default bound
+    # 1/sqrt(fan_in) for every one of these shapes, and a default-initialised layer never
+    # goes past its bound
+    torch.manual_seed(0)
+    model = AVAtt(num_classes=29)
+    att = model.encoder.attention
+    linears = [att.visual_embed, att.audio_embed, att.visual_att, att.audio_att, att.score]
+    linears += [m for m in model.head if isinstance(m, nn.Linear)]
+    for layer in linears:
+        w = layer.weight.detach().abs().max().item()
+        assert 1 / math.sqrt(layer.in_features) < w <= xavier_bound(layer), (layer, w, xavier_bound(layer))
+
+
+def test_av_att_head_has_the_reference_relu_on_the_concatenated_lstm_outputs():
+    # reference: out = L2(ReLU(L1(ReLU(cat(lstm_audio, lstm_video))))), per segment
+    torch.manual_seed(0)
+    model = AVAtt(num_classes=5, audio_dim=6, visual_dim=8, att_hidden=5, lstm_hidden=4, head_hidden=3).eval()
+    audio, visual = torch.randn(2, 3, 6), torch.randn(2, 3, 4, 8)
+    f_a, f_v = model.encoder(audio, visual)
+    cat = torch.cat([f_a, f_v], dim=-1)
+    assert (cat < 0).any()  # Bi-LSTM outputs are tanh-bounded: the ReLU changes them
+    linears = [m for m in model.head if isinstance(m, nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(16, 3), (3, 5)]
+    expected = linears[1](torch.relu(linears[0](torch.relu(cat))))
+    torch.testing.assert_close(model(audio, visual), expected)
+
+
+def test_avdln_and_cml_dam_low_level_mlp_follow_the_reference_keras_layers():
+    # Tian et al.'s cmm_train.py: Dense(128) -> LeakyReLU(0.3) -> Dense(64), Keras defaults
+    # (glorot-uniform kernels, zero biases); CML DAM keeps that low-level structure
+    torch.manual_seed(0)
+    for branch in (AVDLN().visual_branch, AVDLN().audio_branch, CMLDAM().dam.visual_proj):
+        linears = [m for m in branch if isinstance(m, nn.Linear)]
+        for layer in linears:
+            assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+            w = layer.weight.detach().abs().max().item()
+            assert 1 / math.sqrt(layer.in_features) < w <= xavier_bound(layer)

@@ -25,7 +25,10 @@ from avel.pipeline.dataset import AVData
 from avel.pipeline.errors import CheckpointError, SettingsMismatch
 from avel.pipeline.metrics import cml_queries
 from avel.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from avel.models.baselines import AVDLN
+from avel.pipeline.errors import ConfigError
 from avel.pipeline.train import (
+    RECIPES,
     TrainConfig,
     evaluate,
     prepare_features,
@@ -114,6 +117,64 @@ def test_cml_learns(data, model, margin):
     assert result.test["n_videos"] == int(cml_queries(data.event_mask[data.split("test")]).keep.sum())
     assert result.test["a2v"] >= chance + margin, (result.test, chance)
     assert result.test["v2a"] >= chance + margin, (result.test, chance)
+
+
+# --- recipes (issue #10, item 11) ------------------------------------------------------------------
+def record_loss_inputs(monkeypatch) -> list:
+    """Record the (audio, event mask) of every AVDLN.loss call."""
+    calls = []
+    original = AVDLN.loss
+
+    def loss(self, audio, visual, event_mask):
+        calls.append((audio.detach().clone(), event_mask.clone()))
+        return original(self, audio, visual, event_mask)
+
+    monkeypatch.setattr(AVDLN, "loss", loss)
+    return calls
+
+
+def test_avdln_default_is_the_reference_recipe(monkeypatch):
+    # Tian et al.'s cmm_train.py: Keras fit on single synchronized segment pairs, batch 8,
+    # 20 epochs, shuffled, no model selection (validation is only printed)
+    cfg = TrainConfig(ModelConfig(task="cml", name="avdln"), progress=False)
+    r = cfg.resolved
+    assert (r.epochs, r.batch_size, r.unit, r.selection) == (20, 8, "segment", "last")
+    # the other models keep the avel recipe
+    for model in (ModelConfig(task="cml"), ModelConfig(task="sel"), ModelConfig(task="sel", name="av_att")):
+        r = TrainConfig(model).resolved
+        assert (r.epochs, r.batch_size, r.unit, r.selection) == (60, 64, "video", "best-val")
+    small = make_avdata(n_videos=40, hw=(3, 3), visual_dim=16, audio_dim=16, seed=9)
+    calls = record_loss_inputs(monkeypatch)
+    result = train(small, dataclasses.replace(cfg, epochs=3))
+    pairs = len(small.split("train")) * 10  # 24 videos x 10 segments
+    assert len(calls) == 3 * math.ceil(pairs / 8)
+    assert all(a.shape == (8, 1, 16) for a, _ in calls[:-1])
+    # one epoch visits every training segment pair exactly once
+    seen = torch.cat([a[:, 0] for a, _ in calls[: len(calls) // 3]])
+    train_audio = small.audio[small.split("train")].flatten(0, 1)
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, train_audio.tolist()))
+    mask = torch.cat([m[:, 0] for _, m in calls[: len(calls) // 3]])
+    assert int(mask.sum()) == int(small.event_mask[small.split("train")].sum())
+    # no selection: the model is the last epoch's, whatever validation said
+    assert result.best_epoch == 3 and result.val == {k: result.history[-1][k] for k in result.val}
+
+
+def test_avdln_keeps_the_avel_recipe_as_an_option(monkeypatch):
+    small = make_avdata(n_videos=40, hw=(3, 3), visual_dim=16, audio_dim=16, seed=9)
+    calls = record_loss_inputs(monkeypatch)
+    cfg = TrainConfig(ModelConfig(task="cml", name="avdln"), recipe="avel", epochs=4, batch_size=10, progress=False)
+    result = train(small, cfg)
+    assert [a.shape for a, _ in calls[:3]] == [(10, 10, 16), (10, 10, 16), (4, 10, 16)]  # whole videos
+    best = max(result.history, key=lambda h: h["average"])
+    assert result.best_epoch == best["epoch"]
+
+
+def test_segment_recipe_only_for_segment_models():
+    with pytest.raises(ConfigError, match="recipe"):
+        TrainConfig(ModelConfig(task="sel", name="dam"), recipe="tian-avdln")
+    with pytest.raises(ConfigError, match="recipe"):
+        TrainConfig(ModelConfig(task="cml", name="avdln"), recipe="tian")
+    assert set(RECIPES) == {"avel", "tian-avdln"}
 
 
 # --- determinism, data handling ----------------------------------------------------------------
