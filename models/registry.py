@@ -71,6 +71,10 @@ class ModelConfig:
     dropout: float = option("self-attention dropout", default=0.1)
     scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
                                    flag="--scaled-matching/--unscaled-matching", default=True)
+    input_dropout: float = option("SEL (DAM and AV_att): dropout on the input features", default=0.0)
+    feature_dropout: float = option("SEL DAM: dropout on the local features and the fused global features", default=0.0)
+    relevance_smoothing: float = option("SEL DAM: label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps)",
+                                        default=0.0)
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -87,6 +91,9 @@ class ModelConfig:
         check_range("proj_hidden", self.proj_hidden, 1 if self.name == "avdln" else 0)
         check_range("margin", self.margin, 0.0, lo_open=True)
         check_range("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        check_range("feature_dropout", self.feature_dropout, 0.0, 1.0, hi_open=True)
+        check_range("input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
+        check_range("relevance_smoothing", self.relevance_smoothing, 0.0, 0.5, hi_open=True)
         width = self.matching_width
         if self.embedding == "self-att" and width % self.heads:
             raise ConfigError("heads", self.heads, f"must divide the self-attention width {width}")
@@ -130,6 +137,7 @@ def _sel_dam(cfg: ModelConfig) -> SELDAM:
         num_classes=cfg.num_classes, audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, att_hidden=cfg.att_hidden,
         lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden, embedding=cfg.embedding, matching=cfg.matching,
         lam=cfg.lam, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult, scaled_matching=cfg.scaled_matching,
+        feature_dropout=cfg.feature_dropout, relevance_smoothing=cfg.relevance_smoothing, input_dropout=cfg.input_dropout,
     )
 
 
@@ -137,7 +145,7 @@ def _sel_dam(cfg: ModelConfig) -> SELDAM:
 def _sel_av_att(cfg: ModelConfig) -> AVAtt:
     return AVAtt(
         num_classes=cfg.num_classes, audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, att_hidden=cfg.att_hidden,
-        lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden,
+        lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden, input_dropout=cfg.input_dropout,
     )
 
 

@@ -82,6 +82,9 @@ class SELDAM(nn.Module):
         dropout: float = 0.1,
         ffn_mult: int = 4,
         scaled_matching: bool = True,
+        feature_dropout: float = 0.0,
+        relevance_smoothing: float = 0.0,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if matching not in SEL_MATCHINGS:
@@ -92,7 +95,8 @@ class SELDAM(nn.Module):
         self.background = self.num_events
         self.lam = lam
         self.uses_relevance = matching != "none" and lam < 1.0
-        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden)
+        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden,
+                                       input_dropout=input_dropout)
         d = self.encoder.out_dim
         self.dam = DAM(
             audio_dim=d, visual_dim=d, dim=d, proj_hidden=None, embedding=embedding,
@@ -100,13 +104,17 @@ class SELDAM(nn.Module):
             scaled=scaled_matching,
         )
         self.classifier = FusionHead(2 * d, head_hidden, self.num_events)
+        self.feature_dropout = nn.Dropout(feature_dropout)
+        self.relevance_smoothing = relevance_smoothing
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> SELOutput:
         """audio [B, T, Da], visual [B, T, N, Dv] (N = 7x7 cells) -> category logits and relevance."""
         f_a, f_v = self.encoder(audio, visual)  # (B, T, d) each
+        f_a, f_v = self.feature_dropout(f_a), self.feature_dropout(f_v)
         every = torch.ones(f_a.shape[:2], dtype=torch.bool, device=f_a.device)  # (B, T)
         out = self.dam(f_a, f_v, every)
-        logits = self.classifier(torch.cat([out.audio_global, out.visual_global], dim=-1))  # (B, E)
+        fused = self.feature_dropout(torch.cat([out.audio_global, out.visual_global], dim=-1))  # (B, 2d)
+        logits = self.classifier(fused)  # (B, E)
         return SELOutput(logits, out.relevance if self.uses_relevance else None, out)
 
     def loss(self, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -117,7 +125,9 @@ class SELDAM(nn.Module):
         ce = F.cross_entropy(out.category_logits[has], target[has]) if has.any() else out.category_logits.sum() * 0
         if not self.uses_relevance:
             return ce
-        return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, labels != self.background)
+        target = (labels != self.background).to(out.relevance.dtype)  # (B, T)
+        target = target * (1 - self.relevance_smoothing) + (1 - target) * self.relevance_smoothing
+        return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, target)
 
     @torch.no_grad()
     def predict(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:

@@ -381,3 +381,41 @@ def test_avdln_and_cml_dam_low_level_mlp_follow_the_reference_keras_layers():
             assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
             w = layer.weight.detach().abs().max().item()
             assert 1 / math.sqrt(layer.in_features) < w <= xavier_bound(layer)
+
+
+# --- SEL DAM regularisation (issue #11) ----------------------------------------------------------
+def test_sel_dam_relevance_smoothing_by_hand():
+    torch.manual_seed(0)
+    kw = dict(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2, lam=0.3)
+    model = SELDAM(relevance_smoothing=0.2, **kw).eval()
+    audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
+    labels = torch.tensor([[4, 1, 1, 4], [2, 2, 2, 2]])
+    out = model(audio, visual)
+    ce = torch.nn.functional.cross_entropy(out.category_logits, torch.tensor([1, 2]))
+    target = torch.tensor([[0.2, 0.8, 0.8, 0.2], [0.8, 0.8, 0.8, 0.8]])  # 1 -> 0.8, 0 -> 0.2
+    p = out.relevance
+    bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+    torch.testing.assert_close(model.loss(audio, visual, labels), 0.3 * ce + 0.7 * bce)
+    # no smoothing: the plain BCE against the 0/1 mask (the paper's eq. 8)
+    plain = SELDAM(**kw).eval()
+    plain.load_state_dict(model.state_dict())
+    mask = (labels != 4).float()
+    bce0 = -(mask * p.log() + (1 - mask) * (1 - p).log()).mean()
+    torch.testing.assert_close(plain.loss(audio, visual, labels), 0.3 * ce + 0.7 * bce0)
+
+
+def test_sel_dam_feature_dropout_only_in_training():
+    torch.manual_seed(0)
+    kw = dict(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2, dropout=0.0)
+    model = SELDAM(feature_dropout=0.5, **kw)
+    plain = SELDAM(**kw)
+    plain.load_state_dict(model.state_dict())
+    audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(audio, visual).category_logits, plain(audio, visual).category_logits)
+    model.train(), plain.train()
+    assert not torch.allclose(model(audio, visual).relevance, plain(audio, visual).relevance)
+    with pytest.raises(ConfigError):
+        ModelConfig(feature_dropout=1.0)
+    with pytest.raises(ConfigError):
+        ModelConfig(relevance_smoothing=0.5)
