@@ -69,6 +69,11 @@ VARIANTS = {
     "dam-none": Variant("DAM w/o matching", "sel", {"matching": "none"}),
     "dam-lam0.7": Variant("DAM lambda 0.7", "sel", {"lam": 0.7}),
     "dam-lam0.3": Variant("DAM lambda 0.3", "sel", {"lam": 0.3}),
+    "dam-lam1": Variant("DAM lambda 1 (category loss alone)", "sel", {"lam": 1.0}),
+    "dam-warmup": Variant("DAM, 10 warm-up epochs", "sel", {"warmup_epochs": 10}),
+    "dam-segloss": Variant("DAM + segment loss 1", "sel", {"segment_loss": 1.0}),
+    "dam-warmup-segloss": Variant("DAM, 10 warm-up epochs + segment loss 1", "sel", {"warmup_epochs": 10, "segment_loss": 1.0}),
+    "dam-avg-smooth": Variant("DAM avg-pool + relevance smoothing 0.2", "sel", {"embedding": "avg", "relevance_smoothing": 0.2}),
     "cml-dam": Variant("DAM (CML)", "cml"),
     "cml-avdln": Variant("AVDLN", "cml", {"name": "avdln"}),
     "cml-dam-avg": Variant("DAM avg-pool (CML)", "cml", {"embedding": "avg"}),
@@ -79,14 +84,16 @@ QUICK = dict(noise=[2.5, 3.5], sizes=[160, 640], seeds=[0, 1, 2], variants=["dam
 
 
 # --- data -------------------------------------------------------------------------------------
-def make_data(noise: float, seed: int, train_videos: int, visual_dim: int = 512) -> AVData:
-    """Train (train_videos) + VAL_VIDEOS + TEST_VIDEOS generated videos, AVE shapes (unless a
+def make_data(noise: float, seed: int, train_videos: int, visual_dim: int = 512, *, val_videos: int = VAL_VIDEOS,
+              test_videos: int = TEST_VIDEOS, classes: int = 28) -> AVData:
+    """Train (train_videos) + val_videos + test_videos generated videos, AVE shapes (unless a
     narrower visual width is asked for), float16 in RAM."""
-    videos = train_videos + VAL_VIDEOS + TEST_VIDEOS
-    cfg = FeatureSynthConfig(videos=videos, classes=28, noise=noise, seed=seed, visual_dim=visual_dim,
-                             split_fractions=(train_videos / videos, VAL_VIDEOS / videos, TEST_VIDEOS / videos))
+    videos = train_videos + val_videos + test_videos
+    cfg = FeatureSynthConfig(videos=videos, classes=classes, noise=noise, seed=seed, visual_dim=visual_dim,
+                             visual_active=min(32, visual_dim),
+                             split_fractions=(train_videos / videos, val_videos / videos, test_videos / videos))
     data = synth_features(cfg, dtype=torch.float16)
-    assert [len(data.splits[k]) for k in ("train", "val", "test")] == [train_videos, VAL_VIDEOS, TEST_VIDEOS]
+    assert [len(data.splits[k]) for k in ("train", "val", "test")] == [train_videos, val_videos, test_videos]
     return data
 
 
@@ -106,17 +113,18 @@ def dam_diagnostics(model, data: AVData) -> dict:
     """What a DAM SEL model's two branches do: video category accuracy on train and test,
     mean relevance on test background and event seconds (background should be < 0.5)."""
     feats = prepare_features(data, "sel")
+    device = next(model.parameters()).device
     model.eval()
     out = {}
     for split in ("train", "test"):
         idx = data.splits[split]
         cats, rels = [], []
         for i in range(0, len(idx), 128):
-            audio, visual, _ = feats.batch(idx[i : i + 128], torch.device("cpu"))
+            audio, visual, _ = feats.batch(idx[i : i + 128], device)
             o = model(audio, visual)
-            cats.append(o.category_logits.argmax(-1))
+            cats.append(o.category_logits.argmax(-1).cpu())
             if o.relevance is not None:
-                rels.append(o.relevance)
+                rels.append(o.relevance.cpu())
         labels = data.labels[idx]
         truth = video_category(labels, data.background)
         has = truth >= 0
@@ -199,11 +207,12 @@ def run_grid(args, runs: dict, path: Path) -> None:
             if not todo and not need_probe:
                 continue
             t0 = time.perf_counter()
-            data = make_data(noise, seed, max(args.sizes + ([PROBE_VIDEOS] if need_probe else [])), args.visual_dim)
+            data = make_data(noise, seed, max(args.sizes + ([args.probe_videos] if need_probe else [])), args.visual_dim,
+                             val_videos=args.val_videos, test_videos=args.test_videos, classes=args.classes)
             print(f"noise {noise} seed {seed}: data in {time.perf_counter() - t0:.0f} s", flush=True)
             records = []
             if need_probe:
-                probe_data = subset(data, PROBE_VIDEOS)
+                probe_data = subset(data, args.probe_videos)
                 records.append({"noise": noise, "size": 0, "seed": seed, "variant": "probe", "kind": calib[0],
                                 "linear": probe(probe_data, "linear", seed=seed), "mlp": probe(probe_data, "mlp", seed=seed)})
             for size, name in todo:
@@ -360,6 +369,10 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true", help="print and plot what runs.jsonl holds; run nothing")
     ap.add_argument("--out", type=Path, default=None, help="default: learning-curves/visual<WIDTH>")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--classes", type=int, default=28, help="event categories (AVE: 28)")
+    ap.add_argument("--val-videos", type=int, default=VAL_VIDEOS)
+    ap.add_argument("--test-videos", type=int, default=TEST_VIDEOS)
+    ap.add_argument("--probe-videos", type=int, default=PROBE_VIDEOS, help="training videos of the calibration classifiers")
     ap.add_argument("--visual-dim", type=int, default=512,
                     help="visual feature width (AVE: 512; 128 makes the audio-guided attention 16x cheaper)")
     args = ap.parse_args(argv)

@@ -85,6 +85,8 @@ class SELDAM(nn.Module):
         feature_dropout: float = 0.0,
         relevance_smoothing: float = 0.0,
         input_dropout: float = 0.0,
+        warmup_epochs: int = 0,
+        segment_loss: float = 0.0,
     ) -> None:
         super().__init__()
         if matching not in SEL_MATCHINGS:
@@ -106,6 +108,21 @@ class SELDAM(nn.Module):
         self.classifier = FusionHead(2 * d, head_hidden, self.num_events)
         self.feature_dropout = nn.Dropout(feature_dropout)
         self.relevance_smoothing = relevance_smoothing
+        # training recipe (issue #11): AV_att's per-segment head on the low-level features, trained
+        # alone for the first `warmup_epochs` epochs and / or added to the loss with weight
+        # `segment_loss`; not used at inference (and absent when both are 0)
+        self.warmup_epochs, self.segment_loss = warmup_epochs, segment_loss
+        self.segment_head = FusionHead(2 * d, head_hidden, num_classes) if warmup_epochs or segment_loss else None
+        self.epoch = 1  # the training loop's current epoch (start_epoch)
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the training loop before every epoch (1-based): the warm-up phase is epochs
+        1..warmup_epochs."""
+        self.epoch = epoch
+
+    @property
+    def warming_up(self) -> bool:
+        return self.epoch <= self.warmup_epochs
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> SELOutput:
         """audio [B, T, Da], visual [B, T, N, Dv] (N = 7x7 cells) -> category logits and relevance."""
@@ -117,17 +134,29 @@ class SELDAM(nn.Module):
         logits = self.classifier(fused)  # (B, E)
         return SELOutput(logits, out.relevance if self.uses_relevance else None, out)
 
+    def segment_ce(self, f_a: torch.Tensor, f_v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """AV_att's loss on the low-level features f^A, f^V [B, T, d], labels [B, T]."""
+        logits = self.segment_head(torch.cat([f_a, f_v], dim=-1))  # (B, T, C)
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
     def loss(self, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """labels [B, T] class per segment (background = num_classes - 1)."""
+        """labels [B, T] class per segment (background = num_classes - 1). During the warm-up
+        epochs: AV_att's per-segment CE on the low-level features alone; then eq. 8 (+
+        segment_loss x that CE when segment_loss > 0)."""
+        if self.warming_up:
+            return self.segment_ce(*self.encoder(audio, visual), labels)
         out = self(audio, visual)
         target = video_category(labels, self.background)  # (B,)
         has = target >= 0
         ce = F.cross_entropy(out.category_logits[has], target[has]) if has.any() else out.category_logits.sum() * 0
-        if not self.uses_relevance:
-            return ce
-        target = (labels != self.background).to(out.relevance.dtype)  # (B, T)
-        target = target * (1 - self.relevance_smoothing) + (1 - target) * self.relevance_smoothing
-        return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, target)
+        loss = ce
+        if self.uses_relevance:
+            target = (labels != self.background).to(out.relevance.dtype)  # (B, T)
+            target = target * (1 - self.relevance_smoothing) + (1 - target) * self.relevance_smoothing
+            loss = self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, target)
+        if self.segment_loss:
+            loss = loss + self.segment_loss * self.segment_ce(out.dam.audio_local, out.dam.visual_local, labels)
+        return loss
 
     @torch.no_grad()
     def predict(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
