@@ -105,6 +105,23 @@ def test_sel_dam_learns(data):
     assert evaluate(result.model, data, "test") == result.test
 
 
+def test_sel_dam_warmup_epochs_train_only_the_encoder(data):
+    """The loop tells the model its epoch: during the warm-up epochs the DAM branches (global
+    embeddings, category head) keep their initial weights; after them they train."""
+    small = dataclasses.replace(data, splits={**data.splits, "train": data.splits["train"][:32]})
+    model_cfg = ModelConfig(task="sel", name="dam", warmup_epochs=2)
+    cfg = TrainConfig(model_cfg, epochs=2, progress=False)
+    torch.manual_seed(cfg.seed)
+    initial = build_model(cfg.model_config(small))
+    warm = train(small, cfg).model
+    after = train(small, dataclasses.replace(cfg, epochs=3)).model
+    for name, w0 in initial.state_dict().items():
+        if name.startswith(("classifier.", "dam.")):
+            assert torch.equal(warm.state_dict()[name], w0), name
+    assert not torch.equal(warm.encoder.audio_lstm.weight_ih_l0, initial.encoder.audio_lstm.weight_ih_l0)
+    assert not torch.equal(after.classifier[1].weight, initial.classifier[1].weight)
+
+
 def test_sel_av_att_learns(data):
     result = train(data, TrainConfig(ModelConfig(task="sel", name="av_att"), epochs=8, progress=False))
     assert result.test["accuracy"] >= majority_accuracy(data, "test") + 0.15, result.test
@@ -233,6 +250,8 @@ def test_train_seeds_mean_and_std():
 CONFIGS = [
     ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2),
     ModelConfig(task="sel", name="av_att", num_classes=6, visual_dim=16, audio_dim=16),
+    ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2, warmup_epochs=3,
+                segment_loss=0.5, relevance_smoothing=0.1, feature_dropout=0.2, input_dropout=0.1, embedding="avg"),
     ModelConfig(task="cml", name="dam", visual_dim=16, audio_dim=16, embedding="bilstm", dim=32),
     ModelConfig(task="cml", name="avdln", visual_dim=16, audio_dim=16),
 ]
