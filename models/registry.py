@@ -75,8 +75,9 @@ class ModelConfig:
     feature_dropout: float = option("SEL DAM: dropout on the local features and the fused global features", default=0.0)
     relevance_smoothing: float = option("SEL DAM: label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps)",
                                         default=0.0)
-    warmup_epochs: int = option("SEL DAM: first train the low-level encoder alone with AV_att's per-segment head and "
-                                "loss for this many epochs, then DAM's loss (0 = none, the paper)", default=0)
+    warmup: float = option("SEL DAM: fraction of the training epochs (rounded down) that first train the low-level "
+                           "encoder alone with AV_att's per-segment head and loss, before DAM's loss (0 = none, the "
+                           "paper)", default=0.0)
     segment_loss: float = option("SEL DAM: weight of AV_att's per-segment CE (on the low-level features) added to "
                                  "DAM's loss (0 = none, the paper)", default=0.0)
 
@@ -98,7 +99,7 @@ class ModelConfig:
         check_range("feature_dropout", self.feature_dropout, 0.0, 1.0, hi_open=True)
         check_range("input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
         check_range("relevance_smoothing", self.relevance_smoothing, 0.0, 0.5, hi_open=True)
-        check_range("warmup_epochs", self.warmup_epochs, 0)
+        check_range("warmup", self.warmup, 0.0, 1.0, hi_open=True)
         check_range("segment_loss", self.segment_loss, 0.0)
         width = self.matching_width
         if self.embedding == "self-att" and width % self.heads:
@@ -144,7 +145,7 @@ def _sel_dam(cfg: ModelConfig) -> SELDAM:
         lstm_hidden=cfg.lstm_hidden, head_hidden=cfg.head_hidden, embedding=cfg.embedding, matching=cfg.matching,
         lam=cfg.lam, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult, scaled_matching=cfg.scaled_matching,
         feature_dropout=cfg.feature_dropout, relevance_smoothing=cfg.relevance_smoothing, input_dropout=cfg.input_dropout,
-        warmup_epochs=cfg.warmup_epochs, segment_loss=cfg.segment_loss,
+        warmup=cfg.warmup, segment_loss=cfg.segment_loss,
     )
 
 

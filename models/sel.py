@@ -23,6 +23,7 @@ the paper's "w/o matching" row is lower (70.7). With lam=1 the loss is the CE al
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -85,7 +86,7 @@ class SELDAM(nn.Module):
         feature_dropout: float = 0.0,
         relevance_smoothing: float = 0.0,
         input_dropout: float = 0.0,
-        warmup_epochs: int = 0,
+        warmup: float = 0.0,
         segment_loss: float = 0.0,
     ) -> None:
         super().__init__()
@@ -109,20 +110,16 @@ class SELDAM(nn.Module):
         self.feature_dropout = nn.Dropout(feature_dropout)
         self.relevance_smoothing = relevance_smoothing
         # training recipe (issue #11): AV_att's per-segment head on the low-level features, trained
-        # alone for the first `warmup_epochs` epochs and / or added to the loss with weight
-        # `segment_loss`; not used at inference (and absent when both are 0)
-        self.warmup_epochs, self.segment_loss = warmup_epochs, segment_loss
-        self.segment_head = FusionHead(2 * d, head_hidden, num_classes) if warmup_epochs or segment_loss else None
-        self.epoch = 1  # the training loop's current epoch (start_epoch)
+        # alone for the first `warmup` fraction of the epochs and / or added to the loss with
+        # weight `segment_loss`; not used at inference (and absent when both are 0)
+        self.warmup, self.segment_loss = warmup, segment_loss
+        self.segment_head = FusionHead(2 * d, head_hidden, num_classes) if warmup or segment_loss else None
+        self.warming_up = False  # set by start_epoch
 
-    def start_epoch(self, epoch: int) -> None:
-        """Called by the training loop before every epoch (1-based): the warm-up phase is epochs
-        1..warmup_epochs."""
-        self.epoch = epoch
-
-    @property
-    def warming_up(self) -> bool:
-        return self.epoch <= self.warmup_epochs
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop before every epoch (1-based, of `epochs`): the warm-up
+        is epochs 1..floor(warmup x epochs), never all of them (warmup < 1)."""
+        self.warming_up = epoch <= math.floor(self.warmup * epochs + 1e-9)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> SELOutput:
         """audio [B, T, Da], visual [B, T, N, Dv] (N = 7x7 cells) -> category logits and relevance."""

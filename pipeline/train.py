@@ -274,7 +274,7 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         for epoch in bar:
             model.train()
             if hasattr(model, "start_epoch"):  # models whose loss changes over training (SEL DAM's warm-up)
-                model.start_epoch(epoch)
+                model.start_epoch(epoch, recipe.epochs)
             order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
             total, count = 0.0, 0
             for i in range(0, len(order), recipe.batch_size):

@@ -41,7 +41,7 @@ def test_tiniest_grid_runs_resumes_and_reports(lc, tmp_path, capsys):
     assert f"| 1.0 | 8 | {statistics.fmean(acc):.3f} +- {statistics.stdev(acc):.3f} (n=2) |" in out
     lin = [by[(0, seed, "probe")]["linear"] for seed in (0, 1)]
     assert f"| 1.0 | {statistics.fmean(lin):.3f} +- {statistics.stdev(lin):.3f} |" in out
-    assert "CML A2V" in out and "DAM, 10 warm-up epochs" in out
+    assert "CML A2V" in out and "DAM, warm-up 0.4" in out
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
     assert (tmp_path / "tables.md").read_text() in out
     # a rerun finds every run in runs.jsonl and trains nothing

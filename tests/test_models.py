@@ -424,7 +424,7 @@ def test_sel_dam_feature_dropout_only_in_training():
 def test_sel_dam_warmup_trains_the_encoder_as_av_att_then_the_dam_loss():
     torch.manual_seed(0)
     kw = dict(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2, dropout=0.0)
-    model = SELDAM(warmup_epochs=2, **kw).eval()
+    model = SELDAM(warmup=0.5, **kw).eval()  # of 4 epochs: epochs 1-2
     audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
     labels = torch.tensor([[4, 1, 1, 4], [2, 2, 2, 2]])
     f_a, f_v = model.encoder(audio, visual)
@@ -432,25 +432,25 @@ def test_sel_dam_warmup_trains_the_encoder_as_av_att_then_the_dam_loss():
     seg_logits = model.segment_head(torch.cat([f_a, f_v], -1))  # (2, 4, 5)
     seg_ce = -torch.log_softmax(seg_logits, -1).gather(-1, labels[..., None]).mean()
     for epoch in (1, 2):
-        model.start_epoch(epoch)
+        model.start_epoch(epoch, 4)
         loss = model.loss(audio, visual, labels)
         torch.testing.assert_close(loss, seg_ce)
     model.zero_grad()
-    model.start_epoch(1)
+    model.start_epoch(1, 4)
     model.loss(audio, visual, labels).backward()
     assert model.classifier[1].weight.grad is None  # the DAM branches do not train during the warm-up
     assert model.encoder.audio_lstm.weight_ih_l0.grad.abs().sum() > 0
-    model.start_epoch(3)  # after it: eq. 8 exactly as without warm-up
+    model.start_epoch(3, 4)  # after it: eq. 8 exactly as without warm-up
     plain = SELDAM(**kw).eval()
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("segment_head")})
     torch.testing.assert_close(model.loss(audio, visual, labels), plain.loss(audio, visual, labels))
     # segment_loss adds AV_att's CE with its weight
-    both = SELDAM(warmup_epochs=2, segment_loss=0.5, **kw).eval()
+    both = SELDAM(warmup=0.5, segment_loss=0.5, **kw).eval()
     both.load_state_dict(model.state_dict())
-    both.start_epoch(3)
+    both.start_epoch(3, 4)
     torch.testing.assert_close(both.loss(audio, visual, labels), plain.loss(audio, visual, labels) + 0.5 * seg_ce)
     assert SELDAM(**kw).segment_head is None  # the paper's model has no extra parameters
     with pytest.raises(ConfigError):
-        ModelConfig(warmup_epochs=-1)
+        ModelConfig(warmup=1.0)
     with pytest.raises(ConfigError):
         ModelConfig(segment_loss=-0.1)
