@@ -2,9 +2,9 @@
 AVDLN (CML), and DAM's ablations, across noise levels and training-set sizes, mean +- std
 over seeds; a table, the bar check and a PNG.
 
-    python benchmarks/learning_curves.py --quick                    # sizes 160 / 640, DAM vs the baselines
+    python benchmarks/learning_curves.py --quick                    # noise 1, sizes 160 / 640, DAM vs the baselines
     python benchmarks/learning_curves.py                            # the full grid (hours on 2 CPU cores)
-    python benchmarks/learning_curves.py --noise 2 --sizes 640 --variants dam av_att --seeds 0
+    python benchmarks/learning_curves.py --noise 1 --sizes 640 --variants dam av_att --seeds 0 --visual-dim 128
     python benchmarks/learning_curves.py --calibrate-only --noise 1 2 3 4
 
 Data: `pipeline.synth_features` (what `avel synth --features-only` writes), AVE's shapes
@@ -67,6 +67,7 @@ class Variant:
 VARIANTS = {
     "av_att": Variant("AV_att", "sel", {"name": "av_att"}),
     "dam": Variant("DAM", "sel"),
+    "dam-paper": Variant("DAM, the paper's loss alone", "sel", {"warmup": 0.0, "segment_loss": 0.0, "relevance_smoothing": 0.0}),
     "dam-avg": Variant("DAM avg-pool embedding", "sel", {"embedding": "avg"}),
     "dam-bilstm": Variant("DAM Bi-LSTM embedding", "sel", {"embedding": "bilstm"}),
     "dam-self": Variant("DAM self-matching", "sel", {"matching": "self"}),
@@ -89,8 +90,8 @@ VARIANTS = {
     "cml-dam-avg": Variant("DAM avg-pool (CML)", "cml", {"embedding": "avg"}),
     "cml-dam-self": Variant("DAM self-matching (CML)", "cml", {"matching": "self"}),
 }
-FULL = dict(noise=[1.5, 2.5, 3.5], sizes=[160, 640, 2560], seeds=[0, 1, 2], variants=list(VARIANTS))
-QUICK = dict(noise=[2.5, 3.5], sizes=[160, 640], seeds=[0, 1, 2], variants=["dam", "av_att", "cml-dam", "cml-avdln"])
+FULL = dict(noise=[0.5, 0.75, 1.0, 1.25, 1.5], sizes=[160, 640, 2560], seeds=[0, 1, 2], variants=list(VARIANTS))
+QUICK = dict(noise=[1.0], sizes=[160, 640], seeds=[0, 1, 2], variants=["dam", "dam-paper", "av_att", "cml-dam", "cml-avdln"])
 
 
 # --- data -------------------------------------------------------------------------------------
