@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -90,8 +89,9 @@ VARIANTS = {
     "cml-dam-avg": Variant("DAM avg-pool (CML)", "cml", {"embedding": "avg"}),
     "cml-dam-self": Variant("DAM self-matching (CML)", "cml", {"matching": "self"}),
 }
-FULL = dict(noise=[0.5, 0.75, 1.0, 1.25, 1.5], sizes=[160, 640, 2560], seeds=[0, 1, 2], variants=list(VARIANTS))
-QUICK = dict(noise=[1.0], sizes=[160, 640], seeds=[0, 1, 2], variants=["dam", "dam-paper", "av_att", "cml-dam", "cml-avdln"])
+FULL = {"noise": [0.5, 0.75, 1.0, 1.25, 1.5], "sizes": [160, 640, 2560], "seeds": [0, 1, 2], "variants": list(VARIANTS)}
+QUICK = {"noise": [1.0], "sizes": [160, 640], "seeds": [0, 1, 2],
+         "variants": ["dam", "dam-paper", "av_att", "cml-dam", "cml-avdln"]}
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -313,9 +313,9 @@ def format_tables(summary: dict, noise: list, sizes: list, variants: list, calib
                   "", "| noise | train videos | variant | category train | category test | relevance background | relevance event |",
                   "|---|---|---|---|---|---|---|"]
         for n, s, v in diag:
-            g = lambda k: f"{summary[(n, s, v, k)][0]:.3f}" if (n, s, v, k) in summary else "-"  # noqa: E731
-            lines.append(f"| {n} | {s} | {VARIANTS[v].label} | {g('category_train')} | {g('category_test')} | "
-                         f"{g('relevance_background_test')} | {g('relevance_event_test')} |")
+            cells = [f"{summary[(n, s, v, k)][0]:.3f}" if (n, s, v, k) in summary else "-"
+                     for k in ("category_train", "category_test", "relevance_background_test", "relevance_event_test")]
+            lines.append(f"| {n} | {s} | {VARIANTS[v].label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -386,7 +386,7 @@ def test_avdln_and_cml_dam_low_level_mlp_follow_the_reference_keras_layers():
 # --- SEL DAM regularisation (issue #11) ----------------------------------------------------------
 def test_sel_dam_relevance_smoothing_by_hand():
     torch.manual_seed(0)
-    kw = dict(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2, lam=0.3)
+    kw = {"num_classes": 5, "visual_dim": 16, "audio_dim": 8, "lstm_hidden": 8, "heads": 2, "lam": 0.3}
     model = SELDAM(relevance_smoothing=0.2, **kw).eval()
     audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
     labels = torch.tensor([[4, 1, 1, 4], [2, 2, 2, 2]])
@@ -406,7 +406,7 @@ def test_sel_dam_relevance_smoothing_by_hand():
 
 def test_sel_dam_feature_dropout_only_in_training():
     torch.manual_seed(0)
-    kw = dict(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2, dropout=0.0)
+    kw = {"num_classes": 5, "visual_dim": 16, "audio_dim": 8, "lstm_hidden": 8, "heads": 2, "dropout": 0.0}
     model = SELDAM(feature_dropout=0.5, **kw)
     plain = SELDAM(**kw)
     plain.load_state_dict(model.state_dict())
@@ -423,7 +423,7 @@ def test_sel_dam_feature_dropout_only_in_training():
 
 def test_sel_dam_warmup_trains_the_encoder_as_av_att_then_the_dam_loss():
     torch.manual_seed(0)
-    kw = dict(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2, dropout=0.0)
+    kw = {"num_classes": 5, "visual_dim": 16, "audio_dim": 8, "lstm_hidden": 8, "heads": 2, "dropout": 0.0}
     model = SELDAM(warmup=0.5, **kw).eval()  # of 4 epochs: epochs 1-2
     audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
     labels = torch.tensor([[4, 1, 1, 4], [2, 2, 2, 2]])
