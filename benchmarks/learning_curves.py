@@ -364,9 +364,11 @@ def plot(summary: dict, noise: list, sizes: list, variants: list, path: Path) ->
             ax.set_title(f"{title}, noise {n}", fontsize=9)
             ax.set_xlabel("training videos", fontsize=8)
             ax.grid(alpha=0.3)
-            if c == 0:
-                ax.legend(fontsize=7)
-    fig.tight_layout()
+    legend = {}  # label -> handle, over every panel
+    for ax in axes.flat:
+        legend.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=min(len(legend), 4), fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
