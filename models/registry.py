@@ -25,7 +25,7 @@ Their defaults and the reasons:
   * SEL DAM's training recipe (issue #11, README "DAM on hard data"): warmup=0.4 (the first
     40% of the epochs train the low-level encoder alone with AV_att's per-segment head and
     CE), segment_loss=1.0 (that CE stays in the loss), relevance_smoothing=0.2 (BCE targets
-    0.2 / 0.8). Training only: the model, its inference and its outputs are the paper's. The
+    0.2 and 0.8). Training only: the model, its inference and its outputs are the paper's. The
     paper's loss alone: warmup=0, segment_loss=0, relevance_smoothing=0.
 """
 from __future__ import annotations
