@@ -67,16 +67,20 @@ class AudioGuidedAttention(nn.Module):
 
 class LowLevelEncoder(nn.Module):
     """Audio-guided attention, then a Bi-LSTM per modality over all T segments.
-    audio [B, T, Da], visual [B, T, N, Dv] -> f^A [B, T, 2h], f^V [B, T, 2h]."""
+    audio [B, T, Da], visual [B, T, N, Dv] -> f^A [B, T, 2h], f^V [B, T, 2h].
+    `input_dropout`: dropout on the input features (training only; 0 = none, the reference)."""
 
-    def __init__(self, *, audio_dim: int = 128, visual_dim: int = 512, att_hidden: int = 49, lstm_hidden: int = 128) -> None:
+    def __init__(self, *, audio_dim: int = 128, visual_dim: int = 512, att_hidden: int = 49, lstm_hidden: int = 128,
+                 input_dropout: float = 0.0) -> None:
         super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout)
         self.attention = AudioGuidedAttention(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden)
         self.audio_lstm = nn.LSTM(audio_dim, lstm_hidden, batch_first=True, bidirectional=True)
         self.visual_lstm = nn.LSTM(visual_dim, lstm_hidden, batch_first=True, bidirectional=True)
         self.out_dim = 2 * lstm_hidden
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        audio, visual = self.input_dropout(audio), self.input_dropout(visual)
         v_att, _ = self.attention(audio, visual)  # (B, T, Dv)
         f_a, _ = self.audio_lstm(audio)  # (B, T, 2h)
         f_v, _ = self.visual_lstm(v_att)  # (B, T, 2h)
@@ -117,9 +121,11 @@ class AVAtt(nn.Module):
         att_hidden: int = 49,
         lstm_hidden: int = 128,
         head_hidden: int = 64,
+        input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden)
+        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden,
+                                       input_dropout=input_dropout)
         self.head = FusionHead(2 * self.encoder.out_dim, head_hidden, num_classes)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:

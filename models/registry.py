@@ -23,6 +23,11 @@ Their defaults and the reasons:
     32 (CML) / 64 (SEL, Vaswani's own head width).
   * avdln_dim=64, margin=2.0: AVDLN as published.
   * lam=0.5: the paper's best (Fig. 5).
+  * SEL DAM's training recipe (issue #11, README "DAM on hard data"): warmup=0.4 (the first
+    40% of the epochs train the low-level encoder alone with AV_att's per-segment head and
+    CE), segment_loss=1.0 (that CE stays in the loss), relevance_smoothing=0.2 (BCE targets
+    0.2 and 0.8). Training only: the model, its inference and its outputs are the paper's. The
+    paper's loss alone: warmup=0, segment_loss=0, relevance_smoothing=0.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ from avel.pipeline.registry import Registry
 
 TASKS = ("sel", "cml", "wsel")
 SEL_TASKS = ("sel", "wsel")  # tasks whose models are SEL models at test time
+PER_SECOND_RECIPE = ("warmup", "segment_loss", "relevance_smoothing")  # SEL DAM options that read per-second labels
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,15 @@ class ModelConfig:
     dropout: float = option("self-attention dropout", default=0.1)
     scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
                                    flag="--scaled-matching/--unscaled-matching", default=True)
+    input_dropout: float = option("SEL (DAM and AV_att): dropout on the input features", default=0.0)
+    feature_dropout: float = option("SEL DAM: dropout on the local features and the fused global features", default=0.0)
+    relevance_smoothing: float = option("SEL DAM (not wsel): label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps; "
+                                        "0 = the paper's eq. 8)", default=0.2)
+    warmup: float = option("SEL DAM (not wsel): fraction of the training epochs (rounded down) that first train the low-level "
+                           "encoder alone with AV_att's per-segment head and loss, before DAM's loss (0 = none, the "
+                           "paper)", default=0.4)
+    segment_loss: float = option("SEL DAM (not wsel): weight of AV_att's per-segment CE (on the low-level features) added to "
+                                 "DAM's loss (0 = none, the paper)", default=1.0)
     weak_relevance: str = option("wsel DAM: the relevance targets (models/weak.py): agreement (the minimum of the "
                                  "audio's and the visual's per-second class scores) | fused (their maximum, ablation) | "
                                  "none (no relevance)",
@@ -81,6 +96,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        if self.task == "wsel":  # SEL DAM's recipe steps need per-second labels, which wsel never sees
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name in PER_SECOND_RECIPE:
+                if getattr(self, name) not in (0.0, defaults[name]):
+                    raise ConfigError(name, getattr(self, name), "needs per-second labels (task sel); wsel has none")
+                object.__setattr__(self, name, 0.0)
         check_choice("task", self.task, TASKS)
         check_choice("name", self.name, model_names(self.task))
         check_choice("embedding", self.embedding, SEQUENCE_EMBEDDINGS.names())
@@ -95,6 +116,11 @@ class ModelConfig:
         check_range("proj_hidden", self.proj_hidden, 1 if self.name == "avdln" else 0)
         check_range("margin", self.margin, 0.0, lo_open=True)
         check_range("dropout", self.dropout, 0.0, 1.0, hi_open=True)
+        check_range("feature_dropout", self.feature_dropout, 0.0, 1.0, hi_open=True)
+        check_range("input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
+        check_range("relevance_smoothing", self.relevance_smoothing, 0.0, 0.5, hi_open=True)
+        check_range("warmup", self.warmup, 0.0, 1.0, hi_open=True)
+        check_range("segment_loss", self.segment_loss, 0.0)
         width = self.matching_width
         if self.embedding == "self-att" and width % self.heads:
             raise ConfigError("heads", self.heads, f"must divide the self-attention width {width}")
@@ -134,12 +160,15 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 def _sel_dam_kwargs(cfg: ModelConfig) -> dict:
     return {**_av_att_kwargs(cfg), "embedding": cfg.embedding, "matching": cfg.matching, "lam": cfg.lam,
-            "heads": cfg.heads, "dropout": cfg.dropout, "ffn_mult": cfg.ffn_mult, "scaled_matching": cfg.scaled_matching}
+            "heads": cfg.heads, "dropout": cfg.dropout, "ffn_mult": cfg.ffn_mult, "scaled_matching": cfg.scaled_matching,
+            "feature_dropout": cfg.feature_dropout, "relevance_smoothing": cfg.relevance_smoothing,
+            "warmup": cfg.warmup, "segment_loss": cfg.segment_loss}
 
 
 def _av_att_kwargs(cfg: ModelConfig) -> dict:
     return {"num_classes": cfg.num_classes, "audio_dim": cfg.audio_dim, "visual_dim": cfg.visual_dim,
-            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "head_hidden": cfg.head_hidden}
+            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "head_hidden": cfg.head_hidden,
+            "input_dropout": cfg.input_dropout}
 
 
 @register_model("sel", "dam")

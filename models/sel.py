@@ -23,6 +23,7 @@ the paper's "w/o matching" row is lower (70.7). With lam=1 the loss is the CE al
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,11 @@ class SELDAM(nn.Module):
         dropout: float = 0.1,
         ffn_mult: int = 4,
         scaled_matching: bool = True,
+        feature_dropout: float = 0.0,
+        relevance_smoothing: float = 0.0,
+        input_dropout: float = 0.0,
+        warmup: float = 0.0,
+        segment_loss: float = 0.0,
     ) -> None:
         super().__init__()
         if matching not in SEL_MATCHINGS:
@@ -99,7 +105,8 @@ class SELDAM(nn.Module):
         self.background = self.num_events
         self.lam = lam
         self.uses_relevance = matching != "none" and lam < 1.0
-        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden)
+        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden,
+                                       input_dropout=input_dropout)
         d = self.encoder.out_dim
         self.dam = DAM(
             audio_dim=d, visual_dim=d, dim=d, proj_hidden=None, embedding=embedding,
@@ -107,22 +114,51 @@ class SELDAM(nn.Module):
             scaled=scaled_matching,
         )
         self.classifier = FusionHead(2 * d, head_hidden, self.num_events)
+        self.feature_dropout = nn.Dropout(feature_dropout)
+        self.relevance_smoothing = relevance_smoothing
+        # training recipe (issue #11): AV_att's per-segment head on the low-level features, trained
+        # alone for the first `warmup` fraction of the epochs and / or added to the loss with
+        # weight `segment_loss`; not used at inference (and absent when both are 0)
+        self.warmup, self.segment_loss = warmup, segment_loss
+        self.segment_head = FusionHead(2 * d, head_hidden, num_classes) if warmup or segment_loss else None
+        self.warming_up = False  # set by start_epoch
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop before every epoch (1-based, of `epochs`): the warm-up
+        is epochs 1..floor(warmup x epochs), never all of them (warmup < 1)."""
+        self.warming_up = epoch <= math.floor(self.warmup * epochs + 1e-9)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> SELOutput:
         """audio [B, T, Da], visual [B, T, N, Dv] (N = 7x7 cells) -> category logits and relevance."""
         f_a, f_v = self.encoder(audio, visual)  # (B, T, d) each
+        f_a, f_v = self.feature_dropout(f_a), self.feature_dropout(f_v)
         every = torch.ones(f_a.shape[:2], dtype=torch.bool, device=f_a.device)  # (B, T)
         out = self.dam(f_a, f_v, every)
-        logits = self.classifier(torch.cat([out.audio_global, out.visual_global], dim=-1))  # (B, E)
+        fused = self.feature_dropout(torch.cat([out.audio_global, out.visual_global], dim=-1))  # (B, 2d)
+        logits = self.classifier(fused)  # (B, E)
         return SELOutput(logits, out.relevance if self.uses_relevance else None, out)
 
+    def segment_ce(self, f_a: torch.Tensor, f_v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """AV_att's loss on the low-level features f^A, f^V [B, T, d], labels [B, T]."""
+        logits = self.segment_head(torch.cat([f_a, f_v], dim=-1))  # (B, T, C)
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
     def loss(self, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """labels [B, T] class per segment (background = num_classes - 1)."""
+        """labels [B, T] class per segment (background = num_classes - 1). During the warm-up
+        epochs: AV_att's per-segment CE on the low-level features alone; then eq. 8 (+
+        segment_loss x that CE when segment_loss > 0)."""
+        if self.warming_up:
+            return self.segment_ce(*self.encoder(audio, visual), labels)
         out = self(audio, visual)
         ce = category_loss(out.category_logits, video_category(labels, self.background))
-        if not self.uses_relevance:
-            return ce
-        return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, labels != self.background)
+        loss = ce
+        if self.uses_relevance:
+            target = (labels != self.background).to(out.relevance.dtype)  # (B, T)
+            target = target * (1 - self.relevance_smoothing) + (1 - target) * self.relevance_smoothing
+            loss = self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, target)
+        if self.segment_loss:
+            loss = loss + self.segment_loss * self.segment_ce(out.dam.audio_local, out.dam.visual_local, labels)
+        return loss
 
     @torch.no_grad()
     def predict(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:

@@ -299,6 +299,8 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         bar = tqdm(range(1, recipe.epochs + 1), desc=f"{cfg.task}/{cfg.model.name}", disable=None if cfg.progress is None else not cfg.progress)
         for epoch in bar:
             model.train()
+            if hasattr(model, "start_epoch"):  # models whose loss changes over training (SEL DAM's warm-up)
+                model.start_epoch(epoch, recipe.epochs)
             order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
             total, count = 0.0, 0
             for i in range(0, len(order), recipe.batch_size):

@@ -381,3 +381,76 @@ def test_avdln_and_cml_dam_low_level_mlp_follow_the_reference_keras_layers():
             assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
             w = layer.weight.detach().abs().max().item()
             assert 1 / math.sqrt(layer.in_features) < w <= xavier_bound(layer)
+
+
+# --- SEL DAM regularisation (issue #11) ----------------------------------------------------------
+def test_sel_dam_relevance_smoothing_by_hand():
+    torch.manual_seed(0)
+    kw = {"num_classes": 5, "visual_dim": 16, "audio_dim": 8, "lstm_hidden": 8, "heads": 2, "lam": 0.3}
+    model = SELDAM(relevance_smoothing=0.2, **kw).eval()
+    audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
+    labels = torch.tensor([[4, 1, 1, 4], [2, 2, 2, 2]])
+    out = model(audio, visual)
+    ce = torch.nn.functional.cross_entropy(out.category_logits, torch.tensor([1, 2]))
+    target = torch.tensor([[0.2, 0.8, 0.8, 0.2], [0.8, 0.8, 0.8, 0.8]])  # 1 -> 0.8, 0 -> 0.2
+    p = out.relevance
+    bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+    torch.testing.assert_close(model.loss(audio, visual, labels), 0.3 * ce + 0.7 * bce)
+    # no smoothing: the plain BCE against the 0/1 mask (the paper's eq. 8)
+    plain = SELDAM(**kw).eval()
+    plain.load_state_dict(model.state_dict())
+    mask = (labels != 4).float()
+    bce0 = -(mask * p.log() + (1 - mask) * (1 - p).log()).mean()
+    torch.testing.assert_close(plain.loss(audio, visual, labels), 0.3 * ce + 0.7 * bce0)
+
+
+def test_sel_dam_feature_dropout_only_in_training():
+    torch.manual_seed(0)
+    kw = {"num_classes": 5, "visual_dim": 16, "audio_dim": 8, "lstm_hidden": 8, "heads": 2, "dropout": 0.0}
+    model = SELDAM(feature_dropout=0.5, **kw)
+    plain = SELDAM(**kw)
+    plain.load_state_dict(model.state_dict())
+    audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model(audio, visual).category_logits, plain(audio, visual).category_logits)
+    model.train(), plain.train()
+    assert not torch.allclose(model(audio, visual).relevance, plain(audio, visual).relevance)
+    with pytest.raises(ConfigError):
+        ModelConfig(feature_dropout=1.0)
+    with pytest.raises(ConfigError):
+        ModelConfig(relevance_smoothing=0.5)
+
+
+def test_sel_dam_warmup_trains_the_encoder_as_av_att_then_the_dam_loss():
+    torch.manual_seed(0)
+    kw = {"num_classes": 5, "visual_dim": 16, "audio_dim": 8, "lstm_hidden": 8, "heads": 2, "dropout": 0.0}
+    model = SELDAM(warmup=0.5, **kw).eval()  # of 4 epochs: epochs 1-2
+    audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
+    labels = torch.tensor([[4, 1, 1, 4], [2, 2, 2, 2]])
+    f_a, f_v = model.encoder(audio, visual)
+    # AV_att's loss by hand: its head on concat(f^A, f^V), CE over every segment, background included
+    seg_logits = model.segment_head(torch.cat([f_a, f_v], -1))  # (2, 4, 5)
+    seg_ce = -torch.log_softmax(seg_logits, -1).gather(-1, labels[..., None]).mean()
+    for epoch in (1, 2):
+        model.start_epoch(epoch, 4)
+        loss = model.loss(audio, visual, labels)
+        torch.testing.assert_close(loss, seg_ce)
+    model.zero_grad()
+    model.start_epoch(1, 4)
+    model.loss(audio, visual, labels).backward()
+    assert model.classifier[1].weight.grad is None  # the DAM branches do not train during the warm-up
+    assert model.encoder.audio_lstm.weight_ih_l0.grad.abs().sum() > 0
+    model.start_epoch(3, 4)  # after it: eq. 8 exactly as without warm-up
+    plain = SELDAM(**kw).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("segment_head")})
+    torch.testing.assert_close(model.loss(audio, visual, labels), plain.loss(audio, visual, labels))
+    # segment_loss adds AV_att's CE with its weight
+    both = SELDAM(warmup=0.5, segment_loss=0.5, **kw).eval()
+    both.load_state_dict(model.state_dict())
+    both.start_epoch(3, 4)
+    torch.testing.assert_close(both.loss(audio, visual, labels), plain.loss(audio, visual, labels) + 0.5 * seg_ce)
+    assert SELDAM(**kw).segment_head is None  # the paper's model has no extra parameters
+    with pytest.raises(ConfigError):
+        ModelConfig(warmup=1.0)
+    with pytest.raises(ConfigError):
+        ModelConfig(segment_loss=-0.1)

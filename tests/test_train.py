@@ -26,6 +26,7 @@ from avel.pipeline.errors import CheckpointError, SettingsMismatch
 from avel.pipeline.metrics import cml_queries
 from avel.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from avel.models.baselines import AVDLN
+from avel.models.sel import SELDAM
 from avel.pipeline.errors import ConfigError
 from avel.pipeline.train import (
     RECIPES,
@@ -103,6 +104,24 @@ def test_sel_dam_learns(data):
     best = max(result.history, key=lambda h: h["accuracy"])
     assert result.best_epoch == best["epoch"] and result.val["accuracy"] == best["accuracy"]
     assert evaluate(result.model, data, "test") == result.test
+
+
+def test_sel_dam_warmup_is_the_first_fraction_of_the_epochs(data, monkeypatch):
+    """The loop tells the model its epoch: warm-up 0.5 of 5 epochs is epochs 1-2; of 1 epoch, none."""
+    small = dataclasses.replace(data, splits={**data.splits, "train": data.splits["train"][:16]})
+    calls, start_epoch = [], SELDAM.start_epoch
+
+    def spy(self, epoch, epochs):
+        start_epoch(self, epoch, epochs)
+        calls.append((epoch, epochs, self.warming_up))
+
+    monkeypatch.setattr(SELDAM, "start_epoch", spy)
+    cfg = TrainConfig(ModelConfig(task="sel", name="dam", warmup=0.5), epochs=5, progress=False)
+    train(small, cfg)
+    assert calls == [(1, 5, True), (2, 5, True), (3, 5, False), (4, 5, False), (5, 5, False)]
+    calls.clear()
+    train(small, dataclasses.replace(cfg, epochs=1))
+    assert calls == [(1, 1, False)]
 
 
 def test_sel_av_att_learns(data):
@@ -233,6 +252,8 @@ def test_train_seeds_mean_and_std():
 CONFIGS = [
     ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2),
     ModelConfig(task="sel", name="av_att", num_classes=6, visual_dim=16, audio_dim=16),
+    ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2, warmup=0.3,
+                segment_loss=0.5, relevance_smoothing=0.1, feature_dropout=0.2, input_dropout=0.1, embedding="avg"),
     ModelConfig(task="cml", name="dam", visual_dim=16, audio_dim=16, embedding="bilstm", dim=32),
     ModelConfig(task="cml", name="avdln", visual_dim=16, audio_dim=16),
 ]
