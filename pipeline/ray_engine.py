@@ -30,6 +30,7 @@ import math
 import os
 import socket
 import sys
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,10 @@ class _Extractor:
         import ray
 
         self.extractor = spec.build()
+        if self.extractor.device.type == "cpu":  # Ray gives an actor without CPUs one thread; the models share the node's cores
+            import torch
+
+            torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self.jobs, self.directory, self.meta, self.pooled = jobs, Path(directory), meta, pooled
         self.seen_parts, self.lookahead, self.retries = set(earlier_parts), lookahead, retries
         self.committed: dict[str, tuple[str, str]] = {}  # id -> ("", "") or its failure, committed in this run
@@ -211,6 +216,7 @@ class _Extractor:
 # -- the driver ------------------------------------------------------------------------------------
 def _connect(address: str | None) -> bool:
     """Join the cluster at `address`, or start a local Ray; True when this run started it."""
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # quiet unless asked: the progress bar is the driver's
     import ray
 
     if ray.is_initialized():
@@ -243,8 +249,18 @@ def _settings_of(spec: ExtractorSpec) -> FeatureSettings:
     return spec.build().settings  # the weights' SHA-256 filled in: what the cache records
 
 
-def _plan(config: RayConfig) -> tuple[float, int]:
-    """GPUs per actor and decode tasks per actor, checked against the cluster's resources."""
+@dataclass(frozen=True)
+class _Plan:
+    gpus: float  # per actor
+    cpus: float  # per actor: one to feed a GPU; none on a CPU cluster, where the decode tasks hold the CPUs
+    lookahead: int  # videos an actor has decoding at once
+
+
+def _plan(config: RayConfig) -> _Plan:
+    """The actors' resources and decode tasks, checked against the cluster's resources. On
+    CPUs an actor reserves none: as the local engine's model process shares the cores with
+    its decoder processes, the actors' models share them with the decode tasks
+    (`--decoders` bounds those), and two actors fit on two one-CPU nodes."""
     import ray
 
     resources = ray.cluster_resources()
@@ -253,11 +269,12 @@ def _plan(config: RayConfig) -> tuple[float, int]:
     if g * config.extractors > gpus:
         raise ConfigError("gpus_per_extractor", g, f"{config.extractors} extractors need {g * config.extractors:g} GPUs; "
                           f"the cluster has {gpus:g}")
-    if config.extractors + 1 > cpus:
-        raise ConfigError("extractors", config.extractors, f"needs {config.extractors + 1} CPUs (one per actor, one for "
-                          f"a decode task at least); the cluster has {cpus:g}")
+    c = 1.0 if g > 0 else 0.0
+    if c * config.extractors + 1 > cpus:
+        raise ConfigError("extractors", config.extractors, f"needs {c * config.extractors + 1:g} CPUs (one per GPU actor, "
+                          f"one for a decode task at least); the cluster has {cpus:g}")
     decoders = config.decoders if config.decoders is not None else 2 * config.extractors
-    return g, max(1, math.ceil(decoders / config.extractors))
+    return _Plan(g, c, max(1, math.ceil(decoders / config.extractors)))
 
 
 def run_ray_extraction(
@@ -282,8 +299,8 @@ def run_ray_extraction(
     cache = None
     summary = RunSummary()
     try:
-        gpus, lookahead = _plan(config)
-        settings = _remote(_settings_of, spec, num_cpus=1, num_gpus=gpus)
+        plan = _plan(config)
+        settings = _remote(_settings_of, spec, num_cpus=1, num_gpus=plan.gpus)
         meta = CacheMeta(settings, storage_dtype, annotations, dict(splits or {}))
         cache = FeatureCache.create_or_open(cache_dir, meta)  # the write lock, held by the driver for the run
         todo = plan_jobs(cache, jobs, summary, retry_failed=retry_failed)
@@ -293,8 +310,9 @@ def run_ray_extraction(
             for _ in range(config.retries + 1):
                 if not pending:
                     break
-                settled = _pipeline(pending, cache, spec, meta, config, pooled, earlier, lookahead, gpus,
-                                    min(commit_every, MAX_JOBS_PER_CALL), summary, bar)
+                # calls small enough that every actor gets work, at most a part's worth
+                per_call = max(1, min(commit_every, MAX_JOBS_PER_CALL, math.ceil(len(pending) / (4 * config.extractors))))
+                settled = _pipeline(pending, cache, spec, meta, config, pooled, earlier, plan, per_call, summary, bar)
                 pending = [j for j in pending if j.id not in settled]
             if pending:  # retries spent (a node lost again and again): recorded, never dropped
                 with cache.writer() as writer:
@@ -316,21 +334,23 @@ def run_ray_extraction(
 
 
 def _pipeline(jobs: list[Job], cache: FeatureCache, spec: ExtractorSpec, meta: CacheMeta, config: RayConfig,
-              pooled: bool, earlier: frozenset[str], lookahead: int, gpus: float, per_call: int,
-              summary: RunSummary, bar) -> set[str]:
+              pooled: bool, earlier: frozenset[str], plan: _Plan, per_call: int, summary: RunSummary, bar) -> set[str]:
     """One pass of the Ray Data pipeline over `jobs`; returns the ids it settled (done or failed)."""
     import ray
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.max_errored_blocks = -1  # a call whose retries are spent: its jobs are scheduled again, then recorded
-    ds = ray.data.from_items([{"i": i} for i in range(len(jobs))], override_num_blocks=max(1, math.ceil(len(jobs) / per_call)))
-    ds = ds.map_batches(
-        _Extractor, batch_size=per_call, batch_format="numpy", concurrency=config.extractors, num_cpus=1, num_gpus=gpus,
-        max_restarts=config.retries, max_task_retries=config.retries,
-        fn_constructor_kwargs=dict(spec=spec, jobs=jobs, directory=str(cache.path), meta=meta, pooled=pooled,
-                                   earlier_parts=earlier, lookahead=lookahead, retries=config.retries),
-    )
+    ds = ray.data.from_items([{"i": i} for i in range(len(jobs))], override_num_blocks=math.ceil(len(jobs) / per_call))
+    with warnings.catch_warnings():  # Ray Data has no named parameter for an actor's restarts yet
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(
+            _Extractor, batch_size=per_call, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=config.extractors),
+            num_cpus=plan.cpus, num_gpus=plan.gpus, scheduling_strategy="SPREAD",
+            max_restarts=config.retries, max_task_retries=config.retries,
+            fn_constructor_kwargs=dict(spec=spec, jobs=jobs, directory=str(cache.path), meta=meta, pooled=pooled,
+                                       earlier_parts=earlier, lookahead=plan.lookahead, retries=config.retries),
+        )
     settled: set[str] = set()
     for rows in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i, kind, error in zip(rows["i"], rows["kind"], rows["error"]):
