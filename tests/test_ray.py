@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,11 +43,16 @@ def isolated(test):
         if INSIDE:
             return test(*args, **kwargs)
         if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
-            pytest.skip("Ray tests run in a private network namespace: they need root, unshare and ip (CI has them)")
+            why = "the Ray tests run in a private network namespace: they need root, unshare and ip"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{why} (CI runs as root; .ci/run installs unshare and ip)")
+            pytest.skip(why)
         node = f"{Path(__file__).resolve()}::{test.__name__}"
         cmd = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
                sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", node]
-        proc = subprocess.run(cmd, env={**os.environ, "AVEL_TEST_NETNS": "1"}, capture_output=True, text=True, timeout=300)
+        # Ray's token authentication with a token of the test's own (never ~/.ray/auth_token, which others share)
+        env = {**os.environ, "AVEL_TEST_NETNS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, f"in the namespace:\n{proc.stdout[-8000:]}\n{proc.stderr[-4000:]}"
 
     return run
@@ -59,7 +65,7 @@ def data(tmp_path_factory) -> Path:
     if INSIDE:
         return Path(os.environ[DATA_ENV])
     root = tmp_path_factory.mktemp("raydata")
-    rows = synthesize(root, videos=6, classes=2, seed=5, width=64, height=48, progress=False)
+    rows = synthesize(root, videos=4, classes=2, seed=5, width=64, height=48, progress=False)
     bad = rows[-1].video_id
     video = root / "videos" / f"{bad}.mp4"
     video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # truncated: corrupt
@@ -93,8 +99,9 @@ class Cluster:
     def start(self, *, cpus: int, head: bool) -> None:
         args = (["--head", "--port", str(self.port), "--temp-dir", self.temp, "--include-dashboard", "false"] if head
                 else ["--address", self.address])
-        subprocess.run([*RAY, "start", "--num-cpus", str(cpus), "--disable-usage-stats", *args], check=True,
-                       capture_output=True)
+        proc = subprocess.run([*RAY, "start", "--num-cpus", str(cpus), "--disable-usage-stats", *args],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, f"ray start {' '.join(args)}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
 
     def nodes(self) -> set[str]:
         import ray
@@ -177,7 +184,7 @@ def test_ray_engine_equals_local_export_bitwise(data, tmp_path):
     finally:
         ray.shutdown()
     assert proc.returncode == 1, proc.stderr  # a video failed: exit 1, as the local engine
-    assert "5 extracted, 0 already done, 1 failed" in proc.stderr
+    assert "3 extracted, 0 already done, 1 failed" in proc.stderr
     bad = read_annotations(data / "Annotations.txt")[-1].video_id
     local, remote = FeatureCache(data / "local"), FeatureCache(tmp_path / "ray")
     assert set(remote.failures) == {bad} and remote.failures[bad].kind == local.failures[bad].kind
@@ -230,14 +237,14 @@ def test_driver_killed_then_rerun_equals_uninterrupted(data, tmp_path):
         assert driver.poll() is None, "the run ended before it could be killed"
         driver.kill()  # SIGKILL
         driver.wait()
-        assert committed(out) < 5
+        assert committed(out) < 3
         wait_for(lambda: not processes(ACTOR), 60, "the killed job's actors to go")
         proc = ray_preprocess(data, out, "--ray-address", cluster.address, source="good")
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stderr
     ids = part_ids(out)
-    assert len(ids) == len(set(ids)) == 5  # no duplicate id, every part readable
+    assert len(ids) == len(set(ids)) == 3  # no duplicate id, every part readable
     assert not list((out / "parts").glob(".tmp-*"))  # the killed writers' temporary files are gone
     assert_same_features(out, data / "local")
 
