@@ -256,7 +256,7 @@ class _Plan:
     lookahead: int  # videos an actor has decoding at once
 
 
-def _plan(config: RayConfig) -> _Plan:
+def _plan(config: RayConfig, device: str) -> _Plan:
     """The actors' resources and decode tasks, checked against the cluster's resources. On
     CPUs an actor reserves none: as the local engine's model process shares the cores with
     its decoder processes, the actors' models share them with the decode tasks
@@ -265,7 +265,9 @@ def _plan(config: RayConfig) -> _Plan:
 
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0), resources.get("GPU", 0)
-    g = config.gpus_per_extractor if config.gpus_per_extractor is not None else (1.0 if gpus >= 1 else 0.0)
+    g = config.gpus_per_extractor
+    if g is None:
+        g = 1.0 if gpus >= 1 and device != "cpu" else 0.0
     if g * config.extractors > gpus:
         raise ConfigError("gpus_per_extractor", g, f"{config.extractors} extractors need {g * config.extractors:g} GPUs; "
                           f"the cluster has {gpus:g}")
@@ -299,7 +301,7 @@ def run_ray_extraction(
     cache = None
     summary = RunSummary()
     try:
-        plan = _plan(config)
+        plan = _plan(config, spec.device)
         settings = _remote(_settings_of, spec, num_cpus=1, num_gpus=plan.gpus)
         meta = CacheMeta(settings, storage_dtype, annotations, dict(splits or {}))
         cache = FeatureCache.create_or_open(cache_dir, meta)  # the write lock, held by the driver for the run

@@ -28,6 +28,7 @@ from avel.pipeline.annotations import read_annotations, write_annotations
 from avel.pipeline.cache import FeatureCache
 from avel.pipeline.synth import synthesize
 from test_cache import FAST, avel
+from test_cache_safety import groups  # every stored id over all parts (twice when stored twice); each part opens
 
 INSIDE = os.environ.get("AVEL_TEST_NETNS") == "1"
 DATA_ENV = "AVEL_TEST_RAY_DATA"
@@ -116,15 +117,6 @@ class Cluster:
     def stop(self) -> None:
         subprocess.run([*RAY, "stop", "--force"], capture_output=True)  # the namespace's Ray processes only
         shutil.rmtree(self.temp, ignore_errors=True)
-
-
-def part_ids(cache: Path) -> list[str]:
-    """Every video id of every part (a duplicate appears twice); each part must open."""
-    ids = []
-    for part in sorted((cache / "parts").glob("part-*.h5")):
-        with h5py.File(part, "r") as f:
-            ids += [g.attrs["id"] for g in f["videos"].values()]
-    return ids
 
 
 def assert_same_features(cache: Path, reference: Path) -> None:
@@ -224,17 +216,22 @@ def test_two_nodes_both_write_parts(data, tmp_path):
     assert_same_features(tmp_path / "ray", data / "local")
 
 
+def run_until_first_part(cluster: Cluster, data: Path, out: Path) -> subprocess.Popen:
+    """A one-node, two-CPU cluster and a run on it, a part at a video, caught after its first part."""
+    cluster.start(cpus=2, head=True)
+    cluster.nodes()
+    driver = ray_preprocess(data, out, "--ray-address", cluster.address, "--commit-every", "1", source="good", popen=True)
+    wait_for(lambda: committed(out) >= 1 or driver.poll() is not None, 120, "a first committed part")
+    assert driver.poll() is None, "the run ended before it could be killed"
+    return driver
+
+
 @isolated
 def test_driver_killed_then_rerun_equals_uninterrupted(data, tmp_path):
     cluster = Cluster()
     out = tmp_path / "ray"
     try:
-        cluster.start(cpus=2, head=True)
-        cluster.nodes()
-        driver = ray_preprocess(data, out, "--ray-address", cluster.address, "--commit-every", "1", source="good",
-                                popen=True)
-        wait_for(lambda: committed(out) >= 1 or driver.poll() is not None, 120, "a first committed part")
-        assert driver.poll() is None, "the run ended before it could be killed"
+        driver = run_until_first_part(cluster, data, out)
         driver.kill()  # SIGKILL
         driver.wait()
         assert committed(out) < 3
@@ -243,7 +240,7 @@ def test_driver_killed_then_rerun_equals_uninterrupted(data, tmp_path):
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stderr
-    ids = part_ids(out)
+    ids = groups(out)
     assert len(ids) == len(set(ids)) == 3  # no duplicate id, every part readable
     assert not list((out / "parts").glob(".tmp-*"))  # the killed writers' temporary files are gone
     assert_same_features(out, data / "local")
@@ -254,18 +251,14 @@ def test_worker_killed_job_finishes_every_video_once(data, tmp_path):
     cluster = Cluster()
     out = tmp_path / "ray"
     try:
-        cluster.start(cpus=2, head=True)
-        cluster.nodes()
-        driver = ray_preprocess(data, out, "--ray-address", cluster.address, "--commit-every", "1", source="good",
-                                popen=True)
-        wait_for(lambda: committed(out) >= 1 or driver.poll() is not None, 120, "a first committed part")
+        driver = run_until_first_part(cluster, data, out)
         actors = processes(ACTOR)
-        assert driver.poll() is None and len(actors) == 1
+        assert len(actors) == 1
         os.kill(actors[0], signal.SIGKILL)
         _, stderr = driver.communicate(timeout=180)
     finally:
         cluster.stop()
     assert driver.returncode == 0, stderr
-    ids = part_ids(out)
+    ids = groups(out)
     assert sorted(ids) == sorted(FeatureCache(data / "local").ids())  # every video, exactly once
     assert_same_features(out, data / "local")
