@@ -885,6 +885,10 @@ def report(name: str, r: dict, cfg: BenchConfig, results: dict) -> None:
               f"included) {where(rw)}")
         print(f"   ratio ray / local: {r['ratio']:.3f} (goal >= {RAY_TARGET}: {verdict}); features identical: "
               f"{'yes' if r['identical'] else 'NO'}")
+        cpu = {k: w["cores_ours"] * r[f"{k}_s"] / r["segments"] for k, w in (("local", lw), ("ray", rw))}
+        print(f"   CPU time per segment (this stage's processes, Ray's own included): local {cpu['local']:.2f} CPU-s, "
+              f"ray {cpu['ray']:.2f} CPU-s: local / ray {cpu['local'] / cpu['ray']:.3f} (what the wall-clock ratio "
+              f"would be on cores of its own)")
         print(f"   Ray start-up (ray.init, local): {r['ray_startup_s']:.1f} s; peak RSS of the Ray processes "
               f"(sum, shared memory counted in each): {r['ray_peak_rss_mib']:.0f} MiB")
     elif name == "decode":

@@ -150,6 +150,8 @@ class _Extractor:
                  earlier_parts: frozenset[str], lookahead: int, retries: int) -> None:
         import ray
 
+        # the frames are read in place from the object store, read-only: the models never write them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         self.extractor = spec.build()
         if self.extractor.device.type == "cpu":  # Ray gives an actor without CPUs one thread; the models share the node's cores
             import torch
@@ -181,13 +183,18 @@ class _Extractor:
 
     def _extract(self, job: Job, refs, writer: PartWriter) -> Failure | None:
         """One job, its decode tried again while its worker dies (then a `crash` failure)."""
-        for attempt in range(self.retries + 1):
+        import ray
+
+        for _ in range(self.retries + 1):
+            source = VideoSource(job.path, _events(job.path, refs))
             try:
-                stream = FeatureStream(job.path, self.extractor, source=VideoSource(job.path, _events(job.path, refs)))
-                return extract_job(job, stream, writer, pooled=self.pooled)
+                return extract_job(job, FeatureStream(job.path, self.extractor, source=source), writer, pooled=self.pooled)
             except _WorkerLost as e:
                 lost = e
-                refs = self._start(job)
+            finally:
+                if not source.finished:  # a video dropped half way: its decode task is stopped, not left holding a CPU
+                    ray.cancel(refs, force=True)
+            refs = self._start(job)
         failure = failure_of(job, DecoderCrashed(job.path, f"its decode task died {self.retries + 1} times ({lost})"))
         writer.fail(failure)
         return failure
@@ -216,7 +223,7 @@ class _Extractor:
 # -- the driver ------------------------------------------------------------------------------------
 def _connect(address: str | None) -> bool:
     """Join the cluster at `address`, or start a local Ray; True when this run started it."""
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # quiet unless asked: the progress bar is the driver's
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # quiet unless asked: the progress bar is the driver's
     import ray
 
     if ray.is_initialized():
