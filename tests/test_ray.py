@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import secrets
 import signal
@@ -240,6 +241,8 @@ def test_driver_killed_then_rerun_equals_uninterrupted(data, tmp_path):
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stderr
+    done, skipped = map(int, re.search(r"(\d+) extracted, (\d+) already done, 0 failed", proc.stderr).groups())
+    assert skipped >= 1 and done + skipped == 3  # what was committed before the kill is skipped, not redone
     ids = groups(out)
     assert len(ids) == len(set(ids)) == 3  # no duplicate id, every part readable
     assert not list((out / "parts").glob(".tmp-*"))  # the killed writers' temporary files are gone
