@@ -301,7 +301,10 @@ def run_ray_extraction(
     progress: bool = True,
 ) -> RunSummary:
     """`run_extraction`'s job on a Ray cluster: same cache, same skips, same failures."""
-    import ray
+    try:
+        import ray
+    except ImportError:
+        raise AvelError("--engine ray needs Ray: pip install 'avel[ray]'") from None
     from tqdm import tqdm
 
     started = _connect(config.ray_address)
