@@ -177,9 +177,14 @@ def run_extraction(
                 if on_video is not None:
                     on_video(job, failure)
     except KeyboardInterrupt as e:
-        raise Interrupted(f"{e or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this run "
-                          f"committed to {shown(cache_dir)}; run the same command again to resume") from None
+        raise stopped(e, summary, cache_dir) from None
     return summary
+
+
+def stopped(signal: KeyboardInterrupt, summary: RunSummary, cache_dir: str | os.PathLike) -> Interrupted:
+    """The one line of a batch job stopped by Ctrl-C or SIGTERM (either engine)."""
+    return Interrupted(f"{signal or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this "
+                       f"run committed to {shown(cache_dir)}; run the same command again to resume")
 
 
 def jobs_from_paths(paths: Iterable[str | os.PathLike]) -> list[Job]:

@@ -42,17 +42,8 @@ from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, PartWriter, pa
 from avel.pipeline.config import FeatureSettings, check_range, check_types, option
 from avel.pipeline.decode import DecodeOptions, SegmentBatch
 from avel.pipeline.decoders import VideoSource, decode_events
-from avel.pipeline.errors import (
-    MEDIA_ERRORS,
-    AvelError,
-    CacheError,
-    ConfigError,
-    DecodeFailed,
-    DecoderCrashed,
-    Interrupted,
-    shown,
-)
-from avel.pipeline.extract import Job, RunSummary, extract_job, failure_of, plan_jobs
+from avel.pipeline.errors import MEDIA_ERRORS, AvelError, CacheError, ConfigError, DecodeFailed, DecoderCrashed
+from avel.pipeline.extract import Job, RunSummary, extract_job, failure_of, plan_jobs, stopped
 from avel.pipeline.stream import FeatureStream
 
 ENGINES = ("local", "ray")
@@ -335,8 +326,7 @@ def run_ray_extraction(
                         summary.failed.append(failure)
                         bar.update(1)
     except KeyboardInterrupt as e:
-        raise Interrupted(f"{e or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this run "
-                          f"committed to {shown(cache_dir)}; run the same command again to resume") from None
+        raise stopped(e, summary, cache_dir) from None
     finally:
         if cache is not None:
             cache.close()
