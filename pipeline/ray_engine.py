@@ -343,6 +343,7 @@ def _pipeline(jobs: list[Job], cache: FeatureCache, spec: ExtractorSpec, meta: C
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.max_errored_blocks = -1  # a call whose retries are spent: its jobs are scheduled again, then recorded
+    ctx.wait_for_min_actors_s = 600  # every actor's models loaded before the first call: the work spreads over all
     ds = ray.data.from_items([{"i": i} for i in range(len(jobs))], override_num_blocks=math.ceil(len(jobs) / per_call))
     with warnings.catch_warnings():  # Ray Data has no named parameter for an actor's restarts yet
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -202,7 +202,7 @@ def test_two_nodes_both_write_parts(data, tmp_path):
     try:
         cluster.start(cpus=1, head=True)
         cluster.start(cpus=1, head=False)
-        wait_for(lambda: len(cluster.nodes()) == 2, 30, "the second node")
+        wait_for(lambda: len(cluster.nodes()) == 2, 90, "the second node")
         nodes = cluster.nodes()
         proc = ray_preprocess(data, tmp_path / "ray", "--ray-address", cluster.address, "--extractors", "2",
                               "--commit-every", "1", source="good")
