@@ -24,6 +24,7 @@ from avel.extractors import AUDIO_MODELS, VISUAL_MODELS
 from avel.models.registry import SEL_TASKS, TASKS, ModelConfig
 from avel.pipeline.config import DEVICE_HELP, FeatureSettings, resolve_device
 from avel.pipeline.errors import AvelError, ConfigError, Interrupted
+from avel.pipeline.ray_engine import ENGINES, RayConfig
 from avel.pipeline.synth_features import FeatureSynthConfig
 from avel.pipeline.train import TrainConfig
 
@@ -217,11 +218,12 @@ def take_shard(jobs, shard: Optional[tuple[int, int]]):
 
 
 @app.command()
-@config_options(FeatureSettings, choices=EXTRACTOR_CHOICES)
+@config_options(FeatureSettings, RayConfig, choices=EXTRACTOR_CHOICES)
 def preprocess(
     source: Annotated[Path, typer.Argument(help="a folder of videos (recursive), a text file of paths, or the AVE video folder")],
     out: Annotated[Path, typer.Option("--out", help="the cache directory (created or resumed)")],
     options: dict,
+    engine: Annotated[_choices(ENGINES), typer.Option("--engine", help="local (this machine) | ray (a Ray cluster: --ray-address ...)")] = "local",
     annotations: Annotated[Optional[Path], typer.Option("--annotations", help="AVE-format Annotations.txt: its rows are the unit")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: process the i-th of n disjoint parts (0-based)")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="try videos recorded as failed again")] = False,
@@ -248,15 +250,26 @@ def preprocess(
     if annotations is not None and options["segments"] is None:
         options = {**options, "segments": 10}  # AVE rows label ten 1-s segments
     settings = _feature_settings(options, device, batch_size, audio_pca_file)
+    ray_config = build(RayConfig, options)
+    if engine != "ray" and ray_config != RayConfig():
+        changed = [FLAGS[f.name] for f in dataclasses.fields(RayConfig) if getattr(ray_config, f.name) != f.default]
+        raise ConfigError("engine", engine, f"{', '.join(changed)} need --engine ray")
     text, splits = None, {}
     if annotations is not None:
         jobs, text, splits = annotated_jobs(source, annotations)
     else:
         jobs = jobs_from_paths(find_videos(source))
+    common = dict(pooled=pooled, storage_dtype=storage_dtype, annotations=text, splits=splits, retry_failed=retry_failed,
+                  commit_every=commit_every)
+    if engine == "ray":
+        from avel.pipeline.ray_engine import ExtractorSpec, run_ray_extraction
+
+        spec = ExtractorSpec(settings, _s(visual_weights_file), _s(audio_weights_file), _s(audio_pca_file), device, batch_size)
+        summary = run_ray_extraction(take_shard(jobs, part), out, spec, ray_config, **common)
+        return _report(summary, str(out))
     fe = _extractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
                     audio_pca_file=audio_pca_file, device=device, batch_size=batch_size)
-    summary = run_extraction(take_shard(jobs, part), out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype,
-                             annotations=text, splits=splits, retry_failed=retry_failed, commit_every=commit_every)
+    summary = run_extraction(take_shard(jobs, part), out, fe, workers=workers, **common)
     _report(summary, str(out))
 
 

@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import resource
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-STAGES = ("ceiling", "decode", "e2e", "memory", "precision", "sel", "localize")
+STAGES = ("ceiling", "decode", "e2e", "memory", "precision", "sel", "localize", "ray")
+RAY_TARGET = 0.8  # --engine ray / --engine local throughput on the same machine
+NETNS = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
 AVE_VIDEOS = 4143  # raw AVE dataset (Annotations.txt rows)
 AVE_SEGMENTS = AVE_VIDEOS * 10
 AVE_SPLITS = {"train": 3339, "val": 402}  # SEL train / val sizes (test is not needed for an epoch)
@@ -543,6 +546,62 @@ def stage_e2e(cfg: BenchConfig, work: Path) -> dict:
     }
 
 
+# -- 8. the Ray engine against the local one ---------------------------------------------------------
+def stage_ray(cfg: BenchConfig, work: Path) -> dict:
+    """The same videos through `--engine local` (run_extraction) and `--engine ray`
+    (run_ray_extraction on a local Ray started here), one after the other in this process,
+    which runs in a private network namespace (loopback only: Ray falls back to 127.0.0.1,
+    checked). Also Ray's start-up time and the peak RSS of its processes (the sampled sum of
+    this process's descendants: GCS, raylet, workers, actors, decode tasks; the object
+    store's shared memory counts in every process that maps it)."""
+    import numpy as np
+    import ray
+
+    from avel.pipeline.cache import FeatureCache
+    from avel.pipeline.extract import jobs_from_paths, run_extraction
+    from avel.pipeline.ray_engine import ExtractorSpec, RayConfig, run_ray_extraction
+
+    jobs = jobs_from_paths(video_paths(work))
+    caches = {name: work / f"cache-{name}" for name in ("local", "ray")}
+    fe = extractor_for(cfg)
+    window = Window(lambda: sum(process_cpu_s(p) for p in _descendants(os.getpid())))
+    t = time.perf_counter()
+    local = run_extraction(jobs, caches["local"], fe, workers=cfg.workers, pooled=True, progress=False)
+    local_s = time.perf_counter() - t
+    local_window = window.close()
+    del fe
+    TREE.peak_mib = 0.0
+    t = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+             _temp_dir=tempfile.mkdtemp(prefix="avel-ray-"))
+    try:
+        startup_s = time.perf_counter() - t
+        addresses = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
+        if addresses != ["127.0.0.1"]:
+            raise RuntimeError(f"a Ray node outside loopback: {addresses}")
+        window = Window(lambda: sum(process_cpu_s(p) for p in _descendants(os.getpid())))
+        t = time.perf_counter()
+        spec = ExtractorSpec(settings_for(cfg), device=cfg.device, batch_size=cfg.batch_size)
+        remote = run_ray_extraction(jobs, caches["ray"], spec, RayConfig(decoders=max(1, cfg.workers)), pooled=True,
+                                    progress=False)
+        ray_s = time.perf_counter() - t
+        ray_window = window.close()
+        ray_peak = TREE.peak_mib
+    finally:
+        ray.shutdown()
+    if local.failed or remote.failed or local.done != len(jobs) or remote.done != len(jobs):
+        raise RuntimeError(f"extraction failed: local {local}, ray {remote}")
+    with FeatureCache(caches["local"]) as a, FeatureCache(caches["ray"]) as b:
+        segments = sum(e.num_segments for e in a.entries.values())
+        identical = all(np.array_equal(x, y) for vid in a.ids() for x, y in zip(a.read(vid), b.read(vid)))
+    return {
+        "videos": len(jobs), "segments": segments, "local_s": local_s, "ray_s": ray_s, "ray_startup_s": startup_s,
+        "local_segments_per_s": segments / local_s, "ray_segments_per_s": segments / ray_s,
+        "ratio": local_s / ray_s, "identical": identical, "ray_peak_rss_mib": ray_peak, "addresses": addresses,
+        "local_window": local_window, "ray_window": ray_window, "cpus": os.cpu_count(),
+    }
+
+
 # -- 4. memory of a long video ----------------------------------------------------------------------------
 def stage_memory(cfg: BenchConfig, work: Path) -> dict:
     """Peak RSS of `avel extract` (its own process, exact: wait4's ru_maxrss) on a short and
@@ -733,6 +792,7 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
 
 
 STAGE_FUNCTIONS = {
+    "ray": stage_ray,
     "ceiling": stage_ceiling, "decode": stage_decode, "e2e": stage_e2e, "memory": stage_memory,
     "precision": stage_precision, "sel": stage_sel, "localize": stage_localize,
 }
@@ -815,6 +875,22 @@ def report(name: str, r: dict, cfg: BenchConfig, results: dict) -> None:
               f"{r['ceiling_segments_per_s']:.3f} segments/s = {r['ceiling_frames_per_s']:.2f} frames/s, "
               f"{r['threads']} torch threads")
         print(f"   memory: {mem(r)}")
+    elif name == "ray":
+        lw, rw = r["local_window"], r["ray_window"]
+        verdict = "goal met" if r["ratio"] >= RAY_TARGET else "goal NOT met"
+        print(f"8. --engine ray against --engine local, {r['videos']} videos ({r['segments']} segments), {r['cpus']} cores, "
+              f"Ray nodes at {', '.join(r['addresses'])}")
+        print(f"   local: {r['local_segments_per_s']:.3f} segments/s ({r['local_s']:.1f} s) {where(lw)}")
+        print(f"   ray:   {r['ray_segments_per_s']:.3f} segments/s ({r['ray_s']:.1f} s, the actors' model loading "
+              f"included) {where(rw)}")
+        print(f"   ratio ray / local: {r['ratio']:.3f} (goal >= {RAY_TARGET}: {verdict}); features identical: "
+              f"{'yes' if r['identical'] else 'NO'}")
+        cpu = {k: w["cores_ours"] * r[f"{k}_s"] / r["segments"] for k, w in (("local", lw), ("ray", rw))}
+        print(f"   CPU time per segment (this stage's processes, Ray's own included): local {cpu['local']:.2f} CPU-s, "
+              f"ray {cpu['ray']:.2f} CPU-s: local / ray {cpu['local'] / cpu['ray']:.3f} (what the wall-clock ratio "
+              f"would be on cores of its own)")
+        print(f"   Ray start-up (ray.init, local): {r['ray_startup_s']:.1f} s; peak RSS of the Ray processes "
+              f"(sum, shared memory counted in each): {r['ray_peak_rss_mib']:.0f} MiB")
     elif name == "decode":
         p = r["project"]
         print(f"2. decoding, {r['jobs']} videos ({r['distinct_files']} files, {p['frames'] // r['jobs']} source frames "
@@ -1008,7 +1084,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"config": dataclasses.asdict(cfg), "machine": machine_line(cfg)}
     with tempfile.TemporaryDirectory(prefix="avel-bench-") as tmp:
         work = Path(tmp)
-        if {"decode", "e2e", "precision", "localize"} & set(stages):
+        if {"decode", "e2e", "precision", "localize", "ray"} & set(stages):
             t = time.perf_counter()
             generate_videos(cfg, work / "videos")
             print(f"   generated {cfg.videos} 10-s videos (benchmarks/media.py: {cfg.width}x{cfg.height}, {cfg.fps} fps, "
@@ -1021,7 +1097,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--batch-size", str(cfg.batch_size)] if cfg.batch_size is not None else []
             cmd += ["--quick"] if cfg.quick else []
             cmd += ["--threads", str(cfg.threads)] if cfg.threads is not None else []
-            proc = subprocess.run(cmd, cwd=ROOT)
+            env = None
+            if name == "ray":  # loopback only, and Ray's token authentication with a token of its own
+                cmd, env = NETNS + cmd, {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+            proc = subprocess.run(cmd, cwd=ROOT, env=env)
             out = work / f"{name}.json"
             if proc.returncode != 0 or not out.is_file():
                 print(f"{name}: FAILED (exit {proc.returncode}; its error is above)")

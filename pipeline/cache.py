@@ -346,7 +346,7 @@ class _AtomicH5:
     renamed onto the target by `commit`, removed by `discard` and on any failure; OSError
     (a full disk) becomes CacheError. Also a context manager (commit on success)."""
 
-    def __init__(self, path: Path, meta: CacheMeta) -> None:
+    def __init__(self, path: Path, meta: CacheMeta, provenance: dict[str, str] | None = None) -> None:
         self.path, self.meta = path, meta
         self.tmp = path.parent / temp_name(path.suffix)
         self.f: h5py.File | None = None
@@ -355,6 +355,8 @@ class _AtomicH5:
             # which HDF5 survives badly (a segfault when the chunk cache cannot be written back)
             self.f = h5py.File(self.tmp, "x", rdcc_nbytes=0)
             _write_root(self.f, meta)
+            for k, v in (provenance or {}).items():
+                self.f.attrs[f"provenance.{k}"] = str(v)
         except BaseException as e:
             self.discard()
             raise write_error(e, self.path) if isinstance(e, OSError) else e from None
@@ -407,6 +409,22 @@ def _reading(part: Path) -> Iterator[None]:
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
         raise CacheError(f"{shown(part)}: a damaged part file ({type(e).__name__}: {e}); move it away and run "
                          "the job again to redo its videos") from None
+
+
+def part_index(f: h5py.File, part: Path) -> tuple[dict[str, Entry], dict[str, Failure]]:
+    """The videos and the failures one part (open as `f`) holds, from attributes only."""
+    videos: dict[str, Entry] = {}
+    failures: dict[str, Failure] = {}
+    with _reading(part):
+        for key, g in f.get("videos", {}).items():
+            a = g.attrs
+            vid = _attr_text(a["id"])
+            videos[vid] = Entry(vid, _attr_text(a["source_path"]), float(a["duration_s"]), int(a["num_segments"]), part, key)
+        for g in f.get("failures", {}).values():
+            a = g.attrs
+            vid = _attr_text(a["id"])
+            failures[vid] = Failure(vid, _attr_text(a["source_path"]), str(a["kind"]), str(a["error"]))
+    return videos, failures
 
 
 class FeatureCache:
@@ -477,18 +495,12 @@ class FeatureCache:
         failures: dict[str, Failure] = {}
         for part in self.parts:
             f = self._open(part)
-            with _reading(part):
-                if part != self.path:
+            if part != self.path:
+                with _reading(part):
                     read_meta(f, str(part)).check_compatible(self.meta, str(part))
-                for key, g in f.get("videos", {}).items():
-                    a = g.attrs
-                    vid = _attr_text(a["id"])
-                    index[vid] = Entry(vid, _attr_text(a["source_path"]), float(a["duration_s"]), int(a["num_segments"]),
-                                       part, key)
-                for g in f.get("failures", {}).values():
-                    a = g.attrs
-                    vid = _attr_text(a["id"])
-                    failures[vid] = Failure(vid, _attr_text(a["source_path"]), str(a["kind"]), str(a["error"]))
+            videos, failed = part_index(f, part)
+            index.update(videos)
+            failures.update(failed)
         for vid in index:
             failures.pop(vid, None)  # a later success supersedes a recorded failure
         self._index, self._failures = index, failures
@@ -621,6 +633,7 @@ class PartWriter:
     max_seconds: float = 30.0
     cache: "FeatureCache | None" = None  # its index follows the commits
     seq: int = 0  # the next part's sequence number (names stay unique without it: 64 random bits)
+    provenance: dict[str, str] = field(default_factory=dict)  # who wrote the part (root attrs provenance.NAME)
     committed: list[Path] = field(default_factory=list)
     rejected: list[Failure] = field(default_factory=list)  # videos `add` could not store (recorded as failures)
     _part: _AtomicH5 | None = None
@@ -653,7 +666,7 @@ class PartWriter:
     def _open_part(self) -> _AtomicH5:
         if self._part is None:
             try:
-                self._part = _AtomicH5(Path(self.directory) / "parts" / new_part_name(self.seq), self.meta)
+                self._part = _AtomicH5(Path(self.directory) / "parts" / new_part_name(self.seq), self.meta, self.provenance)
             except CacheError as e:
                 self._broken = e
                 raise

@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures
+from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, PartWriter, VideoFeatures
 from avel.pipeline.config import FeatureSettings
 from avel.pipeline.decode import DecodeOptions
 from avel.pipeline.decoders import StopSignals, open_decoders
@@ -79,6 +79,48 @@ class RunSummary:
     earlier_failed: list[Failure] = dataclasses.field(default_factory=list)  # skipped: failed in an earlier run
 
 
+def plan_jobs(cache: FeatureCache, jobs: list[Job], summary: RunSummary, *, retry_failed: bool = False) -> list[Job]:
+    """The jobs left to do: ids already in the cache, and those recorded as failed (unless
+    `retry_failed`), are counted in `summary` as skipped, before anything is scheduled."""
+    todo = []
+    for j in jobs:
+        if j.id in cache or (j.id in cache.failures and not retry_failed):
+            summary.skipped += 1
+            if j.id not in cache:
+                summary.earlier_failed.append(cache.failures[j.id])
+        else:
+            todo.append(j)
+    return todo
+
+
+def failure_of(job: Job, error: AvelError) -> Failure:
+    """The record of a video that failed with `error` (its message names the file)."""
+    message = str(error) if shown(job.path) in str(error) else f"{shown(job.path)}: {error}"
+    return Failure(job.id, job.path, getattr(error, "kind", "error"), message)
+
+
+def extract_job(job: Job, stream: FeatureStream, writer: PartWriter, *, pooled: bool = False,
+                check: Callable[[], None] = lambda: None) -> Failure | None:
+    """One job's features into the part `writer` is writing, or its failure recorded there
+    (returned). A video that fails half way leaves nothing of its features; CacheError (the
+    cache cannot be written: a full disk) is raised, what is committed stays. What both
+    engines run per video (the local one in its process, the Ray one in each actor)."""
+    try:
+        sink = writer.open_video(job.id, job.path)
+        try:
+            extract_video(stream, sink, pooled=pooled, check=check)
+        except BaseException:
+            sink.discard()
+            raise
+    except CacheError:
+        raise
+    except AvelError as e:  # the video's MediaError, an unstorable id, an extractor's refusal
+        failure = failure_of(job, e)
+        writer.fail(failure)
+        return failure
+    return None
+
+
 def decoder_threads(workers: int) -> int:
     """FFmpeg threads per decoder: automatic for the one decoding thread; with decoder
     processes, the cores shared out (one each when there are as many processes as cores:
@@ -115,14 +157,7 @@ def run_extraction(
     meta = CacheMeta(extractor.settings, storage_dtype, annotations, dict(splits or {}))
     cache = FeatureCache.create_or_open(cache_dir, meta)
     summary = RunSummary()
-    todo = []
-    for j in jobs:
-        if j.id in cache or (j.id in cache.failures and not retry_failed):
-            summary.skipped += 1
-            if j.id not in cache:
-                summary.earlier_failed.append(cache.failures[j.id])
-        else:
-            todo.append(j)
+    todo = plan_jobs(cache, jobs, summary, retry_failed=retry_failed)
     options = DecodeOptions.from_settings(extractor.settings, threads=decoder_threads(workers))
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
     try:
@@ -132,31 +167,24 @@ def run_extraction(
             for job, source in zip(todo, decoders.videos([j.path for j in todo])):
                 stop.check()
                 stream = FeatureStream(job.path, extractor, source=source, progress=progress and len(todo) == 1)
-                try:
-                    sink = writer.open_video(job.id, job.path)
-                    try:
-                        extract_video(stream, sink, pooled=pooled, check=stop.check)
-                    except BaseException:
-                        sink.discard()
-                        raise
+                failure = extract_job(job, stream, writer, pooled=pooled, check=stop.check)
+                if failure is None:
                     summary.done += 1
-                except CacheError:
-                    raise  # the cache cannot be written (a full disk): the run stops, what is committed stays
-                except AvelError as e:  # the video's MediaError, an unstorable id, an extractor's refusal
-                    message = str(e) if shown(job.path) in str(e) else f"{shown(job.path)}: {e}"
-                    failure = Failure(job.id, job.path, getattr(e, "kind", "error"), message)
-                    writer.fail(failure)
+                else:
                     summary.failed.append(failure)
                     bar.write(f"failed: {failure.error}")
-                else:
-                    failure = None
                 bar.update(1)
                 if on_video is not None:
                     on_video(job, failure)
     except KeyboardInterrupt as e:
-        raise Interrupted(f"{e or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this run "
-                          f"committed to {shown(cache_dir)}; run the same command again to resume") from None
+        raise stopped(e, summary, cache_dir) from None
     return summary
+
+
+def stopped(signal: KeyboardInterrupt, summary: RunSummary, cache_dir: str | os.PathLike) -> Interrupted:
+    """The one line of a batch job stopped by Ctrl-C or SIGTERM (either engine)."""
+    return Interrupted(f"{signal or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this "
+                       f"run committed to {shown(cache_dir)}; run the same command again to resume")
 
 
 def jobs_from_paths(paths: Iterable[str | os.PathLike]) -> list[Job]:

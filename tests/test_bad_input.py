@@ -124,6 +124,13 @@ def malformed_cases(w: Path) -> list[tuple[list, str]]:
         (["preprocess", V, "--out", out, *fast, "--workers", "x"], "--workers"),
         (["preprocess", V, "--out", out, *fast, "--device", "cuda:x"], "--device"),
         (["preprocess", V], "--out"),
+        # the Ray engine's options are refused before any Ray starts
+        (["preprocess", V, "--out", out, *fast, "--engine", "spark"], "--engine"),
+        (["preprocess", V, "--out", out, *fast, "--engine", "ray", "--extractors", "0"], "--extractors"),
+        (["preprocess", V, "--out", out, *fast, "--engine", "ray", "--decoders", "0"], "--decoders"),
+        (["preprocess", V, "--out", out, *fast, "--engine", "ray", "--gpus-per-extractor", "-1"], "--gpus-per-extractor"),
+        (["preprocess", V, "--out", out, *fast, "--engine", "ray", "--ray-address", "nowhere"], "--ray-address"),
+        (["preprocess", V, "--out", out, *fast, "--extractors", "2"], "--engine ray"),
         (["merge"], "Missing argument"),
         (["merge", C], "--out"),
         (["merge", C, "--out"], "--out"),

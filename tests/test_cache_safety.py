@@ -417,3 +417,36 @@ def test_storage_dtype_is_checked_before_any_work(tmp_path, dtype):
     (tmp_path / "c" / "cache.json").write_text(json.dumps({"settings": {}, "storage_dtype": dtype}))
     with pytest.raises(CacheError, match="cache.json: storage_dtype"):
         FeatureCache(tmp_path / "c")
+
+
+def _write_concurrently(directory: str, writer: int, start_at: float) -> list[str]:
+    """One of several processes that commit parts into one cache at once (what the Ray
+    engine's actors do while the driver holds the lock): 12 videos, a part every 2."""
+    from avel.pipeline.cache import PartWriter
+
+    time.sleep(max(0.0, start_at - time.time()))
+    with PartWriter(Path(directory), META, max_videos=2, provenance={"writer": str(writer)}) as w:
+        for i in range(12):
+            w.add(fake(f"w{writer}-{i}", t=2, seed=100 * writer + i))
+    return [p.name for p in w.committed]
+
+
+def test_concurrent_part_writers_while_the_holder_keeps_the_lock(tmp_path):
+    import multiprocessing
+
+    cache = FeatureCache.create_or_open(tmp_path / "c", META)  # the lock holder, as the Ray driver
+    try:
+        start_at = time.time() + 1.0  # all writers start together
+        with multiprocessing.get_context("fork").Pool(4) as pool:
+            names = pool.starmap(_write_concurrently, [(str(tmp_path / "c"), w, start_at) for w in range(4)])
+    finally:
+        cache.close()
+    parts = sorted((tmp_path / "c" / "parts").iterdir())
+    assert [p.name for p in parts] == sorted(n for ns in names for n in ns) and len(parts) == 4 * 6  # no temporaries left
+    ids = groups(tmp_path / "c")
+    assert sorted(ids) == sorted(f"w{w}-{i}" for w in range(4) for i in range(12))  # every video once
+    with FeatureCache(tmp_path / "c") as c:
+        for w in range(4):
+            visual, audio = c.read(f"w{w}-5")
+            expected = fake(f"w{w}-5", t=2, seed=100 * w + 5)
+            assert np.array_equal(visual, expected.visual) and np.array_equal(audio, expected.audio)
