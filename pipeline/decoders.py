@@ -378,11 +378,11 @@ class DecoderPool:
         except OSError:
             pass  # it just died: its replacement is told when it starts
 
-    def _pump(self) -> None:
-        """Wait (a moment at most) for messages and process them."""
+    def _pump(self, timeout: float = POLL_S) -> None:
+        """Wait (`timeout` at most) for messages and process them."""
         self._assign()
         conns = {w.conn: w for w in self._workers}
-        for conn in wait(list(conns), timeout=POLL_S):
+        for conn in wait(list(conns), timeout=timeout):
             w = conns[conn]
             try:
                 message = conn.recv()
@@ -394,6 +394,10 @@ class DecoderPool:
 
     def _next_event(self, job: int) -> tuple:
         events = self._events.setdefault(job, deque())
+        # Messages are read and jobs handed out only here: do it on every call, not only when
+        # this video's batches have run out, or decoders that finished their jobs sit idle
+        # while the consumer is busy (measured on a GPU: 5 of 16 decoder processes busy)
+        self._pump(timeout=0)
         while not events:
             self._pump()
         return events.popleft()
