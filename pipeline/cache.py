@@ -39,7 +39,7 @@ Rules for writers (what makes crashed, concurrent and full-disk writes safe):
 2. Parts. A part is written to `parts/.tmp-HOST-PIDNS-PID-START-RANDOM.h5` (its writer's
    identity: host name, pid namespace, pid and the process's start time), fsynced and renamed
    to a unique `parts/part-*.h5`: renaming is atomic, so a reader sees whole parts or
-   nothing. `commit_part` needs no lock of its own: processes that work for the lock holder's
+   nothing. A `PartWriter` needs no lock of its own: processes that work for the lock holder's
    run (extraction workers, possibly on other machines sharing the directory) commit their
    own parts concurrently while the holder keeps the lock for the whole run.
 3. Temporary files are removed by their writer (renamed on success, deleted on failure).
@@ -744,19 +744,6 @@ class PartWriter:
             self._sink.discard()  # a video cut short is not kept
         if self._broken is None:
             self.commit()  # what is finished is kept, even when the job stops with an error
-
-
-def commit_part(directory: str | os.PathLike, meta: CacheMeta, videos: list[VideoFeatures], failures: list[Failure],
-                *, seq: int = 0) -> tuple[Path, list[Failure]]:
-    """Commit one part of whole videos into the cache `directory` (rule 2) and return it with
-    the videos it could not store (recorded in it as failures). Safe from several processes
-    at once; CacheError on a full disk, nothing left behind."""
-    with PartWriter(Path(directory), meta, max_videos=len(videos) + len(failures) + 1, seq=seq) as writer:
-        for v in videos:
-            writer.add(v)
-        for x in failures:
-            writer.fail(x)
-    return writer.committed[0], writer.rejected
 
 
 def _stored_bytes(cache: FeatureCache, entry: Entry) -> int:
