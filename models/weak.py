@@ -50,6 +50,17 @@ def event_target(video_labels: torch.Tensor, num_events: int) -> torch.Tensor:
     return torch.where(events.sum(1) > 0, events.argmax(1), -1)
 
 
+def pseudo_relevance(p_a: torch.Tensor, p_v: torch.Tensor, target: torch.Tensor, relevance: str) -> torch.Tensor:
+    """DAM weak's relevance targets [B, T]: per-second class probabilities P^A_t, P^V_t
+    [B, T, E] at the video's class `target` [B] (-1: no event, all targets 0), their minimum
+    ("agreement") or maximum ("fused"), divided by the maximum over the video's seconds (the
+    video holds its class, so its best second is an event)."""
+    agree = torch.minimum(p_a, p_v) if relevance == "agreement" else torch.maximum(p_a, p_v)
+    index = target.clamp(min=0)[:, None, None].expand(-1, agree.shape[1], 1)  # (B, T, 1)
+    pseudo = agree.gather(2, index).squeeze(2) * (target >= 0)[:, None]  # (B, T)
+    return pseudo / pseudo.amax(dim=1, keepdim=True).clamp(min=1e-6)
+
+
 class WeakAVAtt(AVAtt):
     task = "sel"  # a SEL model at test time (evaluated and used like one)
 
@@ -85,11 +96,6 @@ class WeakDAM(SELDAM):
         [B, T, E] (MIL over the cells: the object covers a few)."""
         return self.audio_segment(audio), self.visual_cell(visual).amax(dim=2)  # (B, T, N, E) -> (B, T, E)
 
-    def segment_probs(self, audio: torch.Tensor, visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> P^A_t, P^V_t [B, T, E]: softmax over the event classes."""
-        s_a, s_v = self.segment_scores(audio, visual)
-        return F.softmax(s_a, dim=-1), F.softmax(s_v, dim=-1)  # (B, T, E) each
-
     def video_scores(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """-> the video's event class distribution [B, E] (the category branch)."""
         return F.softmax(self(audio, visual).category_logits, dim=-1)
@@ -97,17 +103,14 @@ class WeakDAM(SELDAM):
     def loss(self, audio: torch.Tensor, visual: torch.Tensor, video_labels: torch.Tensor) -> torch.Tensor:
         """video_labels [B, E+1] 0/1 (mil_labels)."""
         out = self(audio, visual)
-        ce = category_loss(out.category_logits, event_target(video_labels, self.num_events))
+        target = event_target(video_labels, self.num_events)  # (B,)
+        ce = category_loss(out.category_logits, target)
         if not self.uses_relevance:
             return ce
-        target = event_target(video_labels, self.num_events)  # (B,)
         has = target >= 0
         seconds = target[has].repeat_interleave(audio.shape[1])  # (B' T,) every second gets the video's class
-        instances = sum(F.cross_entropy(s[has].flatten(0, 1), seconds) for s in self.segment_scores(audio, visual))
-        with torch.no_grad():
-            p_a, p_v = self.segment_probs(audio, visual)  # (B, T, E) each
-            agree = torch.minimum(p_a, p_v) if self.relevance == "agreement" else torch.maximum(p_a, p_v)
-            index = target.clamp(min=0)[:, None, None].expand(-1, agree.shape[1], 1)  # (B, T, 1)
-            pseudo = agree.gather(2, index).squeeze(2) * has[:, None]  # (B, T): P_t of the video's class
-            pseudo = pseudo / pseudo.amax(dim=1, keepdim=True).clamp(min=1e-6)  # the video's best second -> 1
+        scores = self.segment_scores(audio, visual)  # (B, T, E) each: audio, visual
+        instances = sum(F.cross_entropy(s[has].flatten(0, 1), seconds) for s in scores)
+        p_a, p_v = (F.softmax(s.detach(), dim=-1) for s in scores)  # P^A_t, P^V_t: targets, no gradient
+        pseudo = pseudo_relevance(p_a, p_v, target, self.relevance)
         return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, pseudo) + instances

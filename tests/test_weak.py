@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from avel.cli import main
 from avel.extractors.registry import random_weights_tag
 from avel.models.registry import ModelConfig, build_model
-from avel.models.weak import WeakAVAtt, WeakDAM, mil_pool
+from avel.models.weak import WeakAVAtt, WeakDAM, mil_pool, pseudo_relevance
 from avel.pipeline.annotations import AnnotationRow
 from avel.pipeline.ave import read_ave_layout, write_ave_layout
 from avel.pipeline.cache import CacheMeta, FeatureCache, VideoFeatures
@@ -141,14 +141,19 @@ def test_dam_weak_pseudo_targets_follow_the_agreement_of_both_modalities():
     # ... divided by its maximum over the video's seconds
     expected = {"agreement": [[1.0, 0.375, 0.125, 0.125], [0.125, 0.875, 1.0, 0.25]],
                 "fused": [[1.0, 1.0, 1.0, 0.2 / 0.9], [0.6 / 0.9, 0.7 / 0.9, 1.0, 1.0]]}
+    classes = torch.tensor([1, 0])
+    for relevance, want_targets in expected.items():
+        torch.testing.assert_close(pseudo_relevance(p_a, p_v, classes, relevance), torch.tensor(want_targets))
+    assert pseudo_relevance(p_a, p_v, torch.tensor([-1, 0]), "agreement")[0].tolist() == [0.0] * 4  # no event
+    # the loss: eq. 8 with those targets (from the per-second classifiers' softmax) + their CE
     for model in (agreement, fused):
         model.eval()  # no dropout: the same relevance twice
-        model.segment_probs = lambda audio, visual: (p_a, p_v)
         out = model(audio, visual)
-        ce = F.cross_entropy(out.category_logits, torch.tensor([1, 0]))
-        instances = sum(F.cross_entropy(s.flatten(0, 1), torch.tensor([1, 0]).repeat_interleave(4))
-                        for s in model.segment_scores(audio, visual))
-        bce = F.binary_cross_entropy(out.relevance, torch.tensor(expected[model.relevance]))
+        scores = model.segment_scores(audio, visual)
+        ce = F.cross_entropy(out.category_logits, classes)
+        instances = sum(F.cross_entropy(s.flatten(0, 1), classes.repeat_interleave(4)) for s in scores)
+        targets = pseudo_relevance(*(F.softmax(s, dim=-1) for s in scores), classes, model.relevance)
+        bce = F.binary_cross_entropy(out.relevance, targets)
         want = 0.5 * ce + 0.5 * bce + instances
         assert model.loss(audio, visual, target).item() == pytest.approx(want.item(), rel=1e-5)
     # "none" is DAM's category CE alone: every second gets the category
