@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from avel.pipeline.dataset import AVData
-from avel.pipeline.errors import CacheError
+from avel.pipeline.errors import DataError
 from torch import nn
 
 
@@ -33,10 +33,10 @@ class WeakFeatures:
 def require_video_labels(data: AVData, where: str) -> torch.Tensor:
     """data.video_labels, or a one-line error naming `where` (the data's path)."""
     if data.video_labels is None:
-        raise CacheError(f"{where}: no video-level labels for weak supervision (an AVE-layout folder needs "
+        raise DataError(f"{where}: no video-level labels for weak supervision (an AVE-layout folder needs "
                          "mil_labels.h5; a cache needs annotations)")
     if tuple(data.video_labels.shape) != (len(data.video_ids), data.num_classes):
-        raise CacheError(f"{where}: video-level labels of shape {tuple(data.video_labels.shape)}, expected "
+        raise DataError(f"{where}: video-level labels of shape {tuple(data.video_labels.shape)}, expected "
                          f"[{len(data.video_ids)}, {data.num_classes}]")
     return data.video_labels
 

@@ -26,7 +26,7 @@ from avel.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from avel.pipeline.config import FeatureSettings
 from avel.pipeline.data import load_data
 from avel.pipeline.dataset import video_labels_from_classes
-from avel.pipeline.errors import CacheError, CheckpointError
+from avel.pipeline.errors import CheckpointError, DataError
 from avel.pipeline.synth_features import (
     FeatureSynthConfig,
     annotation_rows,
@@ -245,7 +245,7 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys):
     assert "a wsel checkpoint, expected sel" in err
     err = one_line_error(capsys, ["cml", "--checkpoint", str(weak), "--query", "x.mp4", "--target", "y.mp4"])
     assert "a wsel checkpoint, expected cml" in err
-    with pytest.raises(CacheError, match="no video-level labels"):
+    with pytest.raises(DataError, match="no video-level labels"):
         prepare_features(dataclasses.replace(data, video_labels=None), "wsel")
     with pytest.raises(CheckpointError, match="expected cml"):
         load_checkpoint(weak, expected_task="cml")
