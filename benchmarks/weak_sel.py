@@ -10,7 +10,9 @@ recipe: 64 videos a batch, --epochs epochs, best validation epoch; wsel selects 
 labels only), and writes test SEL accuracy mean / std with the baselines: majority class
 (the most frequent training second label everywhere) and "whole video = the label" (every
 second of a test video as its true video class: the most video labels give without
-localization). `table` prints all files as one table, with weak / supervised DAM ratios.
+localization), and for each model the share of test background seconds it predicts as
+background (does it localize, or only classify videos?). `table` prints all files as one
+table, with weak / supervised DAM ratios.
 """
 from __future__ import annotations
 
@@ -54,15 +56,48 @@ def run(args: argparse.Namespace) -> None:
         model = ModelConfig(task=task, name=name, **({"weak_relevance": relevance} if relevance else {}))
         t0 = time.perf_counter()
         res = train_seeds(data, TrainConfig(model, epochs=args.epochs, progress=False), list(range(args.seeds)))
+        where = [localization(r.model, data, "test") for r in res.results]
         out["runs"][spec] = {"mean": res.mean["accuracy"], "std": res.std["accuracy"],
                              "per_seed": [r.test["accuracy"] for r in res.results],
                              "best_epochs": [r.best_epoch for r in res.results],
+                             "localization": where,
                              "seconds": round(time.perf_counter() - t0, 1)}
+        bg = sum(w["background_as_background"] for w in where) / len(where)
         print(f"noise {cfg.noise} distractor {cfg.distractor} {spec}: {res.mean['accuracy']:.4f} +- "
-              f"{res.std['accuracy']:.4f} ({out['runs'][spec]['seconds']} s)", flush=True)
+              f"{res.std['accuracy']:.4f}, background seconds predicted background {bg:.3f} "
+              f"({out['runs'][spec]['seconds']} s)", flush=True)
     out["load_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+
+
+def localization(model, data, split: str) -> dict:
+    """Whether a model localizes, not only classifies: on the test seconds, the share of
+    background seconds it predicts as background, of event seconds it predicts as an event
+    (any class), and of event seconds it gets exactly right."""
+    import torch
+    from avel.pipeline.train import prepare_features
+
+    feats = prepare_features(data, "sel")
+    idx = data.split(split)
+    model.eval()
+    with torch.no_grad():
+        pred = model.predict(*feats.batch(idx, torch.device("cpu"))[:2])  # (V, T)
+    labels = data.labels[idx]
+    bg, said_bg = labels == data.background, pred == data.background
+    share = lambda mask: mask.double().mean().item() if mask.numel() else float("nan")  # noqa: E731
+    return {"background_seconds": int(bg.sum()), "event_seconds": int((~bg).sum()),
+            "background_as_background": share(said_bg[bg]), "event_as_event": share(~said_bg[~bg]),
+            "event_exact": share(pred[~bg] == labels[~bg])}
+
+
+def cell(run: dict) -> str:
+    """mean +- std, and (when recorded) the share of test background seconds predicted background."""
+    text = f"{run['mean']:.3f} +- {run['std']:.3f}"
+    if run.get("localization"):
+        bg = sum(w["background_as_background"] for w in run["localization"]) / len(run["localization"])
+        text += f" (bg {bg:.2f})"
+    return text
 
 
 def table(args: argparse.Namespace) -> None:
@@ -76,9 +111,9 @@ def table(args: argparse.Namespace) -> None:
     print("| set | " + " | ".join(specs) + " | weak/sup DAM | majority | whole video = label |")
     print("|---" * (len(specs) + 4) + "|")
     for (noise, distractor, videos, epochs), m in sorted(sets.items()):
-        cells = [f"{m['runs'][s]['mean']:.3f} +- {m['runs'][s]['std']:.3f}" if s in m["runs"] else "" for s in specs]
+        cells = [cell(m["runs"][s]) if s in m["runs"] else "" for s in specs]
         sup, weak = m["runs"].get("sel/dam"), m["runs"].get("wsel/dam")
-        ratio = f"{weak['mean'] / sup['mean']:.3f}" if sup and weak else ""
+        ratio = f"{weak['mean'] / sup['mean']:.3f}" if sup and weak and sup['mean'] else ""
         name = f"noise {noise}" + (f", distractor {distractor}" if distractor else "") + f" ({videos} videos, {epochs} epochs)"
         print(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {m['majority']:.3f} | {m['whole_video']:.3f} |")
 

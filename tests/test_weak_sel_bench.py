@@ -1,0 +1,65 @@
+"""benchmarks/weak_sel.py (issue #15): the localization shares against a model whose predictions
+are set by hand, and its smallest run end to end into the table."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from avel.pipeline.dataset import AVData
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+@pytest.fixture(scope="module")
+def ws():
+    spec = importlib.util.spec_from_file_location("weak_sel", ROOT / "benchmarks" / "weak_sel.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Fixed(torch.nn.Module):
+    """A 'model' whose per-second predictions are given: row i of `pred` for video i."""
+
+    def __init__(self, pred):
+        super().__init__()
+        self.pred = torch.tensor(pred)
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def predict(self, audio, visual):
+        return self.pred[: audio.shape[0]]
+
+
+def test_localization_counts_background_found_events_found_and_exact(ws):
+    # 2 classes + background (2); 2 test videos of 4 seconds
+    labels = torch.tensor([[0, 0, 2, 2], [2, 1, 1, 1]])
+    data = AVData(torch.zeros(2, 4, 7, 7, 3), torch.zeros(2, 4, 5), labels, ["a", "b"], ["v0", "v1"],
+                  {"test": torch.tensor([0, 1])})
+    pred = [[0, 1, 2, 0],  # events: exact, wrong class (still an event); background: found, missed
+            [1, 1, 2, 1]]  # background missed; events: exact, missed (said background), exact
+    got = ws.localization(Fixed(pred), data, "test")
+    assert got["background_seconds"] == 3 and got["event_seconds"] == 5
+    assert got["background_as_background"] == pytest.approx(1 / 3)
+    assert got["event_as_event"] == pytest.approx(4 / 5)
+    assert got["event_exact"] == pytest.approx(3 / 5)
+
+
+def test_smallest_run_writes_the_figures_and_the_table(ws, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["weak_sel.py", "run", "--videos", "40", "--classes", "3", "--visual-dim", "32",
+                                      "--epochs", "1", "--seeds", "2", "--threads", "1", "--runs", "sel/dam", "wsel/dam",
+                                      "--out", str(out)])
+    ws.main()
+    r = json.loads(out.read_text())
+    assert set(r["runs"]) == {"sel/dam", "wsel/dam"}
+    for run in r["runs"].values():
+        assert len(run["per_seed"]) == 2 and len(run["localization"]) == 2
+        assert run["mean"] == pytest.approx(sum(run["per_seed"]) / 2)
+    monkeypatch.setattr(sys, "argv", ["weak_sel.py", "table", str(out)])
+    ws.main()
+    table = capsys.readouterr().out.splitlines()[-1]
+    assert table.startswith("| noise 1.0 (40 videos, 1 epochs) |")
+    assert f"{r['whole_video']:.3f} |" in table and "(bg " in table
