@@ -85,7 +85,7 @@ def localization(model, data, split: str) -> dict:
         pred = model.predict(*feats.batch(idx, torch.device("cpu"))[:2])  # (V, T)
     labels = data.labels[idx]
     bg, said_bg = labels == data.background, pred == data.background
-    share = lambda mask: mask.double().mean().item() if mask.numel() else float("nan")  # noqa: E731
+    share = lambda mask: mask.double().mean().item() if mask.numel() else float("nan")
     return {"background_seconds": int(bg.sum()), "event_seconds": int((~bg).sum()),
             "background_as_background": share(said_bg[bg]), "event_as_event": share(~said_bg[~bg]),
             "event_exact": share(pred[~bg] == labels[~bg])}
