@@ -84,6 +84,7 @@ VARIANTS = {
                                  {"warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.2}),
     "dam-ws-avg-smooth3": Variant("DAM, warm-up 0.4 + segment loss 1 + avg-pool + relevance smoothing 0.3", "sel",
                                   {"warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.3}),
+    "dam-geo": Variant("DAM, geometric fusion", "sel", {"relevance_fusion": "geometric"}),
     "cml-dam": Variant("DAM (CML)", "cml"),
     "cml-avdln": Variant("AVDLN", "cml", {"name": "avdln"}),
     "cml-dam-avg": Variant("DAM avg-pool (CML)", "cml", {"embedding": "avg"}),

@@ -5,6 +5,7 @@
     cross matching (default):  p_t^A = sigma(g_V . f_t^A),  p_t^V = sigma(g_A . f_t^V)   eq. 5-6
     self matching (ablation, Tables 4-5):  p_t^A = sigma(g_A . f_t^A),  p_t^V = sigma(g_V . f_t^V)
     p_t = (p_t^A + p_t^V) / 2                                           eq. 7
+        (fusion="geometric", an option: p_t = sqrt(p_t^A p_t^V), see below)
     loss: BCE(p_t, y_t) averaged over segments
 
 Common width. The paper matches the global feature of one modality with the local feature
@@ -26,6 +27,13 @@ features: validation SEL accuracy 0.72 unscaled vs 0.83 scaled, relevance flat a
 tracking the event mask). On small-magnitude inputs the unscaled form learns faster (the
 scaled one plateaus for ~15 epochs first), so `scaled=False`, the literal formula, stays
 available (`--unscaled-matching`). No bias either way.
+Fusion. Eq. 7 is the arithmetic mean (`fusion="mean"`, the default: the paper). Where a
+background second carries the event in ONE modality (the sound goes on off screen, the
+object stays on screen silently: AVE's background, and the generated hard sets'), p_t must
+be an AND of the two scores; the mean of a high and a low score sits near 0.5 and BCE
+settles them there. `fusion="geometric"` (sqrt(p^A p^V), the mean of the two in log space:
+the same modules, outputs and loss, no parameter) is low when either score is low. Measured
+in the README ("DAM on hard data"); an option, not the default, as it changes eq. 7.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ from avel.models.baselines import low_level_mlp
 from avel.models.embeddings import DEFAULT_EMBEDDING, build_embedding
 
 MATCHINGS = ("cross", "self")
+FUSIONS = ("mean", "geometric")
 
 
 def projection(in_dim: int, dim: int, hidden: int | None) -> nn.Module:
@@ -55,6 +64,13 @@ def match(global_feature: torch.Tensor, local: torch.Tensor, scaled: bool = Fals
     if scaled:
         logits = logits / global_feature.shape[-1] ** 0.5
     return torch.sigmoid(logits)
+
+
+def fuse(p_a: torch.Tensor, p_v: torch.Tensor, fusion: str = "mean") -> torch.Tensor:
+    """p_t from p_t^A, p_t^V [B, T]: their mean (eq. 7) or their geometric mean."""
+    if fusion == "mean":
+        return (p_a + p_v) / 2
+    return torch.exp((torch.log(p_a.clamp_min(1e-12)) + torch.log(p_v.clamp_min(1e-12))) / 2)
 
 
 def relevance_loss(relevance: torch.Tensor, event_mask: torch.Tensor) -> torch.Tensor:
@@ -87,9 +103,13 @@ class DAM(nn.Module):
         dropout: float = 0.1,
         ffn_mult: int = 4,
         scaled: bool = True,
+        fusion: str = "mean",
     ) -> None:
         super().__init__()
         self.scaled = scaled
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; choose one of: {', '.join(FUSIONS)}")
+        self.fusion = fusion
         if matching not in MATCHINGS:
             raise ValueError(f"unknown matching {matching!r}; choose one of: {', '.join(MATCHINGS)}")
         self.matching = matching
@@ -117,4 +137,4 @@ class DAM(nn.Module):
             p_a, p_v = self.score(g_v, f_a), self.score(g_a, f_v)  # (B, T) each
         else:
             p_a, p_v = self.score(g_a, f_a), self.score(g_v, f_v)
-        return DAMOutput((p_a + p_v) / 2, p_a, p_v, g_a, g_v, f_a, f_v)
+        return DAMOutput(fuse(p_a, p_v, self.fusion), p_a, p_v, g_a, g_v, f_a, f_v)

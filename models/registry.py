@@ -39,7 +39,7 @@ from torch import nn
 
 from avel.models.baselines import AVAtt, AVDLN
 from avel.models.cml import CMLDAM
-from avel.models.dam import MATCHINGS
+from avel.models.dam import FUSIONS, MATCHINGS
 from avel.models.embeddings import DEFAULT_EMBEDDING, SEQUENCE_EMBEDDINGS
 from avel.models.sel import SEL_MATCHINGS, SELDAM
 from avel.models.weak import WEAK_RELEVANCE, WeakAVAtt, WeakDAM
@@ -80,6 +80,9 @@ class ModelConfig:
     dropout: float = option("self-attention dropout", default=0.1)
     scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
                                    flag="--scaled-matching/--unscaled-matching", default=True)
+    relevance_fusion: str = option("SEL and wsel DAM: p_t from p^A and p^V: mean (eq. 7, the paper) | geometric "
+                                   "(sqrt(p^A p^V): low when either modality is; README 'DAM on hard data')",
+                                   choices=FUSIONS, default="mean")
     input_dropout: float = option("SEL (DAM and AV_att): dropout on the input features", default=0.0)
     feature_dropout: float = option("SEL DAM: dropout on the local features and the fused global features", default=0.0)
     relevance_smoothing: float = option("SEL DAM (not wsel): label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps; "
@@ -107,6 +110,7 @@ class ModelConfig:
         check_choice("embedding", self.embedding, SEQUENCE_EMBEDDINGS.names())
         check_choice("matching", self.matching, SEL_MATCHINGS if self.task in SEL_TASKS else MATCHINGS)
         check_choice("weak_relevance", self.weak_relevance, WEAK_RELEVANCE)
+        check_choice("relevance_fusion", self.relevance_fusion, FUSIONS)
         check_range("lam", self.lam, 0.0, 1.0)
         for name in ("num_classes",):
             check_range(name, getattr(self, name), 2)
@@ -162,7 +166,7 @@ def _sel_dam_kwargs(cfg: ModelConfig) -> dict:
     return {**_av_att_kwargs(cfg), "embedding": cfg.embedding, "matching": cfg.matching, "lam": cfg.lam,
             "heads": cfg.heads, "dropout": cfg.dropout, "ffn_mult": cfg.ffn_mult, "scaled_matching": cfg.scaled_matching,
             "feature_dropout": cfg.feature_dropout, "relevance_smoothing": cfg.relevance_smoothing,
-            "warmup": cfg.warmup, "segment_loss": cfg.segment_loss}
+            "warmup": cfg.warmup, "segment_loss": cfg.segment_loss, "relevance_fusion": cfg.relevance_fusion}
 
 
 def _av_att_kwargs(cfg: ModelConfig) -> dict:

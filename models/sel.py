@@ -9,7 +9,8 @@
         is not a category here). The same module as AV_att's head, with the reference's ReLU
         on the fused input, so the two SEL models differ only in what DAM adds.
     event relevance: DAM on (f^A, f^V, g_A, g_V): p_t = (sigma(g_V.f_t^A) + sigma(g_A.f_t^V))/2
-        (cross matching) or the self-matching form (Table 5).
+        (cross matching) or the self-matching form (Table 5); `relevance_fusion="geometric"`
+        (an option) takes sqrt of the product instead of the mean (models/dam.py).
     prediction of segment t: background if p_t < 0.5, else the video's predicted category.
     loss: lam * CE(category) + (1 - lam) * mean_t BCE(p_t, y_t), lam = 0.5 (eq. 8).
 
@@ -95,6 +96,7 @@ class SELDAM(nn.Module):
         input_dropout: float = 0.0,
         warmup: float = 0.0,
         segment_loss: float = 0.0,
+        relevance_fusion: str = "mean",
     ) -> None:
         super().__init__()
         if matching not in SEL_MATCHINGS:
@@ -111,7 +113,7 @@ class SELDAM(nn.Module):
         self.dam = DAM(
             audio_dim=d, visual_dim=d, dim=d, proj_hidden=None, embedding=embedding,
             matching="cross" if matching == "none" else matching, heads=heads, dropout=dropout, ffn_mult=ffn_mult,
-            scaled=scaled_matching,
+            scaled=scaled_matching, fusion=relevance_fusion,
         )
         self.classifier = FusionHead(2 * d, head_hidden, self.num_events)
         self.feature_dropout = nn.Dropout(feature_dropout)

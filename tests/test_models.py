@@ -10,7 +10,7 @@ from torch import nn
 
 from avel.models.baselines import AVAtt, AVDLN, AudioGuidedAttention
 from avel.models.cml import CMLDAM
-from avel.models.dam import DAM, relevance_loss
+from avel.models.dam import DAM, fuse, relevance_loss
 from avel.models.embeddings import SEQUENCE_EMBEDDINGS, build_embedding
 from avel.models.registry import ModelConfig, build_model, model_names
 from avel.models.sel import SELDAM, combine_predictions, video_category
@@ -402,6 +402,28 @@ def test_sel_dam_relevance_smoothing_by_hand():
     mask = (labels != 4).float()
     bce0 = -(mask * p.log() + (1 - mask) * (1 - p).log()).mean()
     torch.testing.assert_close(plain.loss(audio, visual, labels), 0.3 * ce + 0.7 * bce0)
+
+
+def test_geometric_fusion_is_the_square_root_of_the_product_and_an_and():
+    torch.manual_seed(0)
+    kw = {"num_classes": 5, "visual_dim": 16, "audio_dim": 8, "lstm_hidden": 8, "heads": 2}
+    mean, geo = SELDAM(**kw).eval(), SELDAM(relevance_fusion="geometric", **kw).eval()
+    geo.load_state_dict(mean.state_dict())  # no parameter of its own
+    audio, visual = torch.randn(2, 4, 8), torch.randn(2, 4, 9, 16)
+    a, b = mean(audio, visual), geo(audio, visual)
+    torch.testing.assert_close(a.relevance, (a.dam.audio_relevance + a.dam.visual_relevance) / 2)  # eq. 7
+    torch.testing.assert_close(b.relevance, (a.dam.audio_relevance * a.dam.visual_relevance).sqrt())
+    torch.testing.assert_close(b.category_logits, a.category_logits)
+    # one modality high, the other low: the mean calls it relevant, the geometric mean does not
+    p_hi, p_lo = torch.tensor([[0.95]]), torch.tensor([[0.1]])
+    assert fuse(p_hi, p_lo, "mean").item() > 0.5 > fuse(p_hi, p_lo, "geometric").item()
+    assert fuse(torch.tensor([[0.0]]), p_hi, "geometric").item() < 1e-5  # finite at 0
+    labels = torch.tensor([[4, 1, 1, 4], [2, 2, 2, 2]])
+    loss = geo.loss(audio, visual, labels)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in geo.parameters() if p.grad is not None)
+    with pytest.raises(ConfigError, match="relevance_fusion"):
+        ModelConfig(relevance_fusion="max")
 
 
 def test_sel_dam_feature_dropout_only_in_training():

@@ -253,7 +253,8 @@ CONFIGS = [
     ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2),
     ModelConfig(task="sel", name="av_att", num_classes=6, visual_dim=16, audio_dim=16),
     ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2, warmup=0.3,
-                segment_loss=0.5, relevance_smoothing=0.1, feature_dropout=0.2, input_dropout=0.1, embedding="avg"),
+                segment_loss=0.5, relevance_smoothing=0.1, feature_dropout=0.2, input_dropout=0.1, embedding="avg",
+                relevance_fusion="geometric"),
     ModelConfig(task="cml", name="dam", visual_dim=16, audio_dim=16, embedding="bilstm", dim=32),
     ModelConfig(task="cml", name="avdln", visual_dim=16, audio_dim=16),
 ]
