@@ -362,6 +362,7 @@ def plot(summary: dict, noise: list, sizes: list, variants: list, path: Path) ->
                                 marker="o", capsize=3, label=VARIANTS[v].label)
             ax.set_xscale("log")
             ax.set_xticks(sizes, [str(s) for s in sizes])
+            ax.set_xticks([], minor=True)  # no log-scale minor labels over the sizes
             ax.set_title(f"{title}, noise {n}", fontsize=9)
             ax.set_xlabel("training videos", fontsize=8)
             ax.grid(alpha=0.3)
