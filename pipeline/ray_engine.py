@@ -344,6 +344,10 @@ def _pipeline(jobs: list[Job], cache: FeatureCache, spec: ExtractorSpec, meta: C
     ctx.enable_progress_bars = False
     ctx.max_errored_blocks = -1  # a call whose retries are spent: its jobs are scheduled again, then recorded
     ctx.wait_for_min_actors_s = 600  # every actor's models loaded before the first call: the work spreads over all
+    # the blocks are video indices made on the driver's node, not data (an actor reads its videos from the shared
+    # filesystem): with Ray Data's actor locality every call went to the actor beside the driver until it had 4 in
+    # flight, so on a small job one node did all the work. Least busy actor first instead.
+    ctx.execution_options.actor_locality_enabled = False
     ds = ray.data.from_items([{"i": i} for i in range(len(jobs))], override_num_blocks=math.ceil(len(jobs) / per_call))
     with warnings.catch_warnings():  # Ray Data has no named parameter for an actor's restarts yet
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -197,7 +197,7 @@ def test_ray_engine_equals_local_export_bitwise(data, tmp_path):
 
 
 @isolated
-def test_two_nodes_both_write_parts(data, tmp_path):
+def test_two_nodes_both_actors_write_parts(data, tmp_path):
     cluster = Cluster()
     try:
         cluster.start(cpus=1, head=True)
@@ -209,11 +209,16 @@ def test_two_nodes_both_write_parts(data, tmp_path):
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stderr
-    writers = set()
+    writers, actors = set(), set()
     for part in sorted((tmp_path / "ray" / "parts").glob("part-*.h5")):
         with h5py.File(part, "r") as f:
             writers.add(f.attrs["provenance.node_id"])
-    assert writers == nodes  # both nodes did work
+            actors.add((f.attrs["provenance.node_id"], f.attrs["provenance.pid"]))
+    assert writers <= nodes and len(nodes) == 2
+    # both actors did work (3 one-video calls: Ray Data's actor locality once sent every call to the actor beside
+    # the driver). Which node each actor lands on is Ray's "SPREAD", best effort for actors that reserve no CPU:
+    # both on one node in 7 runs of 9 here (README, Known limits), so the nodes are not asserted.
+    assert len(actors) == 2
     assert_same_features(tmp_path / "ray", data / "local")
 
 
