@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
                              "best_epochs": [r.best_epoch for r in res.results],
                              "localization": where,
                              "seconds": round(time.perf_counter() - t0, 1)}
-        bg = sum(w["background_as_background"] for w in where) / len(where)
+        bg = background_share(where)
         print(f"noise {cfg.noise} distractor {cfg.distractor} {spec}: {res.mean['accuracy']:.4f} +- "
               f"{res.std['accuracy']:.4f}, background seconds predicted background {bg:.3f} "
               f"({out['runs'][spec]['seconds']} s)", flush=True)
@@ -91,12 +91,16 @@ def localization(model, data, split: str) -> dict:
             "event_exact": share(pred[~bg] == labels[~bg])}
 
 
+def background_share(localizations: list[dict]) -> float:
+    """The mean over seeds of the share of test background seconds predicted background."""
+    return sum(w["background_as_background"] for w in localizations) / len(localizations)
+
+
 def cell(run: dict) -> str:
     """mean +- std, and (when recorded) the share of test background seconds predicted background."""
     text = f"{run['mean']:.3f} +- {run['std']:.3f}"
     if run.get("localization"):
-        bg = sum(w["background_as_background"] for w in run["localization"]) / len(run["localization"])
-        text += f" (bg {bg:.2f})"
+        text += f" (bg {background_share(run['localization']):.2f})"
     return text
 
 

@@ -27,7 +27,6 @@ class Fixed(torch.nn.Module):
     def __init__(self, pred):
         super().__init__()
         self.pred = torch.tensor(pred)
-        self.w = torch.nn.Parameter(torch.zeros(1))
 
     def predict(self, audio, visual):
         return self.pred[: audio.shape[0]]
