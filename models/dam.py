@@ -33,7 +33,8 @@ object stays on screen silently: AVE's background, and the generated hard sets')
 be an AND of the two scores; the mean of a high and a low score sits near 0.5 and BCE
 settles them there. `fusion="geometric"` (sqrt(p^A p^V), the mean of the two in log space:
 the same modules, outputs and loss, no parameter) is low when either score is low. Measured
-in the README ("DAM on hard data"); an option, not the default, as it changes eq. 7.
+in the README ("DAM on hard data"). This module defaults to eq. 7; the SEL DAM config
+defaults to geometric (models/registry.py), wsel and CML keep eq. 7.
 """
 from __future__ import annotations
 

@@ -23,11 +23,17 @@ Their defaults and the reasons:
     32 (CML) / 64 (SEL, Vaswani's own head width).
   * avdln_dim=64, margin=2.0: AVDLN as published.
   * lam=0.5: the paper's best (Fig. 5).
-  * SEL DAM's training recipe (issue #11, README "DAM on hard data"): warmup=0.4 (the first
-    40% of the epochs train the low-level encoder alone with AV_att's per-segment head and
+  * SEL DAM's training recipe (issue #11, README "DAM on hard data"): warmup=0.6 (the first
+    60% of the epochs train the low-level encoder alone with AV_att's per-segment head and
     CE), segment_loss=1.0 (that CE stays in the loss), relevance_smoothing=0.2 (BCE targets
-    0.2 and 0.8). Training only: the model, its inference and its outputs are the paper's. The
-    paper's loss alone: warmup=0, segment_loss=0, relevance_smoothing=0.
+    0.2 and 0.8), input_dropout=0.2 (on the input features). Training only: the model and its
+    inference are the paper's. The paper's loss alone: warmup=0, segment_loss=0,
+    relevance_smoothing=0, input_dropout=0.
+  * relevance_fusion: geometric (sqrt(p^A p^V)) for SEL DAM, the one default that changes a
+    formula of the paper (eq. 7's mean: relevance_fusion="mean"); mean for wsel DAM.
+  * Fields whose default depends on the model (relevance_fusion, input_dropout: AV_att and
+    wsel keep the published 0 / mean) default to None and are resolved when the config is
+    made, so a stored config always holds the values in force.
 """
 from __future__ import annotations
 
@@ -50,6 +56,9 @@ from avel.pipeline.registry import Registry
 TASKS = ("sel", "cml", "wsel")
 SEL_TASKS = ("sel", "wsel")  # tasks whose models are SEL models at test time
 PER_SECOND_RECIPE = ("warmup", "segment_loss", "relevance_smoothing")  # SEL DAM options that read per-second labels
+# SEL DAM's defaults of fields that other models share with other defaults (README "DAM on hard data")
+SEL_DAM_DEFAULTS = {"relevance_fusion": "geometric", "input_dropout": 0.2}
+LEGACY_DEFAULTS = {"relevance_fusion": "mean", "input_dropout": 0.0}  # a stored config without these fields
 
 
 @dataclass(frozen=True)
@@ -80,16 +89,18 @@ class ModelConfig:
     dropout: float = option("self-attention dropout", default=0.1)
     scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
                                    flag="--scaled-matching/--unscaled-matching", default=True)
-    relevance_fusion: str = option("SEL and wsel DAM: p_t from p^A and p^V: mean (eq. 7, the paper) | geometric "
-                                   "(sqrt(p^A p^V): low when either modality is; README 'DAM on hard data')",
-                                   choices=FUSIONS, default="mean")
-    input_dropout: float = option("SEL (DAM and AV_att): dropout on the input features", default=0.0)
+    relevance_fusion: str | None = option("SEL and wsel DAM: p_t from p^A and p^V: mean (eq. 7, the paper) | geometric "
+                                          "(sqrt(p^A p^V): low when either modality is; README 'DAM on hard data'); "
+                                          "default: geometric for SEL DAM, mean for wsel DAM",
+                                          choices=FUSIONS, default=None)
+    input_dropout: float | None = option("SEL (DAM and AV_att): dropout on the input features; default: 0.2 for SEL DAM (its "
+                                         "recipe), 0 for AV_att (as published) and wsel", default=None)
     feature_dropout: float = option("SEL DAM: dropout on the local features and the fused global features", default=0.0)
     relevance_smoothing: float = option("SEL DAM (not wsel): label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps; "
                                         "0 = the paper's eq. 8)", default=0.2)
     warmup: float = option("SEL DAM (not wsel): fraction of the training epochs (rounded down) that first train the low-level "
                            "encoder alone with AV_att's per-segment head and loss, before DAM's loss (0 = none, the "
-                           "paper)", default=0.4)
+                           "paper)", default=0.6)
     segment_loss: float = option("SEL DAM (not wsel): weight of AV_att's per-segment CE (on the low-level features) added to "
                                  "DAM's loss (0 = none, the paper)", default=1.0)
     weak_relevance: str = option("wsel DAM: the relevance targets (models/weak.py): agreement (the minimum of the "
@@ -99,6 +110,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        for name, value in self.recipe_defaults().items():  # None: the default of this task and model
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         if self.task == "wsel":  # SEL DAM's recipe steps need per-second labels, which wsel never sees
             defaults = {f.name: f.default for f in dataclasses.fields(self)}
             for name in PER_SECOND_RECIPE:
@@ -131,6 +145,13 @@ class ModelConfig:
         if self.embedding == "bilstm" and width % 2:
             raise ConfigError("dim", width, "a bidirectional embedding needs an even width")
 
+    def recipe_defaults(self) -> dict:
+        """The defaults of the fields whose default depends on the task and model (issue #11):
+        SEL DAM's recipe, the published form for the others."""
+        if self.task == "sel" and self.name == "dam":
+            return SEL_DAM_DEFAULTS
+        return {"relevance_fusion": "mean", "input_dropout": 0.0}
+
     @property
     def matching_width(self) -> int:
         """The width DAM matches at: SEL, the Bi-LSTM outputs (2 x lstm_hidden); CML, dim."""
@@ -143,6 +164,8 @@ class ModelConfig:
     def from_dict(cls, d: dict, where: str = "model_config") -> "ModelConfig":
         if isinstance(d, dict) and "model" in d and "name" not in d:  # written before the field was renamed
             d = {**d, "name": d["model"]}
+        if isinstance(d, dict):  # written before these fields existed: the behaviour of then
+            d = {**LEGACY_DEFAULTS, **d}
         return from_mapping(cls, d, where)
 
 

@@ -10,7 +10,8 @@
         on the fused input, so the two SEL models differ only in what DAM adds.
     event relevance: DAM on (f^A, f^V, g_A, g_V): p_t = (sigma(g_V.f_t^A) + sigma(g_A.f_t^V))/2
         (cross matching) or the self-matching form (Table 5); `relevance_fusion="geometric"`
-        (an option) takes sqrt of the product instead of the mean (models/dam.py).
+        (the default of ModelConfig for SEL DAM; this class defaults to eq. 7) takes sqrt of
+        the product instead of the mean (models/dam.py).
     prediction of segment t: background if p_t < 0.5, else the video's predicted category.
     loss: lam * CE(category) + (1 - lam) * mean_t BCE(p_t, y_t), lam = 0.5 (eq. 8).
 

@@ -426,6 +426,31 @@ def test_geometric_fusion_is_the_square_root_of_the_product_and_an_and():
         ModelConfig(relevance_fusion="max")
 
 
+def test_model_dependent_defaults_resolve_when_the_config_is_made():
+    """SEL DAM's recipe (geometric fusion, input dropout 0.2, warm-up 0.6); AV_att and wsel DAM
+    keep the published mean / no input dropout; explicit values win; the config stores the
+    values in force, and a stored config from before these fields loads as it was trained."""
+    def fields(cfg):
+        return cfg.relevance_fusion, cfg.input_dropout
+
+    assert fields(ModelConfig()) == ("geometric", 0.2) and ModelConfig().warmup == 0.6
+    assert fields(ModelConfig(name="av_att")) == ("mean", 0.0)
+    assert fields(ModelConfig(task="wsel")) == ("mean", 0.0) and ModelConfig(task="wsel").warmup == 0.0
+    assert fields(ModelConfig(task="wsel", name="av_att")) == ("mean", 0.0)
+    assert fields(ModelConfig(relevance_fusion="mean", input_dropout=0.0)) == ("mean", 0.0)
+    assert fields(ModelConfig(name="av_att", input_dropout=0.3)) == ("mean", 0.3)
+    stored = ModelConfig().to_dict()
+    assert (stored["relevance_fusion"], stored["input_dropout"]) == ("geometric", 0.2)
+    assert ModelConfig.from_dict(stored) == ModelConfig()
+    legacy = {k: v for k, v in stored.items() if k not in ("relevance_fusion", "input_dropout")}
+    assert fields(ModelConfig.from_dict(legacy)) == ("mean", 0.0)
+    built = build_model(ModelConfig(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2))
+    assert built.dam.fusion == "geometric" and built.encoder.input_dropout.p == 0.2
+    assert build_model(ModelConfig(name="av_att", num_classes=5)).encoder.input_dropout.p == 0.0
+    with pytest.raises(ConfigError, match="input_dropout"):
+        ModelConfig(input_dropout=1.0)
+
+
 def test_sel_dam_feature_dropout_only_in_training():
     torch.manual_seed(0)
     kw = {"num_classes": 5, "visual_dim": 16, "audio_dim": 8, "lstm_hidden": 8, "heads": 2, "dropout": 0.0}
