@@ -63,28 +63,37 @@ class Variant:
     train: dict = field(default_factory=dict)
 
 
+# SEL DAM before 2026-11-28 (eq. 7's mean, no input dropout, warm-up 0.4): the recipe the diagnosis
+# variants below were measured with, kept explicit so that their records keep their meaning
+EQ7 = {"relevance_fusion": "mean", "input_dropout": 0.0, "warmup": 0.4}
 VARIANTS = {
     "av_att": Variant("AV_att", "sel", {"name": "av_att"}),
-    "dam": Variant("DAM", "sel"),
-    "dam-paper": Variant("DAM, the paper's loss alone", "sel", {"warmup": 0.0, "segment_loss": 0.0, "relevance_smoothing": 0.0}),
-    "dam-avg": Variant("DAM avg-pool embedding", "sel", {"embedding": "avg"}),
-    "dam-bilstm": Variant("DAM Bi-LSTM embedding", "sel", {"embedding": "bilstm"}),
-    "dam-self": Variant("DAM self-matching", "sel", {"matching": "self"}),
-    "dam-none": Variant("DAM w/o matching", "sel", {"matching": "none"}),
-    "dam-lam0.7": Variant("DAM lambda 0.7", "sel", {"lam": 0.7}),
-    "dam-lam0.3": Variant("DAM lambda 0.3", "sel", {"lam": 0.3}),
-    "dam-lam1": Variant("DAM lambda 1 (category loss alone)", "sel", {"lam": 1.0}),
-    "dam-warmup": Variant("DAM, warm-up 0.4", "sel", {"warmup": 0.4}),
-    "dam-segloss": Variant("DAM + segment loss 1", "sel", {"segment_loss": 1.0}),
-    "dam-warmup-segloss": Variant("DAM, warm-up 0.4 + segment loss 1", "sel", {"warmup": 0.4, "segment_loss": 1.0}),
-    "dam-avg-smooth": Variant("DAM avg-pool + relevance smoothing 0.2", "sel", {"embedding": "avg", "relevance_smoothing": 0.2}),
+    "av_att-id": Variant("AV_att, input dropout 0.2", "sel", {"name": "av_att", "input_dropout": 0.2}),
+    "dam": Variant("DAM (defaults)", "sel"),
+    "dam-mean": Variant("DAM, eq. 7 (--relevance-fusion mean)", "sel", {"relevance_fusion": "mean"}),
+    "dam-eq7": Variant("DAM, eq. 7, earlier recipe", "sel", EQ7),
+    "dam-geo": Variant("DAM, geometric fusion, earlier recipe", "sel", {**EQ7, "relevance_fusion": "geometric"}),
+    "dam-paper": Variant("DAM, the paper's loss alone", "sel",
+                         {**EQ7, "warmup": 0.0, "segment_loss": 0.0, "relevance_smoothing": 0.0}),
+    "dam-avg": Variant("DAM avg-pool embedding", "sel", {**EQ7, "embedding": "avg"}),
+    "dam-bilstm": Variant("DAM Bi-LSTM embedding", "sel", {**EQ7, "embedding": "bilstm"}),
+    "dam-self": Variant("DAM self-matching", "sel", {**EQ7, "matching": "self"}),
+    "dam-none": Variant("DAM w/o matching", "sel", {**EQ7, "matching": "none"}),
+    "dam-lam0.7": Variant("DAM lambda 0.7", "sel", {**EQ7, "lam": 0.7}),
+    "dam-lam0.3": Variant("DAM lambda 0.3", "sel", {**EQ7, "lam": 0.3}),
+    "dam-lam1": Variant("DAM lambda 1 (category loss alone)", "sel", {**EQ7, "lam": 1.0}),
+    "dam-warmup": Variant("DAM, warm-up 0.4", "sel", {**EQ7, "warmup": 0.4, "segment_loss": 0.0, "relevance_smoothing": 0.0}),
+    "dam-segloss": Variant("DAM + segment loss 1", "sel", {**EQ7, "warmup": 0.0, "segment_loss": 1.0, "relevance_smoothing": 0.0}),
+    "dam-warmup-segloss": Variant("DAM, warm-up 0.4 + segment loss 1", "sel",
+                                  {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "relevance_smoothing": 0.0}),
+    "dam-avg-smooth": Variant("DAM avg-pool + relevance smoothing 0.2", "sel",
+                              {**EQ7, "warmup": 0.0, "segment_loss": 0.0, "embedding": "avg", "relevance_smoothing": 0.2}),
     "dam-ws-smooth": Variant("DAM, warm-up 0.4 + segment loss 1 + relevance smoothing 0.2", "sel",
-                             {"warmup": 0.4, "segment_loss": 1.0, "relevance_smoothing": 0.2}),
+                             {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "relevance_smoothing": 0.2}),
     "dam-ws-avg-smooth": Variant("DAM, warm-up 0.4 + segment loss 1 + avg-pool + relevance smoothing 0.2", "sel",
-                                 {"warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.2}),
+                                 {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.2}),
     "dam-ws-avg-smooth3": Variant("DAM, warm-up 0.4 + segment loss 1 + avg-pool + relevance smoothing 0.3", "sel",
-                                  {"warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.3}),
-    "dam-geo": Variant("DAM, geometric fusion", "sel", {"relevance_fusion": "geometric"}),
+                                  {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.3}),
     "cml-dam": Variant("DAM (CML)", "cml"),
     "cml-avdln": Variant("AVDLN", "cml", {"name": "avdln"}),
     "cml-dam-avg": Variant("DAM avg-pool (CML)", "cml", {"embedding": "avg"}),
@@ -96,15 +105,21 @@ QUICK = {"noise": [1.0], "sizes": [160, 640], "seeds": [0, 1, 2],
 
 
 # --- data -------------------------------------------------------------------------------------
+def synth_config(noise: float, seed: int, train_videos: int, visual_dim: int = 512, *, val_videos: int = VAL_VIDEOS,
+                 test_videos: int = TEST_VIDEOS, classes: int = 28) -> FeatureSynthConfig:
+    """The generator's config of one set: train_videos + val_videos + test_videos videos, AVE
+    shapes (unless a narrower visual width is asked for)."""
+    videos = train_videos + val_videos + test_videos
+    return FeatureSynthConfig(videos=videos, classes=classes, noise=noise, seed=seed, visual_dim=visual_dim,
+                              visual_active=min(32, visual_dim),
+                              split_fractions=(train_videos / videos, val_videos / videos, test_videos / videos))
+
+
 def make_data(noise: float, seed: int, train_videos: int, visual_dim: int = 512, *, val_videos: int = VAL_VIDEOS,
               test_videos: int = TEST_VIDEOS, classes: int = 28) -> AVData:
-    """Train (train_videos) + val_videos + test_videos generated videos, AVE shapes (unless a
-    narrower visual width is asked for), float16 in RAM."""
-    videos = train_videos + val_videos + test_videos
-    cfg = FeatureSynthConfig(videos=videos, classes=classes, noise=noise, seed=seed, visual_dim=visual_dim,
-                             visual_active=min(32, visual_dim),
-                             split_fractions=(train_videos / videos, val_videos / videos, test_videos / videos))
-    data = synth_features(cfg, dtype=torch.float16)
+    """The set of `synth_config`, float16 in RAM."""
+    data = synth_features(synth_config(noise, seed, train_videos, visual_dim, val_videos=val_videos,
+                                       test_videos=test_videos, classes=classes), dtype=torch.float16)
     assert [len(data.splits[k]) for k in ("train", "val", "test")] == [train_videos, val_videos, test_videos]
     return data
 
