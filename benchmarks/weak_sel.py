@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> None:
                              "per_seed": [r.test["accuracy"] for r in res.results],
                              "best_epochs": [r.best_epoch for r in res.results],
                              "localization": where,
+                             "model_config": model.to_dict(),  # the defaults in force, spelled out
                              "seconds": round(time.perf_counter() - t0, 1)}
         bg = background_share(where)
         print(f"noise {cfg.noise} distractor {cfg.distractor} {spec}: {res.mean['accuracy']:.4f} +- "

@@ -57,6 +57,9 @@ def test_smallest_run_writes_the_figures_and_the_table(ws, tmp_path, capsys, mon
     for run in r["runs"].values():
         assert len(run["per_seed"]) == 2 and len(run["localization"]) == 2
         assert run["mean"] == pytest.approx(sum(run["per_seed"]) / 2)
+    # the record spells out the config in force: supervised DAM's recipe, weak DAM's eq. 7
+    assert r["runs"]["sel/dam"]["model_config"]["relevance_fusion"] == "geometric"
+    assert r["runs"]["wsel/dam"]["model_config"]["relevance_fusion"] == "mean"
     monkeypatch.setattr(sys, "argv", ["weak_sel.py", "table", str(out)])
     ws.main()
     table = capsys.readouterr().out.splitlines()[-1]
