@@ -56,9 +56,11 @@ from avel.pipeline.registry import Registry
 TASKS = ("sel", "cml", "wsel")
 SEL_TASKS = ("sel", "wsel")  # tasks whose models are SEL models at test time
 PER_SECOND_RECIPE = ("warmup", "segment_loss", "relevance_smoothing")  # SEL DAM options that read per-second labels
-# SEL DAM's defaults of fields that other models share with other defaults (README "DAM on hard data")
+# fields whose default depends on the model: SEL DAM's recipe (README "DAM on hard data"), and
+# the published form (eq. 7, no input dropout) for the others and for a stored config written
+# before these fields existed
 SEL_DAM_DEFAULTS = {"relevance_fusion": "geometric", "input_dropout": 0.2}
-LEGACY_DEFAULTS = {"relevance_fusion": "mean", "input_dropout": 0.0}  # a stored config without these fields
+PUBLISHED_DEFAULTS = {"relevance_fusion": "mean", "input_dropout": 0.0}
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class ModelConfig:
         SEL DAM's recipe, the published form for the others."""
         if self.task == "sel" and self.name == "dam":
             return SEL_DAM_DEFAULTS
-        return {"relevance_fusion": "mean", "input_dropout": 0.0}
+        return PUBLISHED_DEFAULTS
 
     @property
     def matching_width(self) -> int:
@@ -165,7 +167,7 @@ class ModelConfig:
         if isinstance(d, dict) and "model" in d and "name" not in d:  # written before the field was renamed
             d = {**d, "name": d["model"]}
         if isinstance(d, dict):  # written before these fields existed: the behaviour of then
-            d = {**LEGACY_DEFAULTS, **d}
+            d = {**PUBLISHED_DEFAULTS, **d}
         return from_mapping(cls, d, where)
 
 
