@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from avel.models.registry import ModelConfig  # noqa: E402
 from avel.pipeline.synth_features import video_contents  # noqa: E402
 from avel.pipeline.train import TrainConfig, prepare_features, train  # noqa: E402
-from learning_curves import TEST_VIDEOS, VAL_VIDEOS, make_data, synth_config  # noqa: E402
+from learning_curves import TEST_VIDEOS, VAL_VIDEOS, append, make_data, synth_config  # noqa: E402
 
 
 def kinds_of_seconds(sound: torch.Tensor, seen: torch.Tensor, event: torch.Tensor, late: torch.Tensor) -> dict:
@@ -104,8 +104,7 @@ def main(argv=None) -> int:
     print(json.dumps(record), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append(args.out, record)
     return 0
 
 

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from avel.models.registry import ModelConfig  # noqa: E402
+from avel.models.registry import PUBLISHED_DEFAULTS, ModelConfig  # noqa: E402
 from avel.models.sel import video_category  # noqa: E402
 from avel.pipeline.dataset import AVData  # noqa: E402
 from avel.pipeline.synth_features import FeatureSynthConfig, synth_features  # noqa: E402
@@ -63,9 +63,9 @@ class Variant:
     train: dict = field(default_factory=dict)
 
 
-# SEL DAM before 2026-11-28 (eq. 7's mean, no input dropout, warm-up 0.4): the recipe the diagnosis
-# variants below were measured with, kept explicit so that their records keep their meaning
-EQ7 = {"relevance_fusion": "mean", "input_dropout": 0.0, "warmup": 0.4}
+# SEL DAM before 2026-11-28 (the published eq. 7 and no input dropout, warm-up 0.4): the recipe the
+# diagnosis variants below were measured with, kept explicit so that their records keep their meaning
+EQ7 = {**PUBLISHED_DEFAULTS, "warmup": 0.4}
 VARIANTS = {
     "av_att": Variant("AV_att", "sel", {"name": "av_att"}),
     "av_att-id": Variant("AV_att, input dropout 0.2", "sel", {"name": "av_att", "input_dropout": 0.2}),
