@@ -4,7 +4,7 @@ This repository's root is the package: `avel.pipeline`, `avel.extractors`, `avel
 and `avel.cli` are the folders and the module beside this file (the README's Layout says
 why). The public entry points are importable from here, each loaded on first use:
 
-    from avel import extract_features, load_data, train, TrainConfig, save_checkpoint, localize
+    from . import extract_features, load_data, train, TrainConfig, save_checkpoint, localize
 
     features = extract_features("clip.mp4")                    # AVE-compatible (needs the weights)
     features.visual.shape, features.audio.shape                 # (T, 7, 7, 512), (T, 128)
@@ -16,30 +16,30 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "FeatureSettings": "avel.pipeline.config",
-    "DecodeOptions": "avel.pipeline.decode",
-    "decode_video": "avel.pipeline.decode",
-    "FeatureExtractor": "avel.pipeline.extract",
-    "extract_features": "avel.pipeline.extract",
-    "run_extraction": "avel.pipeline.extract",
-    "annotated_jobs": "avel.pipeline.extract",
-    "FeatureCache": "avel.pipeline.cache",
-    "merge_caches": "avel.pipeline.cache",
-    "load_data": "avel.pipeline.data",
-    "read_ave_layout": "avel.pipeline.ave",
-    "write_ave_layout": "avel.pipeline.ave",
-    "synthesize": "avel.pipeline.synth",
-    "ModelConfig": "avel.models.registry",
-    "TrainConfig": "avel.pipeline.train",
-    "train": "avel.pipeline.train",
-    "evaluate": "avel.pipeline.train",
-    "save_checkpoint": "avel.pipeline.checkpoint",
-    "load_checkpoint": "avel.pipeline.checkpoint",
-    "localize": "avel.pipeline.localize",
-    "cml_query": "avel.pipeline.query",
-    "plot_timeline": "avel.pipeline.timeline",
-    "write_localization_report": "avel.pipeline.report",
-    "write_query_report": "avel.pipeline.report",
+    "FeatureSettings": ".core.config",
+    "DecodeOptions": ".pipeline.media.decode",
+    "decode_video": ".pipeline.media.decode",
+    "FeatureExtractor": ".pipeline.extract.local",
+    "extract_features": ".pipeline.extract.local",
+    "run_extraction": ".pipeline.extract.local",
+    "annotated_jobs": ".pipeline.extract.local",
+    "FeatureCache": ".pipeline.cache.store",
+    "merge_caches": ".pipeline.cache.store",
+    "load_data": ".pipeline.data.load",
+    "read_ave_layout": ".pipeline.data.ave",
+    "write_ave_layout": ".pipeline.data.ave",
+    "synthesize": ".pipeline.media.synth",
+    "ModelConfig": ".models.registry",
+    "TrainConfig": ".pipeline.train.loop",
+    "train": ".pipeline.train.loop",
+    "evaluate": ".pipeline.train.loop",
+    "save_checkpoint": ".pipeline.train.checkpoint",
+    "load_checkpoint": ".pipeline.train.checkpoint",
+    "localize": ".pipeline.apps.localize",
+    "cml_query": ".pipeline.apps.query",
+    "plot_timeline": ".pipeline.apps.timeline",
+    "write_localization_report": ".pipeline.apps.report",
+    "write_query_report": ".pipeline.apps.report",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -47,7 +47,7 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
     raise AttributeError(f"module 'avel' has no attribute {name!r}")
 
 

@@ -20,13 +20,13 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 from typer.exceptions import TyperException
 
-from avel.extractors import AUDIO_MODELS, VISUAL_MODELS
-from avel.models.registry import SEL_TASKS, TASKS, ModelConfig
-from avel.pipeline.config import DEVICE_HELP, FeatureSettings, resolve_device
-from avel.pipeline.errors import AvelError, ConfigError, Interrupted
-from avel.pipeline.ray_engine import ENGINES, RayConfig
-from avel.pipeline.synth_features import FeatureSynthConfig
-from avel.pipeline.train import TrainConfig
+from .extractors import AUDIO_MODELS, VISUAL_MODELS
+from .models.registry import SEL_TASKS, TASKS, ModelConfig
+from .core.config import DEVICE_HELP, FeatureSettings, resolve_device
+from .core.errors import AvelError, ConfigError, Interrupted
+from .pipeline.extract.ray_engine import ENGINES, RayConfig
+from .pipeline.data.synth import FeatureSynthConfig
+from .pipeline.train.loop import TrainConfig
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -119,7 +119,7 @@ def _feature_settings(options: dict, device: str, batch_size: int | None, audio_
 
 
 def _extractor(settings: FeatureSettings, *, visual_weights_file, audio_weights_file, audio_pca_file, device, batch_size):
-    from avel.pipeline.features import FeatureExtractor
+    from .pipeline.extract.features import FeatureExtractor
 
     return FeatureExtractor(
         settings, visual_weights_file=_s(visual_weights_file), audio_weights_file=_s(audio_weights_file),
@@ -167,8 +167,8 @@ def extract(
     workers: Workers = 0,
 ) -> None:
     """Extract VGG-19 pool5 and VGGish features of VIDEO... into an HDF5 file."""
-    from avel.pipeline.cache import CacheMeta, FeatureCache, WriteLock, merge_caches
-    from avel.pipeline.extract import jobs_from_paths, run_extraction
+    from .pipeline.cache.store import CacheMeta, FeatureCache, WriteLock, merge_caches
+    from .pipeline.extract.local import jobs_from_paths, run_extraction
 
     check_positive("workers", workers, 0)
     settings = _feature_settings(options, device, batch_size, audio_pca_file)
@@ -242,7 +242,7 @@ def preprocess(
     With --annotations, its rows are the unit (an id listed twice is extracted once),
     --segments defaults to 10, and trainSet.txt / valSet.txt / testSet.txt beside it are
     stored as the cache's splits."""
-    from avel.pipeline.extract import annotated_jobs, find_videos, jobs_from_paths, run_extraction
+    from .pipeline.extract.local import annotated_jobs, find_videos, jobs_from_paths, run_extraction
 
     check_positive("workers", workers, 0)
     check_positive("commit_every", commit_every)
@@ -262,7 +262,7 @@ def preprocess(
     common = dict(pooled=pooled, storage_dtype=storage_dtype, annotations=text, splits=splits, retry_failed=retry_failed,
                   commit_every=commit_every)
     if engine == "ray":
-        from avel.pipeline.ray_engine import ExtractorSpec, run_ray_extraction
+        from .pipeline.extract.ray_engine import ExtractorSpec, run_ray_extraction
 
         spec = ExtractorSpec(settings, _s(visual_weights_file), _s(audio_weights_file), _s(audio_pca_file), device, batch_size)
         summary = run_ray_extraction(take_shard(jobs, part), out, spec, ray_config, **common)
@@ -279,7 +279,7 @@ def merge(
     out: Annotated[Path, typer.Option("--out", help="the merged single-file cache (.h5)")],
 ) -> None:
     """Join feature caches (e.g. the shards of `preprocess --shard`), refusing mixed settings."""
-    from avel.pipeline.cache import merge_caches
+    from .pipeline.cache.store import merge_caches
 
     n, failed = merge_caches(caches, out)
     typer.echo(f"{n} videos, {failed} recorded failures -> {out}", err=True)
@@ -294,9 +294,9 @@ def export_ave(
     dtype: Annotated[_choices(("float32", "float64")), typer.Option("--dtype", help="float32 | float64 (the release's)")] = "float32",
 ) -> None:
     """Write the AVE release layout (visual_feature.h5, audio_feature.h5, labels.h5, ...)."""
-    from avel.pipeline.annotations import read_annotations, split_key
-    from avel.pipeline.ave import write_ave_layout
-    from avel.pipeline.data import load_cache
+    from .core.annotations import read_annotations, split_key
+    from .pipeline.data.ave import write_ave_layout
+    from .pipeline.data.load import load_cache
 
     rows = read_annotations(annotations)
     split_texts = {}
@@ -329,7 +329,7 @@ def synth(
     (--features-only) a feature set in the AVE release layout."""
     cfg = build(FeatureSynthConfig, options, videos=videos, classes=classes, seed=seed)  # validated either way
     if features_only:
-        from avel.pipeline.synth_features import write_features
+        from .pipeline.data.synth import write_features
 
         files = write_features(outdir, cfg, dtype=dtype)
         typer.echo(f"{videos} videos, {classes} classes, noise {cfg.noise} -> {len(files)} files in {outdir}", err=True)
@@ -337,7 +337,7 @@ def synth(
     changed = [f for f in options if options[f] != getattr(FeatureSynthConfig(), f)]
     if changed:
         raise ConfigError(changed[0], options[changed[0]], "only applies with --features-only")
-    from avel.pipeline.synth import synthesize
+    from .pipeline.media.synth import synthesize
 
     rows = synthesize(outdir, videos=videos, classes=classes, seed=seed, workers=workers)
     typer.echo(f"{len(rows)} videos, {classes} classes -> {outdir}", err=True)
@@ -367,16 +367,16 @@ def train(
     """Train DAM (or a baseline) with model selection on validation; report test."""
     import torch
 
-    from avel.pipeline.checkpoint import save_checkpoint
-    from avel.pipeline.data import load_data
-    from avel.pipeline.train import train_seeds
+    from .pipeline.train.checkpoint import save_checkpoint
+    from .pipeline.data.load import load_data
+    from .pipeline.train.loop import train_seeds
 
     check_positive("seeds", seeds)
     cfg = build(TrainConfig, options, model=build(ModelConfig, options, task=task))
     resolve_device(cfg.device)  # a GPU asked for where there is none fails before the data is read
     av = load_data(data, dtype=torch.float16 if cfg.dtype_in_ram == "float16" else torch.float32)
     if task == "wsel":
-        from avel.pipeline.weak import require_video_labels
+        from .pipeline.train.weak import require_video_labels
 
         require_video_labels(av, str(data))
     result = train_seeds(av, cfg, list(range(cfg.seed, cfg.seed + seeds)))
@@ -404,9 +404,9 @@ def evaluate(
     json_out: JsonOut = None,
 ) -> None:
     """Evaluate a checkpoint: SEL accuracy over all segments; CML A2V and V2A exact-window accuracy."""
-    from avel.pipeline.checkpoint import load_checkpoint
-    from avel.pipeline.data import load_data
-    from avel.pipeline.train import evaluate as run_evaluate
+    from .pipeline.train.checkpoint import load_checkpoint
+    from .pipeline.data.load import load_data
+    from .pipeline.train.loop import evaluate as run_evaluate
 
     torch_device = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, expected_task=task)
@@ -435,8 +435,8 @@ def localize(
     device: Device = "auto",
 ) -> None:
     """When does an audio-visual event happen in each video, and what is it?"""
-    from avel.pipeline.localize import format_table, localize as run_localize, write_csv, write_json
-    from avel.pipeline.timeline import plot_timeline
+    from .pipeline.apps.localize import format_table, localize as run_localize, write_csv, write_json
+    from .pipeline.apps.timeline import plot_timeline
 
     resolve_device(device)  # before the checkpoint is read
     results = run_localize(videos, checkpoint, stride_s=stride, device=device, visual_weights_file=visual_weights_file,
@@ -453,7 +453,7 @@ def localize(
             target = plot if len(ok) == 1 else plot.with_name(f"{plot.stem}-{Path(r.video).stem}{plot.suffix}")
             plot_timeline(r, target)
     if html is not None:
-        from avel.pipeline.report import write_localization_report
+        from .pipeline.apps.report import write_localization_report
 
         write_localization_report(results, html)
     if len(ok) < len(results):
@@ -477,8 +477,8 @@ def cml(
     device: Device = "auto",
 ) -> None:
     """Cross-modality localization: where in TARGET does the other modality match the query?"""
-    from avel.pipeline.query import cml_query, format_query, write_query_json
-    from avel.pipeline.timeline import plot_query
+    from .pipeline.apps.query import cml_query, format_query, write_query_json
+    from .pipeline.apps.timeline import plot_query
 
     resolve_device(device)  # before the checkpoint is read
     result = cml_query(checkpoint, query, target, query_start_s=query_start, query_end_s=query_end,
@@ -490,7 +490,7 @@ def cml(
     if plot is not None:
         plot_query(result, plot)
     if html is not None:
-        from avel.pipeline.report import write_query_report
+        from .pipeline.apps.report import write_query_report
 
         write_query_report(result, html)
 
@@ -504,7 +504,7 @@ def demo(
     device: Device = "auto",
 ) -> None:
     """End to end, offline: generate a dataset, extract, train SEL and CML, evaluate, localize."""
-    from avel.pipeline.demo import DemoConfig, run_demo
+    from .pipeline.apps.demo import DemoConfig, run_demo
 
     resolve_device(device)
     run_demo(DemoConfig(out_dir=str(out), videos=videos, classes=classes, seed=seed, device=device),

@@ -206,7 +206,7 @@ def sync(device) -> None:
 
 
 def settings_for(cfg: BenchConfig, precision: str | None = None, segments: int | None = SEGMENTS):
-    from avel.pipeline.config import FeatureSettings
+    from avel.core.config import FeatureSettings
 
     return FeatureSettings(
         visual_model="random", audio_model="random", frames_per_segment=cfg.frames_per_segment,
@@ -216,7 +216,7 @@ def settings_for(cfg: BenchConfig, precision: str | None = None, segments: int |
 
 def extractor_for(cfg: BenchConfig, precision: str | None = None, setting=None):
     """The pipeline's extractor: the device's default setting unless told otherwise."""
-    from avel.pipeline.features import FeatureExtractor
+    from avel.pipeline.extract.features import FeatureExtractor
 
     batch = setting.batch_size if setting is not None else cfg.batch_size
     memory_format = setting.memory_format if setting is not None else None
@@ -243,7 +243,7 @@ def stage_ceiling(cfg: BenchConfig, work: Path) -> dict:
     """Forward passes only, inputs already on the device, at every candidate setting."""
     import torch
 
-    from avel.pipeline.features import CANDIDATES, DEVICE_DEFAULTS, VisualSetting
+    from avel.pipeline.extract.features import CANDIDATES, DEVICE_DEFAULTS, VisualSetting
 
     device = torch.device(cfg.device)
     cuda = device.type == "cuda"
@@ -356,7 +356,7 @@ def decode_limit(jobs: list[str], processes: int, threads: int) -> dict:
 def project_decode(jobs: list[str], workers: int, options) -> dict:
     """The project's decoders (pipeline.decoders, as run_extraction uses them), every batch
     consumed and handed back; CPU time of the decoder processes read from /proc."""
-    from avel.pipeline.decoders import open_decoders
+    from avel.pipeline.media.pool import open_decoders
 
     def consume(paths: list[str]) -> int:
         segments = 0
@@ -391,8 +391,8 @@ def decode_profile(paths: list[str], options, reps: int) -> dict:
     import av
     import numpy as np
 
-    from avel.pipeline.decode import BatchReader, _Audio, _Rgb
-    from avel.pipeline.sampling import frame_sample_times, latest_at_or_before
+    from avel.pipeline.media.decode import BatchReader, _Audio, _Rgb
+    from avel.core.sampling import frame_sample_times, latest_at_or_before
 
     def best_ms(fn) -> float:
         out = []
@@ -483,8 +483,8 @@ def transfer_cost(options, reps: int) -> dict:
 
 def stage_decode(cfg: BenchConfig, work: Path) -> dict:
     """The decode limit and the project's decoder on the same files, in this one stage."""
-    from avel.pipeline.decode import DecodeOptions
-    from avel.pipeline.extract import decoder_threads
+    from avel.pipeline.media.decode import DecodeOptions
+    from avel.pipeline.extract.local import decoder_threads
 
     paths = video_paths(work)
     n_jobs = max(len(paths), 8 if cfg.quick else 16)
@@ -507,8 +507,8 @@ def stage_e2e(cfg: BenchConfig, work: Path) -> dict:
     """run_extraction (what `avel preprocess` runs) into a temporary directory cache."""
     import torch
 
-    from avel.pipeline.cache import FeatureCache
-    from avel.pipeline.extract import jobs_from_paths, run_extraction
+    from avel.pipeline.cache.store import FeatureCache
+    from avel.pipeline.extract.local import jobs_from_paths, run_extraction
 
     t = time.perf_counter()
     fe = extractor_for(cfg)
@@ -557,9 +557,9 @@ def stage_ray(cfg: BenchConfig, work: Path) -> dict:
     import numpy as np
     import ray
 
-    from avel.pipeline.cache import FeatureCache
-    from avel.pipeline.extract import jobs_from_paths, run_extraction
-    from avel.pipeline.ray_engine import ExtractorSpec, RayConfig, run_ray_extraction
+    from avel.pipeline.cache.store import FeatureCache
+    from avel.pipeline.extract.local import jobs_from_paths, run_extraction
+    from avel.pipeline.extract.ray_engine import ExtractorSpec, RayConfig, run_ray_extraction
 
     jobs = jobs_from_paths(video_paths(work))
     caches = {name: work / f"cache-{name}" for name in ("local", "ray")}
@@ -651,7 +651,7 @@ def cosine_rows(a, b):
 
 def stage_precision(cfg: BenchConfig, work: Path) -> dict:
     """fp32 vs --precision features of (up to) two decoded generated videos, 2 frames per segment."""
-    from avel.pipeline.decode import DecodeOptions, decode_video
+    from avel.pipeline.media.decode import DecodeOptions, decode_video
 
     import numpy as np
 
@@ -677,7 +677,7 @@ def sel_data(cfg: BenchConfig):
     VGGish 128 in float16 (random values: the cost does not depend on them)."""
     import torch
 
-    from avel.pipeline.dataset import AVData
+    from avel.pipeline.data.dataset import AVData
 
     n = sum(AVE_SPLITS.values())
     g = torch.Generator().manual_seed(cfg.seed)
@@ -697,8 +697,8 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     import torch
 
     from avel.models.registry import ModelConfig, build_model
-    from avel.pipeline.config import resolve_device
-    from avel.pipeline.train import TrainConfig, evaluate, prepare_features, train
+    from avel.core.config import resolve_device
+    from avel.pipeline.train.loop import TrainConfig, evaluate, prepare_features, train
 
     t = time.perf_counter()
     data = sel_data(cfg)
@@ -758,9 +758,9 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
     import torch
 
     from avel.models.registry import ModelConfig, build_model
-    from avel.pipeline.checkpoint import load_checkpoint, save_checkpoint
-    from avel.pipeline.localize import ModelInfo, _localize_one, localize
-    from avel.pipeline.predictor import Predictor
+    from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+    from avel.pipeline.apps.localize import ModelInfo, _localize_one, localize
+    from avel.pipeline.apps.predictor import Predictor
 
     torch.manual_seed(cfg.seed)
     model_config = ModelConfig(task="sel", name="dam", num_classes=AVE_CLASSES + 1)

@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from avel.models.registry import ModelConfig  # noqa: E402
-from avel.pipeline.synth_features import video_contents  # noqa: E402
-from avel.pipeline.train import TrainConfig, prepare_features, train  # noqa: E402
+from avel.pipeline.data.synth import video_contents  # noqa: E402
+from avel.pipeline.train.loop import TrainConfig, prepare_features, train  # noqa: E402
 from learning_curves import TEST_VIDEOS, VAL_VIDEOS, append, make_data, synth_config  # noqa: E402
 
 

@@ -43,9 +43,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from avel.models.registry import PUBLISHED_DEFAULTS, ModelConfig  # noqa: E402
 from avel.models.sel import video_category  # noqa: E402
-from avel.pipeline.dataset import AVData  # noqa: E402
-from avel.pipeline.synth_features import FeatureSynthConfig, synth_features  # noqa: E402
-from avel.pipeline.train import TrainConfig, prepare_features, train  # noqa: E402
+from avel.pipeline.data.dataset import AVData  # noqa: E402
+from avel.pipeline.data.synth import FeatureSynthConfig, synth_features  # noqa: E402
+from avel.pipeline.train.loop import TrainConfig, prepare_features, train  # noqa: E402
 
 VAL_VIDEOS, TEST_VIDEOS = 80, 200
 PROBE_VIDEOS = 640

@@ -1,5 +1,5 @@
 """Weakly supervised event localization (issue #15) against supervised SEL on the generated
-feature sets (pipeline/synth_features.py), 3 seeds each, and the two baselines.
+feature sets (pipeline/data/synth.py), 3 seeds each, and the two baselines.
 
     python benchmarks/weak_sel.py run --noise 1.0 --runs sel/dam wsel/dam --out results/n1.json
     python benchmarks/weak_sel.py table results/*.json
@@ -32,15 +32,15 @@ if str(ROOT) not in sys.path:
 def run(args: argparse.Namespace) -> None:
     import torch
     from avel.models.registry import ModelConfig
-    from avel.pipeline.dataset import video_labels_from_classes
-    from avel.pipeline.demo import majority_accuracy
-    from avel.pipeline.synth_features import (
+    from avel.pipeline.data.dataset import video_labels_from_classes
+    from avel.pipeline.apps.demo import majority_accuracy
+    from avel.pipeline.data.synth import (
         FeatureSynthConfig,
         synth_features,
         video_contents,
     )
-    from avel.pipeline.train import TrainConfig, train_seeds
-    from avel.pipeline.weak import whole_video_accuracy
+    from avel.pipeline.train.loop import TrainConfig, train_seeds
+    from avel.pipeline.train.weak import whole_video_accuracy
 
     torch.set_num_threads(args.threads)
     cfg = FeatureSynthConfig(videos=args.videos, classes=args.classes, noise=args.noise, distractor=args.distractor,
@@ -77,7 +77,7 @@ def localization(model, data, split: str) -> dict:
     background seconds it predicts as background, of event seconds it predicts as an event
     (any class), and of event seconds it gets exactly right."""
     import torch
-    from avel.pipeline.train import prepare_features
+    from avel.pipeline.train.loop import prepare_features
 
     feats = prepare_features(data, "sel")
     idx = data.split(split)

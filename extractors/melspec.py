@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from avel.pipeline.config import SAMPLE_RATE_HZ
+from ..core.config import SAMPLE_RATE_HZ
 
 # VGGish parameters (AudioSet release): 25 ms windows, 10 ms hop, 64 mel bands.
 WINDOW_SAMPLES = 400  # 25 ms at 16 kHz

@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
-from avel.pipeline.registry import Registry
+from ..core.registry import Registry
 
 
 @runtime_checkable

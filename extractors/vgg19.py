@@ -30,9 +30,9 @@ import torch
 import torchvision
 from torch import nn
 
-from avel.extractors.registry import VISUAL_MODELS, random_weights_tag
-from avel.pipeline.errors import WeightsError
-from avel.pipeline.weights import WeightsEntry, resolve_weights, sha256_of
+from .registry import VISUAL_MODELS, random_weights_tag
+from ..core.errors import WeightsError
+from ..core.weights import WeightsEntry, resolve_weights, sha256_of
 
 # --- the architecture ------------------------------------------------------------------
 # torchvision `features.N` index of each conv, and its Keras layer name.

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from avel.extractors.melspec import EXAMPLE_FRAMES, EXAMPLE_SAMPLES, MEL_BANDS, log_mel_examples
-from avel.extractors.registry import AUDIO_MODELS, random_weights_tag
-from avel.pipeline.config import SAMPLE_RATE_HZ
-from avel.pipeline.errors import WeightsError
-from avel.pipeline.weights import WeightsEntry, resolve_weights, sha256_of
+from .melspec import EXAMPLE_FRAMES, EXAMPLE_SAMPLES, MEL_BANDS, log_mel_examples
+from .registry import AUDIO_MODELS, random_weights_tag
+from ..core.config import SAMPLE_RATE_HZ
+from ..core.errors import WeightsError
+from ..core.weights import WeightsEntry, resolve_weights, sha256_of
 
 EMBEDDING_SIZE = 128
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.inference import (
+from .inference import (
     QueryScores,
     SegmentScores,
     aligned_window_distances,

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.dam import DAM, DAMOutput, relevance_loss
-from avel.models.embeddings import DEFAULT_EMBEDDING
-from avel.models.inference import QueryScores, check_direction, check_modality, max_contiguous_window, window_sums
+from .dam import DAM, DAMOutput, relevance_loss
+from .embeddings import DEFAULT_EMBEDDING
+from .inference import QueryScores, check_direction, check_modality, max_contiguous_window, window_sums
 
 WINDOW_CHUNK = 256  # candidate windows per embedding forward (self matching)
 

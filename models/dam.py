@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.baselines import low_level_mlp
-from avel.models.embeddings import DEFAULT_EMBEDDING, build_embedding
+from .baselines import low_level_mlp
+from .embeddings import DEFAULT_EMBEDDING, build_embedding
 
 MATCHINGS = ("cross", "self")
 FUSIONS = ("mean", "geometric")

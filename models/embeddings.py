@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from avel.pipeline.registry import Registry
+from ..core.registry import Registry
 
 SEQUENCE_EMBEDDINGS: Registry = Registry("sequence embedding")
 DEFAULT_EMBEDDING = "self-att"

@@ -43,15 +43,15 @@ from typing import Callable
 
 from torch import nn
 
-from avel.models.baselines import AVAtt, AVDLN
-from avel.models.cml import CMLDAM
-from avel.models.dam import FUSIONS, MATCHINGS
-from avel.models.embeddings import DEFAULT_EMBEDDING, SEQUENCE_EMBEDDINGS
-from avel.models.sel import SEL_MATCHINGS, SELDAM
-from avel.models.weak import WEAK_RELEVANCE, WeakAVAtt, WeakDAM
-from avel.pipeline.config import check_choice, check_range, check_types, from_mapping, option
-from avel.pipeline.errors import ConfigError
-from avel.pipeline.registry import Registry
+from .baselines import AVAtt, AVDLN
+from .cml import CMLDAM
+from .dam import FUSIONS, MATCHINGS
+from .embeddings import DEFAULT_EMBEDDING, SEQUENCE_EMBEDDINGS
+from .sel import SEL_MATCHINGS, SELDAM
+from .weak import WEAK_RELEVANCE, WeakAVAtt, WeakDAM
+from ..core.config import check_choice, check_range, check_types, from_mapping, option
+from ..core.errors import ConfigError
+from ..core.registry import Registry
 
 TASKS = ("sel", "cml", "wsel")
 SEL_TASKS = ("sel", "wsel")  # tasks whose models are SEL models at test time

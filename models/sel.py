@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avel.models.baselines import FusionHead, LowLevelEncoder
-from avel.models.dam import DAM, DAMOutput, relevance_loss
-from avel.models.embeddings import DEFAULT_EMBEDDING
-from avel.models.inference import SegmentScores
+from .baselines import FusionHead, LowLevelEncoder
+from .dam import DAM, DAMOutput, relevance_loss
+from .embeddings import DEFAULT_EMBEDDING
+from .inference import SegmentScores
 
 SEL_MATCHINGS = ("cross", "self", "none")
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from avel.models.baselines import AVAtt, FusionHead
-from avel.models.dam import relevance_loss
-from avel.models.sel import SELDAM, category_loss
+from .baselines import AVAtt, FusionHead
+from .dam import relevance_loss
+from .sel import SELDAM, category_loss
 
 WEAK_RELEVANCE = ("agreement", "fused", "none")
 

@@ -17,7 +17,7 @@ import pytest
 from mediagen import solid, tone, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
-SHADOWS = ("pipeline", "models", "extractors", "cli")
+SHADOWS = ("pipeline", "models", "extractors", "core", "cli")
 
 
 def readme_python_block() -> str:
@@ -56,9 +56,9 @@ def test_the_wheel_installs_only_avel(tmp_path):
     top = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in top if not t.endswith(".dist-info")} == {"avel"}
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"avel/__init__.py", "avel/cli.py", "avel/pipeline/decode.py", "avel/models/dam.py",
-            "avel/extractors/vgg19.py", "avel/pipeline/report.py", "avel/pipeline/report_assets/page.html",
-            "avel/pipeline/report_assets/report.css", "avel/pipeline/report_assets/report.js"} <= set(names)
+    assert {"avel/__init__.py", "avel/cli.py", "avel/pipeline/media/decode.py", "avel/models/dam.py",
+            "avel/extractors/vgg19.py", "avel/pipeline/apps/report.py", "avel/core/errors.py", "avel/pipeline/apps/report_assets/page.html",
+            "avel/pipeline/apps/report_assets/report.css", "avel/pipeline/apps/report_assets/report.js"} <= set(names)
     assert not any(n.startswith(("avel/tests/", "avel/benchmarks/")) for n in names)
 
 

@@ -1,5 +1,5 @@
-"""The AVE annotation format (pipeline/annotations.py) and the AVE release layout
-(pipeline/ave.py), pinned against REFERENCE.md section 1."""
+"""The AVE annotation format (core/annotations.py) and the AVE release layout
+(pipeline/data/ave.py), pinned against REFERENCE.md section 1."""
 from __future__ import annotations
 
 import h5py
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from avel.pipeline import ave
-from avel.pipeline.annotations import (
+from avel.core.annotations import (
     HEADER,
     AnnotationRow,
     category_index,
@@ -17,10 +17,10 @@ from avel.pipeline.annotations import (
     split_rows,
     write_annotations,
 )
-from avel.pipeline.ave import read_ave_layout, write_ave_layout
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.dataset import AVData
-from avel.pipeline.errors import AnnotationError, AvelError, CacheError
+from avel.pipeline.data.ave import read_ave_layout, write_ave_layout
+from avel.core.config import FeatureSettings
+from avel.pipeline.data.dataset import AVData
+from avel.core.errors import AnnotationError, AvelError, CacheError
 
 # a hand-written file: an id twice with different categories (like AVE's 45), the zero-length
 # row, a full 0-10 row; first-appearance order is Bark, Cat, Church bell

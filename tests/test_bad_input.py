@@ -22,13 +22,13 @@ from safetensors.torch import load_file, save_file
 from test_cache import fake
 from avel.cli import main
 from avel.models.registry import ModelConfig
-from avel.pipeline.annotations import HEADER, parse_annotations
-from avel.pipeline.cache import CacheMeta, FeatureCache
-from avel.pipeline.checkpoint import save_checkpoint
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.data import load_data
-from avel.pipeline.errors import AvelError
-from avel.pipeline.train import TrainConfig, evaluate, train
+from avel.core.annotations import HEADER, parse_annotations
+from avel.pipeline.cache.store import CacheMeta, FeatureCache
+from avel.pipeline.train.checkpoint import save_checkpoint
+from avel.core.config import FeatureSettings
+from avel.pipeline.data.load import load_data
+from avel.core.errors import AvelError
+from avel.pipeline.train.loop import TrainConfig, evaluate, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -342,7 +342,7 @@ def test_an_empty_split_is_an_error_not_nan(work, tmp_path, capfd, empty):
 
 
 def test_evaluating_an_empty_split_or_one_cml_cannot_score_is_an_error(work):
-    from avel.pipeline.checkpoint import load_checkpoint
+    from avel.pipeline.train.checkpoint import load_checkpoint
 
     data = load_data(work / "cache")
     cml = load_checkpoint(work / "cml.safetensors").model
@@ -379,7 +379,7 @@ def test_cml_trains_and_evaluates_on_the_ave_cml_split_files(tmp_path):
     assert result.val["n_videos"] == len(partial) == 4  # SEL's val split has 2
     assert result.test["n_videos"] == len(CML_SPLITS["test_order_match"])
     rows = parse_annotations("\n".join(rows_text()))
-    from avel.pipeline.ave import read_ave_layout, write_ave_layout
+    from avel.pipeline.data.ave import read_ave_layout, write_ave_layout
 
     write_ave_layout(tmp_path / "ave", data, annotations=rows)
     assert (tmp_path / "ave" / "val_order_match.h5").is_file()
@@ -388,7 +388,7 @@ def test_cml_trains_and_evaluates_on_the_ave_cml_split_files(tmp_path):
 
 
 def test_preprocess_keeps_the_cml_split_files_beside_the_annotations(tmp_path):
-    from avel.pipeline.extract import annotated_jobs
+    from avel.pipeline.extract.local import annotated_jobs
 
     lines = rows_text()
     (tmp_path / "Annotations.txt").write_text("\n".join([HEADER, *lines]) + "\n")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from mediagen import solid, tone, write_video
-from avel.pipeline.cache import CacheMeta, Failure, FeatureCache, VideoFeatures, merge_caches
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.errors import CacheError, SettingsMismatch
+from avel.pipeline.cache.store import CacheMeta, Failure, FeatureCache, VideoFeatures, merge_caches
+from avel.core.config import FeatureSettings
+from avel.core.errors import CacheError, SettingsMismatch
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--visual-model", "random", "--audio-model", "random", "--frames-per-segment", "1", "--device", "cpu"]

@@ -24,9 +24,9 @@ import pytest
 from mediagen import solid, tone, write_video
 from test_cache import FAST, ROOT, avel, fake
 from avel.pipeline import cache as cache_module
-from avel.pipeline.cache import CacheMeta, FeatureCache, VideoFeatures
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.errors import CacheError, ConfigError
+from avel.pipeline.cache.store import CacheMeta, FeatureCache, VideoFeatures
+from avel.core.config import FeatureSettings
+from avel.core.errors import CacheError, ConfigError
 
 META = CacheMeta(FeatureSettings(visual_model="random", audio_model="random"))
 TINY = [*FAST, "--segments", "2", "--workers", "0"]  # 2 one-frame segments a video: about a second each
@@ -237,7 +237,7 @@ def test_a_lock_never_outlives_its_process(tmp_path):
     """The kernel drops a killed holder's flock: the next writer goes on."""
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from avel.pipeline.cache import WriteLock
+        from avel.pipeline.cache.store import WriteLock
         lock = WriteLock.acquire({str(tmp_path / 'c')!r}, command="avel preprocess (killed)")
         print("held", flush=True)
         time.sleep(120)
@@ -342,7 +342,7 @@ def avel(*a):
 def listing(d):
     return sorted(str(p.relative_to(d)) for p in d.rglob("*")) if d.exists() else []
 def readable(c):
-    from avel.pipeline.cache import FeatureCache
+    from avel.pipeline.cache.store import FeatureCache
     cache = FeatureCache(c)
     for vid in cache.ids():
         cache.read(vid)
@@ -422,7 +422,7 @@ def test_storage_dtype_is_checked_before_any_work(tmp_path, dtype):
 def _write_concurrently(directory: str, writer: int, start_at: float) -> list[str]:
     """One of several processes that commit parts into one cache at once (what the Ray
     engine's actors do while the driver holds the lock): 12 videos, a part every 2."""
-    from avel.pipeline.cache import PartWriter
+    from avel.pipeline.cache.store import PartWriter
 
     time.sleep(max(0.0, start_at - time.time()))
     with PartWriter(Path(directory), META, max_videos=2, provenance={"writer": str(writer)}) as w:

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from mediagen import tone, write_video
-from avel.pipeline.cache import FeatureCache
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.decode import DecodeOptions, decode_video
-from avel.pipeline.extract import Job, run_extraction
-from avel.pipeline.features import FeatureExtractor, ieee_fp32
+from avel.pipeline.cache.store import FeatureCache
+from avel.core.config import FeatureSettings
+from avel.pipeline.media.decode import DecodeOptions, decode_video
+from avel.pipeline.extract.local import Job, run_extraction
+from avel.pipeline.extract.features import FeatureExtractor, ieee_fp32
 
 SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=4)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

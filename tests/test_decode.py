@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from mediagen import quiet_noise, solid, tone, write_audio_with_cover, write_video
-from avel.pipeline.decode import DecodeOptions, SegmentReader, decode_audio_file, decode_video
-from avel.pipeline.errors import CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile, NoVideoStream, TooShort
-from avel.pipeline.sampling import frame_sample_times, latest_at_or_before, segment_count
+from avel.pipeline.media.decode import DecodeOptions, SegmentReader, decode_audio_file, decode_video
+from avel.core.errors import CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile, NoVideoStream, TooShort
+from avel.core.sampling import frame_sample_times, latest_at_or_before, segment_count
 
 LEVEL = 12  # frame n is painted with R = LEVEL * (n % 20), G = LEVEL * (n // 20): robust to lossy coding
 
@@ -269,10 +269,10 @@ def test_audio_file_with_cover_art_says_what_it_is(tmp_path, name):
 def test_memory_is_bounded_whatever_the_frame_rate(tmp_path, one_thread):
     """Three frames in a minute (a declared rate of 0.05 fps) make 90 one-second segments of
     the same pictures. Extraction holds a batch of segments at a time, never the video."""
-    from avel.pipeline.cache import FeatureCache
-    from avel.pipeline.config import FeatureSettings
-    from avel.pipeline.extract import Job, run_extraction
-    from avel.pipeline.features import FeatureExtractor
+    from avel.pipeline.cache.store import FeatureCache
+    from avel.core.config import FeatureSettings
+    from avel.pipeline.extract.local import Job, run_extraction
+    from avel.pipeline.extract.features import FeatureExtractor
 
     path = write_video(tmp_path / "slow.mp4", frame_times_s=[0.0, 30.0, 60.0], duration_s=60.5, audio=tone(440))
     settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=2, frame_size=32)

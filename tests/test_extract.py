@@ -8,11 +8,11 @@ import torch
 
 from mediagen import solid, tone, write_video
 from avel.extractors.melspec import log_mel_examples
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.decode import DecodeOptions, decode_video
-from avel.pipeline.errors import AvelError
-from avel.pipeline.extract import Job, jobs_from_paths
-from avel.pipeline.features import FeatureExtractor
+from avel.core.config import FeatureSettings
+from avel.pipeline.media.decode import DecodeOptions, decode_video
+from avel.core.errors import AvelError
+from avel.pipeline.extract.local import Job, jobs_from_paths
+from avel.pipeline.extract.features import FeatureExtractor
 
 SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=2)
 

@@ -21,12 +21,12 @@ import torch
 from mediagen import tone, write_video
 from avel.extractors.registry import random_weights_tag
 from avel.models.registry import ModelConfig, build_model
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.errors import AvelError, CheckpointError, NoAudioStream, SettingsMismatch
-from avel.pipeline.features import FeatureExtractor
+from avel.core.config import FeatureSettings
+from avel.core.errors import AvelError, CheckpointError, NoAudioStream, SettingsMismatch
+from avel.pipeline.extract.features import FeatureExtractor
 from avel.models.inference import SegmentScores
-from avel.pipeline.stream import FeatureStream
-from avel.pipeline.localize import (
+from avel.pipeline.extract.stream import FeatureStream
+from avel.pipeline.apps.localize import (
     CSV_COLUMNS,
     WindowedScorer,
     format_table,
@@ -37,9 +37,10 @@ from avel.pipeline.localize import (
     write_csv,
     write_json,
 )
-from avel.pipeline.query import QueryError, cml_query, format_query, plot_query, query_segments, score_query, write_query_json
-from avel.pipeline.timeline import plot_timeline
-from avel.pipeline.checkpoint import save_checkpoint
+from avel.pipeline.apps.query import QueryError, cml_query, format_query, query_segments, score_query, write_query_json
+from avel.pipeline.apps.timeline import plot_query
+from avel.pipeline.apps.timeline import plot_timeline
+from avel.pipeline.train.checkpoint import save_checkpoint
 
 SETTINGS = FeatureSettings(
     visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64, segments=10,
@@ -208,7 +209,7 @@ def test_localize_scores_every_second_of_short_medium_and_long_videos(results, w
 
 def test_one_window_equals_the_model_itself(results, work, extractor):
     """A 10-s video is one window: labels and relevance are exactly the model's."""
-    from avel.pipeline.checkpoint import load_checkpoint
+    from avel.pipeline.train.checkpoint import load_checkpoint
 
     model = load_checkpoint(work["sel"]).model
     audio, visual = [], []
@@ -456,7 +457,7 @@ def test_score_query_agrees_with_the_models_own_cml_inference(matching, model_na
 
 def test_av_att_windows_have_no_relevance_and_match_its_own_prediction():
     """AV_att predicts background itself (E + 1 classes): relevance is null, the label the argmax."""
-    from avel.pipeline.localize import segment_scorer
+    from avel.pipeline.apps.localize import segment_scorer
 
     torch.manual_seed(2)
     model = build_model(ModelConfig(task="sel", name="av_att", num_classes=len(CLASSES) + 1, visual_dim=32)).eval()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from avel.models.inference import max_contiguous_window, min_distance_window, window_sums
-from avel.pipeline.metrics import cml_accuracy, cml_queries, sel_accuracy
+from avel.pipeline.train.metrics import cml_accuracy, cml_queries, sel_accuracy
 
 
 # --- windows --------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from avel.models.dam import DAM, fuse, relevance_loss
 from avel.models.embeddings import SEQUENCE_EMBEDDINGS, build_embedding
 from avel.models.registry import ModelConfig, build_model, model_names
 from avel.models.sel import SELDAM, combine_predictions, video_category
-from avel.pipeline.errors import ConfigError
+from avel.core.errors import ConfigError
 
 
 def sigma(z: float) -> float:

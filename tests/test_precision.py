@@ -23,11 +23,11 @@ import pytest
 import torch
 
 from mediagen import tone, write_video
-from avel.pipeline.cache import FeatureCache
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.decode import DecodeOptions, decode_video
-from avel.pipeline.extract import Job, run_extraction
-from avel.pipeline.features import FeatureExtractor
+from avel.pipeline.cache.store import FeatureCache
+from avel.core.config import FeatureSettings
+from avel.pipeline.media.decode import DecodeOptions, decode_video
+from avel.pipeline.extract.local import Job, run_extraction
+from avel.pipeline.extract.features import FeatureExtractor
 
 BF16_MIN_COSINE = 0.999
 # 64 x 64 frames (pool5 2 x 2): the same code path as 224 x 224 at a twelfth of the cost
@@ -110,7 +110,7 @@ REDUCED = [
 
 @pytest.mark.parametrize("device,precision", REDUCED)
 def test_reduced_precision_features_close_to_fp32(tmp_path, device, precision):
-    from avel.pipeline.synth import synthesize
+    from avel.pipeline.media.synth import synthesize
 
     synthesize(tmp_path, videos=1, classes=1, seed=3, duration_s=3, progress=False)
     path = next((tmp_path / "videos").glob("*.mp4"))

@@ -25,9 +25,9 @@ import h5py
 import numpy as np
 import pytest
 
-from avel.pipeline.annotations import read_annotations, write_annotations
-from avel.pipeline.cache import FeatureCache
-from avel.pipeline.synth import synthesize
+from avel.core.annotations import read_annotations, write_annotations
+from avel.pipeline.cache.store import FeatureCache
+from avel.pipeline.media.synth import synthesize
 from test_cache import FAST, avel
 from test_cache_safety import groups  # every stored id over all parts (twice when stored twice); each part opens
 

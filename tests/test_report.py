@@ -32,9 +32,9 @@ from mediagen import tone, write_video
 from avel.cli import main
 from avel.extractors.registry import random_weights_tag
 from avel.models.registry import ModelConfig, build_model
-from avel.pipeline.checkpoint import save_checkpoint
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.localize import (
+from avel.pipeline.train.checkpoint import save_checkpoint
+from avel.core.config import FeatureSettings
+from avel.pipeline.apps.localize import (
     ModelInfo,
     SecondResult,
     VideoLocalization,
@@ -42,8 +42,8 @@ from avel.pipeline.localize import (
     merge_intervals,
     write_json,
 )
-from avel.pipeline.query import QueryResult, Window
-from avel.pipeline.report import media_src, script_json, write_localization_report, write_query_report
+from avel.pipeline.apps.query import QueryResult, Window
+from avel.pipeline.apps.report import media_src, script_json, write_localization_report, write_query_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("AVEL_CHROMIUM", "/usr/bin/chromium")
@@ -108,7 +108,7 @@ def embedded(page: str):
 
 def test_event_summary_hand_cases():
     def ev(start, end, label):
-        from avel.pipeline.localize import Event
+        from avel.pipeline.apps.localize import Event
 
         return Event(start, end, label, 0.5)
 
@@ -174,7 +174,7 @@ def query_result(query: str, target: str) -> QueryResult:
 
 def test_query_json_matches_its_documented_schema():
     """query.py's docstring is where the CML JSON is documented: it names exactly the keys written."""
-    import avel.pipeline.query as query
+    import avel.pipeline.apps.query as query
 
     doc = query.__doc__
     block = doc[doc.index("JSON schema"):]

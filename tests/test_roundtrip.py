@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from avel.pipeline.annotations import read_annotations, write_annotations
-from avel.pipeline.ave import read_ave_layout
-from avel.pipeline.cache import FeatureCache
-from avel.pipeline.data import load_data
-from avel.pipeline.errors import CacheError
-from avel.pipeline.synth import synthesize
+from avel.core.annotations import read_annotations, write_annotations
+from avel.pipeline.data.ave import read_ave_layout
+from avel.pipeline.cache.store import FeatureCache
+from avel.pipeline.data.load import load_data
+from avel.core.errors import CacheError
+from avel.pipeline.media.synth import synthesize
 from test_cache import FAST, avel
 
 
@@ -83,7 +83,7 @@ def test_export_layout_and_read_back(dataset, tmp_path):
 
 
 def test_streaming_dataset_equals_ram(dataset):
-    from avel.pipeline.data import CacheDataset
+    from avel.pipeline.data.load import CacheDataset
 
     root, rows = dataset
     ram = load_data(root / "cache", dtype=torch.float16)
@@ -117,6 +117,6 @@ def test_export_lists_missing_videos(dataset, tmp_path):
     proc = avel("export-ave", root / "cache", "--annotations", tmp_path / "Annotations.txt", "--out", tmp_path / "ave", check=False)
     assert proc.returncode == 2 and "not-extracted" in proc.stderr
     with pytest.raises(CacheError, match="not-extracted"):
-        from avel.pipeline.data import load_cache
+        from avel.pipeline.data.load import load_cache
 
         load_cache(root / "cache", rows=extra)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from mediagen import solid, tone, write_video
-from avel.pipeline.cache import FeatureCache
-from avel.pipeline.decode import DecodeOptions, decode_video
-from avel.pipeline.decoders import DecoderPool
-from avel.pipeline.errors import DecoderCrashed
+from avel.pipeline.cache.store import FeatureCache
+from avel.pipeline.media.decode import DecodeOptions, decode_video
+from avel.pipeline.media.pool import DecoderPool
+from avel.core.errors import DecoderCrashed
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--visual-model", "random", "--audio-model", "random", "--frames-per-segment", "1", "--device", "cpu"]

@@ -1,4 +1,4 @@
-"""`avel synth` (pipeline/synth.py): real, decodable mp4s in the AVE annotation format whose
+"""`avel synth` (pipeline/media/synth.py): real, decodable mp4s in the AVE annotation format whose
 class looks and sounds are really there, second by second, and the same for the same seed."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from avel.pipeline.annotations import category_index, read_annotations, split_rows
-from avel.pipeline.synth import (
+from avel.core.annotations import category_index, read_annotations, split_rows
+from avel.pipeline.media.synth import (
     BACKGROUND_KINDS,
     COLOURS,
     MAX_CLASSES,

@@ -1,4 +1,4 @@
-"""`avel synth --features-only` (pipeline/synth_features.py): the structure the generator
+"""`avel synth --features-only` (pipeline/data/synth.py): the structure the generator
 promises, read back from the features themselves (noise 0 and no scene: a class dim is 1.5
 where its modality carries the class, 0.5 elsewhere), the noise knob, determinism, and the
 AVE layout."""
@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from avel.cli import main
-from avel.pipeline.ave import read_ave_layout
-from avel.pipeline.errors import ConfigError
+from avel.pipeline.data.ave import read_ave_layout
+from avel.core.errors import ConfigError
 from avel.pipeline import synth_features as module
-from avel.pipeline.synth_features import FeatureSynthConfig, prototypes, synth_features, write_features
+from avel.pipeline.data.synth import FeatureSynthConfig, prototypes, synth_features, write_features
 
 TINY = dict(audio_dim=32, visual_dim=48, audio_active=8, visual_active=8)
 

@@ -20,15 +20,15 @@ import torch
 from safetensors.torch import save_file
 
 from avel.models.registry import ModelConfig, build_model
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.dataset import AVData
-from avel.pipeline.errors import CheckpointError, SettingsMismatch
-from avel.pipeline.metrics import cml_queries
-from avel.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from avel.core.config import FeatureSettings
+from avel.pipeline.data.dataset import AVData
+from avel.core.errors import CheckpointError, SettingsMismatch
+from avel.pipeline.train.metrics import cml_queries
+from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from avel.models.baselines import AVDLN
 from avel.models.sel import SELDAM
-from avel.pipeline.errors import ConfigError
-from avel.pipeline.train import (
+from avel.core.errors import ConfigError
+from avel.pipeline.train.loop import (
     RECIPES,
     TrainConfig,
     evaluate,
@@ -365,7 +365,7 @@ def test_checkpoint_header_length_starting_with_0x80_is_accepted(tmp_path):
     # mistaken for a pickle's first byte
     import struct
 
-    from avel.pipeline.checkpoint import _check_safetensors_header
+    from avel.pipeline.train.checkpoint import _check_safetensors_header
 
     header = b"{" + b" " * (0x1B80 - 2) + b"}"
     path = tmp_path / "x.safetensors"

@@ -24,7 +24,7 @@ from avel.extractors.vgg19 import (
     build_torchvision,
     pool5_to_vector,
 )
-from avel.pipeline.errors import WeightsError
+from avel.core.errors import WeightsError
 
 LAYERS = [f"block{b}_conv{i}" for b, n in zip(range(1, 6), (2, 2, 4, 4, 4)) for i in range(1, n + 1)]
 INDICES = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
@@ -431,7 +431,7 @@ def test_torchvision_download_failure_is_a_weights_error(tmp_path, monkeypatch):
         calls.append(url)
         raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(urllib.request, "urlopen", fail)  # the one downloader: pipeline/weights.py
+    monkeypatch.setattr(urllib.request, "urlopen", fail)  # the one downloader: core/weights.py
     raises_one_line(build_torchvision, "download failed", "no route to host", "vgg19-dcbb9e9d.pth")
     [url] = calls
     assert url.endswith("vgg19-dcbb9e9d.pth")

@@ -26,7 +26,7 @@ from torchvggish.torchvggish import VGG, Postprocessor, make_layers  # noqa: E40
 from avel.extractors.melspec import log_mel_examples, log_mel_frames, mel_matrix  # noqa: E402
 from avel.extractors.registry import AUDIO_MODELS, random_weights_tag  # noqa: E402
 from avel.extractors.vggish import VGGishPCA, load_pca  # noqa: E402
-from avel.pipeline.errors import WeightsError  # noqa: E402
+from avel.core.errors import WeightsError  # noqa: E402
 
 SR = 16000
 FRONT_END_TOL = 1e-4  # max abs error of log-mel values

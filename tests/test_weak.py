@@ -1,4 +1,4 @@
-"""Weakly supervised event localization (`avel train wsel`, models/weak.py, pipeline/weak.py):
+"""Weakly supervised event localization (`avel train wsel`, models/weak.py, pipeline/train/weak.py):
 training and model selection see video-level labels only (proved by scrambling the
 per-second labels of the training and validation splits: the checkpoint stays bit-identical),
 the test split is scored by the SEL protocol, the MIL pooling of AV_att weak is Tian et
@@ -19,22 +19,22 @@ from avel.cli import main
 from avel.extractors.registry import random_weights_tag
 from avel.models.registry import ModelConfig, build_model
 from avel.models.weak import WeakAVAtt, WeakDAM, mil_pool, pseudo_relevance
-from avel.pipeline.annotations import AnnotationRow
-from avel.pipeline.ave import read_ave_layout, write_ave_layout
-from avel.pipeline.cache import CacheMeta, FeatureCache, VideoFeatures
-from avel.pipeline.checkpoint import load_checkpoint, save_checkpoint
-from avel.pipeline.config import FeatureSettings
-from avel.pipeline.data import load_data
-from avel.pipeline.dataset import video_labels_from_classes
-from avel.pipeline.errors import CheckpointError, DataError
-from avel.pipeline.synth_features import (
+from avel.core.annotations import AnnotationRow
+from avel.pipeline.data.ave import read_ave_layout, write_ave_layout
+from avel.pipeline.cache.store import CacheMeta, FeatureCache, VideoFeatures
+from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from avel.core.config import FeatureSettings
+from avel.pipeline.data.load import load_data
+from avel.pipeline.data.dataset import video_labels_from_classes
+from avel.core.errors import CheckpointError, DataError
+from avel.pipeline.data.synth import (
     FeatureSynthConfig,
     annotation_rows,
     synth_features,
     video_contents,
 )
-from avel.pipeline.train import TrainConfig, prepare_features, train
-from avel.pipeline.weak import WeakFeatures, whole_video_accuracy
+from avel.pipeline.train.loop import TrainConfig, prepare_features, train
+from avel.pipeline.train.weak import WeakFeatures, whole_video_accuracy
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -252,7 +252,7 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys):
 
 
 def test_localize_accepts_a_weak_checkpoint(tmp_path):
-    from avel.pipeline.localize import localize
+    from avel.pipeline.apps.localize import localize
     from mediagen import tone, write_video
 
     settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64,

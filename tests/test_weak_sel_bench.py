@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from avel.pipeline.dataset import AVData
+from avel.pipeline.data.dataset import AVData
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -1,0 +1,196 @@
+"""The AVE annotation format: `Annotations.txt`, `trainSet.txt`, `valSet.txt`, `testSet.txt`.
+
+One line per *row* (a row, not a file, is the unit: AVE has 45 video ids that appear twice
+with different categories):
+
+    Category&VideoID&Quality&StartTime&EndTime
+
+with integer seconds; segment t is an event segment iff `start <= t < end`. Some copies start
+with that exact text as a header line. `AnnotationRow` is a small frozen manifest entry
+(lhotse style): primitives only, symmetric `to_line` / `from_line`.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import AnnotationError
+
+HEADER = "Category&VideoID&Quality&StartTime&EndTime"
+FIELDS = 5
+AVE_SECONDS = 10  # every AVE video lasts 10 s: the default sanity bound on EndTime
+
+
+@dataclass(frozen=True)
+class AnnotationRow:
+    category: str
+    video_id: str
+    quality: str
+    start_s: int  # first event second (inclusive)
+    end_s: int  # end of the event (exclusive); start_s == end_s: no event segment
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        """What split files are matched on: (category, video_id, start_s, end_s)."""
+        return (self.category, self.video_id, self.start_s, self.end_s)
+
+    @property
+    def duration_s(self) -> int:
+        return self.end_s - self.start_s
+
+    def event_mask(self, T: int = AVE_SECONDS) -> np.ndarray:  # [T] bool
+        t = np.arange(T)
+        return (t >= self.start_s) & (t < self.end_s)
+
+    def to_line(self) -> str:
+        return "&".join([self.category, self.video_id, self.quality, str(self.start_s), str(self.end_s)])
+
+    @classmethod
+    def from_line(cls, line: str, *, max_seconds: int = AVE_SECONDS) -> "AnnotationRow":
+        """Parse one line; a malformed one raises ValueError with the problem (no location)."""
+        fields = [f.strip() for f in line.split("&")]
+        if len(fields) != FIELDS:
+            raise ValueError(f"expected {FIELDS} '&'-separated fields ({HEADER}), got {len(fields)}")
+        category, video_id, quality, start, end = fields
+        if not category:
+            raise ValueError("empty category")
+        if not video_id:
+            raise ValueError("empty video id")
+        times = []
+        for name, text in (("start", start), ("end", end)):
+            if not (text.isascii() and text.isdigit()):
+                raise ValueError(f"{name} time {text!r} is not a non-negative integer number of seconds")
+            times.append(int(text))
+        start_s, end_s = times
+        if start_s > end_s:
+            raise ValueError(f"start {start_s} s is after end {end_s} s")
+        if end_s > max_seconds:
+            raise ValueError(f"end {end_s} s is beyond the {max_seconds}-s video length (max_seconds)")
+        return cls(category, video_id, quality, start_s, end_s)
+
+
+def read_annotations(path: str | os.PathLike, *, max_seconds: int = AVE_SECONDS) -> list[AnnotationRow]:
+    """Rows of an AVE-format file, in file order. The header line is optional (only as the
+    first non-blank line), blank lines are skipped, a UTF-8 BOM is tolerated. A malformed
+    line raises AnnotationError "path:LINE: problem"; `max_seconds` bounds EndTime (AVE: 10)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise AnnotationError(f"{path}: no such annotation file") from None
+    except UnicodeDecodeError as e:
+        raise AnnotationError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
+    return parse_annotations(text, str(path), max_seconds=max_seconds)
+
+
+def parse_annotations(text: str, source: str = "<annotations>", *, max_seconds: int = AVE_SECONDS) -> list[AnnotationRow]:
+    """Rows of AVE-format text (what `read_annotations` reads); errors name `source`:LINE."""
+    rows: list[AnnotationRow] = []
+    seen_content = False
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if not seen_content:
+            seen_content = True
+            if line == HEADER:
+                continue
+        try:
+            rows.append(AnnotationRow.from_line(line, max_seconds=max_seconds))
+        except ValueError as e:
+            raise AnnotationError(f"{source}:{lineno}: {e}") from None
+    return rows
+
+
+def write_annotations(path: str | os.PathLike, rows: Iterable[AnnotationRow], header: bool = True) -> None:
+    """Write rows in AVE format (UTF-8, no BOM, '\\n' line ends), atomically (tmp + replace)."""
+    path = Path(path)
+    lines = [HEADER] if header else []
+    for row in rows:
+        for name, value in (("category", row.category), ("video_id", row.video_id), ("quality", row.quality)):
+            if "&" in value or "\n" in value or value != value.strip():
+                raise AnnotationError(f"{path}: {name} {value!r} cannot be written in the '&' format")
+        lines.append(row.to_line())
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def category_index(rows: Iterable[AnnotationRow]) -> list[str]:
+    """Class names in order of first appearance (AVE: 28); background is index len(names)."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.setdefault(row.category, None)
+    return list(names)
+
+
+def labels_for(row: AnnotationRow, class_names: Sequence[str], T: int = AVE_SECONDS) -> np.ndarray:
+    """[T] int64: the row's category index on its event segments, background elsewhere."""
+    try:
+        index = list(class_names).index(row.category)
+    except ValueError:
+        raise AnnotationError(f"category {row.category!r} of video {row.video_id} is not a known class") from None
+    if row.end_s > T:
+        raise AnnotationError(f"video {row.video_id}: event ends at {row.end_s} s, beyond {T} segments")
+    labels = np.full(T, len(class_names), dtype=np.int64)
+    labels[row.event_mask(T)] = index
+    return labels
+
+
+def split_rows(annotation_rows: Sequence[AnnotationRow], split_rows: Sequence[AnnotationRow]) -> np.ndarray:
+    """[len(split_rows)] int64 indices into `annotation_rows`, in split-file order.
+
+    Rows are matched on (category, video_id, start_s, end_s), so an id that appears twice with
+    different categories maps each split row to its own annotation row. Should the same key
+    occur k times, the split's occurrences take the annotation's occurrences in order. A split
+    row with no (or no remaining) annotation row raises AnnotationError."""
+    free: dict[tuple, deque[int]] = defaultdict(deque)
+    for i, row in enumerate(annotation_rows):
+        free[row.key].append(i)
+    indices = np.empty(len(split_rows), dtype=np.int64)
+    for j, row in enumerate(split_rows):
+        slots = free.get(row.key)
+        if not slots:
+            problem = "is used more often than it appears in" if row.key in free else "is not in"
+            raise AnnotationError(f"split row {j + 1} ({row.to_line()}) {problem} the annotations")
+        indices[j] = slots.popleft()
+    return indices
+
+
+SPLIT_FILE_NAMES = tuple(f"{split}{suffix}.txt" for split in ("train", "val", "test")
+                         for suffix in ("Set", "_order", "_order_match"))  # AVE's names, CML split included
+
+
+def split_files(folder: str | os.PathLike) -> dict[str, Path]:
+    """The split files in `folder` (trainSet.txt, valSet.txt, testSet.txt and the CML split
+    train/val/test_order_match.txt), by split name (`split_key`: val_order_match.txt ->
+    val_match). Two files that name one split (trainSet.txt and train_order.txt) are an error."""
+    found: dict[str, Path] = {}
+    for name in SPLIT_FILE_NAMES:
+        path = Path(folder) / name
+        if path.is_file():
+            key = split_key(name)
+            if key in found:
+                raise AnnotationError(f"{path}: the {key!r} split is also in {found[key]}; keep one of them")
+            found[key] = path
+    return found
+
+
+def split_key(file_name: str) -> str:
+    """The one naming rule of splits, for every file that holds one: trainSet.txt -> train,
+    val_order.h5 -> val, test_order_match.txt -> test_match (AVE's CML split)."""
+    stem = Path(file_name).stem
+    for suffix, replacement in (("Set", ""), ("_order_match", "_match"), ("_order", "")):
+        if stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)] + replacement
+    return stem
