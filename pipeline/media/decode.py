@@ -138,10 +138,17 @@ def _open(path: str) -> av.container.InputContainer:
     for test, what in _NOT_REGULAR:
         if test(mode):  # opening a FIFO for reading would wait for a writer forever
             raise NotAMediaFile(path, f"is {what}, not a regular file")
-    try:
-        return av.open(path, metadata_errors="ignore")
+    try:  # a file, never a URL: FFmpeg reads what comes before a colon as a protocol
+        return av.open(_as_file_url(path), metadata_errors="ignore")
     except av.error.FFmpegError as e:
         raise NotAMediaFile(path, f"not a media file PyAV can open ({_reason(e)})") from None
+
+
+def _as_file_url(path: str) -> str:
+    """The path as FFmpeg's `file:` URL of its absolute path: a name such as
+    `2024-05-01T12:30:00.mp4`, `file:blue.mp4` or `pipe:0.mp4` is that file, not a protocol
+    (the file protocol is FFmpeg's own for plain paths: reading and seeking are unchanged)."""
+    return "file:" + os.path.abspath(path)
 
 
 def _reason(e: Exception) -> str:
@@ -163,19 +170,37 @@ def _video_stream(container, path: str):
     raise NoVideoStream(path, "no video stream")
 
 
-def _declared_s(stream) -> float | None:
-    """The stream's own declared duration: its header's (mp4), else its DURATION tag
-    (Matroska writes one per track), else None."""
+def _declared_s(stream, start_s: float | None = None) -> float | None:
+    """The stream's own declared length: its header's duration (mp4), else its DURATION tag
+    (Matroska writes one per track: the time its last frame ends, the stream's start time
+    included, so the length is that less `start_s`, the stream's first time stamp), else None."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     for key, value in stream.metadata.items():
         if key.upper().startswith("DURATION"):
             try:
                 h, m, s = value.split(":")
-                return int(h) * 3600 + int(m) * 60 + float(s)
+                end_s = int(h) * 3600 + int(m) * 60 + float(s)
             except ValueError:
                 return None
+            return end_s - (start_s or 0.0)
     return None
+
+
+def _decoded(container, stream, on_empty: Callable[[av.Packet], None] | None = None) -> Iterator[av.Frame]:
+    """The frames of `stream`, as `container.decode(stream)` gives them, less the packets a
+    decoder skips without losing content, as browsers do: an empty packet (Theora marks a
+    repeated frame so; FFmpeg refuses one with EINVAL) is the previous frame staying on
+    screen; `on_empty` is told of each one that has a time stamp."""
+    for packet in container.demux(stream):
+        if packet.size == 0:  # the demuxer's own flush packet at the end is empty too
+            if on_empty is not None and packet.pts is not None:
+                on_empty(packet)
+            continue
+        yield from packet.decode()
+    flush = av.Packet()
+    flush.stream, flush.time_base = stream, stream.time_base  # the decoded frames' time base
+    yield from flush.decode()
 
 
 def _short_of(decoded_s: float, declared_s: float | None) -> bool:
@@ -206,7 +231,9 @@ class _Rgb:
 class _Audio:
     """The first audio stream of a file as 16-kHz mono float32, decoded by its own demuxer
     only as far as asked: mean of the channels (as VGGish does; libswresample's downmix is
-    not a plain mean), soxr VHQ resampling."""
+    not a plain mean), soxr VHQ resampling. With `origin_s` set (before the first samples are
+    asked for), sample 0 is at that time (the video's first frame): audio that starts later
+    is preceded by silence, audio before it is cut; else sample 0 is the first decoded one."""
 
     BLOCK = 16384  # source samples resampled at a time
 
@@ -214,7 +241,10 @@ class _Audio:
         self.path = path
         self.container = _open(path)
         self.stream = self.container.streams.audio[0]
-        self._frames = self.container.decode(self.stream)
+        self._frames = _decoded(self.container, self.stream)
+        self.origin_s: float | None = None
+        self.start_s: float | None = None  # the first decoded sample's time stamp
+        self._cut = 0  # samples still to drop (audio that starts before `origin_s`)
         self._resampler = None
         self._soxr = None
         self._chunks: deque[np.ndarray] = deque()
@@ -243,6 +273,12 @@ class _Audio:
 
     def _push(self, x: np.ndarray) -> None:
         self.total += x.shape[0]
+        if self._cut:
+            cut = min(self._cut, x.shape[0])
+            x, self._cut = x[cut:], self._cut - cut
+        self._hold(x)
+
+    def _hold(self, x: np.ndarray) -> None:
         if x.shape[0]:
             self._chunks.append(x)
             self.held += x.shape[0]
@@ -257,10 +293,25 @@ class _Audio:
             self.done = True
             return
         if self._resampler is None:
+            self._align(frame)
             self._resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
             self._soxr = soxr.ResampleStream(frame.sample_rate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="VHQ")
         self.frames += 1
         self._convert(frame)
+
+    def _align(self, first: av.AudioFrame) -> None:
+        """Note the first decoded sample's time, and put it at that time on the `origin_s` time line."""
+        start_s = first.time
+        if start_s is None and self.stream.start_time is not None and self.stream.time_base is not None:
+            start_s = float(self.stream.start_time * self.stream.time_base)
+        self.start_s = start_s
+        if start_s is None or self.origin_s is None:
+            return  # no time stamp at all, or no time line to align to
+        offset = int(round((start_s - self.origin_s) * SAMPLE_RATE_HZ))
+        if offset > 0:
+            self._hold(np.zeros(offset, np.float32))  # silence until the audio starts
+        else:
+            self._cut = -offset
 
     def samples(self, lo: int, hi: int) -> np.ndarray:
         """Samples [lo, hi) (16 kHz, zeros past the end of the stream) -> [hi - lo] float32.
@@ -398,13 +449,22 @@ class SegmentReader:
                 yield last
                 emitted += 1
 
+        repeated_until: float | None = None  # where the last empty packet (a repeated frame) ends
+
+        def repeated(packet: av.Packet) -> None:
+            nonlocal repeated_until
+            end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            repeated_until = end if repeated_until is None else max(repeated_until, end)
+
         stopped_early = False
-        for vframe in container.decode(vstream):
+        for vframe in _decoded(container, vstream, repeated):
             t_abs = vframe.time
             if t_abs is None:  # no time stamp: count frames at the nominal rate
                 t_abs = (prev[0] + first_time + fallback_dt) if prev else 0.0
             if first_time is None:
                 first_time = t_abs
+                if audio is not None:
+                    audio.origin_s = first_time  # the audio on the video's time line
             x = t_abs - first_time
             if prev is not None and x <= prev[0]:
                 continue  # a non-increasing time stamp: keep the earlier frame
@@ -420,16 +480,26 @@ class SegmentReader:
                 break
 
         if stopped_early:
-            self.duration_s = _declared_s(vstream) or (container.duration / 1e6 if container.duration else float(forced))
+            self.duration_s = _declared_s(vstream, first_time) or (container.duration / 1e6 if container.duration
+                                                                   else float(forced))
             self.num_segments = emitted
             return
         if prev is None:
             raise CorruptMedia(path, "no decodable video frame")
         duration = prev[0] + last_dt
+        if repeated_until is not None and first_time is not None:  # the last frame repeated by empty packets
+            duration = max(duration, repeated_until - first_time)
         self.duration_s = duration
-        self._check_complete(container, vstream, audio, duration)
+        self._check_complete(container, vstream, audio, duration, first_time)
+        # a second counts as whole when the content reaches its end within the time stamps'
+        # precision: half a frame or one tick of the time base, whichever is larger (Matroska
+        # and WebM store whole milliseconds: a 30-s 24-fps clip measures 29.999 s)
+        tick = float(vstream.time_base) if vstream.time_base else 0.0
+        precision = max(0.5 * min(last_dt, fallback_dt), tick)
+        whole = float(np.ceil(duration - TIME_EPS_S))  # the end of the second the content ends in
+        counted = whole if duration < whole <= duration + precision + TIME_EPS_S else duration
         try:
-            total, available = segment_count(duration, forced, opts.max_shortfall_s)
+            total, available = segment_count(counted, forced, opts.max_shortfall_s)
         except ValueError as e:
             raise TooShort(path, str(e)) from None
         keep_last = total > available
@@ -449,24 +519,30 @@ class SegmentReader:
             emitted += 1
         self.num_segments = emitted
 
-    def _check_complete(self, container, vstream, audio: _Audio | None, video_s: float) -> None:
+    def _check_complete(self, container, vstream, audio: _Audio | None, video_s: float, video_start_s: float) -> None:
         """Truncation, judged per stream: a stream that declares its own duration must decode
-        to about that length. Where the video declares none, the longer of video and audio
-        must reach the container's duration (a Matroska file whose audio outlasts its video
-        is whole; so is one whose video outlasts its audio)."""
-        declared_video = _declared_s(vstream)
-        declared_audio = _declared_s(audio.stream) if audio is not None else None
+        to about that length (a declared end time, as Matroska's, counts from the stream's
+        first time stamp). Where the video declares none, the streams' content must reach the
+        container's duration, which counts from the container's start time (a Matroska file
+        whose audio outlasts its video is whole; so is one whose video outlasts its audio)."""
+        declared_video = _declared_s(vstream, video_start_s)
         if _short_of(video_s, declared_video):
             raise CorruptMedia(self.path, f"truncated or corrupt: decoded {video_s:.2f} s of video, "
                                           f"{declared_video:.2f} s declared")
-        keep = (int(video_s + TIME_EPS_S) + 1) * SAMPLE_RATE_HZ  # the segments still to hand out need these
-        audio_s = audio.end_s(keep) if audio is not None and (declared_audio is not None or declared_video is None) else 0.0
-        if _short_of(audio_s, declared_audio):
-            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {audio_s:.2f} s of audio, "
-                                          f"{declared_audio:.2f} s declared")
+        end_s = video_start_s + video_s  # where the content ends (on the streams' own clock)
+        if audio is not None and (_declared_s(audio.stream) is not None or declared_video is None):
+            keep = (int(video_s + TIME_EPS_S) + 1) * SAMPLE_RATE_HZ  # the segments still to hand out need these
+            audio_s = audio.end_s(keep)
+            if audio.start_s is not None:
+                declared_audio = _declared_s(audio.stream, audio.start_s)
+                if _short_of(audio_s, declared_audio):
+                    raise CorruptMedia(self.path, f"truncated or corrupt: decoded {audio_s:.2f} s of audio, "
+                                                  f"{declared_audio:.2f} s declared")
+                end_s = max(end_s, audio.start_s + audio_s)
         declared = container.duration / 1e6 if declared_video is None and container.duration else None
-        if _short_of(max(video_s, audio_s), declared):
-            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {max(video_s, audio_s):.2f} s of "
+        start_s = container.start_time / 1e6 if container.start_time is not None else min(video_start_s, end_s)
+        if _short_of(end_s - start_s, declared):
+            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {end_s - start_s:.2f} s of "
                                           f"{declared:.2f} s declared")
 
 
