@@ -170,20 +170,20 @@ def _video_stream(container, path: str):
     raise NoVideoStream(path, "no video stream")
 
 
-def _declared_s(stream, start_s: float | None = None) -> float | None:
-    """The stream's own declared length: its header's duration (mp4), else its DURATION tag
-    (Matroska writes one per track: the time its last frame ends, the stream's start time
-    included, so the length is that less `start_s`, the stream's first time stamp), else None."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
+def _declared_s(stream) -> float | None:
+    """The stream's own declared duration: its DURATION tag (Matroska's muxer writes one per
+    track: the time its last frame ends), else its header's (mp4: the track's length; ASF:
+    the time the file ends; FFmpeg fills in the container's where a format declares none),
+    else None. A length or an end time, by format: see `_short_of`."""
     for key, value in stream.metadata.items():
         if key.upper().startswith("DURATION"):
             try:
                 h, m, s = value.split(":")
-                end_s = int(h) * 3600 + int(m) * 60 + float(s)
+                return int(h) * 3600 + int(m) * 60 + float(s)
             except ValueError:
-                return None
-            return end_s - (start_s or 0.0)
+                break
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
     return None
 
 
@@ -203,10 +203,20 @@ def _decoded(container, stream, on_empty: Callable[[av.Packet], None] | None = N
     yield from flush.decode()
 
 
-def _short_of(decoded_s: float, declared_s: float | None) -> bool:
+def _short_of(decoded_s: float, declared_s: float | None, start_s: float | None = 0.0) -> bool:
+    """Whether a stream that decoded `decoded_s` seconds from its first time stamp `start_s`
+    falls short of its declared duration, a length or an end time: it is whole when either
+    its length or its end reaches the declared duration (within the tolerance)."""
     if declared_s is None:
         return False
-    return decoded_s < declared_s - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared_s)
+    reach = max(decoded_s, (start_s or 0.0) + decoded_s)
+    return reach < declared_s - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared_s)
+
+
+def _truncated(path: str, what: str, decoded_s: float, start_s: float | None, declared_s: float) -> CorruptMedia:
+    since = f" from {start_s:.2f} s" if start_s else ""
+    return CorruptMedia(path, f"truncated or corrupt: decoded {decoded_s:.2f} s of {what}{since}, "
+                              f"{declared_s:.2f} s declared")
 
 
 # -- the pieces: RGB frames, 16-kHz audio ---------------------------------------------------------
@@ -480,8 +490,7 @@ class SegmentReader:
                 break
 
         if stopped_early:
-            self.duration_s = _declared_s(vstream, first_time) or (container.duration / 1e6 if container.duration
-                                                                   else float(forced))
+            self.duration_s = _declared_s(vstream) or (container.duration / 1e6 if container.duration else float(forced))
             self.num_segments = emitted
             return
         if prev is None:
@@ -521,24 +530,22 @@ class SegmentReader:
 
     def _check_complete(self, container, vstream, audio: _Audio | None, video_s: float, video_start_s: float) -> None:
         """Truncation, judged per stream: a stream that declares its own duration must decode
-        to about that length (a declared end time, as Matroska's, counts from the stream's
-        first time stamp). Where the video declares none, the streams' content must reach the
-        container's duration, which counts from the container's start time (a Matroska file
-        whose audio outlasts its video is whole; so is one whose video outlasts its audio)."""
-        declared_video = _declared_s(vstream, video_start_s)
-        if _short_of(video_s, declared_video):
-            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {video_s:.2f} s of video, "
-                                          f"{declared_video:.2f} s declared")
+        to about that length, or end about there (Matroska's tags and ASF's headers declare the
+        time a stream ends, its start time included). Where the video declares none, the
+        streams' content must reach the container's duration, counted from the container's
+        start time (a Matroska file whose audio outlasts its video is whole; so is one whose
+        video outlasts its audio)."""
+        declared_video = _declared_s(vstream)
+        if _short_of(video_s, declared_video, video_start_s):
+            raise _truncated(self.path, "video", video_s, video_start_s, declared_video)
         end_s = video_start_s + video_s  # where the content ends (on the streams' own clock)
         if audio is not None and (_declared_s(audio.stream) is not None or declared_video is None):
             keep = (int(video_s + TIME_EPS_S) + 1) * SAMPLE_RATE_HZ  # the segments still to hand out need these
             audio_s = audio.end_s(keep)
-            if audio.start_s is not None:
-                declared_audio = _declared_s(audio.stream, audio.start_s)
-                if _short_of(audio_s, declared_audio):
-                    raise CorruptMedia(self.path, f"truncated or corrupt: decoded {audio_s:.2f} s of audio, "
-                                                  f"{declared_audio:.2f} s declared")
-                end_s = max(end_s, audio.start_s + audio_s)
+            declared_audio = _declared_s(audio.stream)
+            if _short_of(audio_s, declared_audio, audio.start_s):
+                raise _truncated(self.path, "audio", audio_s, audio.start_s, declared_audio)
+            end_s = max(end_s, (video_start_s if audio.start_s is None else audio.start_s) + audio_s)
         declared = container.duration / 1e6 if declared_video is None and container.duration else None
         start_s = container.start_time / 1e6 if container.start_time is not None else min(video_start_s, end_s)
         if _short_of(end_s - start_s, declared):
