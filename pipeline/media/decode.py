@@ -2,9 +2,19 @@
 each K RGB frames chosen by time stamp (resized to 224x224 inside swscale, only the chosen
 frames converted) and one second of 16-kHz mono audio.
 
-Time origin: each stream's own first time stamp (a first video time stamp that is not 0
-is the first frame of segment 0, as AVE's frame-index rule has it; audio starts at its
-first sample, as a wav extracted from the file does).
+Time origin: the video's first frame (a first video time stamp that is not 0 is the first
+frame of segment 0, as AVE's frame-index rule has it). Audio is put on the video's time line
+by the streams' start times: audio second t is the sound played with video second t, so
+audio that starts after the video's first frame is preceded by silence, and audio before it
+is cut (an ASF file whose audio starts 0.687 s after its video; a file whose video starts
+late). Files whose streams both start at 0 decode as a wav extracted from the file does.
+
+Segments: floor(D) for content D seconds long, a second counting as whole when the content
+reaches its end within the time stamps' precision (half a frame or one tick of the time
+base, whichever is larger: Matroska and WebM store whole milliseconds, so a 30-s 24-fps clip
+measures 29.999 s); the same rule for a forced count's padding. Empty packets (Theora's
+repeated frames) keep the previous frame on screen. Paths are always files, never URLs:
+FFmpeg would read `2024-05-01T12:30:00.mp4`, `file:x.mp4` or `pipe:0.mp4` as protocols.
 
 Memory does not grow with the video's length, whatever its time stamps or declared frame
 rate: the video stream and the audio stream are read by two demuxers in lockstep (audio is
