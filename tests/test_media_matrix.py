@@ -12,6 +12,7 @@ import pytest
 
 from mediagen import write_video
 from avel.core.sampling import frame_sample_times, latest_at_or_before
+from avel.core.errors import TooShort
 from avel.pipeline.media.decode import DecodeOptions, SegmentReader, decode_video
 
 K = 4  # frames per segment
@@ -22,7 +23,7 @@ def encoder(name: str) -> bool:
     try:
         av.codec.Codec(name, "w")
         return True
-    except Exception:
+    except av.codec.codec.UnknownCodecError:
         return False
 
 
@@ -145,7 +146,7 @@ def test_forced_count_takes_the_real_tenth_second_of_a_webm(tmp_path):
     rms = np.sqrt((video.audio**2).mean(axis=1))
     assert np.argmax(rms) == 9 and rms[9] > 10 * rms[8]
     short = write_media(tmp_path / "short.webm", vcodec="libvpx", acodec="libopus", fps=24, duration_s=9)
-    with pytest.raises(Exception, match="short.webm"):  # 1 s short, with no shortfall allowed: refused
+    with pytest.raises(TooShort, match="short.webm"):  # 1 s short, with no shortfall allowed: refused
         decode_video(short, DecodeOptions(segments=10, max_shortfall_s=0.0, **SMALL))
     padded = decode_video(short, DecodeOptions(segments=10, **SMALL))  # the shortfall tolerance still pads
     np.testing.assert_array_equal(padded.frames[9], padded.frames[8])
@@ -203,8 +204,10 @@ def test_start_offset_is_accepted_in_every_container(tmp_path, name):
 def test_matroska_cut_short_with_a_start_offset_still_is_corrupt(tmp_path):
     from avel.core.errors import CorruptMedia
 
-    data = open(write_media(tmp_path / "whole.mkv", video_start_s=2.0, audio_start_s=2.0, duration_s=10,
-                            size=(96, 64), color=lambda i, t: (i * 37 % 256, i * 91 % 256, i * 13 % 256)), "rb").read()
+    whole = write_media(tmp_path / "whole.mkv", video_start_s=2.0, audio_start_s=2.0, duration_s=10, size=(96, 64),
+                        color=lambda i, t: (i * 37 % 256, i * 91 % 256, i * 13 % 256))
+    data = (tmp_path / "whole.mkv").read_bytes()
+    assert whole.endswith("whole.mkv")
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptMedia, match="cut.mkv: truncated or corrupt"):

@@ -327,7 +327,7 @@ class _Audio:
         self.start_s = start_s
         if start_s is None or self.origin_s is None:
             return  # no time stamp at all, or no time line to align to
-        offset = int(round((start_s - self.origin_s) * SAMPLE_RATE_HZ))
+        offset = round((start_s - self.origin_s) * SAMPLE_RATE_HZ)
         if offset > 0:
             self._hold(np.zeros(offset, np.float32))  # silence until the audio starts
         else:
