@@ -310,3 +310,43 @@ def test_chosen_frames_are_pyavs_own_conversion(tmp_path):
         video = decode_video(path, DecodeOptions(threads=threads))
         np.testing.assert_array_equal(video.frames, want)
         np.testing.assert_array_equal(video.audio.reshape(-1), decode_audio_file(path)[: 3 * 16000])
+
+
+# -- names FFmpeg would read as URLs (issue #23) --------------------------------------------------------------
+def _colored(tmp_path, name: str, rgb) -> str:
+    """A video of one color under `name` (written under a plain name: the writer would read it as a URL too)."""
+    plain = write_video(tmp_path / f"plain-{len(os.listdir(tmp_path))}.mp4", duration_s=2, color=solid(rgb),
+                        audio=tone(440))
+    os.rename(plain, tmp_path / name)
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["2024-05-01T12:30:00.mp4", "file:blue.mp4", "http:x.mp4"])
+def test_names_with_a_colon_are_files_not_urls(tmp_path, monkeypatch, name):
+    """FFmpeg reads whatever comes before a colon in a relative name as a protocol."""
+    _colored(tmp_path, "blue.mp4", (30, 30, 200))  # the decoy `file:blue.mp4` would be read as
+    _colored(tmp_path, "x.mp4", (30, 30, 200))
+    path = _colored(tmp_path, name, (200, 30, 30))
+    monkeypatch.chdir(tmp_path)
+    for p in (name, path):  # as given on a command line in its folder, and absolute
+        video = decode_video(p, DecodeOptions(frames_per_segment=2, frame_size=32))
+        assert np.allclose(video.frames[0, 0].reshape(-1, 3).mean(axis=0), (200, 30, 30), atol=8), name
+
+
+def test_pipe_name_does_not_read_stdin(tmp_path):
+    """`pipe:0.mp4` is a file: decoding it must not wait on standard input (left open, never written)."""
+    import subprocess
+    import sys
+
+    _colored(tmp_path, "pipe:0.mp4", (200, 30, 30))
+    code = ("import sys; from avel.pipeline.media.decode import decode_video, DecodeOptions; "
+            "v = decode_video(sys.argv[1], DecodeOptions(frames_per_segment=2, frame_size=32)); "
+            "print(v.num_segments, int(v.frames[0, 0, ..., 0].mean()))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, "pipe:0.mp4"], stdin=subprocess.PIPE, capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("decoding pipe:0.mp4 waited on standard input")
+    assert out.returncode == 0, out.stderr[-2000:]
+    segments, red = out.stdout.split()
+    assert segments == "2" and abs(int(red) - 200) < 8

@@ -2,9 +2,19 @@
 each K RGB frames chosen by time stamp (resized to 224x224 inside swscale, only the chosen
 frames converted) and one second of 16-kHz mono audio.
 
-Time origin: each stream's own first time stamp (a first video time stamp that is not 0
-is the first frame of segment 0, as AVE's frame-index rule has it; audio starts at its
-first sample, as a wav extracted from the file does).
+Time origin: the video's first frame (a first video time stamp that is not 0 is the first
+frame of segment 0, as AVE's frame-index rule has it). Audio is put on the video's time line
+by the streams' start times: audio second t is the sound played with video second t, so
+audio that starts after the video's first frame is preceded by silence, and audio before it
+is cut (an ASF file whose audio starts 0.687 s after its video; a file whose video starts
+late). Files whose streams both start at 0 decode as a wav extracted from the file does.
+
+Segments: floor(D) for content D seconds long, a second counting as whole when the content
+reaches its end within the time stamps' precision (half a frame or one tick of the time
+base, whichever is larger: Matroska and WebM store whole milliseconds, so a 30-s 24-fps clip
+measures 29.999 s); the same rule for a forced count's padding. Empty packets (Theora's
+repeated frames) keep the previous frame on screen. Paths are always files, never URLs:
+FFmpeg would read `2024-05-01T12:30:00.mp4`, `file:x.mp4` or `pipe:0.mp4` as protocols.
 
 Memory does not grow with the video's length, whatever its time stamps or declared frame
 rate: the video stream and the audio stream are read by two demuxers in lockstep (audio is
@@ -138,10 +148,17 @@ def _open(path: str) -> av.container.InputContainer:
     for test, what in _NOT_REGULAR:
         if test(mode):  # opening a FIFO for reading would wait for a writer forever
             raise NotAMediaFile(path, f"is {what}, not a regular file")
-    try:
-        return av.open(path, metadata_errors="ignore")
+    try:  # a file, never a URL: FFmpeg reads what comes before a colon as a protocol
+        return av.open(_as_file_url(path), metadata_errors="ignore")
     except av.error.FFmpegError as e:
         raise NotAMediaFile(path, f"not a media file PyAV can open ({_reason(e)})") from None
+
+
+def _as_file_url(path: str) -> str:
+    """The path as FFmpeg's `file:` URL of its absolute path: a name such as
+    `2024-05-01T12:30:00.mp4`, `file:blue.mp4` or `pipe:0.mp4` is that file, not a protocol
+    (the file protocol is FFmpeg's own for plain paths: reading and seeking are unchanged)."""
+    return "file:" + os.path.abspath(path)
 
 
 def _reason(e: Exception) -> str:
@@ -164,24 +181,52 @@ def _video_stream(container, path: str):
 
 
 def _declared_s(stream) -> float | None:
-    """The stream's own declared duration: its header's (mp4), else its DURATION tag
-    (Matroska writes one per track), else None."""
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
+    """The stream's own declared duration: its DURATION tag (Matroska's muxer writes one per
+    track: the time its last frame ends), else its header's (mp4: the track's length; ASF:
+    the time the file ends; FFmpeg fills in the container's where a format declares none),
+    else None. A length or an end time, by format: see `_short_of`."""
     for key, value in stream.metadata.items():
         if key.upper().startswith("DURATION"):
             try:
                 h, m, s = value.split(":")
                 return int(h) * 3600 + int(m) * 60 + float(s)
             except ValueError:
-                return None
+                break
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
     return None
 
 
-def _short_of(decoded_s: float, declared_s: float | None) -> bool:
+def _decoded(container, stream, on_empty: Callable[[av.Packet], None] | None = None) -> Iterator[av.Frame]:
+    """The frames of `stream`, as `container.decode(stream)` gives them, less the packets a
+    decoder skips without losing content, as browsers do: an empty packet (Theora marks a
+    repeated frame so; FFmpeg refuses one with EINVAL) is the previous frame staying on
+    screen; `on_empty` is told of each one that has a time stamp."""
+    for packet in container.demux(stream):
+        if packet.size == 0:  # the demuxer's own flush packet at the end is empty too
+            if on_empty is not None and packet.pts is not None:
+                on_empty(packet)
+            continue
+        yield from packet.decode()
+    flush = av.Packet()
+    flush.stream, flush.time_base = stream, stream.time_base  # the decoded frames' time base
+    yield from flush.decode()
+
+
+def _short_of(decoded_s: float, declared_s: float | None, start_s: float | None = 0.0) -> bool:
+    """Whether a stream that decoded `decoded_s` seconds from its first time stamp `start_s`
+    falls short of its declared duration, a length or an end time: it is whole when either
+    its length or its end reaches the declared duration (within the tolerance)."""
     if declared_s is None:
         return False
-    return decoded_s < declared_s - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared_s)
+    reach = max(decoded_s, (start_s or 0.0) + decoded_s)
+    return reach < declared_s - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared_s)
+
+
+def _truncated(path: str, what: str, decoded_s: float, start_s: float | None, declared_s: float) -> CorruptMedia:
+    since = f" from {start_s:.2f} s" if start_s else ""
+    return CorruptMedia(path, f"truncated or corrupt: decoded {decoded_s:.2f} s of {what}{since}, "
+                              f"{declared_s:.2f} s declared")
 
 
 # -- the pieces: RGB frames, 16-kHz audio ---------------------------------------------------------
@@ -206,7 +251,9 @@ class _Rgb:
 class _Audio:
     """The first audio stream of a file as 16-kHz mono float32, decoded by its own demuxer
     only as far as asked: mean of the channels (as VGGish does; libswresample's downmix is
-    not a plain mean), soxr VHQ resampling."""
+    not a plain mean), soxr VHQ resampling. With `origin_s` set (before the first samples are
+    asked for), sample 0 is at that time (the video's first frame): audio that starts later
+    is preceded by silence, audio before it is cut; else sample 0 is the first decoded one."""
 
     BLOCK = 16384  # source samples resampled at a time
 
@@ -214,7 +261,10 @@ class _Audio:
         self.path = path
         self.container = _open(path)
         self.stream = self.container.streams.audio[0]
-        self._frames = self.container.decode(self.stream)
+        self._frames = _decoded(self.container, self.stream)
+        self.origin_s: float | None = None
+        self.start_s: float | None = None  # the first decoded sample's time stamp
+        self._cut = 0  # samples still to drop (audio that starts before `origin_s`)
         self._resampler = None
         self._soxr = None
         self._chunks: deque[np.ndarray] = deque()
@@ -243,6 +293,12 @@ class _Audio:
 
     def _push(self, x: np.ndarray) -> None:
         self.total += x.shape[0]
+        if self._cut:
+            cut = min(self._cut, x.shape[0])
+            x, self._cut = x[cut:], self._cut - cut
+        self._hold(x)
+
+    def _hold(self, x: np.ndarray) -> None:
         if x.shape[0]:
             self._chunks.append(x)
             self.held += x.shape[0]
@@ -257,10 +313,25 @@ class _Audio:
             self.done = True
             return
         if self._resampler is None:
+            self._align(frame)
             self._resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
             self._soxr = soxr.ResampleStream(frame.sample_rate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="VHQ")
         self.frames += 1
         self._convert(frame)
+
+    def _align(self, first: av.AudioFrame) -> None:
+        """Note the first decoded sample's time, and put it at that time on the `origin_s` time line."""
+        start_s = first.time
+        if start_s is None and self.stream.start_time is not None and self.stream.time_base is not None:
+            start_s = float(self.stream.start_time * self.stream.time_base)
+        self.start_s = start_s
+        if start_s is None or self.origin_s is None:
+            return  # no time stamp at all, or no time line to align to
+        offset = round((start_s - self.origin_s) * SAMPLE_RATE_HZ)
+        if offset > 0:
+            self._hold(np.zeros(offset, np.float32))  # silence until the audio starts
+        else:
+            self._cut = -offset
 
     def samples(self, lo: int, hi: int) -> np.ndarray:
         """Samples [lo, hi) (16 kHz, zeros past the end of the stream) -> [hi - lo] float32.
@@ -398,13 +469,22 @@ class SegmentReader:
                 yield last
                 emitted += 1
 
+        repeated_until: float | None = None  # where the last empty packet (a repeated frame) ends
+
+        def repeated(packet: av.Packet) -> None:
+            nonlocal repeated_until
+            end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+            repeated_until = end if repeated_until is None else max(repeated_until, end)
+
         stopped_early = False
-        for vframe in container.decode(vstream):
+        for vframe in _decoded(container, vstream, repeated):
             t_abs = vframe.time
             if t_abs is None:  # no time stamp: count frames at the nominal rate
                 t_abs = (prev[0] + first_time + fallback_dt) if prev else 0.0
             if first_time is None:
                 first_time = t_abs
+                if audio is not None:
+                    audio.origin_s = first_time  # the audio on the video's time line
             x = t_abs - first_time
             if prev is not None and x <= prev[0]:
                 continue  # a non-increasing time stamp: keep the earlier frame
@@ -426,10 +506,19 @@ class SegmentReader:
         if prev is None:
             raise CorruptMedia(path, "no decodable video frame")
         duration = prev[0] + last_dt
+        if repeated_until is not None and first_time is not None:  # the last frame repeated by empty packets
+            duration = max(duration, repeated_until - first_time)
         self.duration_s = duration
-        self._check_complete(container, vstream, audio, duration)
+        self._check_complete(container, vstream, audio, duration, first_time)
+        # a second counts as whole when the content reaches its end within the time stamps'
+        # precision: half a frame or one tick of the time base, whichever is larger (Matroska
+        # and WebM store whole milliseconds: a 30-s 24-fps clip measures 29.999 s)
+        tick = float(vstream.time_base) if vstream.time_base else 0.0
+        precision = max(0.5 * min(last_dt, fallback_dt), tick)
+        whole = float(np.ceil(duration - TIME_EPS_S))  # the end of the second the content ends in
+        counted = whole if duration < whole <= duration + precision + TIME_EPS_S else duration
         try:
-            total, available = segment_count(duration, forced, opts.max_shortfall_s)
+            total, available = segment_count(counted, forced, opts.max_shortfall_s)
         except ValueError as e:
             raise TooShort(path, str(e)) from None
         keep_last = total > available
@@ -449,24 +538,28 @@ class SegmentReader:
             emitted += 1
         self.num_segments = emitted
 
-    def _check_complete(self, container, vstream, audio: _Audio | None, video_s: float) -> None:
+    def _check_complete(self, container, vstream, audio: _Audio | None, video_s: float, video_start_s: float) -> None:
         """Truncation, judged per stream: a stream that declares its own duration must decode
-        to about that length. Where the video declares none, the longer of video and audio
-        must reach the container's duration (a Matroska file whose audio outlasts its video
-        is whole; so is one whose video outlasts its audio)."""
+        to about that length, or end about there (Matroska's tags and ASF's headers declare the
+        time a stream ends, its start time included). Where the video declares none, the
+        streams' content must reach the container's duration, counted from the container's
+        start time (a Matroska file whose audio outlasts its video is whole; so is one whose
+        video outlasts its audio)."""
         declared_video = _declared_s(vstream)
-        declared_audio = _declared_s(audio.stream) if audio is not None else None
-        if _short_of(video_s, declared_video):
-            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {video_s:.2f} s of video, "
-                                          f"{declared_video:.2f} s declared")
-        keep = (int(video_s + TIME_EPS_S) + 1) * SAMPLE_RATE_HZ  # the segments still to hand out need these
-        audio_s = audio.end_s(keep) if audio is not None and (declared_audio is not None or declared_video is None) else 0.0
-        if _short_of(audio_s, declared_audio):
-            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {audio_s:.2f} s of audio, "
-                                          f"{declared_audio:.2f} s declared")
+        if _short_of(video_s, declared_video, video_start_s):
+            raise _truncated(self.path, "video", video_s, video_start_s, declared_video)
+        end_s = video_start_s + video_s  # where the content ends (on the streams' own clock)
+        if audio is not None and (_declared_s(audio.stream) is not None or declared_video is None):
+            keep = (int(video_s + TIME_EPS_S) + 1) * SAMPLE_RATE_HZ  # the segments still to hand out need these
+            audio_s = audio.end_s(keep)
+            declared_audio = _declared_s(audio.stream)
+            if _short_of(audio_s, declared_audio, audio.start_s):
+                raise _truncated(self.path, "audio", audio_s, audio.start_s, declared_audio)
+            end_s = max(end_s, (video_start_s if audio.start_s is None else audio.start_s) + audio_s)
         declared = container.duration / 1e6 if declared_video is None and container.duration else None
-        if _short_of(max(video_s, audio_s), declared):
-            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {max(video_s, audio_s):.2f} s of "
+        start_s = container.start_time / 1e6 if container.start_time is not None else min(video_start_s, end_s)
+        if _short_of(end_s - start_s, declared):
+            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {end_s - start_s:.2f} s of "
                                           f"{declared:.2f} s declared")
 
 
