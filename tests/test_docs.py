@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from avel.models.registry import ModelConfig
+from avel.models.registry import model_config
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 # the DAM paper's Table 1 (its text agrees; its Table 3 prints DAM's pair in the other order)
@@ -36,7 +36,7 @@ def bullet(text: str, start: str) -> str:
 
 def test_cml_matching_is_documented_as_the_default_computes_it():
     dam = section("Stage three: DAM")
-    assert ModelConfig(task="cml").scaled_matching and ModelConfig(task="sel").scaled_matching
+    assert model_config(task="cml").scaled_matching and model_config(task="sel").scaled_matching
     cml = bullet(dam, "CML width")
     assert "plain dot product" not in cml
     assert "sqrt(d)" in cml and "--unscaled-matching" in cml
