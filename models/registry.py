@@ -309,7 +309,7 @@ def model_names(task: str) -> list[str]:
 
 def model_entry(task: str, name: str) -> ModelEntry:
     """The registered model `task/name`; ConfigError naming the task or the name otherwise."""
-    check_choice("task", task, TASKS)
+    check_choice("task", task, list(dict.fromkeys(key.split("/", 1)[0] for key in MODELS.names())))
     check_choice("name", name, model_names(task))
     return MODELS.get(f"{task}/{name}")
 

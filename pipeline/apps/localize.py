@@ -185,8 +185,8 @@ class SecondResult:
 class ModelInfo:
     task: str
     model: str
-    embedding: str
-    matching: str
+    embedding: str | None  # None: a model without DAM (AV_att)
+    matching: str | None
     window: int
     stride: int
     checkpoint: str
@@ -400,8 +400,8 @@ def localize(
         raise ConfigError("stride", stride_s, f"must lie in 1..{window} s (the window length), or seconds would be skipped")
     cfg = ckpt.model_config
     info = ModelInfo(
-        task=cfg.task, model=cfg.name, embedding=cfg.embedding, matching=cfg.matching, window=window,
-        stride=int(stride_s), checkpoint=path, classes=tuple(ckpt.class_names),
+        task=cfg.task, model=cfg.name, embedding=getattr(cfg, "embedding", None), matching=getattr(cfg, "matching", None),
+        window=window, stride=int(stride_s), checkpoint=path, classes=tuple(ckpt.class_names),
         features_from_checkpoint=ckpt.feature_settings is not None,
     )
     if len(info.classes) != cfg.num_classes - 1:
