@@ -83,7 +83,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         result = train(data, TrainConfig(model_config(task=task), epochs=epochs, seed=cfg.seed, device=cfg.device,
                                          progress=False))
         checkpoints[task] = save_checkpoint(out / f"{task}.safetensors", result.model, result.model_config,
-                                            data.class_names, data.settings, {"val": result.val, "test": result.test})
+                                            data.class_names, data.settings, {"val": result.val, "test": result.test},
+                                            train_config=result.config)
         metrics[task] = {"best_epoch": result.best_epoch, "val": result.val, "test": result.test}
     metrics["sel"]["majority_baseline_test"] = majority_accuracy(data, "test")
     metrics["sel"]["chance"] = 1.0 / data.num_classes

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from ...models.inference import SegmentScores
+from ...models.protocols import SELModel
 from ...models.registry import SEL_TASKS
 from ..train.checkpoint import Checkpoint, load_checkpoint
 from ...core.errors import AvelError, CheckpointError, ConfigError
@@ -234,9 +235,9 @@ class VideoLocalization:
 Scorer = Callable[[np.ndarray, np.ndarray], SegmentScores]  # audio [B, W, Da], visual [B, W, N, Dv]
 
 
-def segment_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
+def segment_scorer(model: SELModel, device: torch.device) -> Scorer:
     """The model's `score_segments` on numpy windows (float32 on `device`)."""
-    if not hasattr(model, "score_segments"):
+    if not isinstance(model, SELModel):
         raise CheckpointError(f"no localization rule for the SEL model {type(model).__name__}")
 
     def score(audio: np.ndarray, visual: np.ndarray) -> SegmentScores:
