@@ -3,6 +3,7 @@ with its own model) trains through train(); and the CLI refuses a model option t
 apply to the chosen model in one line."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -113,3 +114,16 @@ def test_cli_refuses_an_option_the_model_lacks_in_one_line(tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert code == 2 and err == message + "\n"
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_checkpoint_stores_the_train_config_in_force(tmp_path):
+    from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = TrainConfig(model_config("cml", "avdln", proj_hidden=4, avdln_dim=3), epochs=2, device="cpu", progress=False)
+    result = train(toy_data(), cfg)
+    save_checkpoint(tmp_path / "c.safetensors", result.model, result.model_config, ["a", "b"], None, None,
+                    train_config=result.config)
+    ckpt = load_checkpoint(tmp_path / "c.safetensors")
+    assert ckpt.model_config == result.model_config and ckpt.model_config.audio_dim == 5  # the data's widths
+    assert ckpt.train_config == dataclasses.replace(cfg, model=result.model_config)  # the model: the one in force
+    assert (ckpt.train_config.recipe, ckpt.train_config.epochs, ckpt.train_config.batch_size) == ("tian-avdln", 2, 8)

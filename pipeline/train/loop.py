@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ...models.registry import ModelConfig, SELDAMConfig, build_model, model_entry
+from ...models.registry import MODELS, ModelConfig, SELDAMConfig, build_model, model_entry
 from ...core.config import (DEVICE_HELP, DEVICE_PATTERN, check_choice, check_range, check_types, from_mapping, option,
                             resolve_device)
 from ..data.dataset import AVData
@@ -141,8 +141,7 @@ class TrainConfig:
 
 
 def _segment_models() -> list[str]:
-    from ...models.registry import MODELS
-
+    """The registered models that can train on segment pairs."""
     return [key for key in MODELS.names() if MODELS.get(key).segment_pairs]
 
 
