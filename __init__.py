@@ -30,6 +30,7 @@ _EXPORTS = {
     "write_ave_layout": ".pipeline.data.ave",
     "synthesize": ".pipeline.media.synth",
     "ModelConfig": ".models.registry",
+    "model_config": ".models.registry",
     "TrainConfig": ".pipeline.train.loop",
     "train": ".pipeline.train.loop",
     "evaluate": ".pipeline.train.loop",

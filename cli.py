@@ -21,7 +21,7 @@ import typer
 from typer.exceptions import TyperException
 
 from .extractors import AUDIO_MODELS, VISUAL_MODELS
-from .models.registry import SEL_TASKS, TASKS, ModelConfig
+from .models.registry import MODELS, TASKS, config_classes, model_config
 from .core.config import DEVICE_HELP, FeatureSettings, resolve_device
 from .core.errors import AvelError, ConfigError, Interrupted
 from .pipeline.extract.ray_engine import ENGINES, RayConfig
@@ -44,34 +44,60 @@ def _choices(names) -> Any:
     return Literal[tuple(names() if callable(names) else names)]
 
 
-def _option_parameter(f: dataclasses.Field, choices) -> inspect.Parameter:
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def _option_parameter(f: dataclasses.Field, choices, unset: dict | None = None) -> inspect.Parameter:
+    """The option of field `f`. `unset`: {config key: the field's default there} of the classes
+    that have the field, for an option whose classes are picked by another option (the model
+    configs): it defaults to None (so a command knows what was given) and its help says the
+    defaults."""
     meta = f.metadata
     kinds = [k.strip() for k in str(f.type).split("|")]
     base = choices if choices is not None else _PYTHON_TYPES[kinds[0]]
-    annotation = Optional[base] if "None" in kinds else base
+    annotation = Optional[base] if "None" in kinds or unset is not None else base
     flag = meta.get("flag") or "--" + f.name.replace("_", "-")
     FLAGS[f.name] = flag.split("/")[0]
-    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    help = meta.get("help")
+    if unset is None:
+        default = _default(f)
+    else:
+        default = None
+        values = list(dict.fromkeys(map(_shown_default, unset.values())))
+        if "default:" not in help:
+            help += (f" (default: {values[0]})" if len(values) == 1 else " (default: " + "; ".join(
+                f"{v} for {', '.join(k for k, d in unset.items() if _shown_default(d) == v)}" for v in values) + ")")
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[annotation, typer.Option(flag, help=meta.get("help"))])
+                             annotation=Annotated[annotation, typer.Option(flag, help=help)])
 
 
-def config_options(*classes, choices: dict | None = None, skip: tuple[str, ...] = ()):
+def _shown_default(value) -> str:
+    return ("scaled" if value else "unscaled") if isinstance(value, bool) else str(value)
+
+
+def config_options(*classes, choices: dict | None = None, skip: tuple[str, ...] = (), unset: tuple = ()):
     """Give the decorated command one option per CLI field of each config class (fields with
     `option(cli=False)` and `skip` excepted). The command receives their values as
-    `options: dict` and builds its configs with `build`."""
+    `options: dict` and builds its configs with `build`. The fields of the `unset` classes
+    (one of them is picked at run time, e.g. the model configs) make one option each over all
+    of them, default None: the command passes on only the options given (`given`)."""
     choices = dict(choices or {})
 
     def decorate(func):
         params = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != "options"]
         generated, names = [], set()
-        for cls in classes:
+        for cls in (*unset, *classes):
             for f in dataclasses.fields(cls):
                 if not f.metadata.get("cli", True) or f.name in skip or f.name in names:
                     continue
                 names.add(f.name)
                 names_of = choices.get(f.name, f.metadata.get("choices"))
-                generated.append(_option_parameter(f, None if names_of is None else _choices(names_of)))
+                defaults = None
+                if cls in unset:
+                    defaults = {f"{c.task}/{c.name}": _default(g) for c in unset for g in dataclasses.fields(c)
+                                if g.name == f.name}
+                generated.append(_option_parameter(f, None if names_of is None else _choices(names_of), defaults))
 
         @functools.wraps(func)
         def command(**kwargs):
@@ -90,6 +116,12 @@ def build(cls, options: dict, **values):
     """A config `cls` from the generated option values (and `values`), validated."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in options.items() if k in names}, **values)
+
+
+def given(options: dict, *classes) -> dict:
+    """The options of the fields of `classes` that the command line gave (not None)."""
+    names = {f.name for cls in classes for f in dataclasses.fields(cls)}
+    return {k: v for k, v in options.items() if k in names and v is not None}
 
 
 # -- options that are not config fields (shared Annotated aliases) ------------------------------
@@ -354,43 +386,34 @@ def _write_json(path: Optional[Path], obj) -> None:
         path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
+FLAGS["name"] = "--model"
+ModelName = Annotated[_choices(lambda: list(dict.fromkeys(k.split("/", 1)[1] for k in MODELS.names()))),
+                      typer.Option("--model", help="sel, wsel: dam | av_att;  cml: dam | avdln")]
+
+
 @app.command()
-@config_options(ModelConfig, TrainConfig)
+@config_options(TrainConfig, unset=tuple(config_classes()))
 def train(
     task: Task,
     data: DataPath,
     out: Annotated[Path, typer.Option("--out", help="checkpoint to write (.safetensors)")],
     options: dict,
+    model: ModelName = "dam",
     seeds: Annotated[int, typer.Option("--seeds", help="train this many seeds (seed, seed+1, ...) and report mean and std")] = 1,
     json_out: JsonOut = None,
 ) -> None:
     """Train DAM (or a baseline) with model selection on validation; report test."""
-    import torch
-
-    from .pipeline.train.checkpoint import save_checkpoint
-    from .pipeline.data.load import load_data
-    from .pipeline.train.loop import train_seeds
+    from .pipeline.train.run import train_to_checkpoints
 
     check_positive("seeds", seeds)
-    cfg = build(TrainConfig, options, model=build(ModelConfig, options, task=task))
-    resolve_device(cfg.device)  # a GPU asked for where there is none fails before the data is read
-    av = load_data(data, dtype=torch.float16 if cfg.dtype_in_ram == "float16" else torch.float32)
-    if task == "wsel":
-        from .pipeline.train.weak import require_video_labels
-
-        require_video_labels(av, str(data))
-    result = train_seeds(av, cfg, list(range(cfg.seed, cfg.seed + seeds)))
-    report = {"task": task, "config": cfg.to_dict(), "split": result.split, "mean": result.mean, "std": result.std, "runs": []}
-    for k, r in enumerate(result.results):
-        path = out if k == 0 else out.with_name(f"{out.stem}-seed{r.config.seed}{out.suffix}")
-        save_checkpoint(path, r.model, r.model_config, av.class_names, av.settings, {"val": r.val, "test": r.test})
-        report["runs"].append({"seed": r.config.seed, "checkpoint": str(path), "best_epoch": r.best_epoch, "val": r.val,
-                               "test": r.test, "seconds": round(r.seconds, 1)})
-        typer.echo(f"seed {r.config.seed}: best epoch {r.best_epoch}; val: {_format_metrics(r.val)}"
-                   + (f"; test: {_format_metrics(r.test)}" if r.test else "") + f" -> {path}")
+    cfg = build(TrainConfig, options, model=model_config(task, model, **given(options, *config_classes())))
+    report = train_to_checkpoints(data, out, cfg, seeds)
+    for r in report["runs"]:
+        typer.echo(f"seed {r['seed']}: best epoch {r['best_epoch']}; val: {_format_metrics(r['val'])}"
+                   + (f"; test: {_format_metrics(r['test'])}" if r["test"] else "") + f" -> {r['checkpoint']}")
     if seeds > 1:
-        typer.echo(f"{result.split} over {seeds} seeds: " + ", ".join(
-            f"{k} {result.mean[k]:.4f} +- {result.std[k]:.4f}" for k in result.mean))
+        typer.echo(f"{report['split']} over {seeds} seeds: " + ", ".join(
+            f"{k} {report['mean'][k]:.4f} +- {report['std'][k]:.4f}" for k in report["mean"]))
     _write_json(json_out, report)
 
 
@@ -404,18 +427,9 @@ def evaluate(
     json_out: JsonOut = None,
 ) -> None:
     """Evaluate a checkpoint: SEL accuracy over all segments; CML A2V and V2A exact-window accuracy."""
-    from .pipeline.train.checkpoint import load_checkpoint
-    from .pipeline.data.load import load_data
-    from .pipeline.train.loop import evaluate as run_evaluate
+    from .pipeline.train.run import evaluate_checkpoint
 
-    torch_device = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, expected_task=task)
-    av = load_data(data)
-    if av.settings is not None and ckpt.feature_settings is not None:
-        load_checkpoint(checkpoint, expected_task=task, feature_settings=av.settings)  # SettingsMismatch names the fields
-    if task in SEL_TASKS and ckpt.class_names and ckpt.class_names != av.class_names:
-        raise AvelError(f"{checkpoint}: trained on classes {ckpt.class_names[:3]}... which differ from the data's {av.class_names[:3]}...")
-    metrics = run_evaluate(ckpt.model.to(torch_device), av, split)
+    metrics = evaluate_checkpoint(task, data, checkpoint, split, device)
     typer.echo(f"{task} {split}: {_format_metrics(metrics)}")
     _write_json(json_out, {"task": task, "split": split, "checkpoint": str(checkpoint), "data": str(data), "metrics": metrics})
 

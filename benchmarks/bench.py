@@ -696,7 +696,7 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     """Seconds per SEL training epoch (train pass + validation), pipeline.train's code path."""
     import torch
 
-    from avel.models.registry import ModelConfig, build_model
+    from avel.models.registry import model_config, build_model
     from avel.core.config import resolve_device
     from avel.pipeline.train.loop import TrainConfig, evaluate, prepare_features, train
 
@@ -704,7 +704,7 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     data = sel_data(cfg)
     data_s = time.perf_counter() - t
     device = resolve_device(cfg.device)
-    tcfg = TrainConfig(ModelConfig(task="sel", name="dam"), epochs=1, device=cfg.device, dtype_in_ram="float16", progress=False)
+    tcfg = TrainConfig(model_config(task="sel", name="dam"), epochs=1, device=cfg.device, dtype_in_ram="float16", progress=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = rss_mib()
@@ -757,13 +757,13 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
     included), then the same video again with the predictor built (warm)."""
     import torch
 
-    from avel.models.registry import ModelConfig, build_model
+    from avel.models.registry import model_config, build_model
     from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
     from avel.pipeline.apps.localize import ModelInfo, _localize_one, localize
     from avel.pipeline.apps.predictor import Predictor
 
     torch.manual_seed(cfg.seed)
-    model_config = ModelConfig(task="sel", name="dam", num_classes=AVE_CLASSES + 1)
+    model_config = model_config(task="sel", name="dam", num_classes=AVE_CLASSES + 1)
     ckpt = save_checkpoint(work / "sel.safetensors", build_model(model_config), model_config,
                            [f"class{i}" for i in range(AVE_CLASSES)], settings_for(cfg), {})
     video = video_paths(work)[0]

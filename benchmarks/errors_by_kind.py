@@ -27,7 +27,7 @@ for p in (ROOT, ROOT / "benchmarks"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from avel.models.registry import ModelConfig  # noqa: E402
+from avel.models.registry import model_config  # noqa: E402
 from avel.pipeline.data.synth import video_contents  # noqa: E402
 from avel.pipeline.train.loop import TrainConfig, prepare_features, train  # noqa: E402
 from learning_curves import TEST_VIDEOS, VAL_VIDEOS, append, make_data, synth_config  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     data = make_data(args.noise, args.seed, args.train_videos, args.visual_dim, **sizes)
     contents = video_contents(synth_config(args.noise, args.seed, args.train_videos, args.visual_dim, **sizes))
     fields = parse_set(args.set)
-    result = train(data, TrainConfig(ModelConfig(task="sel", name=args.model, **fields), epochs=args.epochs,
+    result = train(data, TrainConfig(model_config(task="sel", name=args.model, **fields), epochs=args.epochs,
                                      seed=args.seed, progress=False))
     idx = data.splits["test"]
     feats = prepare_features(data, "sel")

@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from avel.models.registry import PUBLISHED_DEFAULTS, ModelConfig  # noqa: E402
+from avel.models.registry import PUBLISHED_DEFAULTS, model_config  # noqa: E402
 from avel.models.sel import video_category  # noqa: E402
 from avel.pipeline.data.dataset import AVData  # noqa: E402
 from avel.pipeline.data.synth import FeatureSynthConfig, synth_features  # noqa: E402
@@ -205,7 +205,7 @@ def probe(data: AVData, kind: str, *, epochs: int = 60, seed: int = 0) -> float:
 
 # --- runs -------------------------------------------------------------------------------------
 def run_one(data: AVData, variant: Variant, size: int, seed: int, epochs: int, reference: int = 640) -> dict:
-    cfg = TrainConfig(ModelConfig(task=variant.task, **variant.model), seed=seed, progress=False,
+    cfg = TrainConfig(model_config(task=variant.task, **variant.model), seed=seed, progress=False,
                       **{"epochs": epochs_for(size, epochs, reference), **variant.train})
     if variant.model.get("name") == "avdln" and "epochs" not in variant.train:
         cfg = dataclasses.replace(cfg, epochs=None)  # AVDLN: its own (reference) recipe

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 
 def run(args: argparse.Namespace) -> None:
     import torch
-    from avel.models.registry import ModelConfig
+    from avel.models.registry import model_config
     from avel.pipeline.data.dataset import video_labels_from_classes
     from avel.pipeline.apps.demo import majority_accuracy
     from avel.pipeline.data.synth import (
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> None:
     for spec in args.runs:
         key, _, relevance = spec.partition(":")
         task, name = key.split("/")
-        model = ModelConfig(task=task, name=name, **({"weak_relevance": relevance} if relevance else {}))
+        model = model_config(task=task, name=name, **({"weak_relevance": relevance} if relevance else {}))
         t0 = time.perf_counter()
         res = train_seeds(data, TrainConfig(model, epochs=args.epochs, progress=False), list(range(args.seeds)))
         where = [localization(r.model, data, "test") for r in res.results]

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .protocols import EpochHook
 from .inference import (
     QueryScores,
     SegmentScores,
@@ -104,7 +105,7 @@ class FusionHead(nn.Sequential):
         super().__init__(nn.ReLU(), xavier_linear(in_dim, hidden), nn.ReLU(), xavier_linear(hidden, out_dim))
 
 
-class AVAtt(nn.Module):
+class AVAtt(EpochHook, nn.Module):
     """Tian et al.'s "Audio-visual + Att" for SEL: a num_classes-way (background included)
     prediction per segment from the concatenated Bi-LSTM outputs; CE over every segment.
     (The reference feeds a softmax into MultiLabelSoftMarginLoss; CE on the logits is the
@@ -149,7 +150,7 @@ class AVAtt(nn.Module):
         return SegmentScores(probs.cpu().numpy())
 
 
-class AVDLN(nn.Module):
+class AVDLN(EpochHook, nn.Module):
     """Tian et al.'s audio-visual distance learning network for CML.
 
     Training: every synchronized segment pair (f_t^A, f_t^V) is embedded by the two branches

@@ -27,12 +27,13 @@ from torch import nn
 
 from .dam import DAM, DAMOutput, relevance_loss
 from .embeddings import DEFAULT_EMBEDDING
+from .protocols import EpochHook
 from .inference import QueryScores, check_direction, check_modality, max_contiguous_window, window_sums
 
 WINDOW_CHUNK = 256  # candidate windows per embedding forward (self matching)
 
 
-class CMLDAM(nn.Module):
+class CMLDAM(EpochHook, nn.Module):
     task = "cml"
 
     def __init__(

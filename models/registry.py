@@ -10,7 +10,14 @@ Every SEL model has `loss(audio, visual [B,T,N,Dv], labels [B,T])`, `predict(aud
 visual [B,T,Dv], event_mask [B,T])`, `localize(audio, visual, query_mask, direction) ->
 start [B]` and `score_query`; both carry `task`.
 
-Hyperparameters the papers do not publish (DAM has no public code) are ModelConfig fields.
+Every model has its own frozen config class (SELDAMConfig, AVAttConfig, WeakDAMConfig,
+WeakAVAttConfig, CMLDAMConfig, AVDLNConfig; shared fields through small base classes), registered
+with its builder, its training recipe and whether it trains on segment pairs (`MODELS`, a
+`ModelEntry` per "task/name"). `model_config(task, name, **fields)` builds one and refuses a field
+the model does not have (ConfigError "does not apply to sel/dam"); `model_config_from_dict` reads a
+stored one. Every config carries `task` and `name`.
+
+Hyperparameters the papers do not publish (DAM has no public code) are config fields.
 Their defaults and the reasons:
   * dim=128, proj_hidden=128 (CML DAM): each modality goes through AVDLN's low-level MLP
     (in -> 128 -> LeakyReLU(0.3) -> d), the "same low-level structure" the paper keeps; d=128
@@ -32,14 +39,15 @@ Their defaults and the reasons:
   * relevance_fusion: geometric (sqrt(p^A p^V)) for SEL DAM, the one default that changes a
     formula of the paper (eq. 7's mean: relevance_fusion="mean"); mean for wsel DAM.
   * Fields whose default depends on the model (relevance_fusion, input_dropout: AV_att and
-    wsel keep the published 0 / mean) default to None and are resolved when the config is
-    made, so a stored config always holds the values in force.
+    wsel keep the published 0 / mean; wsel DAM's warmup, segment_loss, relevance_smoothing
+    are 0, it has no per-second labels) are each config class's own plain defaults, so a
+    stored config always holds the values in force.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 from torch import nn
 
@@ -56,126 +64,242 @@ from ..core.registry import Registry
 TASKS = ("sel", "cml", "wsel")
 SEL_TASKS = ("sel", "wsel")  # tasks whose models are SEL models at test time
 PER_SECOND_RECIPE = ("warmup", "segment_loss", "relevance_smoothing")  # SEL DAM options that read per-second labels
-# fields whose default depends on the model: SEL DAM's recipe (README "DAM on hard data"), and
-# the published form (eq. 7, no input dropout) for the others and for a stored config written
-# before these fields existed
-SEL_DAM_DEFAULTS = {"relevance_fusion": "geometric", "input_dropout": 0.2}
+# the published form (eq. 7, no input dropout): the defaults of the models other than SEL DAM, and
+# the values of a stored config written before these fields existed (pipeline/train/checkpoint.py)
 PUBLISHED_DEFAULTS = {"relevance_fusion": "mean", "input_dropout": 0.0}
 
+# help texts shared by the fields that several classes declare (with their own defaults)
+_INPUT_DROPOUT = ("SEL (DAM and AV_att): dropout on the input features; default: 0.2 for SEL DAM (its recipe), 0 for "
+                  "AV_att (as published) and wsel")
+_FUSION = ("SEL and wsel DAM: p_t from p^A and p^V: mean (eq. 7, the paper) | geometric (sqrt(p^A p^V): low when either "
+           "modality is; README 'DAM on hard data'); default: geometric for SEL DAM, mean for wsel DAM")
+_SMOOTHING = ("SEL DAM (not wsel): label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps; 0 = the paper's "
+              "eq. 8)")
+_WARMUP = ("SEL DAM (not wsel): fraction of the training epochs (rounded down) that first train the low-level encoder "
+           "alone with AV_att's per-segment head and loss, before DAM's loss (0 = none, the paper)")
+_SEGMENT_LOSS = ("SEL DAM (not wsel): weight of AV_att's per-segment CE (on the low-level features) added to DAM's loss "
+                 "(0 = none, the paper)")
+_PROJ_HIDDEN = "CML DAM and AVDLN: hidden width of the low-level MLPs (DAM: 0 = one Linear)"
 
+
+# -- configs ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything that defines a model's architecture and loss. Stored in every checkpoint;
-    a checkpoint is rebuilt from it. The CLI's `avel train` options are its fields."""
+    """What every model config has: its task and name (class constants, stored with it) and
+    the widths of the data. Stored in every checkpoint; a checkpoint is rebuilt from it. The
+    CLI's `avel train` options are the fields of all the registered configs."""
 
-    task: str = option("sel | cml | wsel", cli=False, default="sel")
-    name: str = option("sel, wsel: dam | av_att;  cml: dam | avdln", flag="--model", default="dam",
-                       choices=lambda: list(dict.fromkeys(k.split("/", 1)[1] for k in MODELS.names())))
+    task: ClassVar[str] = ""
+    name: ClassVar[str] = ""
     num_classes: int = option("event categories + background (from the data)", cli=False, default=29)
     audio_dim: int = option("audio feature width (from the data)", cli=False, default=128)
     visual_dim: int = option("visual feature width (from the data)", cli=False, default=512)
+
+    def __post_init__(self) -> None:
+        if not self.task:
+            raise TypeError("ModelConfig is the base class; make a config with model_config(task, name, **fields)")
+        check_types(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Each class checks its own fields, then calls super().validate()."""
+        check_range("num_classes", self.num_classes, 2)
+        for name in ("audio_dim", "visual_dim"):
+            check_range(name, getattr(self, name), 1)
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.name}"
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "name": self.name, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "model_config") -> "ModelConfig":
+        """A stored config (pipeline/train/checkpoint.py upgrades older ones first)."""
+        return model_config_from_dict(d, where)
+
+
+@dataclass(frozen=True)
+class SELConfig(ModelConfig):
+    """AV_att's low-level encoder and head widths, shared by every SEL model (sel and wsel)."""
+
+    att_hidden: int = option("SEL: audio-guided attention hidden width (Tian et al.: 49)", default=49)
+    lstm_hidden: int = option("SEL: Bi-LSTM width per direction (Tian et al.: 128)", default=128)
+    head_hidden: int = option("SEL: classifier hidden width (Tian et al.: 64)", default=64)
+    input_dropout: float = option(_INPUT_DROPOUT, default=0.0)
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("att_hidden", "lstm_hidden", "head_hidden"):
+            check_range(name, getattr(self, name), 1)
+        check_range("input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
+
+    @property
+    def matching_width(self) -> int:
+        """The width DAM matches at: the Bi-LSTM outputs (2 x lstm_hidden)."""
+        return 2 * self.lstm_hidden
+
+
+@dataclass(frozen=True)
+class DAMFields:
+    """DAM's sequence embedding and matching (Sec. 3.2), shared by SEL DAM and CML DAM."""
+
+    MATCHINGS: ClassVar[tuple] = MATCHINGS
     embedding: str = option("DAM sequence embedding (Table 3)", choices=SEQUENCE_EMBEDDINGS.names,
                             default=DEFAULT_EMBEDDING)
     matching: str = option("cross (DAM) | self (ablation, Tables 4-5) | none (SEL without DAM, Table 5)",
                            choices=SEL_MATCHINGS, default="cross")
-    lam: float = option("SEL: weight of the category CE in the loss (eq. 8)", flag="--lambda", default=0.5)
-    dim: int = option("CML DAM: common width d of both modalities", default=128)
-    proj_hidden: int = option("CML DAM and AVDLN: hidden width of the low-level MLPs (DAM: 0 = one Linear)", default=128)
-    avdln_dim: int = option("AVDLN: embedding width", default=64)
-    margin: float = option("AVDLN: contrastive margin", default=2.0)
-    att_hidden: int = option("SEL: audio-guided attention hidden width (Tian et al.: 49)", default=49)
-    lstm_hidden: int = option("SEL: Bi-LSTM width per direction (Tian et al.: 128)", default=128)
-    head_hidden: int = option("SEL: classifier hidden width (Tian et al.: 64)", default=64)
     heads: int = option("self-attention heads (must divide the width)", default=4)
     ffn_mult: int = option("self-attention FFN width / d", default=4)
     dropout: float = option("self-attention dropout", default=0.1)
     scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
                                    flag="--scaled-matching/--unscaled-matching", default=True)
-    relevance_fusion: str | None = option("SEL and wsel DAM: p_t from p^A and p^V: mean (eq. 7, the paper) | geometric "
-                                          "(sqrt(p^A p^V): low when either modality is; README 'DAM on hard data'); "
-                                          "default: geometric for SEL DAM, mean for wsel DAM",
-                                          choices=FUSIONS, default=None)
-    input_dropout: float | None = option("SEL (DAM and AV_att): dropout on the input features; default: 0.2 for SEL DAM (its "
-                                         "recipe), 0 for AV_att (as published) and wsel", default=None)
-    feature_dropout: float = option("SEL DAM: dropout on the local features and the fused global features", default=0.0)
-    relevance_smoothing: float = option("SEL DAM (not wsel): label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps; "
-                                        "0 = the paper's eq. 8)", default=0.2)
-    warmup: float = option("SEL DAM (not wsel): fraction of the training epochs (rounded down) that first train the low-level "
-                           "encoder alone with AV_att's per-segment head and loss, before DAM's loss (0 = none, the "
-                           "paper)", default=0.6)
-    segment_loss: float = option("SEL DAM (not wsel): weight of AV_att's per-segment CE (on the low-level features) added to "
-                                 "DAM's loss (0 = none, the paper)", default=1.0)
-    weak_relevance: str = option("wsel DAM: the relevance targets (models/weak.py): agreement (the minimum of the "
-                                 "audio's and the visual's per-second class scores) | fused (their maximum, ablation) | "
-                                 "none (no relevance)",
-                                 choices=WEAK_RELEVANCE, default="agreement")
 
-    def __post_init__(self) -> None:
-        check_types(self)
-        for name, value in self.recipe_defaults().items():  # None: the default of this task and model
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
-        if self.task == "wsel":  # SEL DAM's recipe steps need per-second labels, which wsel never sees
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for name in PER_SECOND_RECIPE:
-                if getattr(self, name) not in (0.0, defaults[name]):
-                    raise ConfigError(name, getattr(self, name), "needs per-second labels (task sel); wsel has none")
-                object.__setattr__(self, name, 0.0)
-        check_choice("task", self.task, TASKS)
-        check_choice("name", self.name, model_names(self.task))
+    def validate(self) -> None:
+        super().validate()
         check_choice("embedding", self.embedding, SEQUENCE_EMBEDDINGS.names())
-        check_choice("matching", self.matching, SEL_MATCHINGS if self.task in SEL_TASKS else MATCHINGS)
-        check_choice("weak_relevance", self.weak_relevance, WEAK_RELEVANCE)
-        check_choice("relevance_fusion", self.relevance_fusion, FUSIONS)
-        check_range("lam", self.lam, 0.0, 1.0)
-        for name in ("num_classes",):
-            check_range(name, getattr(self, name), 2)
-        for name in ("audio_dim", "visual_dim", "dim", "avdln_dim", "att_hidden", "lstm_hidden", "head_hidden", "heads",
-                     "ffn_mult"):
+        check_choice("matching", self.matching, self.MATCHINGS)
+        for name in ("heads", "ffn_mult"):
             check_range(name, getattr(self, name), 1)
-        check_range("proj_hidden", self.proj_hidden, 1 if self.name == "avdln" else 0)
-        check_range("margin", self.margin, 0.0, lo_open=True)
         check_range("dropout", self.dropout, 0.0, 1.0, hi_open=True)
-        check_range("feature_dropout", self.feature_dropout, 0.0, 1.0, hi_open=True)
-        check_range("input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
-        check_range("relevance_smoothing", self.relevance_smoothing, 0.0, 0.5, hi_open=True)
-        check_range("warmup", self.warmup, 0.0, 1.0, hi_open=True)
-        check_range("segment_loss", self.segment_loss, 0.0)
         width = self.matching_width
         if self.embedding == "self-att" and width % self.heads:
             raise ConfigError("heads", self.heads, f"must divide the self-attention width {width}")
         if self.embedding == "bilstm" and width % 2:
             raise ConfigError("dim", width, "a bidirectional embedding needs an even width")
 
-    def recipe_defaults(self) -> dict:
-        """The defaults of the fields whose default depends on the task and model (issue #11):
-        SEL DAM's recipe, the published form for the others."""
-        if self.task == "sel" and self.name == "dam":
-            return SEL_DAM_DEFAULTS
-        return PUBLISHED_DEFAULTS
+
+@dataclass(frozen=True)
+class AVAttConfig(SELConfig):
+    """sel/av_att: Tian et al.'s AV_att, as published (no input dropout)."""
+
+    task: ClassVar[str] = "sel"
+    name: ClassVar[str] = "av_att"
+
+
+@dataclass(frozen=True)
+class WeakAVAttConfig(SELConfig):
+    """wsel/av_att: AV_att trained on video labels (Tian et al.'s weak variant)."""
+
+    task: ClassVar[str] = "wsel"
+    name: ClassVar[str] = "av_att"
+
+
+@dataclass(frozen=True)
+class SELDAMConfig(DAMFields, SELConfig):
+    """sel/dam: DAM for SEL (Sec. 3.4) with its training recipe (README "DAM on hard data")."""
+
+    task: ClassVar[str] = "sel"
+    name: ClassVar[str] = "dam"
+    MATCHINGS: ClassVar[tuple] = SEL_MATCHINGS
+    lam: float = option("SEL: weight of the category CE in the loss (eq. 8)", flag="--lambda", default=0.5)
+    input_dropout: float = option(_INPUT_DROPOUT, default=0.2)
+    relevance_fusion: str = option(_FUSION, choices=FUSIONS, default="geometric")
+    feature_dropout: float = option("SEL DAM: dropout on the local features and the fused global features", default=0.0)
+    relevance_smoothing: float = option(_SMOOTHING, default=0.2)
+    warmup: float = option(_WARMUP, default=0.6)
+    segment_loss: float = option(_SEGMENT_LOSS, default=1.0)
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("lam", self.lam, 0.0, 1.0)
+        check_choice("relevance_fusion", self.relevance_fusion, FUSIONS)
+        check_range("feature_dropout", self.feature_dropout, 0.0, 1.0, hi_open=True)
+        check_range("relevance_smoothing", self.relevance_smoothing, 0.0, 0.5, hi_open=True)
+        check_range("warmup", self.warmup, 0.0, 1.0, hi_open=True)
+        check_range("segment_loss", self.segment_loss, 0.0)
+
+
+@dataclass(frozen=True)
+class WeakDAMConfig(SELDAMConfig):
+    """wsel/dam: SEL DAM trained on video labels (models/weak.py): the published eq. 7 and no
+    input dropout, and none of SEL DAM's recipe steps that read per-second labels."""
+
+    task: ClassVar[str] = "wsel"
+    name: ClassVar[str] = "dam"
+    input_dropout: float = option(_INPUT_DROPOUT, default=0.0)
+    relevance_fusion: str = option(_FUSION, choices=FUSIONS, default="mean")
+    relevance_smoothing: float = option(_SMOOTHING, default=0.0)
+    warmup: float = option(_WARMUP, default=0.0)
+    segment_loss: float = option(_SEGMENT_LOSS, default=0.0)
+    weak_relevance: str = option("wsel DAM: the relevance targets (models/weak.py): agreement (the minimum of the "
+                                 "audio's and the visual's per-second class scores) | fused (their maximum, ablation) | "
+                                 "none (no relevance)",
+                                 choices=WEAK_RELEVANCE, default="agreement")
+
+    def validate(self) -> None:
+        for name in PER_SECOND_RECIPE:  # SEL DAM's recipe steps need per-second labels, which wsel never sees
+            if getattr(self, name) != 0.0:
+                raise ConfigError(name, getattr(self, name), "needs per-second labels (task sel); wsel has none")
+        super().validate()
+        check_choice("weak_relevance", self.weak_relevance, WEAK_RELEVANCE)
+
+
+@dataclass(frozen=True)
+class CMLDAMConfig(DAMFields, ModelConfig):
+    """cml/dam: DAM for CML (Sec. 3.3)."""
+
+    task: ClassVar[str] = "cml"
+    name: ClassVar[str] = "dam"
+    dim: int = option("CML DAM: common width d of both modalities", default=128)
+    proj_hidden: int = option(_PROJ_HIDDEN, default=128)
+
+    def validate(self) -> None:
+        check_range("dim", self.dim, 1)
+        check_range("proj_hidden", self.proj_hidden, 0)
+        super().validate()
 
     @property
     def matching_width(self) -> int:
-        """The width DAM matches at: SEL, the Bi-LSTM outputs (2 x lstm_hidden); CML, dim."""
-        return 2 * self.lstm_hidden if self.task in SEL_TASKS else self.dim
+        """The width DAM matches at: dim."""
+        return self.dim
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "model_config") -> "ModelConfig":
-        if isinstance(d, dict) and "model" in d and "name" not in d:  # written before the field was renamed
-            d = {**d, "name": d["model"]}
-        if isinstance(d, dict):  # written before these fields existed: the behaviour of then
-            d = {**PUBLISHED_DEFAULTS, **d}
-        return from_mapping(cls, d, where)
+@dataclass(frozen=True)
+class AVDLNConfig(ModelConfig):
+    """cml/avdln: Tian et al.'s AVDLN, as published."""
+
+    task: ClassVar[str] = "cml"
+    name: ClassVar[str] = "avdln"
+    proj_hidden: int = option(_PROJ_HIDDEN, default=128)
+    avdln_dim: int = option("AVDLN: embedding width", default=64)
+    margin: float = option("AVDLN: contrastive margin", default=2.0)
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("proj_hidden", self.proj_hidden, 1)
+        check_range("avdln_dim", self.avdln_dim, 1)
+        check_range("margin", self.margin, 0.0, lo_open=True)
+
+
+# -- the registry ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its config class, its builder, its training recipe ("avel" or
+    "tian-avdln", pipeline/train/loop.py) and whether its loss treats every segment alone
+    (so it can train on shuffled segment pairs)."""
+
+    config: type
+    builder: Callable[[ModelConfig], nn.Module]
+    recipe: str = "avel"
+    segment_pairs: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.config.task}/{self.config.name}"
 
 
 MODELS: Registry = Registry("model")
 
 
-def register_model(task: str, name: str) -> Callable:
-    return MODELS.register(f"{task}/{name}")
+def register_model(config: type, *, recipe: str = "avel", segment_pairs: bool = False) -> Callable:
+    """Register the decorated builder `config -> nn.Module` under "<config.task>/<config.name>"."""
+    def decorate(builder: Callable) -> Callable:
+        MODELS.register(f"{config.task}/{config.name}")(ModelEntry(config, builder, recipe, segment_pairs))
+        return builder
+
+    return decorate
 
 
 def model_names(task: str) -> list[str]:
@@ -183,45 +307,96 @@ def model_names(task: str) -> list[str]:
     return [key.split("/", 1)[1] for key in MODELS.names() if key.startswith(task + "/")]
 
 
+def model_entry(task: str, name: str) -> ModelEntry:
+    """The registered model `task/name`; ConfigError naming the task or the name otherwise."""
+    check_choice("task", task, list(dict.fromkeys(key.split("/", 1)[0] for key in MODELS.names())))
+    check_choice("name", name, model_names(task))
+    return MODELS.get(f"{task}/{name}")
+
+
+def config_classes() -> list[type]:
+    """The config class of every registered model, in registration order."""
+    return [MODELS.get(key).config for key in MODELS.names()]
+
+
+def field_help(field: str) -> str | None:
+    """The help text of a config field of any registered model (None: no model has it)."""
+    for cls in config_classes():
+        for f in dataclasses.fields(cls):
+            if f.name == field:
+                return f.metadata.get("help")
+    return None
+
+
+def does_not_apply(cfg_key: str, field: str, value) -> ConfigError:
+    """The error for a field the model `cfg_key` ("sel/dam") does not have."""
+    about = field_help(field)
+    if about is None:
+        return ConfigError(field, value, f"not a model config field (of {cfg_key} or any other model)")
+    return ConfigError(field, value, f"does not apply to {cfg_key} ({about.split(';')[0]})")
+
+
+def model_config(task: str = "sel", name: str = "dam", **fields) -> ModelConfig:
+    """The config of the registered model task/name with `fields` set, validated; a field the
+    model does not have is a ConfigError ("does not apply to sel/dam"), never ignored."""
+    cls = model_entry(task, name).config
+    names = {f.name for f in dataclasses.fields(cls)}
+    for field, value in fields.items():
+        if field not in names:
+            raise does_not_apply(f"{task}/{name}", field, value)
+    return cls(**fields)
+
+
+def model_config_from_dict(d: dict, where: str = "model_config") -> ModelConfig:
+    """A stored config (current version): its "task" and "name" pick the class; keys the class
+    does not have are ignored (written by newer versions), a bad value is a ConfigError."""
+    if not isinstance(d, dict):
+        raise ConfigError(where, d, "must be a JSON object of model config fields")
+    task, name = d.get("task", "sel"), d.get("name", "dam")
+    if not isinstance(task, str) or not isinstance(name, str):
+        raise ConfigError(where, d, "task and name must be strings")
+    return from_mapping(model_entry(task, name).config, d, where)
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
-    return MODELS.get(f"{cfg.task}/{cfg.name}")(cfg)
+    return MODELS.get(cfg.key).builder(cfg)
 
 
-def _sel_dam_kwargs(cfg: ModelConfig) -> dict:
+def _av_att_kwargs(cfg: SELConfig) -> dict:
+    return {"num_classes": cfg.num_classes, "audio_dim": cfg.audio_dim, "visual_dim": cfg.visual_dim,
+            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "head_hidden": cfg.head_hidden,
+            "input_dropout": cfg.input_dropout}
+
+
+def _sel_dam_kwargs(cfg: SELDAMConfig) -> dict:
     return {**_av_att_kwargs(cfg), "embedding": cfg.embedding, "matching": cfg.matching, "lam": cfg.lam,
             "heads": cfg.heads, "dropout": cfg.dropout, "ffn_mult": cfg.ffn_mult, "scaled_matching": cfg.scaled_matching,
             "feature_dropout": cfg.feature_dropout, "relevance_smoothing": cfg.relevance_smoothing,
             "warmup": cfg.warmup, "segment_loss": cfg.segment_loss, "relevance_fusion": cfg.relevance_fusion}
 
 
-def _av_att_kwargs(cfg: ModelConfig) -> dict:
-    return {"num_classes": cfg.num_classes, "audio_dim": cfg.audio_dim, "visual_dim": cfg.visual_dim,
-            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "head_hidden": cfg.head_hidden,
-            "input_dropout": cfg.input_dropout}
-
-
-@register_model("sel", "dam")
-def _sel_dam(cfg: ModelConfig) -> SELDAM:
+@register_model(SELDAMConfig)
+def _sel_dam(cfg: SELDAMConfig) -> SELDAM:
     return SELDAM(**_sel_dam_kwargs(cfg))
 
 
-@register_model("sel", "av_att")
-def _sel_av_att(cfg: ModelConfig) -> AVAtt:
+@register_model(AVAttConfig)
+def _sel_av_att(cfg: AVAttConfig) -> AVAtt:
     return AVAtt(**_av_att_kwargs(cfg))
 
 
-@register_model("wsel", "dam")
-def _wsel_dam(cfg: ModelConfig) -> WeakDAM:
+@register_model(WeakDAMConfig)
+def _wsel_dam(cfg: WeakDAMConfig) -> WeakDAM:
     return WeakDAM(relevance=cfg.weak_relevance, **_sel_dam_kwargs(cfg))
 
 
-@register_model("wsel", "av_att")
-def _wsel_av_att(cfg: ModelConfig) -> WeakAVAtt:
+@register_model(WeakAVAttConfig)
+def _wsel_av_att(cfg: WeakAVAttConfig) -> WeakAVAtt:
     return WeakAVAtt(**_av_att_kwargs(cfg))
 
 
-@register_model("cml", "dam")
-def _cml_dam(cfg: ModelConfig) -> CMLDAM:
+@register_model(CMLDAMConfig)
+def _cml_dam(cfg: CMLDAMConfig) -> CMLDAM:
     return CMLDAM(
         audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, dim=cfg.dim, proj_hidden=cfg.proj_hidden,
         embedding=cfg.embedding, matching=cfg.matching, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult,
@@ -229,6 +404,6 @@ def _cml_dam(cfg: ModelConfig) -> CMLDAM:
     )
 
 
-@register_model("cml", "avdln")
-def _cml_avdln(cfg: ModelConfig) -> AVDLN:
+@register_model(AVDLNConfig, recipe="tian-avdln", segment_pairs=True)
+def _cml_avdln(cfg: AVDLNConfig) -> AVDLN:
     return AVDLN(audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, hidden=cfg.proj_hidden, dim=cfg.avdln_dim, margin=cfg.margin)

@@ -36,6 +36,7 @@ from .baselines import FusionHead, LowLevelEncoder
 from .dam import DAM, DAMOutput, relevance_loss
 from .embeddings import DEFAULT_EMBEDDING
 from .inference import SegmentScores
+from .protocols import EpochHook
 
 SEL_MATCHINGS = ("cross", "self", "none")
 
@@ -73,7 +74,7 @@ class SELOutput:
     dam: DAMOutput
 
 
-class SELDAM(nn.Module):
+class SELDAM(EpochHook, nn.Module):
     task = "sel"
 
     def __init__(

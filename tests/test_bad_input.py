@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from test_cache import fake
 from avel.cli import main
-from avel.models.registry import ModelConfig
+from avel.models.registry import model_config
 from avel.core.annotations import HEADER, parse_annotations
 from avel.pipeline.cache.store import CacheMeta, FeatureCache
 from avel.pipeline.train.checkpoint import save_checkpoint
@@ -73,7 +73,7 @@ def work(tmp_path_factory):
     make_cache(root / "cache")
     data = load_data(root / "cache")
     for task in ("sel", "cml"):
-        result = train(data, TrainConfig(ModelConfig(task=task), epochs=1, device="cpu", progress=False))
+        result = train(data, TrainConfig(model_config(task=task), epochs=1, device="cpu", progress=False))
         save_checkpoint(root / f"{task}.safetensors", result.model, result.model_config, data.class_names,
                         data.settings, result.test)
     (root / "Annotations.txt").write_text("\n".join([HEADER, *rows_text()]) + "\n")
@@ -334,7 +334,7 @@ def test_an_empty_split_is_an_error_not_nan(work, tmp_path, capfd, empty):
     data = load_data(work / "cache")
     data.splits[empty] = data.splits[empty][:0]
     with pytest.raises(AvelError, match=f"'{empty}' split is empty"):
-        train(data, TrainConfig(ModelConfig(task="sel"), epochs=1, device="cpu", progress=False))
+        train(data, TrainConfig(model_config(task="sel"), epochs=1, device="cpu", progress=False))
     shutil.copytree(work / "cache", tmp_path / "c")
     (tmp_path / "c" / "splits" / f"{empty}.txt").write_text("")
     assert_one_line(*cli(capfd, "train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "x", "--device", "cpu"),
@@ -374,7 +374,7 @@ def test_cml_trains_and_evaluates_on_the_ave_cml_split_files(tmp_path):
     make_cache(tmp_path / "c", splits={**SEL_SPLITS, **CML_SPLITS})
     data = load_data(tmp_path / "c")
     assert {"val_match", "test_match", "train_match"} <= set(data.splits)
-    result = train(data, TrainConfig(ModelConfig(task="cml"), epochs=1, device="cpu", progress=False))
+    result = train(data, TrainConfig(model_config(task="cml"), epochs=1, device="cpu", progress=False))
     partial = [i for i in CML_SPLITS["val_order_match"] if i not in (6, 7)]  # the protocol's videos of val_match
     assert result.val["n_videos"] == len(partial) == 4  # SEL's val split has 2
     assert result.test["n_videos"] == len(CML_SPLITS["test_order_match"])

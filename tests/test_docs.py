@@ -2,7 +2,7 @@
 Facts, not phrasings: every `avel ...` command in a code block parses with the real CLI,
 every option of every command is named somewhere, relative links resolve, the README is
 short and starts with CI's command, the localize output schemas are the keys the code
-writes, the DAM choices documented are the defaults of ModelConfig, and every CML figure
+writes, the DAM choices documented are the defaults of the model configs, and every CML figure
 quoted is labelled with its direction (A2V: audio query -> visual window; V2A: visual
 query -> audio window), never by its position in a pair."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 import torch
 import typer
 
-from avel.models.registry import ModelConfig
+from avel.models.registry import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 README_PATH = ROOT / "README.md"
@@ -196,10 +196,10 @@ def test_readme_points_at_the_layer_table_and_every_page():
 
 
 # ---------------------------------------------------------------------------------------
-# models.md: the DAM choices are ModelConfig's defaults; CML figures by direction
+# models.md: the DAM choices are the model configs' defaults; CML figures by direction
 def test_cml_matching_is_documented_as_the_default_computes_it():
     dam = section(MODELS, "DAM")
-    assert ModelConfig(task="cml").scaled_matching and ModelConfig(task="sel").scaled_matching
+    assert model_config("cml", "dam").scaled_matching and model_config("sel", "dam").scaled_matching
     cml = bullet(dam, "CML width")
     assert "plain dot product" not in cml
     assert "sqrt(d)" in cml and "--unscaled-matching" in cml
@@ -214,7 +214,7 @@ def test_recurrent_embeddings_are_documented_as_the_mean_of_their_outputs():
 
 
 def test_sel_dam_defaults_are_documented():
-    sel = ModelConfig(task="sel", name="dam")
+    sel = model_config("sel", "dam")
     dam = section(MODELS, "DAM")
     recipe = bullet(dam, "SEL DAM's training recipe")
     for flag, value in (("--warmup", sel.warmup), ("--segment-loss", sel.segment_loss),
@@ -222,7 +222,7 @@ def test_sel_dam_defaults_are_documented():
         m = re.search(rf"`{flag} ([\d.]+)`", recipe)
         assert m and float(m.group(1)) == value, f"{flag} {value:g} is the default"
     assert sel.relevance_fusion == "geometric" and "`--relevance-fusion geometric`" in dam
-    assert ModelConfig(task="wsel", name="dam").relevance_fusion == "mean"
+    assert model_config("wsel", "dam").relevance_fusion == "mean"
 
 
 @pytest.mark.parametrize("value,direction", sorted(PUBLISHED_CML.items()))
@@ -266,7 +266,7 @@ def written(tmp_path_factory):
                                segments=10, visual_weights_sha256=random_weights_tag(0),
                                audio_weights_sha256=random_weights_tag(0))
     torch.manual_seed(0)
-    cfg = ModelConfig(task="sel", name="dam", num_classes=3)
+    cfg = model_config("sel", "dam", num_classes=3)
     ckpt = save_checkpoint(d / "sel.safetensors", build_model(cfg), cfg, ["alpha", "beta"], settings, {})
     return d, video, ckpt, main
 

@@ -20,7 +20,7 @@ import torch
 
 from mediagen import tone, write_video
 from avel.extractors.registry import random_weights_tag
-from avel.models.registry import ModelConfig, build_model
+from avel.models.registry import model_config, build_model
 from avel.core.config import FeatureSettings
 from avel.core.errors import AvelError, CheckpointError, NoAudioStream, SettingsMismatch
 from avel.pipeline.extract.features import FeatureExtractor
@@ -74,10 +74,10 @@ def work(tmp_path_factory):
     with open(paths["bad"], "w") as f:
         f.write("this is text\n")
     torch.manual_seed(0)
-    cfg = ModelConfig(task="sel", name="dam", num_classes=len(CLASSES) + 1)
+    cfg = model_config(task="sel", name="dam", num_classes=len(CLASSES) + 1)
     model = build_model(cfg)
     paths["sel"] = str(save_checkpoint(d / "sel.safetensors", model, cfg, CLASSES, SETTINGS, {}))
-    cml_cfg = ModelConfig(task="cml", name="dam")
+    cml_cfg = model_config(task="cml", name="dam")
     paths["cml"] = str(save_checkpoint(d / "cml.safetensors", build_model(cml_cfg), cml_cfg, [], SETTINGS, {}))
     paths["dir"] = d
     return paths
@@ -299,7 +299,7 @@ def test_wrong_task_checkpoints_are_refused(work):
 
 def test_weights_that_differ_from_the_checkpoint_are_refused(work, tmp_path):
     other = FeatureSettings(**{**SETTINGS.to_dict(), "visual_weights_sha256": "ab" * 32})
-    cfg = ModelConfig(task="sel", name="dam", num_classes=4)
+    cfg = model_config(task="sel", name="dam", num_classes=4)
     path = save_checkpoint(tmp_path / "other.safetensors", build_model(cfg), cfg, CLASSES, other, {})
     with pytest.raises(SettingsMismatch, match="visual_weights_sha256") as e:
         localize([work[3]], path, progress=False)
@@ -364,7 +364,7 @@ def planted(work, extractor):
         audio.append(a)
         visual.append(v.mean(axis=(0, 1)))
     codes = 3.0 * np.eye(len(KINDS))
-    cfg = ModelConfig(task="cml", name="dam", embedding="avg", proj_hidden=0, dim=len(KINDS), scaled_matching=True)
+    cfg = model_config(task="cml", name="dam", embedding="avg", proj_hidden=0, dim=len(KINDS), scaled_matching=True)
     model = build_model(cfg)
     with torch.no_grad():
         for proj, x in ((model.dam.audio_proj, np.stack(audio)), (model.dam.visual_proj, np.stack(visual))):
@@ -439,7 +439,7 @@ def test_score_query_agrees_with_the_models_own_cml_inference(matching, model_na
     """A query cut from the same video must give the start the model's `localize` gives."""
     torch.manual_seed(1)
     kw = {"matching": matching} if matching else {}
-    model = build_model(ModelConfig(task="cml", name=model_name, **kw)).eval()
+    model = build_model(model_config(task="cml", name=model_name, **kw)).eval()
     T, l = 10, 3
     audio, visual = torch.randn(T, 128), torch.randn(T, 512)
     mask = torch.zeros(1, T, dtype=torch.bool)
@@ -460,7 +460,7 @@ def test_av_att_windows_have_no_relevance_and_match_its_own_prediction():
     from avel.pipeline.apps.localize import segment_scorer
 
     torch.manual_seed(2)
-    model = build_model(ModelConfig(task="sel", name="av_att", num_classes=len(CLASSES) + 1, visual_dim=32)).eval()
+    model = build_model(model_config(task="sel", name="av_att", num_classes=len(CLASSES) + 1, visual_dim=32)).eval()
     audio, visual = np.random.default_rng(0).standard_normal((2, 10, 128)).astype(np.float32), \
         np.random.default_rng(1).standard_normal((10, 4, 32)).astype(np.float32)
     scorer = WindowedScorer(segment_scorer(model, torch.device("cpu")), 10, 5)

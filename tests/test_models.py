@@ -12,7 +12,9 @@ from avel.models.baselines import AVAtt, AVDLN, AudioGuidedAttention
 from avel.models.cml import CMLDAM
 from avel.models.dam import DAM, fuse, relevance_loss
 from avel.models.embeddings import SEQUENCE_EMBEDDINGS, build_embedding
-from avel.models.registry import ModelConfig, build_model, model_names
+from avel.models.protocols import CMLModel, SELModel, Trainable
+from avel.models.registry import MODELS, ModelConfig, build_model, model_config, model_names
+from avel.pipeline.train.checkpoint import upgrade
 from avel.models.sel import SELDAM, combine_predictions, video_category
 from avel.core.errors import ConfigError
 
@@ -283,28 +285,34 @@ def test_model_registry():
     assert model_names("sel") == ["dam", "av_att"]
     assert model_names("cml") == ["dam", "avdln"]
     with pytest.raises(ConfigError, match="name 'transformer': choose one of: dam, av_att"):
-        ModelConfig(task="sel", name="transformer")
+        model_config(task="sel", name="transformer")
     with pytest.raises(ValueError):
-        ModelConfig(task="cml", matching="none")
+        model_config(task="cml", matching="none")
     with pytest.raises(ValueError):
-        ModelConfig(embedding="conv")
+        model_config(embedding="conv")
     with pytest.raises(ValueError):
-        ModelConfig(lam=1.5)
-    cfg = ModelConfig(task="cml", name="dam", embedding="gru", dim=64)
+        model_config(lam=1.5)
+    cfg = model_config(task="cml", name="dam", embedding="gru", dim=64)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("task,name", [("sel", "dam"), ("sel", "av_att"), ("cml", "dam"), ("cml", "avdln")])
-def test_every_registered_model_on_ave_shapes(task, name):
+@pytest.mark.parametrize("key", MODELS.names())
+def test_every_registered_model_on_ave_shapes(key):
+    task, name = key.split("/")
+    assert len(MODELS.names()) == 6  # sel, wsel: dam, av_att; cml: dam, avdln
     torch.manual_seed(0)
-    model = build_model(ModelConfig(task=task, name=name)).eval()
-    assert model.task == task
+    model = build_model(model_config(task=task, name=name)).eval()
+    assert isinstance(model, SELModel if task in ("sel", "wsel") else CMLModel) and isinstance(model, Trainable)
+    assert model.task == ("sel" if task == "wsel" else task)  # a weak model is an SEL model at test time
     audio = torch.randn(2, 10, 128)
-    if task == "sel":
+    if task in ("sel", "wsel"):
         visual = torch.randn(2, 10, 49, 512)
         labels = torch.randint(0, 29, (2, 10))
+        if task == "wsel":  # trained on video labels [B, C]
+            labels = torch.nn.functional.one_hot(labels[:, 0], 29).float()
         assert model.predict(audio, visual).shape == (2, 10)
         assert model.predict(audio, visual).max() <= 28
+        assert model.score_segments(audio, visual).probs.shape[:2] == (2, 10)
         assert torch.isfinite(model.loss(audio, visual, labels))
     else:
         visual = torch.randn(2, 10, 512)
@@ -313,6 +321,27 @@ def test_every_registered_model_on_ave_shapes(task, name):
         mask[1, 6:8] = True
         assert torch.isfinite(model.loss(audio, visual, mask))
         assert model.localize(audio, visual, mask, "a2v").shape == (2,)
+
+
+def test_a_field_the_model_lacks_is_refused_naming_the_model():
+    with pytest.raises(ConfigError, match=r"^margin 3.0: does not apply to sel/dam \(AVDLN: contrastive margin\)$"):
+        model_config("sel", "dam", margin=3.0)
+    with pytest.raises(ConfigError, match="lam 0.3: does not apply to cml/avdln"):
+        model_config("cml", "avdln", lam=0.3)
+    with pytest.raises(ConfigError, match="weak_relevance 'fused': does not apply to sel/dam"):
+        model_config("sel", "dam", weak_relevance="fused")
+    with pytest.raises(ConfigError, match="bogus 1: not a model config field"):
+        model_config("sel", "av_att", bogus=1)
+    with pytest.raises(ConfigError, match="warmup 0.3: needs per-second labels"):
+        model_config("wsel", "dam", warmup=0.3)
+    with pytest.raises(TypeError, match="base class"):
+        ModelConfig()
+    assert model_config("cml", "avdln", margin=3.0).margin == 3.0
+    # every config carries its task and name, and stores them
+    for key in MODELS.names():
+        cfg = model_config(*key.split("/"))
+        assert f"{cfg.task}/{cfg.name}" == key and cfg.to_dict()["task"] == cfg.task
+        assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
 
 # --- fidelity to Tian et al.'s public code (issue #10, item 10) -------------------------------------
@@ -423,7 +452,7 @@ def test_geometric_fusion_is_the_square_root_of_the_product_and_an_and():
     loss.backward()
     assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in geo.parameters() if p.grad is not None)
     with pytest.raises(ConfigError, match="relevance_fusion"):
-        ModelConfig(relevance_fusion="max")
+        model_config(relevance_fusion="max")
 
 
 def test_model_dependent_defaults_resolve_when_the_config_is_made():
@@ -431,24 +460,25 @@ def test_model_dependent_defaults_resolve_when_the_config_is_made():
     keep the published mean / no input dropout; explicit values win; the config stores the
     values in force, and a stored config from before these fields loads as it was trained."""
     def fields(cfg):
-        return cfg.relevance_fusion, cfg.input_dropout
+        return getattr(cfg, "relevance_fusion", None), cfg.input_dropout  # AV_att has no relevance
 
-    assert fields(ModelConfig()) == ("geometric", 0.2) and ModelConfig().warmup == 0.6
-    assert fields(ModelConfig(name="av_att")) == ("mean", 0.0)
-    assert fields(ModelConfig(task="wsel")) == ("mean", 0.0) and ModelConfig(task="wsel").warmup == 0.0
-    assert fields(ModelConfig(task="wsel", name="av_att")) == ("mean", 0.0)
-    assert fields(ModelConfig(relevance_fusion="mean", input_dropout=0.0)) == ("mean", 0.0)
-    assert fields(ModelConfig(name="av_att", input_dropout=0.3)) == ("mean", 0.3)
-    stored = ModelConfig().to_dict()
+    assert fields(model_config()) == ("geometric", 0.2) and model_config().warmup == 0.6
+    assert fields(model_config(name="av_att")) == (None, 0.0)
+    assert fields(model_config(task="wsel")) == ("mean", 0.0) and model_config(task="wsel").warmup == 0.0
+    assert fields(model_config(task="wsel", name="av_att")) == (None, 0.0)
+    assert fields(model_config(relevance_fusion="mean", input_dropout=0.0)) == ("mean", 0.0)
+    assert fields(model_config(name="av_att", input_dropout=0.3)) == (None, 0.3)
+    stored = model_config().to_dict()
     assert (stored["relevance_fusion"], stored["input_dropout"]) == ("geometric", 0.2)
-    assert ModelConfig.from_dict(stored) == ModelConfig()
+    assert ModelConfig.from_dict(stored) == model_config()
     legacy = {k: v for k, v in stored.items() if k not in ("relevance_fusion", "input_dropout")}
-    assert fields(ModelConfig.from_dict(legacy)) == ("mean", 0.0)
-    built = build_model(ModelConfig(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2))
+    old = upgrade({"format": "avel-checkpoint", "version": 1, "model_config": legacy})["model_config"]
+    assert fields(ModelConfig.from_dict(old)) == ("mean", 0.0)
+    built = build_model(model_config(num_classes=5, visual_dim=16, audio_dim=8, lstm_hidden=8, heads=2))
     assert built.dam.fusion == "geometric" and built.encoder.input_dropout.p == 0.2
-    assert build_model(ModelConfig(name="av_att", num_classes=5)).encoder.input_dropout.p == 0.0
+    assert build_model(model_config(name="av_att", num_classes=5)).encoder.input_dropout.p == 0.0
     with pytest.raises(ConfigError, match="input_dropout"):
-        ModelConfig(input_dropout=1.0)
+        model_config(input_dropout=1.0)
 
 
 def test_sel_dam_feature_dropout_only_in_training():
@@ -463,9 +493,9 @@ def test_sel_dam_feature_dropout_only_in_training():
     model.train(), plain.train()
     assert not torch.allclose(model(audio, visual).relevance, plain(audio, visual).relevance)
     with pytest.raises(ConfigError):
-        ModelConfig(feature_dropout=1.0)
+        model_config(feature_dropout=1.0)
     with pytest.raises(ConfigError):
-        ModelConfig(relevance_smoothing=0.5)
+        model_config(relevance_smoothing=0.5)
 
 
 def test_sel_dam_warmup_trains_the_encoder_as_av_att_then_the_dam_loss():
@@ -498,6 +528,6 @@ def test_sel_dam_warmup_trains_the_encoder_as_av_att_then_the_dam_loss():
     torch.testing.assert_close(both.loss(audio, visual, labels), plain.loss(audio, visual, labels) + 0.5 * seg_ce)
     assert SELDAM(**kw).segment_head is None  # the paper's model has no extra parameters
     with pytest.raises(ConfigError):
-        ModelConfig(warmup=1.0)
+        model_config(warmup=1.0)
     with pytest.raises(ConfigError):
-        ModelConfig(segment_loss=-0.1)
+        model_config(segment_loss=-0.1)

@@ -31,7 +31,7 @@ import torch
 from mediagen import tone, write_video
 from avel.cli import main
 from avel.extractors.registry import random_weights_tag
-from avel.models.registry import ModelConfig, build_model
+from avel.models.registry import model_config, build_model
 from avel.pipeline.train.checkpoint import save_checkpoint
 from avel.core.config import FeatureSettings
 from avel.pipeline.apps.localize import (
@@ -191,8 +191,8 @@ SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_p
 
 def test_cli_localize_and_cml_write_the_page_with_the_json_data(site, tmp_path, one_thread):
     torch.manual_seed(0)
-    sel = ModelConfig(task="sel", name="dam", num_classes=len(CLASSES) + 1)
-    cml = ModelConfig(task="cml", name="dam")
+    sel = model_config(task="sel", name="dam", num_classes=len(CLASSES) + 1)
+    cml = model_config(task="cml", name="dam")
     sel_ckpt = save_checkpoint(tmp_path / "sel.safetensors", build_model(sel), sel, list(CLASSES), SETTINGS, {})
     cml_ckpt = save_checkpoint(tmp_path / "cml.safetensors", build_model(cml), cml, [], SETTINGS, {})
     out = tmp_path / "out"

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avel.models.registry import ModelConfig, build_model
+from avel.models.registry import ModelConfig, build_model, model_config
 from avel.core.config import FeatureSettings
 from avel.pipeline.data.dataset import AVData
 from avel.core.errors import CheckpointError, SettingsMismatch
@@ -95,7 +95,7 @@ def cml_chance(data: AVData, split: str) -> float:
 # --- learning -----------------------------------------------------------------------------------
 def test_sel_dam_learns(data):
     # the scaled matching (the default) plateaus for ~15 epochs on these features, then learns
-    result = train(data, TrainConfig(ModelConfig(task="sel", name="dam"), epochs=30, progress=False))
+    result = train(data, TrainConfig(model_config(task="sel", name="dam"), epochs=30, progress=False))
     majority, chance = majority_accuracy(data, "test"), 1 / data.num_classes
     assert majority < 0.45
     assert result.test["accuracy"] >= majority + 0.3, (result.test, majority)
@@ -116,7 +116,7 @@ def test_sel_dam_warmup_is_the_first_fraction_of_the_epochs(data, monkeypatch):
         calls.append((epoch, epochs, self.warming_up))
 
     monkeypatch.setattr(SELDAM, "start_epoch", spy)
-    cfg = TrainConfig(ModelConfig(task="sel", name="dam", warmup=0.5), epochs=5, progress=False)
+    cfg = TrainConfig(model_config(task="sel", name="dam", warmup=0.5), epochs=5, progress=False)
     train(small, cfg)
     assert calls == [(1, 5, True), (2, 5, True), (3, 5, False), (4, 5, False), (5, 5, False)]
     calls.clear()
@@ -125,13 +125,13 @@ def test_sel_dam_warmup_is_the_first_fraction_of_the_epochs(data, monkeypatch):
 
 
 def test_sel_av_att_learns(data):
-    result = train(data, TrainConfig(ModelConfig(task="sel", name="av_att"), epochs=8, progress=False))
+    result = train(data, TrainConfig(model_config(task="sel", name="av_att"), epochs=8, progress=False))
     assert result.test["accuracy"] >= majority_accuracy(data, "test") + 0.15, result.test
 
 
 @pytest.mark.parametrize("model,margin", [("dam", 0.3), ("avdln", 0.1)])
 def test_cml_learns(data, model, margin):
-    result = train(data, TrainConfig(ModelConfig(task="cml", name=model), epochs=15, progress=False))
+    result = train(data, TrainConfig(model_config(task="cml", name=model), epochs=15, progress=False))
     chance = cml_chance(data, "test")
     assert result.test["n_videos"] == int(cml_queries(data.event_mask[data.split("test")]).keep.sum())
     assert result.test["a2v"] >= chance + margin, (result.test, chance)
@@ -155,11 +155,11 @@ def record_loss_inputs(monkeypatch) -> list:
 def test_avdln_default_is_the_reference_recipe(monkeypatch):
     # Tian et al.'s cmm_train.py: Keras fit on single synchronized segment pairs, batch 8,
     # 20 epochs, shuffled, no model selection (validation is only printed)
-    cfg = TrainConfig(ModelConfig(task="cml", name="avdln"), progress=False)
+    cfg = TrainConfig(model_config(task="cml", name="avdln"), progress=False)
     r = cfg.resolved
     assert (r.epochs, r.batch_size, r.unit, r.selection) == (20, 8, "segment", "last")
     # the other models keep the avel recipe
-    for model in (ModelConfig(task="cml"), ModelConfig(task="sel"), ModelConfig(task="sel", name="av_att")):
+    for model in (model_config(task="cml"), model_config(task="sel"), model_config(task="sel", name="av_att")):
         r = TrainConfig(model).resolved
         assert (r.epochs, r.batch_size, r.unit, r.selection) == (60, 64, "video", "best-val")
     small = make_avdata(n_videos=40, hw=(3, 3), visual_dim=16, audio_dim=16, seed=9)
@@ -181,7 +181,7 @@ def test_avdln_default_is_the_reference_recipe(monkeypatch):
 def test_avdln_keeps_the_avel_recipe_as_an_option(monkeypatch):
     small = make_avdata(n_videos=40, hw=(3, 3), visual_dim=16, audio_dim=16, seed=9)
     calls = record_loss_inputs(monkeypatch)
-    cfg = TrainConfig(ModelConfig(task="cml", name="avdln"), recipe="avel", epochs=4, batch_size=10, progress=False)
+    cfg = TrainConfig(model_config(task="cml", name="avdln"), recipe="avel", epochs=4, batch_size=10, progress=False)
     result = train(small, cfg)
     assert [a.shape for a, _ in calls[:3]] == [(10, 10, 16), (10, 10, 16), (4, 10, 16)]  # whole videos
     best = max(result.history, key=lambda h: h["average"])
@@ -190,9 +190,9 @@ def test_avdln_keeps_the_avel_recipe_as_an_option(monkeypatch):
 
 def test_segment_recipe_only_for_segment_models():
     with pytest.raises(ConfigError, match="recipe"):
-        TrainConfig(ModelConfig(task="sel", name="dam"), recipe="tian-avdln")
+        TrainConfig(model_config(task="sel", name="dam"), recipe="tian-avdln")
     with pytest.raises(ConfigError, match="recipe"):
-        TrainConfig(ModelConfig(task="cml", name="avdln"), recipe="tian")
+        TrainConfig(model_config(task="cml", name="avdln"), recipe="tian")
     assert set(RECIPES) == {"avel", "tian-avdln"}
 
 
@@ -200,7 +200,7 @@ def test_segment_recipe_only_for_segment_models():
 @pytest.mark.parametrize("task", ["sel", "cml"])
 def test_same_seed_same_run(task):
     small = make_avdata(n_videos=60, hw=(3, 3), visual_dim=16, audio_dim=16, seed=3)
-    cfg = TrainConfig(ModelConfig(task=task, name="dam"), epochs=2, batch_size=16, progress=False, seed=7)
+    cfg = TrainConfig(model_config(task=task, name="dam"), epochs=2, batch_size=16, progress=False, seed=7)
     r1, r2 = train(small, cfg), train(small, cfg)
     assert r1.history == r2.history
     s1, s2 = r1.model.state_dict(), r2.model.state_dict()
@@ -218,7 +218,7 @@ def test_float16_in_ram():
     torch.testing.assert_close(visual, small.visual[[3, 1]].flatten(2, 3).half().float())
     cml = prepare_features(small, "cml", "float16")
     torch.testing.assert_close(cml.visual.float(), small.visual.mean(dim=(2, 3)), atol=2e-3, rtol=1e-3)
-    result = train(small, TrainConfig(ModelConfig(task="sel"), epochs=1, dtype_in_ram="float16", progress=False))
+    result = train(small, TrainConfig(model_config(task="sel"), epochs=1, dtype_in_ram="float16", progress=False))
     assert 0.0 <= result.test["accuracy"] <= 1.0
     with pytest.raises(ValueError):
         prepare_features(small, "sel", "int8")
@@ -233,7 +233,7 @@ def test_cml_uses_match_splits():
     small.splits.update({"train_match": torch.arange(0, 30), "val_match": torch.arange(30, 38), "test_match": torch.arange(38, 60)})
     assert small.task_split("cml", "val") == "val_match"
     assert small.task_split("sel", "val") == "val"
-    result = train(small, TrainConfig(ModelConfig(task="cml", name="avdln"), epochs=1, progress=False))
+    result = train(small, TrainConfig(model_config(task="cml", name="avdln"), epochs=1, progress=False))
     expected = int(cml_queries(small.event_mask[38:60]).keep.sum())
     assert result.test["n_videos"] == expected
     assert result.val["n_videos"] == int(cml_queries(small.event_mask[30:38]).keep.sum())
@@ -241,7 +241,7 @@ def test_cml_uses_match_splits():
 
 def test_train_seeds_mean_and_std():
     small = make_avdata(n_videos=60, hw=(3, 3), visual_dim=16, audio_dim=16, seed=6)
-    out = train_seeds(small, TrainConfig(ModelConfig(task="cml", name="avdln"), epochs=2, progress=False), [0, 1, 2])
+    out = train_seeds(small, TrainConfig(model_config(task="cml", name="avdln"), epochs=2, progress=False), [0, 1, 2])
     assert [r.config.seed for r in out.results] == [0, 1, 2] and out.split == "test"
     a2v = [r.test["a2v"] for r in out.results]
     assert out.mean["a2v"] == pytest.approx(sum(a2v) / 3)
@@ -250,13 +250,13 @@ def test_train_seeds_mean_and_std():
 
 # --- checkpoints -------------------------------------------------------------------------------
 CONFIGS = [
-    ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2),
-    ModelConfig(task="sel", name="av_att", num_classes=6, visual_dim=16, audio_dim=16),
-    ModelConfig(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2, warmup=0.3,
+    model_config(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2),
+    model_config(task="sel", name="av_att", num_classes=6, visual_dim=16, audio_dim=16),
+    model_config(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2, warmup=0.3,
                 segment_loss=0.5, relevance_smoothing=0.1, feature_dropout=0.2, input_dropout=0.1, embedding="avg",
                 relevance_fusion="geometric"),
-    ModelConfig(task="cml", name="dam", visual_dim=16, audio_dim=16, embedding="bilstm", dim=32),
-    ModelConfig(task="cml", name="avdln", visual_dim=16, audio_dim=16),
+    model_config(task="cml", name="dam", visual_dim=16, audio_dim=16, embedding="bilstm", dim=32),
+    model_config(task="cml", name="avdln", visual_dim=16, audio_dim=16),
 ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ...models.registry import ModelConfig
+from ...models.registry import model_config
 from ...core.config import FeatureSettings
 from ..data.load import load_data
 from ..extract.local import annotated_jobs, run_extraction
@@ -80,10 +80,11 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
     checkpoints = {}
     for task, epochs in (("sel", cfg.sel_epochs), ("cml", cfg.cml_epochs)):
         step(f"training {task.upper()} (DAM, {epochs} epochs)")
-        result = train(data, TrainConfig(ModelConfig(task=task), epochs=epochs, seed=cfg.seed, device=cfg.device,
+        result = train(data, TrainConfig(model_config(task=task), epochs=epochs, seed=cfg.seed, device=cfg.device,
                                          progress=False))
         checkpoints[task] = save_checkpoint(out / f"{task}.safetensors", result.model, result.model_config,
-                                            data.class_names, data.settings, {"val": result.val, "test": result.test})
+                                            data.class_names, data.settings, {"val": result.val, "test": result.test},
+                                            train_config=result.config)
         metrics[task] = {"best_epoch": result.best_epoch, "val": result.val, "test": result.test}
     metrics["sel"]["majority_baseline_test"] = majority_accuracy(data, "test")
     metrics["sel"]["chance"] = 1.0 / data.num_classes

@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from ...models.inference import SegmentScores
+from ...models.protocols import SELModel
 from ...models.registry import SEL_TASKS
 from ..train.checkpoint import Checkpoint, load_checkpoint
 from ...core.errors import AvelError, CheckpointError, ConfigError
@@ -185,8 +186,8 @@ class SecondResult:
 class ModelInfo:
     task: str
     model: str
-    embedding: str
-    matching: str
+    embedding: str | None  # None: a model without DAM (AV_att)
+    matching: str | None
     window: int
     stride: int
     checkpoint: str
@@ -234,9 +235,9 @@ class VideoLocalization:
 Scorer = Callable[[np.ndarray, np.ndarray], SegmentScores]  # audio [B, W, Da], visual [B, W, N, Dv]
 
 
-def segment_scorer(model: torch.nn.Module, device: torch.device) -> Scorer:
+def segment_scorer(model: SELModel, device: torch.device) -> Scorer:
     """The model's `score_segments` on numpy windows (float32 on `device`)."""
-    if not hasattr(model, "score_segments"):
+    if not isinstance(model, SELModel):
         raise CheckpointError(f"no localization rule for the SEL model {type(model).__name__}")
 
     def score(audio: np.ndarray, visual: np.ndarray) -> SegmentScores:
@@ -400,8 +401,8 @@ def localize(
         raise ConfigError("stride", stride_s, f"must lie in 1..{window} s (the window length), or seconds would be skipped")
     cfg = ckpt.model_config
     info = ModelInfo(
-        task=cfg.task, model=cfg.name, embedding=cfg.embedding, matching=cfg.matching, window=window,
-        stride=int(stride_s), checkpoint=path, classes=tuple(ckpt.class_names),
+        task=cfg.task, model=cfg.name, embedding=getattr(cfg, "embedding", None), matching=getattr(cfg, "matching", None),
+        window=window, stride=int(stride_s), checkpoint=path, classes=tuple(ckpt.class_names),
         features_from_checkpoint=ckpt.feature_settings is not None,
     )
     if len(info.classes) != cfg.num_classes - 1:

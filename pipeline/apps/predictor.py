@@ -17,7 +17,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-from torch import nn
+from ...models.protocols import CMLModel, SELModel
 
 from ..train.checkpoint import Checkpoint, load_checkpoint
 from ...core.config import FeatureSettings
@@ -62,7 +62,7 @@ class Predictor:
     path: str  # the checkpoint file
     checkpoint: Checkpoint
     extractor: FeatureExtractor
-    model: nn.Module  # the checkpoint's model, in eval mode on the extractor's device
+    model: SELModel | CMLModel  # the checkpoint's model (an nn.Module), in eval mode on the extractor's device
 
     @classmethod
     def load(cls, checkpoint: str | os.PathLike, task: str, **options) -> "Predictor":

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from ...models.inference import MODALITIES, QueryScores
+from ...models.protocols import CMLModel
 from ...core.config import SAMPLE_RATE_HZ
 from ..media.decode import DecodeOptions, SegmentReader, decode_audio_file
 from ...core.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort
@@ -104,7 +105,7 @@ def _check_range(start_s: float | None, end_s: float | None, path: str) -> None:
         raise QueryError(f"{path}: --query-end {end_s:g} must be positive")
 
 
-def score_query(model: torch.nn.Module, query: torch.Tensor, target: torch.Tensor, query_modality: str) -> QueryScores:
+def score_query(model: CMLModel, query: torch.Tensor, target: torch.Tensor, query_modality: str) -> QueryScores:
     """query [l, Dq] features of the query modality, target [T, Dt] of the other one
     (audio: VGGish [., 128]; visual: pooled pool5 [., 512]) -> the model's own scores of
     every target second and of every l-long window (its `score_query`)."""
@@ -113,7 +114,7 @@ def score_query(model: torch.nn.Module, query: torch.Tensor, target: torch.Tenso
     l, T = query.shape[0], target.shape[0]
     if not 1 <= l <= T:
         raise ValueError(f"a query of {l} segments does not fit a target of {T}")
-    if not hasattr(model, "score_query"):
+    if not isinstance(model, CMLModel):
         raise CheckpointError(f"no query rule for the CML model {type(model).__name__}")
     device = next(model.parameters()).device
     return model.score_query(query.to(device).float(), target.to(device).float(), query_modality)
@@ -339,7 +340,8 @@ def cml_query(
         window_scores=[float(x) for x in scores.windows],
         best=Window(scores.best, scores.best + l, float(scores.windows[scores.best])),
         score_kind=scores.kind, higher_is_better=scores.higher_is_better,
-        model={"task": cfg.task, "model": cfg.name, "embedding": cfg.embedding, "matching": cfg.matching,
+        model={"task": cfg.task, "model": cfg.name, "embedding": getattr(cfg, "embedding", None),
+               "matching": getattr(cfg, "matching", None),
                "checkpoint": ckpt_path},
         features=extractor.settings.to_dict(),
         query_range_given=query_start_s is not None or query_end_s is not None, query_duration_s=query_duration,

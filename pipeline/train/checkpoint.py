@@ -3,11 +3,17 @@ metadata (key "avel") with the model config, class names, feature settings and m
 Loading parses that JSON and the tensors; it never unpickles anything (a pickle or
 `torch.save` zip is refused before any parser sees it).
 
-    save_checkpoint("sel.safetensors", model, model_config, class_names, settings, metrics)
+    save_checkpoint("sel.safetensors", model, model_config, class_names, settings, metrics, train_config=cfg)
     ckpt = load_checkpoint("sel.safetensors", expected_task="sel")   # ckpt.model, in eval mode
+
+Versions: 1 held one ModelConfig with every model's fields (those of the other models too);
+2 holds the model's own config (models/registry.py) and the TrainConfig it was trained with
+(its model apart). Older metadata is brought to the current version in one place, `upgrade`;
+tests/fixtures/checkpoints/ holds checkpoints written by version 1.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -18,12 +24,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ...models.registry import ModelConfig, build_model
+from ...models.registry import MODELS, PUBLISHED_DEFAULTS, ModelConfig, build_model, model_config_from_dict
 from ...core.config import FeatureSettings
 from ...core.errors import CheckpointError, ConfigError, SettingsMismatch, shown
+from .loop import TrainConfig
 
 CHECKPOINT_FORMAT = "avel-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Checkpoint:
     class_names: list[str]
     feature_settings: FeatureSettings | None
     metrics: dict
+    train_config: "TrainConfig | None" = None  # None: written before version 2 or without one
 
 
 def save_checkpoint(
@@ -42,8 +50,14 @@ def save_checkpoint(
     class_names: list[str],
     feature_settings: FeatureSettings | None,
     metrics: dict | None,
+    train_config: "TrainConfig | None" = None,
 ) -> Path:
+    """Write the weights of `model` and its metadata; `train_config`: the TrainConfig it was
+    trained with (stored without its model, which is `model_config`)."""
     path = Path(path)
+    train = None
+    if train_config is not None:
+        train = {k: v for k, v in train_config.to_dict().items() if k != "model"}
     meta = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -52,6 +66,7 @@ def save_checkpoint(
         "class_names": list(class_names),
         "feature_settings": feature_settings.to_dict() if feature_settings is not None else None,
         "metrics": metrics or {},
+        "train_config": train,
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +144,7 @@ def load_checkpoint(
     except RuntimeError as e:
         raise CheckpointError(f"{shown(path)}: weights do not load ({' '.join(str(e).split())[:300]})") from None
     model.eval()
-    return Checkpoint(model, model_config, meta["class_names"], saved_settings, meta["metrics"])
+    return Checkpoint(model, model_config, meta["class_names"], saved_settings, meta["metrics"], meta["train_config"])
 
 
 def _read_metadata(path: Path, raw: str) -> dict:
@@ -148,6 +163,10 @@ def _read_metadata(path: Path, raw: str) -> dict:
         raise bad(f"format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     if "model_config" not in meta:
         raise bad("no model_config")
+    try:
+        meta = upgrade(meta)
+    except ValueError as e:
+        raise bad(str(e)) from None
     class_names = meta.get("class_names", [])
     if not isinstance(class_names, list) or not all(isinstance(c, str) for c in class_names):
         raise bad(f"class_names {class_names!r:.60}: must be a list of strings")
@@ -157,12 +176,49 @@ def _read_metadata(path: Path, raw: str) -> dict:
     if not isinstance(metrics, dict):
         raise bad(f"metrics {metrics!r:.60}: must be an object")
     try:
-        model_config = ModelConfig.from_dict(meta["model_config"])
+        model_config = model_config_from_dict(meta["model_config"])
         saved = meta.get("feature_settings")
         settings = FeatureSettings.from_dict(saved) if saved is not None else None
+        train = meta.get("train_config")
+        train_config = TrainConfig.from_dict(train, model_config) if train is not None else None
     except ConfigError as e:
         raise bad(str(e)) from None
-    return {"model_config": model_config, "class_names": class_names, "feature_settings": settings, "metrics": metrics}
+    return {"model_config": model_config, "class_names": class_names, "feature_settings": settings, "metrics": metrics,
+            "train_config": train_config}
+
+
+def upgrade(meta: dict) -> dict:
+    """Checkpoint metadata of any earlier version -> the current version's (a new dict), one
+    version step at a time; ValueError for a version this code does not know.
+
+    1 -> 2: the model config was one ModelConfig of every model's fields. Its "model" key is
+    "name" since before version 1 was final, and "relevance_fusion" / "input_dropout" are
+    missing in files written before those fields existed (they then had the published form,
+    PUBLISHED_DEFAULTS); the fields of other models are dropped (their values did nothing).
+    No TrainConfig was stored."""
+    version = meta.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise ValueError(f"version {version!r}: this avel reads versions 1 to {CHECKPOINT_VERSION} (a newer avel "
+                         "wrote it?)")
+    meta = dict(meta)
+    if version == 1:
+        cfg = meta["model_config"]
+        if isinstance(cfg, dict):
+            if "model" in cfg and "name" not in cfg:
+                cfg = {**cfg, "name": cfg["model"]}
+            cfg = {**PUBLISHED_DEFAULTS, **cfg}
+            cfg = _own_fields(cfg)
+        meta.update(model_config=cfg, train_config=None, version=2)
+    return meta
+
+
+def _own_fields(cfg: dict) -> dict:
+    """A version-1 model config -> the fields of its model's config class (and task, name)."""
+    key = f"{cfg.get('task', 'sel')}/{cfg.get('name', 'dam')}"
+    if key not in MODELS:
+        return cfg  # refused by model_config_from_dict, naming the task or the name
+    names = {f.name for f in dataclasses.fields(MODELS.get(key).config)} | {"task", "name"}
+    return {k: v for k, v in cfg.items() if k in names}
 
 
 def weights_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:

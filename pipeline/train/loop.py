@@ -2,14 +2,17 @@
 in RAM as tensors, the model, the optimiser, `evaluate()`, one loop. Model selection on the
 validation split; the test split is evaluated once, for the selected model.
 
-    cfg = TrainConfig(ModelConfig(task="sel", name="dam"), epochs=60)
+    cfg = TrainConfig(model_config("sel", "dam"), epochs=60)
     result = train(data, cfg)              # result.val, result.test, result.model
     save_checkpoint("sel.safetensors", result.model, result.model_config, data.class_names,
                     data.settings, result.test)
 
 Splits: SEL uses "train" / "val" / "test"; CML uses "train_match" / "val_match" /
 "test_match" when the data has them (AVE's CML split), else the SEL names
-(`AVData.task_split`). Checkpoints: pipeline/train/checkpoint.py.
+(`AVData.task_split`). What differs between the tasks (the features, the loss call, the
+evaluation, the selection score) is the task's (pipeline/train/tasks.py); what differs between
+the models is the registry's (models/registry.py: the recipe, segment pairs) or the model's own
+(`start_epoch`). Checkpoints: pipeline/train/checkpoint.py.
 """
 from __future__ import annotations
 
@@ -25,14 +28,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ...models.registry import ModelConfig, build_model
-from ...core.config import DEVICE_HELP, DEVICE_PATTERN, check_choice, check_range, check_types, option, resolve_device
+from ...models.registry import MODELS, ModelConfig, SELDAMConfig, build_model, model_entry
+from ...core.config import (DEVICE_HELP, DEVICE_PATTERN, check_choice, check_range, check_types, from_mapping, option,
+                            resolve_device)
 from ..data.dataset import AVData
-from ...core.errors import ConfigError, DataError
-from .metrics import cml_accuracy, cml_queries, sel_accuracy
-from .weak import WeakFeatures, evaluate_video_labels, weak_features, weak_selection_score
-
-RAM_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+from ...core.errors import ConfigError
+from .tasks import RAM_DTYPES, Features, Task, get_task, pooled_visual  # noqa: F401  (Features, pooled_visual: API)
+from .weak import WeakFeatures
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,6 @@ RECIPES = {
                          "Tian et al.'s AVDLN script (cmm_train.py): shuffled batches of 8 synchronized segment "
                          "pairs, 20 epochs, the last epoch kept (validation is only reported)"),
 }
-MODEL_RECIPES = {"cml/avdln": "tian-avdln"}  # the published recipe of a model; others: "avel"
-SEGMENT_MODELS = ("cml/avdln",)  # models whose loss treats every segment alone (can train on pairs)
 
 
 # -----------------------------------------------------------------------------------------
@@ -64,11 +64,13 @@ class TrainConfig:
     """Training options around a model config. Optimiser: Adam, lr 1e-3, no weight decay:
     AV_att's published recipe (Tian et al.); DAM's optimiser is not published, so it gets the
     same one, which also keeps the comparison fair. `recipe` sets the batches, the epochs and
-    the model selection (RECIPES): "auto" is the model's published one, AVDLN's for AVDLN
-    (8 segment pairs, 20 epochs, last epoch), "avel" (64 videos, 60 epochs, best validation
-    epoch) for the others; `epochs` and `batch_size` override the recipe's."""
+    the model selection (RECIPES): "auto" is the model's published one (its registry entry's),
+    AVDLN's for AVDLN (8 segment pairs, 20 epochs, last epoch), "avel" (64 videos, 60 epochs,
+    best validation epoch) for the others; `epochs` and `batch_size` override the recipe's.
+    All three are resolved when the config is made ("auto" and None never remain), so a
+    checkpoint's stored TrainConfig holds the values in force."""
 
-    model: ModelConfig = option("the model (task, name and hyperparameters)", cli=False, default_factory=ModelConfig)
+    model: ModelConfig = option("the model (task, name and hyperparameters)", cli=False, default_factory=SELDAMConfig)
     recipe: str = option("auto (the model's: tian-avdln for AVDLN, avel otherwise) | avel (64 videos a batch, 60 "
                          "epochs, best validation epoch kept) | tian-avdln (8 segment pairs a batch, 20 epochs, last "
                          "epoch kept)", choices=("auto", *RECIPES), default="auto")
@@ -85,7 +87,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
-            raise ConfigError("model", self.model, "must be a ModelConfig")
+            raise ConfigError("model", self.model, "must be a model config (avel.model_config(task, name, ...))")
         check_types(self)
         check_choice("recipe", self.recipe, ("auto", *RECIPES))
         if self.epochs is not None:
@@ -98,10 +100,14 @@ class TrainConfig:
         check_choice("dtype_in_ram", self.dtype_in_ram, tuple(RAM_DTYPES))
         if not DEVICE_PATTERN.match(self.device):
             raise ConfigError("device", self.device, f"choose {DEVICE_HELP}")
-        key = f"{self.model.task}/{self.model.name}"
-        if RECIPES[self.recipe_name].unit == "segment" and key not in SEGMENT_MODELS:
+        entry = model_entry(self.model.task, self.model.name)
+        recipe = entry.recipe if self.recipe == "auto" else self.recipe
+        if RECIPES[recipe].unit == "segment" and not entry.segment_pairs:
             raise ConfigError("recipe", self.recipe, f"trains on single segment pairs, which only "
-                              f"{', '.join(SEGMENT_MODELS)} can (its loss treats every segment alone)")
+                              f"{', '.join(_segment_models())} can (its loss treats every segment alone)")
+        object.__setattr__(self, "recipe", recipe)  # resolved: the stored config holds the values in force
+        object.__setattr__(self, "epochs", self.epochs or RECIPES[recipe].epochs)
+        object.__setattr__(self, "batch_size", self.batch_size or RECIPES[recipe].batch_size)
 
     @property
     def task(self) -> str:
@@ -109,16 +115,13 @@ class TrainConfig:
 
     @property
     def recipe_name(self) -> str:
-        """The recipe in force: `recipe`, or the model's own for "auto"."""
-        if self.recipe != "auto":
-            return self.recipe
-        return MODEL_RECIPES.get(f"{self.model.task}/{self.model.name}", "avel")
+        """The recipe in force (resolved when the config was made)."""
+        return self.recipe
 
     @property
     def resolved(self) -> Recipe:
         """The recipe in force with `epochs` and `batch_size` applied."""
-        r = RECIPES[self.recipe_name]
-        return dataclasses.replace(r, epochs=self.epochs or r.epochs, batch_size=self.batch_size or r.batch_size)
+        return dataclasses.replace(RECIPES[self.recipe], epochs=self.epochs, batch_size=self.batch_size)
 
     def model_config(self, data: AVData) -> ModelConfig:
         """The model config with the widths and the number of classes of `data`."""
@@ -126,42 +129,20 @@ class TrainConfig:
                                    visual_dim=data.visual.shape[-1])
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, the model's config as its `to_dict` (with its task and name)."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "model": self.model.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict, model: ModelConfig, where: str = "train_config") -> "TrainConfig":
+        """A stored TrainConfig (its model config read apart: `model`)."""
+        if not isinstance(d, dict):
+            raise ConfigError(where, d, "must be a JSON object of TrainConfig fields")
+        return from_mapping(cls, {**d, "model": model}, where)
 
 
-# -----------------------------------------------------------------------------------------
-# data: every feature in RAM once; a batch is an index slice converted to float32 on device
-@dataclass
-class Features:
-    task: str
-    audio: torch.Tensor  # [V, T, Da]
-    visual: torch.Tensor  # sel: [V, T, N, Dv] cells (N = 7x7);  cml: [V, T, Dv] pooled
-    labels: torch.Tensor  # [V, T] int64
-    background: int
-
-    def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> audio, visual (float32 on device), target (sel: labels [B, T]; cml: event mask [B, T] bool)."""
-        audio = self.audio[idx].to(device).float()
-        visual = self.visual[idx].to(device).float()
-        labels = self.labels[idx].to(device)
-        return audio, visual, (labels if self.task == "sel" else labels != self.background)
-
-    def segment_pairs(self, idx: torch.Tensor) -> "Features":
-        """The segments of videos `idx` as one-segment videos: [V, T, ...] -> [V*T, 1, ...]
-        (for a model whose loss treats every segment alone, trained on shuffled pairs)."""
-        def flat(x: torch.Tensor) -> torch.Tensor:
-            return x[idx].flatten(0, 1).unsqueeze(1)  # (V*T, 1, ...)
-
-        return Features(self.task, flat(self.audio), flat(self.visual), flat(self.labels), self.background)
-
-
-def pooled_visual(visual: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """pool5 [V, T, 7, 7, Dv] -> the mean over the cells [V, T, Dv] (AVE's visual_feature_vec),
-    computed in float32 a chunk of videos at a time; [V, T, Dv] input is returned as is."""
-    if visual.dim() == 3:
-        return visual
-    parts = [visual[i : i + chunk].float().mean(dim=(2, 3)) for i in range(0, visual.shape[0], chunk)]
-    return torch.cat(parts).to(visual.dtype)
+def _segment_models() -> list[str]:
+    """The registered models that can train on segment pairs."""
+    return [key for key in MODELS.names() if MODELS.get(key).segment_pairs]
 
 
 def prepare_features(data: AVData, task: str, dtype_in_ram: str | None = None) -> Features | WeakFeatures:
@@ -169,21 +150,7 @@ def prepare_features(data: AVData, task: str, dtype_in_ram: str | None = None) -
     stored when float16 or float32, else float32). A conversion copies the features; hand
     over float16 data to hold AVE-sized pool5 maps (1.7 GB) only once. wsel: the video-level
     labels only (pipeline/train/weak.py)."""
-    if dtype_in_ram is None:
-        dtype = data.visual.dtype if data.visual.dtype in (torch.float16, torch.float32) else torch.float32
-    elif dtype_in_ram in RAM_DTYPES:
-        dtype = RAM_DTYPES[dtype_in_ram]
-    else:
-        raise ValueError(f"dtype_in_ram must be one of {', '.join(RAM_DTYPES)}, got {dtype_in_ram!r}")
-    if task in ("sel", "wsel"):
-        if data.visual.dim() != 5:
-            raise ValueError(f"SEL needs pool5 maps [V, T, H, W, C], got visual {tuple(data.visual.shape)}")
-        visual = data.visual.to(dtype).flatten(2, 3)  # (V, T, N, Dv), a view when no conversion
-    else:
-        visual = pooled_visual(data.visual).to(dtype)  # (V, T, Dv)
-    if task == "wsel":
-        return weak_features(data, data.audio.to(dtype), visual)
-    return Features(task, data.audio.to(dtype), visual, data.labels.long(), data.background)
+    return get_task(task).prepare(data, dtype_in_ram)
 
 
 # -----------------------------------------------------------------------------------------
@@ -192,60 +159,24 @@ def split_rows(data: AVData, task: str, name: str) -> tuple[str, torch.Tensor]:
     """(the split `task` uses for `name`, its row indices): DataError when it is missing,
     empty, or (CML) holds no video the CML protocol evaluates, instead of a NaN metric or
     an epoch of zero batches."""
-    split = data.task_split(task, name)
-    idx = data.split(split)
-    if len(idx) == 0:
-        raise DataError(f"{data.source}: the {split!r} split is empty")
-    if task == "cml" and name != "train" and not cml_queries(data.labels[idx] != data.background).keep.any():
-        raise DataError(f"{data.source}: no video of the {split!r} split has an event that is partial (1 to T-1 "
-                        "segments); the CML protocol evaluates only those")
-    return split, idx
+    return get_task(task).rows(data, name)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 256,
              features: Features | WeakFeatures | None = None) -> dict:
-    """Metrics of `model` on a split of `data`. SEL: {"accuracy"}. CML: {"a2v", "v2a",
-    "average", "n_videos"} under the CML protocol (pipeline.metrics). For CML, "train" /
-    "val" / "test" mean the *_match splits when the data has them. With WeakFeatures
-    (validation of a weak model): video-level metrics (pipeline/train/weak.py)."""
-    if isinstance(features, WeakFeatures):
-        return evaluate_video_labels(model, features, data.split(split), batch_size)
-    task = model.task
-    _, idx = split_rows(data, task, split)
-    feats = features if features is not None else prepare_features(data, task)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        if task == "sel":
-            preds = [model.predict(*feats.batch(idx[i : i + batch_size], device)[:2]).cpu() for i in range(0, len(idx), batch_size)]
-            pred = torch.cat(preds) if preds else torch.empty(0, data.labels.shape[1], dtype=torch.long)
-            return {"accuracy": sel_accuracy(pred, feats.labels[idx])}
-        event_mask = feats.labels[idx] != feats.background  # (V, T)
-        queries = cml_queries(event_mask)
-        query_mask = queries.mask(event_mask.shape[1])  # (V, T)
-        pred = {"a2v": torch.zeros(len(idx), dtype=torch.long), "v2a": torch.zeros(len(idx), dtype=torch.long)}
-        kept = torch.nonzero(queries.keep).squeeze(1)  # positions within the split
-        for i in range(0, len(kept), batch_size):
-            pos = kept[i : i + batch_size]
-            audio, visual, _ = feats.batch(idx[pos], device)
-            for direction in ("a2v", "v2a"):
-                pred[direction][pos] = model.localize(audio, visual, query_mask[pos].to(device), direction).cpu()
-        metrics = cml_accuracy(pred["a2v"], pred["v2a"], event_mask)
-        metrics["average"] = (metrics["a2v"] + metrics["v2a"]) / 2
-        return metrics
-    finally:
-        model.train(was_training)
+    """Metrics of `model` on a split of `data`, by the task of `features` (or, without, of
+    the model: a weak model is an SEL model at test time). SEL: {"accuracy"}. CML: {"a2v",
+    "v2a", "average", "n_videos"} under the CML protocol (pipeline.metrics); "train" / "val" /
+    "test" mean the *_match splits when the data has them. wsel (WeakFeatures, validation of a
+    weak model): video-level metrics (pipeline/train/weak.py)."""
+    task = get_task(features.task if features is not None else model.task)
+    return task.evaluate(model, data, split, batch_size=batch_size, features=features)
 
 
 def selection_score(task: str, metrics: dict) -> float:
     """What model selection maximises: SEL accuracy, CML mean of A2V and V2A, WSEL minus
     the validation loss of the video labels (pipeline/train/weak.py)."""
-    if task == "wsel":
-        return weak_selection_score(metrics)
-    score = metrics["accuracy"] if task == "sel" else metrics["average"]
-    return -math.inf if math.isnan(score) else score
+    return get_task(task).selection_score(metrics)
 
 
 # -----------------------------------------------------------------------------------------
@@ -276,12 +207,13 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         shuffle = torch.Generator().manual_seed(cfg.seed)  # batch order
 
         # data: every split checked before the first epoch
-        _, train_idx = split_rows(data, cfg.task, "train")
-        val_split, _ = split_rows(data, cfg.task, "val")
+        task: Task = get_task(cfg.task)
+        _, train_idx = task.rows(data, "train")
+        val_split, _ = task.rows(data, "val")
         test_split = data.task_split(cfg.task, "test")
         if test_split in data.splits:
-            split_rows(data, cfg.task, "test")
-        feats = prepare_features(data, cfg.task, cfg.dtype_in_ram)
+            task.rows(data, "test")
+        feats = task.prepare(data, cfg.dtype_in_ram)
 
         # model and optimiser
         model_config = cfg.model_config(data)
@@ -289,7 +221,7 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         recipe = cfg.resolved
         if recipe.unit == "segment":  # every training segment pair is a one-segment video
-            train_feats, train_idx = feats.segment_pairs(train_idx), torch.arange(len(train_idx) * feats.labels.shape[1])
+            train_feats, train_idx = task.segment_pairs(feats, train_idx)
         else:
             train_feats = feats
 
@@ -299,19 +231,17 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         bar = tqdm(range(1, recipe.epochs + 1), desc=f"{cfg.task}/{cfg.model.name}", disable=None if cfg.progress is None else not cfg.progress)
         for epoch in bar:
             model.train()
-            if hasattr(model, "start_epoch"):  # models whose loss changes over training (SEL DAM's warm-up)
-                model.start_epoch(epoch, recipe.epochs)
+            model.start_epoch(epoch, recipe.epochs)  # models whose loss changes over training (SEL DAM's warm-up)
             order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
             total, count = 0.0, 0
             for i in range(0, len(order), recipe.batch_size):
-                audio, visual, target = train_feats.batch(order[i : i + recipe.batch_size], device)
-                loss = model.loss(audio, visual, target)
+                loss, n = task.loss(model, train_feats, order[i : i + recipe.batch_size], device)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total, count = total + loss.item() * len(audio), count + len(audio)
-            val = evaluate(model, data, val_split, batch_size=cfg.eval_batch_size, features=feats)
-            score = selection_score(cfg.task, val)
+                total, count = total + loss.item() * n, count + n
+            val = task.evaluate(model, data, val_split, batch_size=cfg.eval_batch_size, features=feats)
+            score = task.selection_score(val)
             history.append({"epoch": epoch, "loss": total / max(count, 1), **val})
             if recipe.selection == "last":  # no selection: the model is the last epoch's
                 best_score, best_epoch, best_val = score, epoch, val
@@ -323,8 +253,8 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
-        test_feats = feats if isinstance(feats, Features) else None  # wsel: SEL's, with the per-second labels
-        test = evaluate(model, data, test_split, batch_size=cfg.eval_batch_size, features=test_feats) if test_split in data.splits else None
+        test = (task.test(model, data, test_split, batch_size=cfg.eval_batch_size, features=feats)
+                if test_split in data.splits else None)
         return TrainResult(model, model_config, cfg, best_epoch, best_val, test, history, time.perf_counter() - t0)
     finally:
         if device.type == "cuda":
