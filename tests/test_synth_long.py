@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from avel.pipeline.data.activitynet import parse_ground_truth
+from avel.pipeline.data.activitynet import parse_ground_truth, read_ground_truth
 from avel.pipeline.data.synth import prototypes
 from avel.pipeline.data.synth_long import (
-    BLOCK_S, LongSynthConfig, class_names, feature_blocks, ground_truth, long_plans, video_features,
+    BLOCK_S, LongSynthConfig, class_names, feature_blocks, ground_truth, long_plans, video_features, write_ground_truth,
 )
 
 SMALL = dict(videos=4, classes=4, min_duration_s=130, max_duration_s=200, max_gap_s=20)
@@ -88,10 +88,12 @@ def test_blocks_are_bounded_and_add_up():
     assert all(b[1].dtype == np.float32 and b[2].dtype == np.float32 for b in blocks)
 
 
-def test_ground_truth_json_shape():
+def test_ground_truth_json_shape(tmp_path):
     cfg = LongSynthConfig(**SMALL)
     plans = long_plans(cfg)
     doc = ground_truth(cfg, plans)
+    write_ground_truth(tmp_path / "gt.json", cfg)
+    assert read_ground_truth(tmp_path / "gt.json") == parse_ground_truth(doc)
     assert set(doc) == {"version", "taxonomy", "database"}
     v = doc["database"][plans[0].video_id]
     assert set(v) == {"subset", "duration", "annotations"} and v["subset"] in ("validation", "testing")

@@ -160,3 +160,10 @@ def ground_truth(cfg: LongSynthConfig, plans: list[LongVideoPlan]) -> dict:
                              "annotations": [{"segment": [float(s), float(e)], "label": names[c]}
                                              for s, e, c, _ in p.events]} for p in plans}
     return {"version": f"avel synth-long seed {cfg.seed}", "taxonomy": taxonomy(names), "database": database}
+
+
+def write_ground_truth(path, cfg: LongSynthConfig, plans: list[LongVideoPlan] | None = None) -> None:
+    """The ActivityNet ground truth of `cfg`, written atomically."""
+    import json
+    from ...core.atomic import write_text_atomic
+    write_text_atomic(path, json.dumps(ground_truth(cfg, plans or long_plans(cfg)), indent=1, allow_nan=False) + "\n")
