@@ -22,6 +22,7 @@ _EXPORTS = {
     "FeatureExtractor": ".pipeline.extract.local",
     "extract_features": ".pipeline.extract.local",
     "run_extraction": ".pipeline.extract.local",
+    "ExtractOptions": ".pipeline.extract.options",
     "annotated_jobs": ".pipeline.extract.local",
     "FeatureCache": ".pipeline.cache.store",
     "merge_caches": ".pipeline.cache.store",

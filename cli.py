@@ -12,7 +12,6 @@ import functools
 import inspect
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -24,6 +23,8 @@ from .extractors import AUDIO_MODELS, VISUAL_MODELS
 from .models.registry import MODELS, TASKS, config_classes, model_config
 from .core.config import DEVICE_HELP, FeatureSettings, resolve_device
 from .core.errors import AvelError, ConfigError, Interrupted
+from .core.atomic import write_text_atomic
+from .pipeline.extract.options import ExtractOptions, NetworkOptions
 from .pipeline.extract.ray_engine import ENGINES, RayConfig
 from .pipeline.data.synth import FeatureSynthConfig
 from .pipeline.train.loop import TrainConfig
@@ -130,10 +131,6 @@ AudioWeights = Annotated[Optional[Path], typer.Option("--audio-weights-file", he
 AudioPca = Annotated[Optional[Path], typer.Option("--audio-pca-file", help="apply VGGish PCA + 8-bit quantisation from this file (off by default, as in AVE)")]
 Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="frames per VGG-19 forward (default: the device's fastest, measured: 16 on a CPU)")]
-Pooled = Annotated[bool, typer.Option("--pooled/--no-pooled", help="also store the 512-d pooled visual vector (AVE's visual_feature_vec)")]
-StorageDtype = Annotated[_choices(("float32", "float16")), typer.Option("--storage-dtype", help="how features are stored")]
-Workers = Annotated[int, typer.Option("--workers", help="decoder processes (0: one decoding thread)")]
-CommitEvery = Annotated[int, typer.Option("--commit-every", help="videos per committed part file (a crash loses at most this many)")]
 Task = Annotated[_choices(TASKS), typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization) | wsel (weakly supervised event localization: trained on video-level labels, tested as sel)")]
 DataPath = Annotated[Path, typer.Option("--data", help="a feature cache or a directory in the AVE release layout")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the metrics as JSON")]
@@ -141,22 +138,20 @@ JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the 
 EXTRACTOR_CHOICES = {"visual_model": VISUAL_MODELS.names, "audio_model": AUDIO_MODELS.names}
 
 
-def _feature_settings(options: dict, device: str, batch_size: int | None, audio_pca_file, **values) -> FeatureSettings:
-    """The validated FeatureSettings of the generated options (and the device and batch
-    size checked): everything is refused here, before any data is read or weight built."""
-    if batch_size is not None:
-        check_positive("batch_size", batch_size)
-    resolve_device(device)
-    return build(FeatureSettings, options, audio_pca=audio_pca_file is not None, **values)
+def _help(cls, name: str) -> str:
+    """The help of a config field (for an option declared by hand where a command's default differs)."""
+    return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
 
 
-def _extractor(settings: FeatureSettings, *, visual_weights_file, audio_weights_file, audio_pca_file, device, batch_size):
-    from .pipeline.extract.features import FeatureExtractor
+def _network(visual_weights_file, audio_weights_file, audio_pca_file, device, batch_size=None) -> NetworkOptions:
+    """The NetworkOptions of the shared options (VisualWeights, AudioWeights, AudioPca, Device,
+    BatchSize), validated: the device exists here, the batch size is positive."""
+    return NetworkOptions(visual_weights_file, audio_weights_file, audio_pca_file, device, batch_size)
 
-    return FeatureExtractor(
-        settings, visual_weights_file=_s(visual_weights_file), audio_weights_file=_s(audio_weights_file),
-        audio_pca_file=_s(audio_pca_file), device=device, batch_size=batch_size,
-    )
+
+def _feature_settings(options: dict, network: NetworkOptions, **values) -> FeatureSettings:
+    """The validated FeatureSettings of the generated options (VGGish's PCA with its file)."""
+    return build(FeatureSettings, options, audio_pca=network.audio_pca_file is not None, **values)
 
 
 def check_positive(name: str, value: int, minimum: int = 1) -> None:
@@ -164,27 +159,19 @@ def check_positive(name: str, value: int, minimum: int = 1) -> None:
         raise ConfigError(name, value, f"must be >= {minimum}")
 
 
-def _s(p: Optional[Path]) -> Optional[str]:
-    return None if p is None else str(p)
-
-
 def _report(summary, where: str) -> None:
-    earlier = len(summary.earlier_failed)
-    msg = (f"{summary.done} extracted, {summary.skipped - earlier} already done, {len(summary.failed)} failed"
-           + (f", {earlier} failed in an earlier run (--retry-failed tries them again)" if earlier else "") + f" -> {where}")
-    typer.echo(msg, err=True)
-    failed = summary.failed + summary.earlier_failed
-    for f in failed[:20]:
-        typer.echo(f"  {f.kind}: {_one_line(f.error)}", err=True)
-    if len(failed) > 20:
-        typer.echo(f"  ... and {len(failed) - 20} more (see the cache's failures)", err=True)
-    if failed:
+    """Print a batch job's report; exit 1 when a video failed (in this run or an earlier one)."""
+    from .pipeline.extract.local import summary_lines
+
+    for line in summary_lines(summary, where):
+        typer.echo(line, err=True)
+    if summary.all_failed:
         raise typer.Exit(1)
 
 
 # -- stage one and two ------------------------------------------------------------------------------
 @app.command()
-@config_options(FeatureSettings, choices=EXTRACTOR_CHOICES)
+@config_options(FeatureSettings, ExtractOptions, choices=EXTRACTOR_CHOICES, skip=("commit_every", "retry_failed", "shard"))
 def extract(
     videos: Annotated[list[Path], typer.Argument(help="video files")],
     options: dict,
@@ -194,114 +181,46 @@ def extract(
     audio_pca_file: AudioPca = None,
     device: Device = "auto",
     batch_size: BatchSize = None,
-    pooled: Pooled = False,
-    storage_dtype: StorageDtype = "float32",
-    workers: Workers = 0,
 ) -> None:
     """Extract VGG-19 pool5 and VGGish features of VIDEO... into an HDF5 file."""
-    from .pipeline.cache.store import CacheMeta, FeatureCache, WriteLock, merge_caches
-    from .pipeline.extract.local import jobs_from_paths, run_extraction
+    from .pipeline.extract.batch import extract_videos
 
-    check_positive("workers", workers, 0)
-    settings = _feature_settings(options, device, batch_size, audio_pca_file)
-    jobs = jobs_from_paths(videos)
-    fe = _extractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
-                    audio_pca_file=audio_pca_file, device=device, batch_size=batch_size)
-    if out.suffix != ".h5":
-        summary = run_extraction(jobs, out, fe, workers=workers, pooled=pooled, storage_dtype=storage_dtype)
-        return _report(summary, str(out))
-    # a single file: extract into a resumable side directory, then merge atomically; the side
-    # directory's write lock, held throughout, makes this the only writer of OUT
-    partial = out.with_name(out.name + ".partial")
-    if out.exists():
-        with FeatureCache(out) as existing:  # refuse other settings before any work
-            existing.meta.check_compatible(CacheMeta(fe.settings, storage_dtype), str(out))
-    with WriteLock.acquire(partial):
-        done: set[str] = set()
-        if out.exists():
-            with FeatureCache(out) as existing:
-                done = set(existing.ids())
-        summary = run_extraction([j for j in jobs if j.id not in done], partial, fe, workers=workers,
-                                 pooled=pooled, storage_dtype=storage_dtype)
-        summary.skipped += len(jobs) - len([j for j in jobs if j.id not in done])
-        merge_caches(([out] if out.exists() else []) + [partial], out)
-        shutil.rmtree(partial)
-    _report(summary, str(out))
-
-
-def parse_shard(shard: Optional[str]) -> Optional[tuple[int, int]]:
-    """'i/n' -> (i, n) with 0 <= i < n."""
-    if shard is None:
-        return None
-    try:
-        i, n = (int(x) for x in shard.split("/"))
-        assert 0 <= i < n
-    except (ValueError, AssertionError):
-        raise ConfigError("shard", shard, "expected i/n with 0 <= i < n, e.g. 0/4") from None
-    return i, n
-
-
-def take_shard(jobs, shard: Optional[tuple[int, int]]):
-    """Every n-th job of the sorted ids, from the i-th: disjoint parts for n machines."""
-    if shard is None:
-        return jobs
-    i, n = shard
-    return [j for k, j in enumerate(sorted(jobs, key=lambda j: j.id)) if k % n == i]
+    run = build(ExtractOptions, options)
+    network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device, batch_size)
+    settings = _feature_settings(options, network)
+    _report(extract_videos(videos, out, settings, network, run), str(out))
 
 
 @app.command()
-@config_options(FeatureSettings, RayConfig, choices=EXTRACTOR_CHOICES)
+@config_options(FeatureSettings, RayConfig, ExtractOptions, choices=EXTRACTOR_CHOICES, skip=("pooled", "workers"))
 def preprocess(
     source: Annotated[Path, typer.Argument(help="a folder of videos (recursive), a text file of paths, or the AVE video folder")],
     out: Annotated[Path, typer.Option("--out", help="the cache directory (created or resumed)")],
     options: dict,
     engine: Annotated[_choices(ENGINES), typer.Option("--engine", help="local (this machine) | ray (a Ray cluster: --ray-address ...)")] = "local",
     annotations: Annotated[Optional[Path], typer.Option("--annotations", help="AVE-format Annotations.txt: its rows are the unit")] = None,
-    shard: Annotated[Optional[str], typer.Option("--shard", help="i/n: process the i-th of n disjoint parts (0-based)")] = None,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="try videos recorded as failed again")] = False,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
     device: Device = "auto",
     batch_size: BatchSize = None,
-    pooled: Pooled = True,
-    storage_dtype: StorageDtype = "float32",
-    workers: Workers = 2,
-    commit_every: CommitEvery = 64,
+    pooled: Annotated[bool, typer.Option("--pooled/--no-pooled", help=_help(ExtractOptions, "pooled"))] = True,
+    workers: Annotated[int, typer.Option("--workers", help=_help(ExtractOptions, "workers"))] = 2,
 ) -> None:
     """Batch-extract a whole dataset into a crash-safe, resumable cache.
 
     With --annotations, its rows are the unit (an id listed twice is extracted once),
     --segments defaults to 10, and trainSet.txt / valSet.txt / testSet.txt beside it are
     stored as the cache's splits."""
-    from .pipeline.extract.local import annotated_jobs, find_videos, jobs_from_paths, run_extraction
+    from .pipeline.extract.batch import preprocess as run_preprocess
 
-    check_positive("workers", workers, 0)
-    check_positive("commit_every", commit_every)
-    part = parse_shard(shard)
+    run = build(ExtractOptions, options, pooled=pooled, workers=workers)
     if annotations is not None and options["segments"] is None:
         options = {**options, "segments": 10}  # AVE rows label ten 1-s segments
-    settings = _feature_settings(options, device, batch_size, audio_pca_file)
-    ray_config = build(RayConfig, options)
-    if engine != "ray" and ray_config != RayConfig():
-        changed = [FLAGS[f.name] for f in dataclasses.fields(RayConfig) if getattr(ray_config, f.name) != f.default]
-        raise ConfigError("engine", engine, f"{', '.join(changed)} need --engine ray")
-    text, splits = None, {}
-    if annotations is not None:
-        jobs, text, splits = annotated_jobs(source, annotations)
-    else:
-        jobs = jobs_from_paths(find_videos(source))
-    common = dict(pooled=pooled, storage_dtype=storage_dtype, annotations=text, splits=splits, retry_failed=retry_failed,
-                  commit_every=commit_every)
-    if engine == "ray":
-        from .pipeline.extract.ray_engine import ExtractorSpec, run_ray_extraction
-
-        spec = ExtractorSpec(settings, _s(visual_weights_file), _s(audio_weights_file), _s(audio_pca_file), device, batch_size)
-        summary = run_ray_extraction(take_shard(jobs, part), out, spec, ray_config, **common)
-        return _report(summary, str(out))
-    fe = _extractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
-                    audio_pca_file=audio_pca_file, device=device, batch_size=batch_size)
-    summary = run_extraction(take_shard(jobs, part), out, fe, workers=workers, **common)
+    network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device, batch_size)
+    settings = _feature_settings(options, network)
+    summary = run_preprocess(source, out, settings, network, run, engine=engine, ray_config=build(RayConfig, options),
+                             annotations=annotations)
     _report(summary, str(out))
 
 
@@ -383,7 +302,7 @@ def _format_metrics(metrics: dict) -> str:
 def _write_json(path: Optional[Path], obj) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(obj, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 FLAGS["name"] = "--model"
@@ -452,9 +371,8 @@ def localize(
     from .pipeline.apps.localize import format_table, localize as run_localize, write_csv, write_json
     from .pipeline.apps.timeline import plot_timeline
 
-    resolve_device(device)  # before the checkpoint is read
-    results = run_localize(videos, checkpoint, stride_s=stride, device=device, visual_weights_file=visual_weights_file,
-                           audio_weights_file=audio_weights_file, audio_pca_file=audio_pca_file)
+    network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device)  # before the checkpoint is read
+    results = run_localize(videos, checkpoint, stride_s=stride, **network.as_kwargs())
     ok = [r for r in results if not r.error]
     for r in results:
         typer.echo(f"error: {r.error}" if r.error else format_table(r), err=bool(r.error))
@@ -494,10 +412,9 @@ def cml(
     from .pipeline.apps.query import cml_query, format_query, write_query_json
     from .pipeline.apps.timeline import plot_query
 
-    resolve_device(device)  # before the checkpoint is read
+    network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device)  # before the checkpoint is read
     result = cml_query(checkpoint, query, target, query_start_s=query_start, query_end_s=query_end,
-                       query_modality=query_modality, device=device, visual_weights_file=visual_weights_file,
-                       audio_weights_file=audio_weights_file, audio_pca_file=audio_pca_file)
+                       query_modality=query_modality, **network.as_kwargs())
     typer.echo(format_query(result))
     if json_out is not None:
         write_query_json(result, json_out)

@@ -509,6 +509,7 @@ def stage_e2e(cfg: BenchConfig, work: Path) -> dict:
 
     from avel.pipeline.cache.store import FeatureCache
     from avel.pipeline.extract.local import jobs_from_paths, run_extraction
+    from avel.pipeline.extract.options import ExtractOptions
 
     t = time.perf_counter()
     fe = extractor_for(cfg)
@@ -523,7 +524,7 @@ def stage_e2e(cfg: BenchConfig, work: Path) -> dict:
     cpu0 = cpu_seconds()
     finished = []  # when each video was done
     t0 = time.perf_counter()
-    summary = run_extraction(jobs, cache_dir, fe, workers=cfg.workers, pooled=True, progress=False,
+    summary = run_extraction(jobs, cache_dir, fe, ExtractOptions(workers=cfg.workers, pooled=True, progress=False),
                              on_video=lambda job, failure: finished.append(time.perf_counter() - t0))
     sync(fe.device)
     wall = time.perf_counter() - t0
@@ -559,6 +560,7 @@ def stage_ray(cfg: BenchConfig, work: Path) -> dict:
 
     from avel.pipeline.cache.store import FeatureCache
     from avel.pipeline.extract.local import jobs_from_paths, run_extraction
+    from avel.pipeline.extract.options import ExtractOptions, NetworkOptions
     from avel.pipeline.extract.ray_engine import ExtractorSpec, RayConfig, run_ray_extraction
 
     jobs = jobs_from_paths(video_paths(work))
@@ -568,7 +570,8 @@ def stage_ray(cfg: BenchConfig, work: Path) -> dict:
     window = Window(lambda: sum(process_cpu_s(p) for p in _descendants(os.getpid())))
     t = time.perf_counter()
     fe = extractor_for(cfg)
-    local = run_extraction(jobs, caches["local"], fe, workers=cfg.workers, pooled=True, progress=False)
+    options = ExtractOptions(workers=cfg.workers, pooled=True, progress=False)
+    local = run_extraction(jobs, caches["local"], fe, options)
     local_s = time.perf_counter() - t
     local_window = window.close()
     del fe
@@ -583,9 +586,8 @@ def stage_ray(cfg: BenchConfig, work: Path) -> dict:
             raise RuntimeError(f"a Ray node outside loopback: {addresses}")
         window = Window(lambda: sum(process_cpu_s(p) for p in _descendants(os.getpid())))
         t = time.perf_counter()
-        spec = ExtractorSpec(settings_for(cfg), device=cfg.device, batch_size=cfg.batch_size)
-        remote = run_ray_extraction(jobs, caches["ray"], spec, RayConfig(decoders=max(1, cfg.workers)), pooled=True,
-                                    progress=False)
+        spec = ExtractorSpec(settings_for(cfg), NetworkOptions(device=cfg.device, batch_size=cfg.batch_size))
+        remote = run_ray_extraction(jobs, caches["ray"], spec, RayConfig(decoders=max(1, cfg.workers)), options)
         ray_s = time.perf_counter() - t
         ray_window = window.close()
         ray_peak = TREE.peak_mib

@@ -73,6 +73,7 @@ def test_readme_python_api_beside_folders_with_avel_like_names(tmp_path):
     """The README's Python API block, run as written (2 epochs instead of 60) from a
     shadowed working directory, on a generated clip and a generated cache."""
     from avel import FeatureExtractor, FeatureSettings, annotated_jobs, run_extraction, synthesize
+    from avel.pipeline.extract.options import ExtractOptions
 
     cwd = shadowed_workdir(tmp_path / "work")
     write_video(cwd / "clip.mp4", duration_s=3, color=solid((10, 200, 10)), audio=tone(300))
@@ -80,7 +81,7 @@ def test_readme_python_api_beside_folders_with_avel_like_names(tmp_path):
     jobs, text, splits = annotated_jobs(tmp_path / "synth" / "videos", tmp_path / "synth" / "Annotations.txt")
     extractor = FeatureExtractor(FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1,
                                                  segments=10), device="cpu")
-    run_extraction(jobs, cwd / "cache", extractor, annotations=text, splits=splits, progress=False)
+    run_extraction(jobs, cwd / "cache", extractor, ExtractOptions(progress=False), annotations=text, splits=splits)
 
     block = readme_python_block()
     assert "epochs=60" in block and "from avel import" in block

@@ -15,6 +15,7 @@ from avel.core.config import FeatureSettings
 from avel.pipeline.media.decode import DecodeOptions, decode_video
 from avel.pipeline.extract.local import Job, run_extraction
 from avel.pipeline.extract.features import FeatureExtractor, ieee_fp32
+from avel.pipeline.extract.options import ExtractOptions
 
 SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=4)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -55,7 +56,8 @@ def test_fp32_cuda_features_equal_the_cpus(video):
 def test_batch_job_on_the_gpu_equals_the_cpus(video, tmp_path):
     for device in ("cpu", "cuda"):
         extractor = FeatureExtractor(SETTINGS, device=device)
-        summary = run_extraction([Job("v", video)], tmp_path / device, extractor, workers=1, pooled=True, progress=False)
+        summary = run_extraction([Job("v", video)], tmp_path / device, extractor,
+                                 ExtractOptions(workers=1, pooled=True, progress=False))
         assert summary.done == 1
     cpu, gpu = FeatureCache(tmp_path / "cpu"), FeatureCache(tmp_path / "cuda")
     for want, got in zip(cpu.read("v"), gpu.read("v")):

@@ -273,6 +273,7 @@ def test_memory_is_bounded_whatever_the_frame_rate(tmp_path, one_thread):
     from avel.core.config import FeatureSettings
     from avel.pipeline.extract.local import Job, run_extraction
     from avel.pipeline.extract.features import FeatureExtractor
+    from avel.pipeline.extract.options import ExtractOptions
 
     path = write_video(tmp_path / "slow.mp4", frame_times_s=[0.0, 30.0, 60.0], duration_s=60.5, audio=tone(440))
     settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=2, frame_size=32)
@@ -282,7 +283,7 @@ def test_memory_is_bounded_whatever_the_frame_rate(tmp_path, one_thread):
     extractor.visual_features = lambda frames: largest.append(frames.shape[0] * frames.shape[1]) or visual_features(frames)
     tracemalloc.start()
     try:
-        summary = run_extraction([Job("slow", path)], tmp_path / "cache", extractor, progress=False)
+        summary = run_extraction([Job("slow", path)], tmp_path / "cache", extractor, ExtractOptions(progress=False))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -28,6 +28,7 @@ from avel.core.config import FeatureSettings
 from avel.pipeline.media.decode import DecodeOptions, decode_video
 from avel.pipeline.extract.local import Job, run_extraction
 from avel.pipeline.extract.features import FeatureExtractor
+from avel.pipeline.extract.options import ExtractOptions
 
 BF16_MIN_COSINE = 0.999
 # 64 x 64 frames (pool5 2 x 2): the same code path as 224 x 224 at a twelfth of the cost
@@ -74,7 +75,7 @@ def test_vggish_video_at_once_equals_segment_by_segment(videos, single):
 def test_run_extraction_equals_direct_calls(videos, single, tmp_path, workers):
     batched = FeatureExtractor(SETTINGS, device="cpu", batch_size=3)  # chunks cross segment boundaries
     jobs = [Job(f"v{i}", p) for i, p in enumerate(videos)]
-    summary = run_extraction(jobs, tmp_path / "cache", batched, workers=workers, pooled=True, progress=False)
+    summary = run_extraction(jobs, tmp_path / "cache", batched, ExtractOptions(workers=workers, pooled=True, progress=False))
     assert summary.done == 3 and not summary.failed
     with FeatureCache(tmp_path / "cache") as cache:
         for job in jobs:

@@ -16,6 +16,7 @@ from ...core.config import FeatureSettings
 from ..data.load import load_data
 from ..extract.local import annotated_jobs, run_extraction
 from ..extract.features import FeatureExtractor
+from ..extract.options import ExtractOptions
 from .localize import format_table, localize, write_json
 from .report import write_localization_report
 from ..media.synth import synthesize
@@ -69,8 +70,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
                                segments=10, seed=cfg.seed)
     extractor = FeatureExtractor(settings, device=cfg.device)
     jobs, text, splits = annotated_jobs(dataset / "videos", dataset / "Annotations.txt")
-    summary = run_extraction(jobs, out / "cache", extractor, workers=cfg.workers, pooled=True, annotations=text,
-                             splits=splits)
+    summary = run_extraction(jobs, out / "cache", extractor, ExtractOptions(workers=cfg.workers, pooled=True),
+                             annotations=text, splits=splits)
     if summary.failed:
         raise RuntimeError(f"{len(summary.failed)} generated videos failed: {summary.failed[0].error}")
 

@@ -25,6 +25,7 @@ from ..media.decode import DecodeOptions
 from ..media.pool import StopSignals, open_decoders
 from ...core.errors import AvelError, CacheError, Interrupted, shown
 from .features import FeatureExtractor
+from .options import ExtractOptions, take_shard
 from .stream import FeatureStream
 
 
@@ -77,6 +78,28 @@ class RunSummary:
     skipped: int = 0  # already in the cache, or recorded as failed (see earlier_failed)
     failed: list[Failure] = dataclasses.field(default_factory=list)
     earlier_failed: list[Failure] = dataclasses.field(default_factory=list)  # skipped: failed in an earlier run
+
+    @property
+    def all_failed(self) -> list[Failure]:
+        """The videos that failed, in this run and in earlier ones (a batch job's exit status 1)."""
+        return self.failed + self.earlier_failed
+
+
+REPORTED_FAILURES = 20  # failures listed one a line in the summary; the rest are counted
+
+
+def summary_lines(summary: RunSummary, where: str) -> list[str]:
+    """The report of a batch job into `where`: the counts, then one line per failure (the
+    first REPORTED_FAILURES), each one line whatever its message."""
+    earlier = len(summary.earlier_failed)
+    lines = [f"{summary.done} extracted, {summary.skipped - earlier} already done, {len(summary.failed)} failed"
+             + (f", {earlier} failed in an earlier run (--retry-failed tries them again)" if earlier else "")
+             + f" -> {where}"]
+    failed = summary.all_failed
+    lines += [f"  {f.kind}: {' '.join(str(f.error).split())}" for f in failed[:REPORTED_FAILURES]]
+    if len(failed) > REPORTED_FAILURES:
+        lines.append(f"  ... and {len(failed) - REPORTED_FAILURES} more (see the cache's failures)")
+    return lines
 
 
 def plan_jobs(cache: FeatureCache, jobs: list[Job], summary: RunSummary, *, retry_failed: bool = False) -> list[Job]:
@@ -135,39 +158,37 @@ def run_extraction(
     jobs: list[Job],
     cache_dir: str | os.PathLike,
     extractor: FeatureExtractor,
+    options: ExtractOptions = ExtractOptions(),
     *,
-    workers: int = 0,
-    pooled: bool = False,
-    storage_dtype: str = "float32",
     annotations: str | None = None,
     splits: dict[str, str] | None = None,
-    retry_failed: bool = False,
-    commit_every: int = 64,
-    progress: bool = True,
     on_video: Callable[[Job, Failure | None], None] | None = None,
 ) -> RunSummary:
-    """Extract every job into the directory cache `cache_dir` (created, or resumed).
-    `on_video(job, failure or None)` is called as each video is done (progress reports).
+    """Extract every job (of `options.shard`) into the directory cache `cache_dir` (created, or
+    resumed), which records `annotations` (the text of an AVE Annotations.txt) and `splits`
+    (split file name -> text). `on_video(job, failure or None)` is called as each video is
+    done (progress reports).
 
     Ctrl-C or SIGTERM: the video being extracted is dropped, every finished one is committed,
     and `Interrupted` is raised with a one-line message (the CLI exits 130); running the same
     job again resumes."""
     from tqdm import tqdm
 
-    meta = CacheMeta(extractor.settings, storage_dtype, annotations, dict(splits or {}))
+    meta = CacheMeta(extractor.settings, options.storage_dtype, annotations, dict(splits or {}))
     cache = FeatureCache.create_or_open(cache_dir, meta)
     summary = RunSummary()
-    todo = plan_jobs(cache, jobs, summary, retry_failed=retry_failed)
-    options = DecodeOptions.from_settings(extractor.settings, threads=decoder_threads(workers))
+    todo = plan_jobs(cache, take_shard(jobs, options.part), summary, retry_failed=options.retry_failed)
+    decode = DecodeOptions.from_settings(extractor.settings, threads=decoder_threads(options.workers))
+    progress = options.progress
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
     try:
         # the bar ends before an error is printed; the cache (and its write lock) is closed in any case
-        with cache, bar, StopSignals() as stop, cache.writer(max_videos=commit_every) as writer, \
-                open_decoders(workers, options, extractor.segments_per_batch, check=stop.check) as decoders:
+        with cache, bar, StopSignals() as stop, cache.writer(max_videos=options.commit_every) as writer, \
+                open_decoders(options.workers, decode, extractor.segments_per_batch, check=stop.check) as decoders:
             for job, source in zip(todo, decoders.videos([j.path for j in todo])):
                 stop.check()
                 stream = FeatureStream(job.path, extractor, source=source, progress=progress and len(todo) == 1)
-                failure = extract_job(job, stream, writer, pooled=pooled, check=stop.check)
+                failure = extract_job(job, stream, writer, pooled=options.pooled, check=stop.check)
                 if failure is None:
                     summary.done += 1
                 else:

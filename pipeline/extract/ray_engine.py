@@ -32,7 +32,7 @@ import socket
 import sys
 import warnings
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -44,6 +44,7 @@ from ..media.decode import DecodeOptions, SegmentBatch
 from ..media.pool import VideoSource, decode_events
 from ...core.errors import MEDIA_ERRORS, AvelError, CacheError, ConfigError, DecodeFailed, DecoderCrashed
 from .local import Job, RunSummary, extract_job, failure_of, plan_jobs, stopped
+from .options import ExtractOptions, NetworkOptions, take_shard
 from .stream import FeatureStream
 
 ENGINES = ("local", "ray")
@@ -79,18 +80,10 @@ class ExtractorSpec:
     """What an actor needs to build its FeatureExtractor (the models load where they run)."""
 
     settings: FeatureSettings
-    visual_weights_file: str | None = None
-    audio_weights_file: str | None = None
-    audio_pca_file: str | None = None
-    device: str = "auto"
-    batch_size: int | None = None
+    network: NetworkOptions = field(default_factory=NetworkOptions)  # weight files, device, batch size
 
     def build(self):
-        from .features import FeatureExtractor
-
-        return FeatureExtractor(self.settings, visual_weights_file=self.visual_weights_file,
-                                audio_weights_file=self.audio_weights_file, audio_pca_file=self.audio_pca_file,
-                                device=self.device, batch_size=self.batch_size)
+        return self.network.extractor(self.settings)
 
 
 # -- the decode task ---------------------------------------------------------------------------------
@@ -282,14 +275,10 @@ def run_ray_extraction(
     cache_dir: str | os.PathLike,
     spec: ExtractorSpec,
     config: RayConfig = RayConfig(),
+    options: ExtractOptions = ExtractOptions(),
     *,
-    pooled: bool = False,
-    storage_dtype: str = "float32",
     annotations: str | None = None,
     splits: dict[str, str] | None = None,
-    retry_failed: bool = False,
-    commit_every: int = 64,
-    progress: bool = True,
 ) -> RunSummary:
     """`run_extraction`'s job on a Ray cluster: same cache, same skips, same failures."""
     try:
@@ -302,20 +291,23 @@ def run_ray_extraction(
     cache = None
     summary = RunSummary()
     try:
-        plan = _plan(config, spec.device)
+        plan = _plan(config, spec.network.device)
         settings = _remote(_settings_of, spec, num_cpus=1, num_gpus=plan.gpus)
-        meta = CacheMeta(settings, storage_dtype, annotations, dict(splits or {}))
+        meta = CacheMeta(settings, options.storage_dtype, annotations, dict(splits or {}))
         cache = FeatureCache.create_or_open(cache_dir, meta)  # the write lock, held by the driver for the run
-        todo = plan_jobs(cache, jobs, summary, retry_failed=retry_failed)
-        bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
+        todo = plan_jobs(cache, take_shard(jobs, options.part), summary, retry_failed=options.retry_failed)
+        bar = tqdm(total=len(todo), unit="video", disable=not options.progress or not todo, file=sys.stderr,
+                   dynamic_ncols=True)
         with bar:
             pending, earlier = todo, frozenset(p.name for p in cache.parts)
             for _ in range(config.retries + 1):
                 if not pending:
                     break
                 # calls small enough that every actor gets work, at most a part's worth
-                per_call = max(1, min(commit_every, MAX_JOBS_PER_CALL, math.ceil(len(pending) / (4 * config.extractors))))
-                settled = _pipeline(pending, cache, spec, meta, config, pooled, earlier, plan, per_call, summary, bar)
+                per_call = max(1, min(options.commit_every, MAX_JOBS_PER_CALL,
+                                      math.ceil(len(pending) / (4 * config.extractors))))
+                settled = _pipeline(pending, cache, spec, meta, config, options.pooled, earlier, plan, per_call, summary,
+                                    bar)
                 pending = [j for j in pending if j.id not in settled]
             if pending:  # retries spent (a node lost again and again): recorded, never dropped
                 with cache.writer() as writer:
