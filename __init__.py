@@ -24,7 +24,7 @@ _EXPORTS = {
     "run_extraction": ".pipeline.extract.local",
     "annotated_jobs": ".pipeline.extract.local",
     "FeatureCache": ".pipeline.cache.store",
-    "merge_caches": ".pipeline.cache.store",
+    "merge_caches": ".pipeline.cache.merge",
     "load_data": ".pipeline.data.load",
     "read_ave_layout": ".pipeline.data.ave",
     "write_ave_layout": ".pipeline.data.ave",

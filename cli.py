@@ -167,7 +167,10 @@ def extract(
     workers: Workers = 0,
 ) -> None:
     """Extract VGG-19 pool5 and VGGish features of VIDEO... into an HDF5 file."""
-    from .pipeline.cache.store import CacheMeta, FeatureCache, WriteLock, merge_caches
+    from .pipeline.cache.lock import WriteLock
+    from .pipeline.cache.merge import merge_caches
+    from .pipeline.cache.meta import CacheMeta
+    from .pipeline.cache.store import FeatureCache
     from .pipeline.extract.local import jobs_from_paths, run_extraction
 
     check_positive("workers", workers, 0)
@@ -279,7 +282,7 @@ def merge(
     out: Annotated[Path, typer.Option("--out", help="the merged single-file cache (.h5)")],
 ) -> None:
     """Join feature caches (e.g. the shards of `preprocess --shard`), refusing mixed settings."""
-    from .pipeline.cache.store import merge_caches
+    from .pipeline.cache.merge import merge_caches
 
     n, failed = merge_caches(caches, out)
     typer.echo(f"{n} videos, {failed} recorded failures -> {out}", err=True)

@@ -19,7 +19,9 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from ..cache.store import CacheMeta, Failure, FeatureCache, PartWriter, VideoFeatures
+from ..cache.meta import CacheMeta
+from ..cache.parts import Failure, PartWriter, VideoFeatures
+from ..cache.store import FeatureCache
 from ...core.config import FeatureSettings
 from ..media.decode import DecodeOptions
 from ..media.pool import StopSignals, open_decoders
