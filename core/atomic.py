@@ -31,6 +31,12 @@ def temp_path(path: str | os.PathLike) -> Path:
     return p.with_name(f".{p.stem}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{p.suffix}")
 
 
+def is_temp_path(path: str | os.PathLike) -> bool:
+    """A name `temp_path` makes (a file being written, or left by a writer that was killed)."""
+    name = Path(path).name
+    return name.startswith(".") and TEMP_MARK in name
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ...models.registry import ModelConfig
+from ...core.atomic import write_text_atomic
 from ...core.config import FeatureSettings
 from ..data.load import load_data
 from ..extract.local import annotated_jobs, run_extraction
@@ -87,7 +88,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         metrics[task] = {"best_epoch": result.best_epoch, "val": result.val, "test": result.test}
     metrics["sel"]["majority_baseline_test"] = majority_accuracy(data, "test")
     metrics["sel"]["chance"] = 1.0 / data.num_classes
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     held_out = data.video_ids[int(data.split("test")[0])]
     video = dataset / "videos" / f"{held_out}.mp4"
@@ -111,7 +112,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         "report.html": "the same, in a browser: the video beside its timeline (open it from this folder)",
         "demo.json": "this run's configuration",
     }
-    (out / "demo.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    write_text_atomic(out / "demo.json", json.dumps(asdict(cfg), indent=2) + "\n")
     sel_acc = metrics["sel"]["test"]["accuracy"]
     cml = metrics["cml"]["test"]
     log("")
