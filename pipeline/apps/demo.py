@@ -17,7 +17,8 @@ from ...core.config import FeatureSettings
 from ..data.load import load_data
 from ..extract.local import annotated_jobs, run_extraction
 from ..extract.features import FeatureExtractor
-from .localize import format_table, localize, write_json
+from .localize import localize
+from .outputs import format_table, write_json
 from .report import write_localization_report
 from ..media.synth import synthesize
 from .timeline import plot_timeline

@@ -28,7 +28,7 @@ from matplotlib.ticker import FuncFormatter, MultipleLocator
 from ...core.atomic import atomic_path
 
 if TYPE_CHECKING:  # import cycles: localize and query import this module's users
-    from .localize import VideoLocalization
+    from .outputs import VideoLocalization
     from .query import QueryResult
 
 BACKGROUND_COLOUR = "#e3e3e3"
