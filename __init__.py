@@ -25,7 +25,7 @@ _EXPORTS = {
     "ExtractOptions": ".pipeline.extract.options",
     "annotated_jobs": ".pipeline.extract.local",
     "FeatureCache": ".pipeline.cache.store",
-    "merge_caches": ".pipeline.cache.store",
+    "merge_caches": ".pipeline.cache.merge",
     "load_data": ".pipeline.data.load",
     "read_ave_layout": ".pipeline.data.ave",
     "write_ave_layout": ".pipeline.data.ave",

@@ -230,7 +230,7 @@ def merge(
     out: Annotated[Path, typer.Option("--out", help="the merged single-file cache (.h5)")],
 ) -> None:
     """Join feature caches (e.g. the shards of `preprocess --shard`), refusing mixed settings."""
-    from .pipeline.cache.store import merge_caches
+    from .pipeline.cache.merge import merge_caches
 
     n, failed = merge_caches(caches, out)
     typer.echo(f"{n} videos, {failed} recorded failures -> {out}", err=True)
@@ -368,7 +368,8 @@ def localize(
     device: Device = "auto",
 ) -> None:
     """When does an audio-visual event happen in each video, and what is it?"""
-    from .pipeline.apps.localize import format_table, localize as run_localize, write_csv, write_json
+    from .pipeline.apps.localize import localize as run_localize
+    from .pipeline.apps.outputs import format_table, write_csv, write_json
     from .pipeline.apps.timeline import plot_timeline
 
     network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device)  # before the checkpoint is read

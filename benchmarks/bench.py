@@ -761,7 +761,8 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
 
     from avel.models.registry import model_config, build_model
     from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
-    from avel.pipeline.apps.localize import ModelInfo, _localize_one, localize
+    from avel.pipeline.apps.localize import _localize_one, localize
+    from avel.pipeline.apps.outputs import ModelInfo
     from avel.pipeline.apps.predictor import Predictor
 
     torch.manual_seed(cfg.seed)

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .atomic import write_text_atomic
 from .errors import AnnotationError
 
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
@@ -110,7 +111,7 @@ def parse_annotations(text: str, source: str = "<annotations>", *, max_seconds: 
 
 
 def write_annotations(path: str | os.PathLike, rows: Iterable[AnnotationRow], header: bool = True) -> None:
-    """Write rows in AVE format (UTF-8, no BOM, '\\n' line ends), atomically (tmp + replace)."""
+    """Write rows in AVE format (UTF-8, no BOM, '\\n' line ends), atomically (core/atomic.py)."""
     path = Path(path)
     lines = [HEADER] if header else []
     for row in rows:
@@ -118,12 +119,7 @@ def write_annotations(path: str | os.PathLike, rows: Iterable[AnnotationRow], he
             if "&" in value or "\n" in value or value != value.strip():
                 raise AnnotationError(f"{path}: {name} {value!r} cannot be written in the '&' format")
         lines.append(row.to_line())
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 def category_index(rows: Iterable[AnnotationRow]) -> list[str]:

@@ -31,6 +31,12 @@ def temp_path(path: str | os.PathLike) -> Path:
     return p.with_name(f".{p.stem}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{p.suffix}")
 
 
+def is_temp_path(path: str | os.PathLike) -> bool:
+    """A name `temp_path` makes (a file being written, or left by a writer that was killed)."""
+    name = Path(path).name
+    return name.startswith(".") and TEMP_MARK in name
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make a rename in `path` durable (a no-op where directories cannot be opened)."""
     try:
@@ -53,23 +59,47 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path` (flushed to disk first
-    unless `durable` is False), on failure it is removed."""
-    target = Path(path)
-    tmp = temp_path(target)
-    try:
-        yield tmp
-        if durable:
-            _fsync_file(tmp)
-        os.replace(tmp, target)
-    except BaseException:
+class AtomicFile:
+    """The writer behind `atomic_path`, as an object, for a file written over many calls (the
+    feature cache's part files): write `tmp`, then `commit()` (flushed to disk unless `durable`
+    is False, renamed onto `path`) or `discard()` (removed). `tmp` is a file name beside `path`
+    (default `temp_path`: a writer that must recognise its temporaries names them itself)."""
+
+    def __init__(self, path: str | os.PathLike, *, tmp: str | None = None, durable: bool = True) -> None:
+        self.path = Path(path)
+        self.tmp = temp_path(self.path) if tmp is None else self.path.with_name(tmp)
+        self.durable = durable
+
+    def commit(self) -> Path:
+        """Rename the temporary file onto the target; on failure it is removed and the target untouched."""
+        try:
+            if self.durable:
+                _fsync_file(self.tmp)
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.discard()
+            raise
+        if self.durable:
+            fsync_dir(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            self.tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, durable: bool = True, tmp: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path` (flushed to disk first
+    unless `durable` is False), on failure it is removed. `tmp`: the temporary file's name
+    (beside `path`), when the writer must recognise it later."""
+    pending = AtomicFile(path, tmp=tmp, durable=durable)
+    try:
+        yield pending.tmp
+    except BaseException:
+        pending.discard()
         raise
-    if durable:
-        fsync_dir(target.parent)
+    pending.commit()
 
 
 @contextlib.contextmanager

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import atomic_path
 from .errors import WeightsError
 
 
@@ -60,16 +60,11 @@ def check_hash(entry: WeightsEntry, path: Path) -> None:
 
 def _download(entry: WeightsEntry, dst: Path, timeout_s: float = 30.0) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=timeout_s) as resp:
+    with atomic_path(dst) as tmp:  # a failed download or a hash mismatch leaves nothing
+        with open(tmp, "wb") as out, urllib.request.urlopen(entry.url, timeout=timeout_s) as resp:
             for block in iter(lambda: resp.read(1 << 20), b""):
                 out.write(block)
-        check_hash(entry, Path(tmp))
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        check_hash(entry, tmp)
 
 
 def resolve_weights(entry: WeightsEntry, weights_file: str | os.PathLike | None = None) -> Path:

@@ -23,7 +23,8 @@ from test_cache import fake
 from avel.cli import main
 from avel.models.registry import model_config
 from avel.core.annotations import HEADER, parse_annotations
-from avel.pipeline.cache.store import CacheMeta, FeatureCache
+from avel.pipeline.cache.meta import CacheMeta
+from avel.pipeline.cache.store import FeatureCache
 from avel.pipeline.train.checkpoint import save_checkpoint
 from avel.core.config import FeatureSettings
 from avel.pipeline.data.load import load_data

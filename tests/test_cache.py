@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from mediagen import solid, tone, write_video
-from avel.pipeline.cache.store import CacheMeta, Failure, FeatureCache, VideoFeatures, merge_caches
+from avel.pipeline.cache.merge import merge_caches
+from avel.pipeline.cache.meta import CacheMeta
+from avel.pipeline.cache.parts import Failure, VideoFeatures
+from avel.pipeline.cache.store import FeatureCache
 from avel.core.config import FeatureSettings
 from avel.core.errors import CacheError, SettingsMismatch
 

@@ -23,8 +23,11 @@ import pytest
 
 from mediagen import solid, tone, write_video
 from test_cache import FAST, ROOT, avel, fake
-from avel.pipeline import cache as cache_module
-from avel.pipeline.cache.store import CacheMeta, FeatureCache, VideoFeatures
+from avel.pipeline.cache.keys import decode_key, encode_key
+from avel.pipeline.cache.merge import merge_caches
+from avel.pipeline.cache.meta import CacheMeta
+from avel.pipeline.cache.parts import VideoFeatures
+from avel.pipeline.cache.store import FeatureCache
 from avel.core.config import FeatureSettings
 from avel.core.errors import CacheError, ConfigError
 
@@ -78,13 +81,13 @@ def test_a_file_name_that_is_not_utf8_round_trips(tmp_path):
 def test_keys_are_injective_and_round_trip():
     ids = ["a", "x/y", "x|y", "x%2Fy", "%", "", ".", "..", ".hidden", "a.b", "tab\there", "new\nline", "bad\udcff",
            "lone\ud800", "caf\u00e9", "\u6f22\u5b57", " space ", "a" * 300]
-    keys = [cache_module.encode_key(i) for i in ids]
+    keys = [encode_key(i) for i in ids]
     assert len(set(keys)) == len(ids)
     for vid, key in zip(ids, keys):
-        assert cache_module.decode_key(key) == vid
+        assert decode_key(key) == vid
         assert "/" not in key and key not in (".", "..") and key.isprintable()
         key.encode("utf-8")  # a valid HDF5 (UTF-8) name
-    assert cache_module.encode_key("AVE_id-09") == "AVE_id-09"  # ordinary ids keep their name
+    assert encode_key("AVE_id-09") == "AVE_id-09"  # ordinary ids keep their name
 
 
 def test_one_bad_video_never_fails_its_part(tmp_path):
@@ -111,7 +114,7 @@ def test_caches_written_with_the_old_key_rule_stay_readable(tmp_path):
     reopened = FeatureCache(tmp_path / "c")
     assert reopened.ids() == ["x/y"]
     np.testing.assert_array_equal(reopened.read("x/y")[0], fake("x/y", seed=3).visual)
-    cache_module.merge_caches([tmp_path / "c"], tmp_path / "m.h5")
+    merge_caches([tmp_path / "c"], tmp_path / "m.h5")
     np.testing.assert_array_equal(FeatureCache(tmp_path / "m.h5").read("x/y")[0], fake("x/y", seed=3).visual)
 
 
@@ -237,7 +240,7 @@ def test_a_lock_never_outlives_its_process(tmp_path):
     """The kernel drops a killed holder's flock: the next writer goes on."""
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from avel.pipeline.cache.store import WriteLock
+        from avel.pipeline.cache.lock import WriteLock
         lock = WriteLock.acquire({str(tmp_path / 'c')!r}, command="avel preprocess (killed)")
         print("held", flush=True)
         time.sleep(120)
@@ -312,7 +315,7 @@ def test_merge_refuses_a_disk_without_room_before_writing(tmp_path, monkeypatch)
     usage = shutil.disk_usage(tmp_path)._replace(free=1000)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
     with pytest.raises(CacheError, match="no space left on device while writing .*m.h5.*nothing was written"):
-        cache_module.merge_caches([tmp_path / "c"], tmp_path / "m.h5")
+        merge_caches([tmp_path / "c"], tmp_path / "m.h5")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
 
 
@@ -422,7 +425,7 @@ def test_storage_dtype_is_checked_before_any_work(tmp_path, dtype):
 def _write_concurrently(directory: str, writer: int, start_at: float) -> list[str]:
     """One of several processes that commit parts into one cache at once (what the Ray
     engine's actors do while the driver holds the lock): 12 videos, a part every 2."""
-    from avel.pipeline.cache.store import PartWriter
+    from avel.pipeline.cache.parts import PartWriter
 
     time.sleep(max(0.0, start_at - time.time()))
     with PartWriter(Path(directory), META, max_videos=2, provenance={"writer": str(writer)}) as w:

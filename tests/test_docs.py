@@ -311,7 +311,7 @@ def test_json_schema_is_what_localize_writes(localized):
     assert documented["segments"] == list(doc["segments"][0])
     assert documented["summary"] == list(doc["summary"])
     assert documented["model"] == list(doc["model"])
-    from avel.pipeline.apps.localize import Event
+    from avel.pipeline.apps.windows import Event
 
     event = doc["events"][0] if doc["events"] else Event(0, 1, "alpha", 0.5).to_dict()
     assert documented["events"] == list(event)
@@ -330,7 +330,8 @@ def test_csv_schema_is_what_localize_writes(localized):
 def test_table_is_what_localize_prints(localized):
     """The header lines of the documented table are those `avel localize` prints (an event
     added to the real result for the events' header, which a random model may not give)."""
-    from avel.pipeline.apps.localize import Event, format_table
+    from avel.pipeline.apps.outputs import format_table
+    from avel.pipeline.apps.windows import Event
 
     [doc], _, printed = localized
     [body] = [b for b in blocks(LOCALIZATION, "text") if "whole seconds;" in b]
@@ -347,7 +348,8 @@ def test_table_is_what_localize_prints(localized):
 
 def _reload(doc: dict):
     """The written JSON back as the dataclasses format_table takes."""
-    from avel.pipeline.apps.localize import Event, ModelInfo, SecondResult, VideoLocalization
+    from avel.pipeline.apps.outputs import ModelInfo, SecondResult, VideoLocalization
+    from avel.pipeline.apps.windows import Event
 
     model = dict(doc["model"], classes=tuple(doc["model"]["classes"]))
     return VideoLocalization(

@@ -17,7 +17,8 @@ import pytest
 
 from avel.core.errors import ConfigError
 from avel.pipeline.apps import exports
-from avel.pipeline.apps.localize import Event, VideoLocalization
+from avel.pipeline.apps.outputs import VideoLocalization
+from avel.pipeline.apps.windows import Event
 from avel.pipeline.data.activitynet import Segment, read_results
 from avel.pipeline.train.detection import detection_map
 

@@ -26,17 +26,9 @@ from avel.core.errors import AvelError, CheckpointError, NoAudioStream, Settings
 from avel.pipeline.extract.features import FeatureExtractor
 from avel.models.inference import SegmentScores
 from avel.pipeline.extract.stream import FeatureStream
-from avel.pipeline.apps.localize import (
-    CSV_COLUMNS,
-    WindowedScorer,
-    format_table,
-    label_seconds,
-    localize,
-    merge_intervals,
-    window_starts,
-    write_csv,
-    write_json,
-)
+from avel.pipeline.apps.localize import localize
+from avel.pipeline.apps.outputs import CSV_COLUMNS, format_table, write_csv, write_json
+from avel.pipeline.apps.windows import WindowedScorer, label_seconds, merge_intervals, window_starts
 from avel.pipeline.apps.query import QueryError, cml_query, format_query, query_segments, score_query, write_query_json
 from avel.pipeline.apps.timeline import plot_query
 from avel.pipeline.apps.timeline import plot_timeline

@@ -34,14 +34,8 @@ from avel.extractors.registry import random_weights_tag
 from avel.models.registry import model_config, build_model
 from avel.pipeline.train.checkpoint import save_checkpoint
 from avel.core.config import FeatureSettings
-from avel.pipeline.apps.localize import (
-    ModelInfo,
-    SecondResult,
-    VideoLocalization,
-    event_summary,
-    merge_intervals,
-    write_json,
-)
+from avel.pipeline.apps.outputs import ModelInfo, SecondResult, VideoLocalization, write_json
+from avel.pipeline.apps.windows import event_summary, merge_intervals
 from avel.pipeline.apps.query import QueryResult, Window
 from avel.pipeline.apps.report import media_src, script_json, write_localization_report, write_query_report
 
@@ -108,7 +102,7 @@ def embedded(page: str):
 
 def test_event_summary_hand_cases():
     def ev(start, end, label):
-        from avel.pipeline.apps.localize import Event
+        from avel.pipeline.apps.windows import Event
 
         return Event(start, end, label, 0.5)
 

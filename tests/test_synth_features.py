@@ -15,7 +15,7 @@ import torch
 from avel.cli import main
 from avel.pipeline.data.ave import read_ave_layout
 from avel.core.errors import ConfigError
-from avel.pipeline import synth_features as module
+from avel.pipeline.data import synth as module
 from avel.pipeline.data.synth import FeatureSynthConfig, prototypes, synth_features, write_features
 
 TINY = dict(audio_dim=32, visual_dim=48, audio_active=8, visual_active=8)

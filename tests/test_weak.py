@@ -21,7 +21,9 @@ from avel.models.registry import model_config, build_model
 from avel.models.weak import WeakAVAtt, WeakDAM, mil_pool, pseudo_relevance
 from avel.core.annotations import AnnotationRow
 from avel.pipeline.data.ave import read_ave_layout, write_ave_layout
-from avel.pipeline.cache.store import CacheMeta, FeatureCache, VideoFeatures
+from avel.pipeline.cache.meta import CacheMeta
+from avel.pipeline.cache.parts import VideoFeatures
+from avel.pipeline.cache.store import FeatureCache
 from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from avel.core.config import FeatureSettings
 from avel.pipeline.data.load import load_data

@@ -12,12 +12,14 @@ from pathlib import Path
 import torch
 
 from ...models.registry import model_config
+from ...core.atomic import write_text_atomic
 from ...core.config import FeatureSettings
 from ..data.load import load_data
 from ..extract.local import annotated_jobs, run_extraction
 from ..extract.features import FeatureExtractor
 from ..extract.options import ExtractOptions
-from .localize import format_table, localize, write_json
+from .localize import localize
+from .outputs import format_table, write_json
 from .report import write_localization_report
 from ..media.synth import synthesize
 from .timeline import plot_timeline
@@ -89,7 +91,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         metrics[task] = {"best_epoch": result.best_epoch, "val": result.val, "test": result.test}
     metrics["sel"]["majority_baseline_test"] = majority_accuracy(data, "test")
     metrics["sel"]["chance"] = 1.0 / data.num_classes
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     held_out = data.video_ids[int(data.split("test")[0])]
     video = dataset / "videos" / f"{held_out}.mp4"
@@ -113,7 +115,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         "report.html": "the same, in a browser: the video beside its timeline (open it from this folder)",
         "demo.json": "this run's configuration",
     }
-    (out / "demo.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    write_text_atomic(out / "demo.json", json.dumps(asdict(cfg), indent=2) + "\n")
     sel_acc = metrics["sel"]["test"]["accuracy"]
     cml = metrics["cml"]["test"]
     log("")

@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 
 from ...core.atomic import write_text_atomic
 from ...core.errors import ConfigError, shown
-from .localize import VideoLocalization
+from .outputs import VideoLocalization
 
 FIFTYONE_LABELS = "labels.json"
 FIFTYONE_DATA = "data.json"

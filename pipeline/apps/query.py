@@ -64,7 +64,8 @@ from ...core.config import SAMPLE_RATE_HZ
 from ..media.decode import DecodeOptions, SegmentReader, decode_audio_file
 from ...core.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort
 from ..extract.features import FeatureExtractor
-from .localize import clock, write_text_atomic
+from ...core.atomic import write_text_atomic
+from .outputs import clock
 from .predictor import Predictor
 from ..extract.stream import FeatureStream, prefetch
 

@@ -45,12 +45,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 from urllib.parse import quote
 
-from .localize import write_text_atomic
+from ...core.atomic import write_text_atomic
 from .query import AUDIO_SUFFIXES
 from .timeline import label_colours
 
 if TYPE_CHECKING:
-    from .localize import VideoLocalization
+    from .outputs import VideoLocalization
     from .query import QueryResult
 
 ASSETS = "report_assets"

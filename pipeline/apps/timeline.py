@@ -16,6 +16,7 @@ Labels are thinned by the room they need, so a 3-s clip and a 10-min video both 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -24,8 +25,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
+from ...core.atomic import atomic_path
+
 if TYPE_CHECKING:  # import cycles: localize and query import this module's users
-    from .localize import VideoLocalization
+    from .outputs import VideoLocalization
     from .query import QueryResult
 
 BACKGROUND_COLOUR = "#e3e3e3"
@@ -88,15 +91,11 @@ def _runs(labels: Sequence[str]) -> list[tuple[int, int, str]]:
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> None:
-    FigureCanvasAgg(fig)
-    path = os.fspath(path)
-    tmp = f"{path}.part.png"
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Atomically, in the format of the file's suffix (.png, .svg, .pdf...; PNG for any other)."""
+    canvas = FigureCanvasAgg(fig)
+    fmt = Path(path).suffix[1:].lower()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=fmt if fmt in canvas.get_supported_filetypes() else "png")
 
 
 def plot_timeline(result: "VideoLocalization", path: str | os.PathLike) -> None:

@@ -1,11 +1,11 @@
-"""The mechanisms behind the writer rules of a feature cache (pipeline/cache/store.py states the
-rules): `WriteLock`, the advisory flock on DIRECTORY/write.lock with its holder's record
+"""The mechanisms behind the writer rules of a feature cache (pipeline/cache/__init__.py states
+the rules): `WriteLock`, the advisory flock on DIRECTORY/write.lock with its holder's record
 (pid, host, command, since), shared by nested acquisitions in one process and released by
 the kernel when the process dies; `temp_name`, temporary files that name their writer
 (.tmp-HOST-PIDNS-PID-START-RANDOM.suffix: host, pid namespace, pid and the process's start
 time in clock ticks after boot); `writer_is_dead`, the proof a clean-up needs before it
-removes someone's temporary file; and `write_file_atomic`, plain writes + fsync + rename that
-remove their temporary file on any failure and turn ENOSPC into one clear CacheError.
+removes someone's temporary file; and `write_cache_file`, a cache's own files through core's
+atomic writer under such a name, with ENOSPC turned into one clear CacheError.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import uuid
 import weakref
 from pathlib import Path
 
+from ...core.atomic import atomic_path
 from ...core.errors import CacheError, CacheLocked, shown
 
 LOCK_FILE = "write.lock"
@@ -80,37 +81,23 @@ def write_error(e: OSError, target: Path) -> CacheError:
     return CacheError(f"{shown(target)}: cannot be written ({e.strerror or e})")
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomic(path: Path, data: bytes) -> None:
-    """`data` into `path` through a temporary file that names its writer: written with plain
-    writes, fsynced, renamed; on any failure the temporary file is removed and the error is
-    a CacheError (ENOSPC: "no space left on device while writing PATH")."""
+def write_cache_file(path: Path, data: bytes) -> None:
+    """A cache's own file (cache.json, annotations.txt, splits/NAME.txt): `data` through core's
+    atomic writer, under a temporary name that names its writer (`temp_name`), with plain
+    writes; on any failure the temporary file is removed and the error is a CacheError (ENOSPC:
+    "no space left on device while writing PATH")."""
     path = Path(path)
-    tmp = path.parent / temp_name(path.suffix)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        with atomic_path(path, tmp=temp_name(path.suffix)) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
     except OSError as e:
-        remove_quietly(tmp)
         raise write_error(e, path) from None
-    except BaseException:
-        remove_quietly(tmp)
-        raise
 
 
 def remove_quietly(path: Path) -> None:
@@ -169,7 +156,7 @@ def _holder(fd: int) -> str:
 
 
 class WriteLock:
-    """The write lock of a directory cache (rule 1 of pipeline/cache/store.py). Use as a context
+    """The write lock of a directory cache (rule 1 of pipeline/cache/__init__.py). Use as a context
     manager, or call `release()`; a lock that is dropped is released too."""
 
     def __init__(self, directory: Path, holding: _Holding) -> None:
@@ -180,7 +167,7 @@ class WriteLock:
     def acquire(cls, directory: str | os.PathLike, command: str | None = None) -> "WriteLock":
         """Take the lock of the cache `directory` (created if missing), or raise CacheLocked
         naming the holder. The first acquisition in a process removes the temporary files of
-        dead writers (rule 3 of pipeline/cache/store.py)."""
+        dead writers (rule 3 of pipeline/cache/__init__.py)."""
         directory = Path(directory)
         try:
             directory.mkdir(parents=True, exist_ok=True)

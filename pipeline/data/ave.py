@@ -32,6 +32,7 @@ from ...core.annotations import (
     read_annotations,
     write_annotations,
 )
+from ...core.atomic import atomic_path, write_text_atomic
 from ...core.config import FeatureSettings
 from .dataset import AVData
 from ...core.errors import AnnotationError, CacheError, DataError
@@ -64,15 +65,11 @@ _EXPORT_DTYPES = {"float32": np.float32, "float64": np.float64}
 # --- writing -------------------------------------------------------------------------
 def _atomic_h5(path: Path, key: str, shape: tuple[int, ...], dtype, fill) -> None:
     """Create `path` holding one plain contiguous dataset `key` (no chunking, no compression)
-    via a temporary file and os.replace. `fill(ds)` writes the values."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    atomically (core/atomic.py). `fill(ds)` writes the values."""
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             ds = f.create_dataset(key, shape=shape, dtype=dtype)
             fill(ds)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _rows_per_chunk(row_shape: tuple[int, ...], itemsize: int) -> int:
@@ -195,9 +192,7 @@ def write_ave_layout(
         written.append(out / ANNOTATIONS)
     sidecar = out / SETTINGS_SIDECAR
     if data.settings is not None:
-        tmp = sidecar.with_name(f".{sidecar.name}.tmp-{os.getpid()}")
-        tmp.write_text(data.settings.to_json() + "\n", encoding="utf-8")
-        os.replace(tmp, sidecar)
+        write_text_atomic(sidecar, data.settings.to_json() + "\n")
         written.append(sidecar)
     else:
         sidecar.unlink(missing_ok=True)  # a stale sidecar would claim settings we do not know

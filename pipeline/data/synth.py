@@ -41,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from ...core.annotations import AnnotationRow
+from ...core.atomic import write_text_atomic
 from .ave import write_ave_layout
 from ...core.config import check_range, check_types, option
 from .dataset import AVData
@@ -209,7 +210,5 @@ def write_features(out_dir: str | os.PathLike, cfg: FeatureSynthConfig, *, dtype
     data = synth_features(cfg, progress=progress)
     files = write_ave_layout(out_dir, data, dtype=dtype, annotations=annotation_rows(data))
     manifest = Path(out_dir) / MANIFEST
-    tmp = manifest.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"config": dataclasses.asdict(cfg)}, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest)
+    write_text_atomic(manifest, json.dumps({"config": dataclasses.asdict(cfg)}, indent=1) + "\n")
     return files + [manifest]

@@ -19,7 +19,10 @@ from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
-from ..cache.store import CacheMeta, Failure, FeatureCache, PartWriter, VideoFeatures
+from ..cache.meta import CacheMeta
+from ..cache.parts import Failure, PartWriter, VideoFeatures
+from ..cache.store import FeatureCache
+from ...core.atomic import is_temp_path
 from ...core.config import FeatureSettings
 from ..media.decode import DecodeOptions
 from ..media.pool import StopSignals, open_decoders
@@ -230,10 +233,12 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg
 
 def find_videos(source: str | os.PathLike) -> list[Path]:
     """The videos of a folder (recursive), or the paths listed in a text file (one a line,
-    relative to the file's folder; blank lines and # comments skipped)."""
+    relative to the file's folder; blank lines and # comments skipped). A folder's files being
+    written (core/atomic.py's temporaries, which keep their suffix) are not videos yet."""
     source = Path(source)
     if source.is_dir():
-        return sorted(p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        return sorted(p for p in source.rglob("*")
+                      if p.suffix.lower() in VIDEO_SUFFIXES and not is_temp_path(p) and p.is_file())
     if source.is_file():
         lines = [ln.strip() for ln in source.read_text().splitlines()]
         return [Path(ln) if os.path.isabs(ln) else source.parent / ln for ln in lines if ln and not ln.startswith("#")]

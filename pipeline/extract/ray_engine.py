@@ -38,7 +38,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..cache.store import CacheMeta, Failure, FeatureCache, PartWriter, part_index
+from ..cache.meta import CacheMeta
+from ..cache.parts import Failure, PartWriter, part_index
+from ..cache.store import FeatureCache
 from ...core.config import FeatureSettings, check_range, check_types, option
 from ..media.decode import DecodeOptions, SegmentBatch
 from ..media.pool import VideoSource, decode_events

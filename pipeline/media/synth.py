@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ...core.annotations import AnnotationRow, write_annotations
+from ...core.atomic import atomic_path, write_text_atomic
 
 VIDEO_DIR = "videos"
 ANNOTATIONS = "Annotations.txt"
@@ -350,9 +351,8 @@ def render_audio(cfg: SynthConfig, plan: VideoPlan, rng: np.random.Generator) ->
 def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, *, fps: int, sample_rate_hz: int,
               crf: int = 23, audio_bit_rate: int = 64000) -> None:
     """Encode frames [N, H, W, 3] uint8 (frame i at i/fps s) and mono float audio to an
-    h264 + AAC mp4, atomically (tmp + os.replace)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    h264 + AAC mp4, atomically (core/atomic.py)."""
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="mp4") as container:
             vs = container.add_stream("libx264", rate=fps)
             vs.width, vs.height, vs.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
@@ -372,9 +372,6 @@ def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, *, fps: int, sa
                 frame.pts = s
                 container.mux(aus.encode(frame))
             container.mux(aus.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def render_video(cfg: SynthConfig, plan: VideoPlan, path: Path) -> Path:
@@ -439,7 +436,5 @@ def synthesize_config(out_dir: str | os.PathLike, cfg: SynthConfig, *, workers: 
         "classes": [dataclasses.asdict(s) for s in specs],
         "videos": [dataclasses.asdict(p) for p in plans],
     }
-    tmp = out / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, out / MANIFEST)
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return rows

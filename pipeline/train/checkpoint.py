@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...models.registry import MODELS, PUBLISHED_DEFAULTS, ModelConfig, build_model, model_config_from_dict
+from ...core.atomic import atomic_path
 from ...core.config import FeatureSettings
 from ...core.errors import CheckpointError, ConfigError, SettingsMismatch, shown
 from .loop import TrainConfig
@@ -70,13 +71,8 @@ def save_checkpoint(
     }
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"avel": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
