@@ -22,7 +22,7 @@ from typer.exceptions import TyperException
 from .extractors import AUDIO_MODELS, VISUAL_MODELS
 from .models.registry import MODELS, TASKS, config_classes, model_config
 from .core.config import DEVICE_HELP, FeatureSettings, resolve_device
-from .core.errors import AvelError, ConfigError, Interrupted
+from .core.errors import AvelError, ConfigError, Interrupted, shown
 from .core.atomic import write_text_atomic
 from .pipeline.extract.options import ExtractOptions, NetworkOptions
 from .pipeline.extract.ray_engine import ENGINES, RayConfig
@@ -245,20 +245,11 @@ def export_ave(
     dtype: Annotated[_choices(("float32", "float64")), typer.Option("--dtype", help="float32 | float64 (the release's)")] = "float32",
 ) -> None:
     """Write the AVE release layout (visual_feature.h5, audio_feature.h5, labels.h5, ...)."""
-    from .core.annotations import read_annotations, split_key
-    from .pipeline.data.ave import write_ave_layout
-    from .pipeline.data.load import load_cache
+    from .pipeline.data.export import export_ave as run_export
 
-    rows = read_annotations(annotations)
-    split_texts = {}
-    for f in (splits.split(",") if splits else []):
-        p = Path(f.strip())
-        if not p.is_file():
-            raise AvelError(f"{p}: no such split file")
-        split_texts[split_key(p.name)] = p.read_text(encoding="utf-8-sig")
-    data = load_cache(cache, rows=rows, split_texts=split_texts)
-    files = write_ave_layout(out, data, dtype=dtype, annotations=rows)
-    typer.echo(f"{len(rows)} rows, {len(files)} files -> {out}", err=True)
+    split_files = [f.strip() for f in splits.split(",")] if splits else []
+    n, files = run_export(cache, annotations, out, split_files=split_files, dtype=dtype)
+    typer.echo(f"{n} rows, {len(files)} files -> {out}", err=True)
 
 
 @app.command()
@@ -369,27 +360,15 @@ def localize(
 ) -> None:
     """When does an audio-visual event happen in each video, and what is it?"""
     from .pipeline.apps.localize import localize as run_localize
-    from .pipeline.apps.outputs import format_table, write_csv, write_json
-    from .pipeline.apps.timeline import plot_timeline
+    from .pipeline.apps.outputs import format_table
+    from .pipeline.apps.save import save_localizations
 
     network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device)  # before the checkpoint is read
     results = run_localize(videos, checkpoint, stride_s=stride, **network.as_kwargs())
-    ok = [r for r in results if not r.error]
     for r in results:
         typer.echo(f"error: {r.error}" if r.error else format_table(r), err=bool(r.error))
-    if json_out is not None:
-        write_json(results, json_out)
-    if csv_out is not None:
-        write_csv(ok, csv_out)
-    if plot is not None:
-        for r in ok:
-            target = plot if len(ok) == 1 else plot.with_name(f"{plot.stem}-{Path(r.video).stem}{plot.suffix}")
-            plot_timeline(r, target)
-    if html is not None:
-        from .pipeline.apps.report import write_localization_report
-
-        write_localization_report(results, html)
-    if len(ok) < len(results):
+    save_localizations(results, json_path=json_out, csv_path=csv_out, plot=plot, html=html)
+    if not all(r.ok for r in results):
         raise typer.Exit(1)
 
 
@@ -410,21 +389,14 @@ def cml(
     device: Device = "auto",
 ) -> None:
     """Cross-modality localization: where in TARGET does the other modality match the query?"""
-    from .pipeline.apps.query import cml_query, format_query, write_query_json
-    from .pipeline.apps.timeline import plot_query
+    from .pipeline.apps.query import cml_query, format_query
+    from .pipeline.apps.save import save_query
 
     network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device)  # before the checkpoint is read
     result = cml_query(checkpoint, query, target, query_start_s=query_start, query_end_s=query_end,
                        query_modality=query_modality, **network.as_kwargs())
     typer.echo(format_query(result))
-    if json_out is not None:
-        write_query_json(result, json_out)
-    if plot is not None:
-        plot_query(result, plot)
-    if html is not None:
-        from .pipeline.apps.report import write_query_report
-
-        write_query_report(result, html)
+    save_query(result, json_path=json_out, plot=plot, html=html)
 
 
 @app.command()
@@ -474,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("interrupted", err=True)
         return 130
     except Exception as e:  # a bug, not bad input: still one line (AVEL_DEBUG=1 shows the traceback)
+        if isinstance(e, OSError) and e.filename is not None:  # a file the system refused: bad input
+            typer.echo(f"error: {shown(e.filename)}: {_one_line(e.strerror or e)}", err=True)
+            return 2
         if os.environ.get("AVEL_DEBUG") == "1":
             raise
         typer.echo(f"error: unexpected {type(e).__name__}: {_one_line(e)} (AVEL_DEBUG=1 shows the traceback)", err=True)

@@ -92,7 +92,8 @@ class AtomicFile:
 def atomic_path(path: str | os.PathLike, *, durable: bool = True, tmp: str | None = None) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path` (flushed to disk first
     unless `durable` is False), on failure it is removed. `tmp`: the temporary file's name
-    (beside `path`), when the writer must recognise it later."""
+    (beside `path`), when the writer must recognise it later. The folder is made if missing."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     pending = AtomicFile(path, tmp=tmp, durable=durable)
     try:
         yield pending.tmp

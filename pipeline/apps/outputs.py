@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ...core.errors import shown
 from ...core.atomic import atomic_open, write_text_atomic
 from .windows import RELEVANCE_THRESHOLD, Event, event_summary, rounded
 
@@ -73,7 +74,7 @@ class VideoLocalization:
 
     def to_dict(self) -> dict:
         return {
-            "video": self.video,
+            "video": shown(self.video),  # a name that is not printable UTF-8 written escaped
             "duration_s": rounded(self.duration_s),
             "error": self.error,
             "error_kind": self.error_kind,
@@ -118,7 +119,7 @@ def write_csv(results: VideoLocalization | Sequence[VideoLocalization], path: st
         for r in rows:
             for s in r.segments:
                 d = s.to_dict()
-                w.writerow([r.video] + ["" if d[c] is None else d[c] for c in CSV_COLUMNS[1:]])
+                w.writerow([shown(r.video)] + ["" if d[c] is None else d[c] for c in CSV_COLUMNS[1:]])
 
 
 def clock(seconds: float) -> str:
@@ -138,7 +139,7 @@ def format_table(result: VideoLocalization, *, seconds: bool | None = None) -> s
         return f"FAILED ({result.error_kind}): {result.error}"
     m = result.model
     lines = [
-        f"{result.video}  ({result.duration_s:.2f} s, {len(result.segments)} whole seconds; "
+        f"{shown(result.video)}  ({result.duration_s:.2f} s, {len(result.segments)} whole seconds; "
         f"{m.task}/{m.model}, window {m.window} s, stride {m.stride} s)",
     ]
     if result.events:

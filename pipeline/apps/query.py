@@ -62,7 +62,7 @@ from ...models.inference import MODALITIES, QueryScores
 from ...models.protocols import CMLModel
 from ...core.config import SAMPLE_RATE_HZ
 from ..media.decode import DecodeOptions, SegmentReader, decode_audio_file
-from ...core.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort
+from ...core.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort, shown
 from ..extract.features import FeatureExtractor
 from ...core.atomic import write_text_atomic
 from .outputs import clock
@@ -179,7 +179,7 @@ class QueryResult:
 
     def to_dict(self) -> dict:
         return {
-            "query": self.query, "target": self.target, "direction": self.direction,
+            "query": shown(self.query), "target": shown(self.target), "direction": self.direction,
             "query_modality": self.query_modality, "target_modality": self.target_modality,
             "query_start_s": self.query_start_s, "query_end_s": self.query_end_s, "query_length_s": self.query_length_s,
             "query_duration_s": None if self.query_duration_s is None else round(self.query_duration_s, 6),
@@ -207,9 +207,9 @@ def format_query(result: QueryResult) -> str:
     b = result.best
     better = "higher" if result.higher_is_better else "lower"
     return (
-        f"{result.direction.upper()}: the {result.query_modality} of {result.query} "
+        f"{result.direction.upper()}: the {result.query_modality} of {shown(result.query)} "
         f"({result.query_start_s}-{result.query_end_s} s, {result.query_length_s} s) best matches the "
-        f"{result.target_modality} of {result.target} at {clock(b.start_s)}-{clock(b.end_s)} "
+        f"{result.target_modality} of {shown(result.target)} at {clock(b.start_s)}-{clock(b.end_s)} "
         f"({b.start_s}-{b.end_s} s; {result.score_kind} {b.score:.3f}, {better} is better; "
         f"{len(result.window_scores)} candidate windows)"
     )

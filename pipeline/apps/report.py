@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Sequence
 from urllib.parse import quote
 
 from ...core.atomic import write_text_atomic
+from ...core.errors import shown
 from .query import AUDIO_SUFFIXES
 from .timeline import label_colours
 
@@ -70,7 +71,7 @@ def media_src(media_path: str | os.PathLike, page_path: str | os.PathLike) -> st
         rel = os.path.relpath(media, folder)
     except ValueError:  # Windows: another drive
         return media.as_uri()
-    return quote(Path(rel).as_posix(), safe="/")
+    return quote(os.fsencode(Path(rel).as_posix()), safe="/")  # bytes: a name that is not UTF-8 keeps its bytes
 
 
 def media_entry(media_path: str, page_path: str | os.PathLike) -> dict:
@@ -110,7 +111,7 @@ def write_localization_report(results: "VideoLocalization | Sequence[VideoLocali
                               path: str | os.PathLike) -> None:
     """One page for the videos of `avel localize` (failed ones are listed with their error)."""
     results = [results] if hasattr(results, "to_dict") else list(results)
-    title = (f"avel: {os.path.basename(results[0].video)}" if len(results) == 1
+    title = (f"avel: {shown(os.path.basename(results[0].video))}" if len(results) == 1
              else f"avel: {len(results)} videos")
     _write(path, render_page(title, localization_envelope(results, path)))
 
@@ -125,7 +126,7 @@ def query_envelope(result: "QueryResult", page_path: str | os.PathLike) -> dict:
 
 def write_query_report(result: "QueryResult", path: str | os.PathLike) -> None:
     """One page for an `avel cml` query: the query with its range, the target with the match."""
-    title = f"avel {result.direction.upper()}: {os.path.basename(result.query)} in {os.path.basename(result.target)}"
+    title = f"avel {result.direction.upper()}: {shown(os.path.basename(result.query))} in {shown(os.path.basename(result.target))}"
     _write(path, render_page(title, query_envelope(result, path)))
 
 

@@ -26,6 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from ...core.atomic import atomic_path
+from ...core.errors import shown
 
 if TYPE_CHECKING:  # import cycles: localize and query import this module's users
     from .outputs import VideoLocalization
@@ -169,7 +170,7 @@ def plot_timeline(result: "VideoLocalization", path: str | os.PathLike) -> None:
     band.legend(handles=[Patch(color=colours[c], label=c) for c in present], loc="upper left",
                 bbox_to_anchor=(1.01, 1.25), fontsize=8.5, frameon=False, title="label per second", title_fontsize=8.5)
 
-    name = os.path.basename(result.video)
+    name = shown(os.path.basename(result.video))
     n = len(result.events)
     model = f"{info.task}/{info.model}, window {info.window} s, stride {info.stride} s" if info is not None else ""
     fig.text(0.06, 0.955, f"{name}: {n} event{'s' if n != 1 else ''} in {result.duration_s:.1f} s", ha="left",
@@ -208,9 +209,9 @@ def plot_query(result: "QueryResult", path: str | os.PathLike) -> None:
     ax.grid(axis="y", alpha=0.3)
     _time_axis(ax, duration)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
-    q = os.path.basename(result.query)
+    q = shown(os.path.basename(result.query))
     fig.text(0.095, 0.94, f"{result.direction.upper()}: {result.query_modality} of {q} ({result.query_start_s}-"
-             f"{result.query_end_s} s) -> {result.target_modality} of {os.path.basename(result.target)}",
+             f"{result.query_end_s} s) -> {result.target_modality} of {shown(os.path.basename(result.target))}",
              ha="left", va="center", fontsize=12, fontweight="bold")
     model = result.model
     fig.text(0.83, 0.94, f"{model.get('task', '')}/{model.get('model', '')}, {result.score_kind}; best window "
