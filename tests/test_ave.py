@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from avel.pipeline import ave
+from avel.pipeline.data import ave
 from avel.core.annotations import (
     HEADER,
     AnnotationRow,
