@@ -12,6 +12,7 @@ with that exact text as a header line. `AnnotationRow` is a small frozen manifes
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,39 @@ from .errors import AnnotationError
 HEADER = "Category&VideoID&Quality&StartTime&EndTime"
 FIELDS = 5
 AVE_SECONDS = 10  # every AVE video lasts 10 s: the default sanity bound on EndTime
+# the label of a second with no event (localize, the report, the labels' last index): no
+# category may be called so, or its events would read as "no event"
+BACKGROUND = "background"
+# characters no field may hold: control characters (NUL, \x0b, \x0c, \x1c-\x1f, \x85...), which
+# str.splitlines, HDF5 or a terminal treat as line ends or string ends, and U+2028 / U+2029
+_REFUSED_CATEGORIES = ("Cc", "Zl", "Zp")
+
+
+def field_problem(name: str, value: str) -> str | None:
+    """Why `value` cannot be the text field `name` of a row (None: it can): a control or
+    line-separator character anywhere in it."""
+    for c in value:
+        if unicodedata.category(c) in _REFUSED_CATEGORIES:
+            return f"{name} {value!r} holds U+{ord(c):04X}, a control or line-separator character"
+    return None
+
+
+def is_background(name: str) -> bool:
+    """Whether a category name reads as the reserved word `background`: any case, width
+    (NFKC), surrounding whitespace or invisible format characters (zero-width space...)."""
+    text = "".join(c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf")
+    return text.strip().casefold() == BACKGROUND
+
+
+def check_category(name: str) -> None:
+    """The one rule for category names, wherever they enter (annotation rows, hence the
+    AVE layout's class list and a cache's): ValueError for a name that prints as
+    `background` or holds a control character."""
+    problem = field_problem("category", name)
+    if problem:
+        raise ValueError(problem)
+    if is_background(name):
+        raise ValueError(f"category {name!r} is reserved: {BACKGROUND!r} is the label of a second with no event")
 
 
 @dataclass(frozen=True)
@@ -34,6 +68,15 @@ class AnnotationRow:
     quality: str
     start_s: int  # first event second (inclusive)
     end_s: int  # end of the event (exclusive); start_s == end_s: no event segment
+
+    def __post_init__(self) -> None:
+        """Every row, however made, obeys the rules of its fields (ValueError otherwise; the
+        parser adds the file and line)."""
+        check_category(self.category)
+        for name, value in (("video id", self.video_id), ("quality", self.quality)):
+            problem = field_problem(name, value)
+            if problem:
+                raise ValueError(problem)
 
     @property
     def key(self) -> tuple[str, str, int, int]:
@@ -54,9 +97,14 @@ class AnnotationRow:
     @classmethod
     def from_line(cls, line: str, *, max_seconds: int = AVE_SECONDS) -> "AnnotationRow":
         """Parse one line; a malformed one raises ValueError with the problem (no location)."""
-        fields = [f.strip() for f in line.split("&")]
-        if len(fields) != FIELDS:
-            raise ValueError(f"expected {FIELDS} '&'-separated fields ({HEADER}), got {len(fields)}")
+        raw = line.split("&")
+        if len(raw) != FIELDS:
+            raise ValueError(f"expected {FIELDS} '&'-separated fields ({HEADER}), got {len(raw)}")
+        for name, text in zip(("category", "video id", "quality"), raw):  # before the strip below eats one
+            problem = field_problem(name, text.replace("\t", " "))  # a tab beside '&' is white space
+            if problem:
+                raise ValueError(problem)
+        fields = [f.strip() for f in raw]
         category, video_id, quality, start, end = fields
         if not category:
             raise ValueError("empty category")
@@ -92,10 +140,12 @@ def read_annotations(path: str | os.PathLike, *, max_seconds: int = AVE_SECONDS)
 
 
 def parse_annotations(text: str, source: str = "<annotations>", *, max_seconds: int = AVE_SECONDS) -> list[AnnotationRow]:
-    """Rows of AVE-format text (what `read_annotations` reads); errors name `source`:LINE."""
+    """Rows of AVE-format text (what `read_annotations` reads); errors name `source`:LINE.
+    Lines end at '\n' (or '\r\n') only: str.splitlines would also split at '\x0b', '\x0c',
+    '\x1c'-'\x1e', '\x85' and U+2028, which a field then refuses (`field_problem`)."""
     rows: list[AnnotationRow] = []
     seen_content = False
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):
         line = line.strip()
         if not line:
             continue

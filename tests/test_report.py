@@ -375,6 +375,52 @@ def test_clicking_the_second_event_seeks_to_its_start_and_plays(scene_page):
     page.js(f"{VIDEO}.pause()")
 
 
+@pytest.mark.parametrize("part", ["text", "rect"])
+def test_clicking_an_events_label_or_bar_in_the_timeline_seeks_to_its_start(scene_page, part):
+    """The event's label and bar in the SVG seek where its list entry does: to its start (7 s
+    for the car at 7-10 s), not to the time under the pointer (which is near 9 s here)."""
+    page = scene_page
+    car = localization("x").events[1]
+    assert (car.label, car.start_s, car.end_s) == ("car", 7, 10)
+    target = page.page.locator(f"#video-0 g.events {part}:not(.ylabel)").nth(1)
+    if part == "text":
+        assert target.text_content().startswith("car ")
+    box = target.bounding_box()
+    b = band(page)
+    x = box["x"] + box["width"] - 2  # the right end of the label (of the bar): well past 7 s
+    assert (x - b["left"]) / b["second"] > 8.4
+    page.js(f"{VIDEO}.currentTime = 1")
+    page.wait(f"!{VIDEO}.seeking && Math.abs({VIDEO}.currentTime - 1) < 1e-3")
+    page.js(RECORD_SEEKS)
+    page.page.mouse.click(x, box["y"] + box["height"] / 2)
+    page.wait(f"seeks.length > 0 && !{VIDEO}.seeking")
+    assert page.js("seeks") == [car.start_s]
+    assert page.js(f"{VIDEO}.currentTime") == car.start_s
+
+
+def test_a_moved_video_shows_one_line_naming_the_file(site, open_page, monkeypatch):
+    """The report refers to its videos by a relative path: one that is not there leaves a
+    line under the (empty) player naming the file, never a silent blank player."""
+    monkeypatch.chdir(site["root"])
+    shutil.copyfile(site["scene"], site["root"] / "clips" / "moved away.mp4")
+    write_localization_report([localization("clips/moved away.mp4")], "moved.html")
+    (site["root"] / "clips" / "moved away.mp4").unlink()  # moved after the report was written
+    page = open_page(site["root"] / "moved.html")
+    page.wait("document.querySelector('#video-0[data-rendered]')")
+    page.page.locator("#video-0 .media-error").wait_for(state="visible")
+    texts = page.js("[...document.querySelectorAll('#video-0 .media-error')].map(p => p.textContent)")
+    assert texts == ["cannot play clips/moved away.mp4 (relative to this page): "
+                     "the file is missing (moved or deleted?) or not playable here"]
+    assert page.js("document.querySelector('#video-0 video').nextElementSibling.className") == "media-error"
+    # the browser's own note of the failed load is expected here, and nothing else
+    page.problems[:] = [p for p in page.problems if "ERR_FILE_NOT_FOUND" not in p]
+    # a video that loads has no such line
+    write_localization_report([localization("clips/street scene.mp4")], "found.html")
+    found = open_page(site["root"] / "found.html")
+    found.wait(f"document.querySelector('#video-0[data-rendered]') && {VIDEO}.readyState >= 2")
+    assert found.js("document.querySelectorAll('.media-error').length") == 0
+
+
 def test_keyboard_tab_to_an_event_and_enter_seeks(scene_page):
     page = scene_page
     page.js(f"{VIDEO}.currentTime = 11")

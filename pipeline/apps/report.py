@@ -25,9 +25,11 @@ the CML score scale is `score_range`). What the page shows:
     labelled bars, the audio, visual and event relevance curves (told apart by dash pattern
     as well as colour) with the threshold line, the label of each second as a band
     (background hatched), a time axis, and a playhead that follows the video. Clicking the
-    timeline seeks; hovering a second shows its label, probability and relevances; the
-    event list below seeks to an event's start and plays. Sections render when they come
-    near the viewport, so a page of hundreds of videos stays light.
+    timeline seeks there (an event's bar or label: to the event's start); hovering a second
+    shows its label, probability and relevances; the event list below seeks to an event's
+    start and plays. A video that cannot be loaded (moved, missing) gets one line under its
+    player naming the file. Sections render when they come near the viewport, so a page of
+    hundreds of videos stays light.
   * cml: the query's player with its range marked, the target's with the best window and
     the per-second score curve.
   * keyboard: the timeline is a slider (arrow keys step a second, Home/End), events and

@@ -34,7 +34,7 @@ from ...core.annotations import (
 )
 from ...core.atomic import atomic_path, write_text_atomic
 from ...core.config import FeatureSettings
-from .dataset import AVData
+from .dataset import AVData, check_disjoint_splits
 from ...core.errors import AnnotationError, CacheError, DataError
 
 log = logging.getLogger(__name__)
@@ -249,6 +249,21 @@ def _read_order(path: Path, V: int) -> torch.Tensor:
     return torch.from_numpy(order)
 
 
+def _one_hot_labels(path: Path, onehot: np.ndarray) -> np.ndarray:
+    """labels.h5's [V, T, K+1] -> [V, T] class indices; every second must be one-hot over the
+    classes, background (the last) included: a multi-hot, negative, fractional or all-zero
+    row has no one label (argmax would pick one silently)."""
+    if onehot.dtype.kind not in "fiub":
+        raise CacheError(f"{path}: {KEY} has dtype {onehot.dtype}, expected numbers 0/1")
+    ok = np.isin(onehot, (0, 1)).all(axis=-1) & (onehot.sum(axis=-1) == 1)
+    if not ok.all():
+        v, t = (int(i) for i in np.argwhere(~ok)[0])
+        row = ", ".join(f"{x:g}" for x in onehot[v, t].tolist())
+        raise CacheError(f"{path}: {KEY} is not one-hot at video {v}, second {t} ([{row:.80}]); every second "
+                         f"needs exactly one 1 over the {onehot.shape[-1]} classes, background (the last) included")
+    return onehot.argmax(axis=-1).astype(np.int64)
+
+
 def _read_mil_labels(path: Path, V: int, K1: int) -> torch.Tensor:
     """mil_labels.h5 -> [V, K+1] float32 0/1 (the video-level labels of weak supervision)."""
     with _open(path) as f:
@@ -267,8 +282,9 @@ def read_ave_layout(
 ) -> AVData:
     """Read an AVE-layout directory (the released files or a `write_ave_layout` export).
 
-    Labels come from labels.h5 (argmax; the last index is background); the video-level
-    labels from mil_labels.h5 when present (else `video_labels` is None). Class names and video
+    Labels come from labels.h5 (one-hot per second; the last index is background); the
+    video-level labels from mil_labels.h5 when present (else `video_labels` is None), read on
+    first use of `video_labels` only. Class names and video
     ids come from `annotations` (rows, or a path) or else an Annotations.txt in the directory;
     without either, classes are named class_0.. and videos row_0.. (with a logged note).
     Splits: every *_order.h5 / *_order_match.h5 present. settings: from the
@@ -284,8 +300,7 @@ def read_ave_layout(
         raise CacheError(f"{d / LABELS}: {KEY} has shape {onehot.shape}, expected [V, T, classes + 1]")
     V, T, K1 = onehot.shape
     background = K1 - 1
-    labels = onehot.argmax(axis=-1).astype(np.int64)
-    labels[onehot.max(axis=-1) <= 0] = background  # an all-zero row carries no event
+    labels = _one_hot_labels(d / LABELS, onehot)
 
     visual = _read_features(d / VISUAL, (T, 7, 7, 512), dtype)
     audio = _read_features(d / AUDIO, (T, 128), dtype)
@@ -323,7 +338,9 @@ def read_ave_layout(
         video_ids = [f"row_{v}" for v in range(V)]
 
     splits = {name: _read_order(d / file, V) for name, file in SPLIT_FILES.items() if (d / file).is_file()}
-    video_labels = _read_mil_labels(d / MIL_LABELS, V, K1) if (d / MIL_LABELS).is_file() else None
+    check_disjoint_splits(splits, lambda name: str(d / SPLIT_FILES[name]))
+    # read (and checked) on first use: only weak supervision needs them
+    video_labels = (lambda: _read_mil_labels(d / MIL_LABELS, V, K1)) if (d / MIL_LABELS).is_file() else None
     settings = None
     if (d / SETTINGS_SIDECAR).is_file():
         try:

@@ -3,7 +3,9 @@ consume, whichever storage it came from (a feature cache or the AVE release layo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
 import torch
 
 from ...core.config import FeatureSettings
@@ -21,8 +23,10 @@ class AVData:
     settings: FeatureSettings | None = None  # None: unknown (e.g. the released AVE files)
     source: str = "the data"  # where it was read from (named in errors)
     # [V, K+1] float 0/1: the classes each video holds (AVE's mil_labels; background only for
-    # a video without event), what weak supervision trains on; None: not known
-    video_labels: torch.Tensor | None = None
+    # a video without event), what weak supervision trains on; None: not known. May be given
+    # as a function that reads them: it is called on first use only (the AVE layout's
+    # mil_labels.h5 is read by weak supervision, never by a task that does not need it)
+    video_labels: torch.Tensor | None | Callable[[], torch.Tensor | None] = None
 
     @property
     def num_classes(self) -> int:
@@ -50,6 +54,37 @@ class AVData:
         if task == "cml" and f"{name}_match" in self.splits:
             return f"{name}_match"
         return name
+
+
+def _video_labels(self: AVData) -> torch.Tensor | None:
+    value = self.__dict__.get("_video_labels")
+    if callable(value):  # read on first use, once
+        value = self.__dict__["_video_labels"] = value()
+    return value
+
+
+def _set_video_labels(self: AVData, value) -> None:
+    self.__dict__["_video_labels"] = value
+
+
+AVData.video_labels = property(_video_labels, _set_video_labels)  # type: ignore[assignment]  # (after @dataclass)
+
+
+# the splits that must not share a video: each family's train, val and test (AVE's CML split is its own family)
+DISJOINT_SPLITS = (("train", "val", "test"), ("train_match", "val_match", "test_match"))
+
+
+def check_disjoint_splits(splits: dict[str, torch.Tensor], source: Callable[[str], str]) -> None:
+    """DataError naming both splits' files (`source(name)`) when two splits of one family share
+    a row: a model would be selected or scored on videos it trained on."""
+    for family in DISJOINT_SPLITS:
+        present = [name for name in family if name in splits]
+        for i, a in enumerate(present):
+            for b in present[i + 1:]:
+                shared = np.intersect1d(np.asarray(splits[a]), np.asarray(splits[b]))
+                if shared.size:
+                    raise DataError(f"{source(a)} and {source(b)} share {shared.size} rows (first: row "
+                                    f"{int(shared[0])}); the {a} and {b} splits must not overlap")
 
 
 def video_labels_from_classes(classes: list[int], num_events: int) -> torch.Tensor:

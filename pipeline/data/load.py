@@ -12,7 +12,7 @@ import torch
 
 from ...core.annotations import AnnotationRow, category_index, labels_for, parse_annotations, split_rows
 from ..cache.store import FeatureCache
-from .dataset import AVData, video_labels_from_classes
+from .dataset import AVData, check_disjoint_splits, video_labels_from_classes
 from ...core.errors import CacheError, DataError, shown
 from ...core.registry import Registry
 
@@ -90,6 +90,7 @@ def load_cache(
                 name: torch.from_numpy(np.sort(split_rows(rows, parse_annotations(text, f"split {name}", max_seconds=10**6))))
                 for name, text in split_texts.items()
             }
+            check_disjoint_splits(splits, lambda name: f"{shown(path)} (split {name})")
         else:
             splits = default_splits(V)
         classes = [names.index(r.category) if r.duration_s > 0 else -1 for r in rows]  # a row's video-level label

@@ -8,6 +8,9 @@ by the streams' start times: audio second t is the sound played with video secon
 audio that starts after the video's first frame is preceded by silence, and audio before it
 is cut (an ASF file whose audio starts 0.687 s after its video; a file whose video starts
 late). Files whose streams both start at 0 decode as a wav extracted from the file does.
+One time line per file: a video time stamp that goes back more than a few frames (MPEG-TS
+files joined with `cat` restart theirs), or in MPEG-TS, MPEG-PS or Ogg jumps ahead more
+than a second, is reported as CorruptMedia naming the time, never decoded as half the file.
 
 Segments: floor(D) for content D seconds long, a second counting as whole when the content
 reaches its end within the time stamps' precision (half a frame or one tick of the time
@@ -62,6 +65,13 @@ TIME_EPS_S = 1e-6
 # A stream that decodes this much shorter than it declares is truncated or corrupt.
 TRUNCATION_TOLERANCE_S = 1.0
 TRUNCATION_TOLERANCE_FRACTION = 0.1
+# A video time stamp that goes back by more than this many frames is a discontinuity (the
+# time line restarts: MPEG-TS files joined with `cat`); so is one that jumps ahead by more
+# than that and at least DISCONTINUITY_AHEAD_S in a format that allows discontinuities
+# (FFmpeg's AVFMT_TS_DISCONT: MPEG-TS, MPEG-PS, Ogg); elsewhere a gap is a frame held on screen.
+DISCONTINUITY_FRAMES = 4
+DISCONTINUITY_AHEAD_S = 1.0
+_TS_DISCONT = int(av.format.Flags.ts_discont.value)
 
 
 @dataclass(frozen=True)
@@ -221,6 +231,22 @@ def _short_of(decoded_s: float, declared_s: float | None, start_s: float | None 
         return False
     reach = max(decoded_s, (start_s or 0.0) + decoded_s)
     return reach < declared_s - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared_s)
+
+
+def _discontinuity(path: str, before_s: float, at_s: float, frame_s: float, ahead_too: bool,
+                   stamps: tuple[float, float]) -> CorruptMedia | None:
+    """The error for a jump of the video's time line from `before_s` to `at_s` (seconds from
+    the first frame), or None when the step is an ordinary one. Such a file is reported, not
+    stitched: its audio is decoded by sample count, and where its second part's sound begins
+    relative to its picture is not known to the sample."""
+    limit = DISCONTINUITY_FRAMES * frame_s
+    jump = at_s - before_s
+    if jump >= -limit and not (ahead_too and jump > max(limit, DISCONTINUITY_AHEAD_S)):
+        return None
+    way = "back" if jump < 0 else "ahead"
+    return CorruptMedia(path, f"the video's time stamps jump {way} by {abs(jump):.2f} s after {before_s:.2f} s of "
+                              f"video (from {stamps[0]:.2f} s to {stamps[1]:.2f} s): files joined end to end? "
+                              f"avel reads one time line; join them with FFmpeg's concat demuxer instead")
 
 
 def _truncated(path: str, what: str, decoded_s: float, start_s: float | None, declared_s: float) -> CorruptMedia:
@@ -424,6 +450,7 @@ class SegmentReader:
         rgb = _Rgb(opts.frame_size, 0 if opts.threads == 0 else 1)
         rate = vstream.average_rate or vstream.guessed_rate
         fallback_dt = 1.0 / float(rate) if rate else 1.0 / 25.0
+        may_restart = bool(container.format.flags & _TS_DISCONT)  # MPEG-TS, MPEG-PS, Ogg
 
         filling: tuple[int, np.ndarray] | None = None  # (segment, its frames) being chosen
         complete: deque[tuple[int, np.ndarray]] = deque()  # chosen, waiting for proof the content reaches t + 1
@@ -486,6 +513,10 @@ class SegmentReader:
                 if audio is not None:
                     audio.origin_s = first_time  # the audio on the video's time line
             x = t_abs - first_time
+            if prev is not None and vframe.time is not None:
+                jump = _discontinuity(path, prev[0], x, fallback_dt, may_restart, (prev[0] + first_time, t_abs))
+                if jump is not None:
+                    raise jump
             if prev is not None and x <= prev[0]:
                 continue  # a non-increasing time stamp: keep the earlier frame
             if prev is not None:

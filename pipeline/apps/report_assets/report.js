@@ -138,7 +138,10 @@
     }
 
     root.addEventListener("click", (event) => {
-      media.currentTime = timeAt(event);
+      // a bar of a range (or its text) seeks to the range's start, as its entry in the list does;
+      // anywhere else, to the time under the pointer
+      const range = event.target.closest("[data-start]");
+      media.currentTime = range ? clamp(Number(range.getAttribute("data-start")), 0, span) : timeAt(event);
     });
     root.addEventListener("pointermove", (event) => {
       const box = root.getBoundingClientRect();
@@ -203,10 +206,14 @@
           if (r.pattern) hatch(c, r.pattern, r.colour);
           g.append(s("rect", {
             class: "bar", x: x0, y: 3, width: Math.max(1, x1 - x0), height: height - 6, rx: 3, fill,
-            "data-range": i,
+            "data-range": i, "data-start": r.start_s,
           }, s("title", {}, r.title)));
           const text = fitText(r.texts, x1 - x0 - 8);
-          if (text) g.append(s("text", { x: (x0 + x1) / 2, y: height / 2 + 4, "text-anchor": "middle" }, text));
+          if (text) {
+            g.append(s("text", {
+              class: "bar-label", x: (x0 + x1) / 2, y: height / 2 + 4, "text-anchor": "middle", "data-start": r.start_s,
+            }, text));
+          }
         });
       },
     };
@@ -304,9 +311,22 @@
     return list;
   }
 
+  const MEDIA_ERRORS = { 1: "loading was aborted", 2: "a read error", 3: "it cannot be decoded",
+    4: "the file is missing (moved or deleted?) or not playable here" };
+
+  // a player; when its file cannot be loaded, one line under it says which file and why
   function player(entry, name) {
     const tag = entry.element === "audio" ? "audio" : "video";
-    return h(tag, { class: "player", controls: true, preload: "metadata", src: entry.src, playsinline: true, "aria-label": `${tag}: ${name}` });
+    const media = h(tag, { class: "player", controls: true, preload: "metadata", src: entry.src, playsinline: true, "aria-label": `${tag}: ${name}` });
+    media.addEventListener("error", () => {
+      if (media.nextElementSibling && media.nextElementSibling.classList.contains("media-error")) return;
+      let file = entry.src;
+      try { file = decodeURIComponent(entry.src); } catch (e) { /* shown as written */ }
+      const why = media.error ? MEDIA_ERRORS[media.error.code] || `error ${media.error.code}` : "unknown error";
+      media.after(h("p", { class: "media-error", role: "alert" },
+        `cannot play ${file} (relative to this page): ${why}`));
+    });
+    return media;
   }
 
   function modelLine(m) {
