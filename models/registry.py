@@ -7,8 +7,10 @@
     sel/psp, wsel/psp    PSP, WeakPSP   (models/psp.py)  sel/cmbs, wsel/cmbs  CMBS, WeakCMBS (models/cmbs.py)
 
 A model in its own file (psp.py, cmbs.py) holds its config class (subclassing the bases here)
-and registers its builders with `register_model`; the one line that imports it, at the end of
-this file, is its registration here (the import runs its decorators).
+and registers its builders with `register_model`; its name in models/__init__.py's one import
+line is its registration (the import runs its decorators; this file never imports them, so
+there is no import cycle, and the package's __init__ runs before any of its modules, so every
+model is registered, in one order, whichever module is imported first).
 
 Every SEL model has `loss(audio, visual [B,T,N,Dv], labels [B,T])`, `predict(audio, visual)
 -> [B,T]` and `score_segments` (models/inference.py); every CML model has `loss(audio,
@@ -413,7 +415,3 @@ def _cml_dam(cfg: CMLDAMConfig) -> CMLDAM:
 def _cml_avdln(cfg: AVDLNConfig) -> AVDLN:
     return AVDLN(audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, hidden=cfg.proj_hidden, dim=cfg.avdln_dim, margin=cfg.margin)
 
-
-# models in their own files: each registers its config and builders when imported (after the
-# bases above exist, so the import is not a cycle); adding a model is its file and one name here
-from . import psp, cmbs  # noqa: E402,F401
