@@ -12,7 +12,11 @@ labels only), and writes test SEL accuracy mean / std with the baselines: majori
 second of a test video as its true video class: the most video labels give without
 localization), and for each model the share of test background seconds it predicts as
 background (does it localize, or only classify videos?). `table` prints all files as one
-table, with weak / supervised DAM ratios.
+table, with each model's weak / supervised ratio and the published AVE numbers beside them.
+
+A run is TASK/MODEL, TASK/MODEL:WEAK_RELEVANCE (wsel DAM) or TASK/MODEL:FIELD=VALUE,... (any
+config fields, e.g. sel/psp:propagation=false); `--runs side-by-side` is the eight of issue
+#26: DAM, AV_att, PSP and CMBS, supervised and weak.
 """
 from __future__ import annotations
 
@@ -27,6 +31,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+SIDE_BY_SIDE = ["sel/dam", "sel/av_att", "sel/psp", "sel/cmbs", "wsel/dam", "wsel/av_att", "wsel/psp", "wsel/cmbs"]
+# SEL accuracy (%) on AVE's test split as published, on the released VGG-19 + VGGish features
+# (Tian et al. ECCV 2018; DAM: Wu et al. ICCV 2019, which reports no weak figure; PSP: Zhou et
+# al. CVPR 2021; CMBS: Xia and Zhao CVPR 2022)
+PUBLISHED = {"sel/av_att": 72.7, "wsel/av_att": 66.7, "sel/dam": 74.5, "sel/psp": 77.8, "wsel/psp": 73.5,
+             "sel/cmbs": 79.3, "wsel/cmbs": 74.2}
+
+
+def parse_value(text: str):
+    """A config value from the command line: true/false, an int, a float, else the string."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def run_spec(spec: str) -> tuple[str, str, dict]:
+    """TASK/MODEL[:WEAK_RELEVANCE | :FIELD=VALUE,...] -> (task, name, config fields)."""
+    key, _, rest = spec.partition(":")
+    task, _, name = key.partition("/")
+    if not rest:
+        return task, name, {}
+    if "=" not in rest:
+        return task, name, {"weak_relevance": rest}
+    return task, name, {k: parse_value(v) for k, v in (item.split("=", 1) for item in rest.split(","))}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -50,10 +85,10 @@ def run(args: argparse.Namespace) -> None:
     out = {"data": dataclasses.asdict(cfg), "epochs": args.epochs, "seeds": args.seeds,
            "majority": majority_accuracy(data, "test"), "whole_video": whole_video_accuracy(data, "test"),
            "load_before": os.getloadavg(), "runs": {}}
-    for spec in args.runs:
-        key, _, relevance = spec.partition(":")
-        task, name = key.split("/")
-        model = model_config(task=task, name=name, **({"weak_relevance": relevance} if relevance else {}))
+    specs = SIDE_BY_SIDE if args.runs == ["side-by-side"] else args.runs
+    for spec in specs:
+        task, name, fields = run_spec(spec)
+        model = model_config(task=task, name=name, **fields)
         t0 = time.perf_counter()
         res = train_seeds(data, TrainConfig(model, epochs=args.epochs, progress=False), list(range(args.seeds)))
         where = [localization(r.model, data, "test") for r in res.results]
@@ -105,6 +140,12 @@ def cell(run: dict) -> str:
     return text
 
 
+def order(spec: str) -> int:
+    """DAM, AV_att, PSP, CMBS, then any other model."""
+    name = spec.split(":")[0].split("/")[-1]
+    return ("dam", "av_att", "psp", "cmbs").index(name) if name in ("dam", "av_att", "psp", "cmbs") else 4
+
+
 def table(args: argparse.Namespace) -> None:
     sets: dict[tuple, dict] = {}
     for f in args.files:
@@ -112,13 +153,16 @@ def table(args: argparse.Namespace) -> None:
         key = (r["data"]["noise"], r["data"]["distractor"], r["data"]["videos"], r["epochs"])
         merged = sets.setdefault(key, {"majority": r["majority"], "whole_video": r["whole_video"], "runs": {}})
         merged["runs"].update(r["runs"])
-    specs = sorted({s for m in sets.values() for s in m["runs"]})
-    print("| set | " + " | ".join(specs) + " | weak/sup DAM | majority | whole video = label |")
+    specs = sorted({s for m in sets.values() for s in m["runs"]}, key=lambda s: (s.startswith("wsel"), order(s), s))
+    print("| set | " + " | ".join(specs) + " | weak/sup | majority | whole video = label |")
     print("|---" * (len(specs) + 4) + "|")
+    published = [f"{PUBLISHED[s]:.1f}" if s in PUBLISHED else "" for s in specs]
+    print("| AVE, published (%) | " + " | ".join(published) + " | | | |")
     for (noise, distractor, videos, epochs), m in sorted(sets.items()):
         cells = [cell(m["runs"][s]) if s in m["runs"] else "" for s in specs]
-        sup, weak = m["runs"].get("sel/dam"), m["runs"].get("wsel/dam")
-        ratio = f"{weak['mean'] / sup['mean']:.3f}" if sup and weak and sup['mean'] else ""
+        ratio = ", ".join(f"{name} {m['runs'][f'wsel/{name}']['mean'] / m['runs'][f'sel/{name}']['mean']:.3f}"
+                          for name in ("dam", "av_att", "psp", "cmbs")
+                          if f"sel/{name}" in m["runs"] and f"wsel/{name}" in m["runs"] and m["runs"][f"sel/{name}"]["mean"])
         name = f"noise {noise}" + (f", distractor {distractor}" if distractor else "") + f" ({videos} videos, {epochs} epochs)"
         print(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {m['majority']:.3f} | {m['whole_video']:.3f} |")
 
@@ -136,7 +180,8 @@ def main() -> None:
     r.add_argument("--epochs", type=int, default=60)
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--threads", type=int, default=2)
-    r.add_argument("--runs", nargs="+", default=["sel/dam", "wsel/dam", "wsel/av_att"])
+    r.add_argument("--runs", nargs="+", default=["sel/dam", "wsel/dam", "wsel/av_att"],
+                   help="TASK/MODEL[:WEAK_RELEVANCE | :FIELD=VALUE,...] ..., or side-by-side (the eight of issue #26)")
     r.add_argument("--out", required=True)
     t = sub.add_parser("table")
     t.add_argument("files", nargs="+")

@@ -4,6 +4,13 @@
     sel/dam     SELDAM  (DAM framework, Sec. 3.4)        sel/av_att  AVAtt (Tian et al.)
     wsel/dam    WeakDAM (video labels, models/weak.py)   wsel/av_att WeakAVAtt (Tian et al.'s weak)
     cml/dam     CMLDAM  (DAM, Sec. 3.3)                  cml/avdln   AVDLN (Tian et al.)
+    sel/psp, wsel/psp    PSP, WeakPSP   (models/psp.py)  sel/cmbs, wsel/cmbs  CMBS, WeakCMBS (models/cmbs.py)
+
+A model in its own file (psp.py, cmbs.py) holds its config class (subclassing the bases here)
+and registers its builders with `register_model`; its name in models/__init__.py's one import
+line is its registration (the import runs its decorators; this file never imports them, so
+there is no import cycle, and the package's __init__ runs before any of its modules, so every
+model is registered, in one order, whichever module is imported first).
 
 Every SEL model has `loss(audio, visual [B,T,N,Dv], labels [B,T])`, `predict(audio, visual)
 -> [B,T]` and `score_segments` (models/inference.py); every CML model has `loss(audio,
@@ -407,3 +414,4 @@ def _cml_dam(cfg: CMLDAMConfig) -> CMLDAM:
 @register_model(AVDLNConfig, recipe="tian-avdln", segment_pairs=True)
 def _cml_avdln(cfg: AVDLNConfig) -> AVDLN:
     return AVDLN(audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, hidden=cfg.proj_hidden, dim=cfg.avdln_dim, margin=cfg.margin)
+

@@ -16,6 +16,9 @@ from avel.pipeline.train.checkpoint import CHECKPOINT_VERSION, load_checkpoint, 
 HERE = Path(__file__).resolve().parent / "fixtures"
 FIXTURES = HERE / "checkpoints"
 NAMES = sorted(p.stem for p in FIXTURES.glob("*.safetensors"))
+# registered after checkpoint version 2: no old checkpoint of theirs exists (their round trip:
+# tests/test_psp_cmbs.py)
+NEWER = {"sel/psp", "wsel/psp", "sel/cmbs", "wsel/cmbs"}
 
 
 def load_maker():
@@ -28,7 +31,8 @@ def load_maker():
 
 
 def test_one_fixture_per_registered_model():
-    assert sorted(n.replace("-", "/") for n in NAMES) == sorted(MODELS.names())
+    assert sorted(n.replace("-", "/") for n in NAMES) == sorted(set(MODELS.names()) - NEWER)
+    assert NEWER <= set(MODELS.names())
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -282,9 +282,9 @@ def test_audio_guided_attention():
 
 # --- registry -----------------------------------------------------------------------------------
 def test_model_registry():
-    assert model_names("sel") == ["dam", "av_att"]
+    assert model_names("sel") == ["dam", "av_att", "psp", "cmbs"]
     assert model_names("cml") == ["dam", "avdln"]
-    with pytest.raises(ConfigError, match="name 'transformer': choose one of: dam, av_att"):
+    with pytest.raises(ConfigError, match="name 'transformer': choose one of: dam, av_att, psp, cmbs"):
         model_config(task="sel", name="transformer")
     with pytest.raises(ValueError):
         model_config(task="cml", matching="none")
@@ -299,7 +299,7 @@ def test_model_registry():
 @pytest.mark.parametrize("key", MODELS.names())
 def test_every_registered_model_on_ave_shapes(key):
     task, name = key.split("/")
-    assert len(MODELS.names()) == 6  # sel, wsel: dam, av_att; cml: dam, avdln
+    assert len(MODELS.names()) == 10  # sel, wsel: dam, av_att, psp, cmbs; cml: dam, avdln
     torch.manual_seed(0)
     model = build_model(model_config(task=task, name=name)).eval()
     assert isinstance(model, SELModel if task in ("sel", "wsel") else CMLModel) and isinstance(model, Trainable)

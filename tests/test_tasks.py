@@ -107,7 +107,7 @@ def test_train_config_is_resolved_when_made():
     (["cml", "--model", "avdln", "--lambda", "0.3"], "error: --lambda 0.3: does not apply to cml/avdln (SEL: weight of "
                                                      "the category CE in the loss (eq. 8))"),
     (["wsel", "--warmup", "0.3"], "error: --warmup 0.3: needs per-second labels (task sel); wsel has none"),
-    (["sel", "--model", "avdln"], "error: --model 'avdln': choose one of: dam, av_att"),
+    (["sel", "--model", "avdln"], "error: --model 'avdln': choose one of: dam, av_att, psp, cmbs"),
 ])
 def test_cli_refuses_an_option_the_model_lacks_in_one_line(tmp_path, capsys, args, message):
     code = main(["train", args[0], "--data", str(tmp_path / "none"), "--out", str(tmp_path / "x.safetensors"), *args[1:]])

@@ -65,3 +65,13 @@ def test_smallest_run_writes_the_figures_and_the_table(ws, tmp_path, capsys, mon
     table = capsys.readouterr().out.splitlines()[-1]
     assert table.startswith("| noise 1.0 (40 videos, 1 epochs) |")
     assert f"{r['whole_video']:.3f} |" in table and "(bg " in table
+
+
+def test_run_specs_and_the_side_by_side_runs(ws):
+    assert ws.run_spec("sel/psp") == ("sel", "psp", {})
+    assert ws.run_spec("wsel/dam:none") == ("wsel", "dam", {"weak_relevance": "none"})
+    assert ws.run_spec("sel/psp:propagation=false,psp_threshold=0.05") == (
+        "sel", "psp", {"propagation": False, "psp_threshold": 0.05})
+    assert ws.run_spec("sel/cmbs:topk=2") == ("sel", "cmbs", {"topk": 2})
+    assert {s.split("/")[1] for s in ws.SIDE_BY_SIDE} == {"dam", "av_att", "psp", "cmbs"}
+    assert {s.split("/")[0] for s in ws.SIDE_BY_SIDE} == {"sel", "wsel"} and len(ws.SIDE_BY_SIDE) == 8
