@@ -11,9 +11,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ...core.annotations import BACKGROUND  # the reserved word: no category is called so
 from ...models.inference import SegmentScores
 
-BACKGROUND = "background"
 RELEVANCE_THRESHOLD = 0.5  # DAM's rule: a second is an event when its relevance is at least this
 WINDOW_BATCH = 16  # windows per model forward
 
