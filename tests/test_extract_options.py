@@ -12,7 +12,8 @@ import pytest
 from mediagen import solid, tone, write_video
 from avel.core.config import FeatureSettings
 from avel.core.errors import AvelError, ConfigError
-from avel.pipeline.cache.store import Failure, FeatureCache
+from avel.pipeline.cache.parts import Failure
+from avel.pipeline.cache.store import FeatureCache
 from avel.pipeline.extract.batch import extract_to_file, extract_videos, preprocess
 from avel.pipeline.extract.local import Job, RunSummary, summary_lines
 from avel.pipeline.extract.options import ExtractOptions, NetworkOptions, parse_shard, take_shard

@@ -15,7 +15,9 @@ from typing import Iterable
 from ...core.config import FeatureSettings
 from ...core.errors import ConfigError
 from ..cache.lock import WriteLock
-from ..cache.store import CacheMeta, FeatureCache, merge_caches
+from ..cache.merge import merge_caches
+from ..cache.meta import CacheMeta
+from ..cache.store import FeatureCache
 from .features import FeatureExtractor
 from .local import Job, RunSummary, annotated_jobs, find_videos, jobs_from_paths, run_extraction
 from .options import ExtractOptions, NetworkOptions
