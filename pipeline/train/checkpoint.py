@@ -103,8 +103,8 @@ def load_checkpoint(
     """Rebuild the model of a checkpoint written by `save_checkpoint`.
 
     CheckpointError: no such file, not a safetensors file (pickles are refused unread),
-    no avel metadata, another task than `expected_task` (one or a tuple of tasks), weights
-    that do not fit.
+    no avel metadata, a NaN or an infinity in a tensor, another task than `expected_task`
+    (one or a tuple of tasks), weights that do not fit.
     SettingsMismatch: `feature_settings` differ from the checkpoint's (compared only when
     both are known; a checkpoint trained on features of unknown settings, e.g. the AVE
     release, accepts any)."""
@@ -121,6 +121,9 @@ def load_checkpoint(
     if raw is None:
         raise CheckpointError(f"{shown(path)}: a safetensors file without avel metadata (not an avel checkpoint)")
     meta = _read_metadata(path, raw)
+    bad = nonfinite_tensor(tensors)
+    if bad:
+        raise CheckpointError(f"{shown(path)}: tensor {bad} (a model with such weights scores nothing)")
     model_config: ModelConfig = meta["model_config"]
     expected = (expected_task,) if isinstance(expected_task, str) else expected_task
     if expected is not None and model_config.task not in expected:
@@ -219,6 +222,16 @@ def _own_fields(cfg: dict) -> dict:
         return cfg  # refused by model_config_from_dict, naming the task or the name
     names = {f.name for f in dataclasses.fields(MODELS.get(key).config)} | {"task", "name"}
     return {k: v for k, v in cfg.items() if k in names}
+
+
+def nonfinite_tensor(tensors: dict[str, torch.Tensor]) -> str:
+    """'' when every floating-point tensor is finite, else '<name> holds NaN' (or 'an
+    infinity') for the first that is not."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            kind = "NaN" if bool(torch.isnan(t).any()) else "an infinity"
+            return f"{name} holds {kind}"
+    return ""
 
 
 def weights_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:
