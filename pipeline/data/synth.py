@@ -31,7 +31,6 @@ content on (seed, v) and its plan); the splits are a seeded permutation
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from ...core.annotations import AnnotationRow
+from ...core import jsonio
 from .ave import write_ave_layout
 from ...core.config import check_range, check_types, option
 from .dataset import AVData
@@ -210,6 +210,6 @@ def write_features(out_dir: str | os.PathLike, cfg: FeatureSynthConfig, *, dtype
     files = write_ave_layout(out_dir, data, dtype=dtype, annotations=annotation_rows(data))
     manifest = Path(out_dir) / MANIFEST
     tmp = manifest.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"config": dataclasses.asdict(cfg)}, indent=1) + "\n", encoding="utf-8")
+    tmp.write_text(jsonio.dumps({"config": dataclasses.asdict(cfg)}, nonfinite="refuse", indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, manifest)
     return files + [manifest]

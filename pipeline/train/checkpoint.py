@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...models.registry import MODELS, PUBLISHED_DEFAULTS, ModelConfig, build_model, model_config_from_dict
+from ...core import jsonio
 from ...core.config import FeatureSettings
 from ...core.errors import CheckpointError, ConfigError, SettingsMismatch, shown
 from .loop import TrainConfig
@@ -72,7 +73,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     try:
-        save_file(tensors, str(tmp), metadata={"avel": json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={"avel": jsonio.dumps(meta)})  # a NaN metric: null
         os.replace(tmp, path)
     finally:
         if tmp.exists():
