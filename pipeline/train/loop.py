@@ -7,6 +7,10 @@ validation split; the test split is evaluated once, for the selected model.
     save_checkpoint("sel.safetensors", result.model, result.model_config, data.class_names,
                     data.settings, result.test)
 
+A loss (or, after an epoch, a weight) that is NaN or infinite stops training at once:
+TrainingDiverged "loss is nan at epoch 3, batch 2 (try a lower --lr)", never a model trained
+on, selected and saved from garbage.
+
 Splits: SEL uses "train" / "val" / "test"; CML uses "train_match" / "val_match" /
 "test_match" when the data has them (AVE's CML split), else the SEL names
 (`AVData.task_split`). What differs between the tasks (the features, the loss call, the
