@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from typer.exceptions import TyperException
 
 from .extractors import AUDIO_MODELS, VISUAL_MODELS
 from .models.registry import MODELS, TASKS, config_classes, model_config
+from .core import jsonio
 from .core.config import DEVICE_HELP, FeatureSettings, resolve_device
 from .core.errors import AvelError, ConfigError, Interrupted, shown
 from .core.atomic import write_text_atomic
@@ -293,7 +293,7 @@ def _format_metrics(metrics: dict) -> str:
 def _write_json(path: Optional[Path], obj) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+        write_text_atomic(path, jsonio.dumps(obj, indent=2) + "\n")  # a NaN metric (nothing to score) is null
 
 
 FLAGS["name"] = "--model"

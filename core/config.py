@@ -1,6 +1,6 @@
 """Typed, frozen settings, validated where they are made. Every setting that changes the
 features lives in `FeatureSettings`; it is stored in every cache and checkpoint and
-compared when they meet. Foundation module: imports nothing of the project but errors.
+compared when they meet. Foundation module: imports nothing of the project but errors and jsonio.
 
 `field_help` metadata on a dataclass field is what the CLI shows for its option; the CLI
 builds its options from these dataclasses, so they map one to one."""
@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from . import jsonio
 
 SAMPLE_RATE_HZ = 16000  # VGGish input rate; one segment = SAMPLE_RATE_HZ samples
 FRAME_SIZE = 224  # VGG-19 input: direct resize, no crop (AVE's rule)
@@ -135,7 +136,7 @@ class FeatureSettings:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return jsonio.dumps(self.to_dict(), nonfinite="refuse", sort_keys=True)  # validated finite
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "feature_settings") -> "FeatureSettings":

@@ -145,3 +145,15 @@ class DataError(AvelError):
 
 class CheckpointError(AvelError):
     """A checkpoint that cannot be loaded (wrong task, pickled code, bad file)."""
+
+
+class TrainingDiverged(AvelError):
+    """The training loss (or a weight) became NaN or infinite: the run stops at once, naming
+    the epoch and the batch, instead of training on (and selecting) garbage."""
+
+
+class NonFiniteScores(AvelError):
+    """A model gave NaN or infinite scores for a video (broken weights, fp16 overflow):
+    recorded as that video's failure, never turned into events."""
+
+    kind = "non-finite"

@@ -74,6 +74,10 @@ PER_SECOND_RECIPE = ("warmup", "segment_loss", "relevance_smoothing")  # SEL DAM
 # the published form (eq. 7, no input dropout): the defaults of the models other than SEL DAM, and
 # the values of a stored config written before these fields existed (pipeline/train/checkpoint.py)
 PUBLISHED_DEFAULTS = {"relevance_fusion": "mean", "input_dropout": 0.0}
+# upper bounds of the sizes (a config above them would allocate until the machine runs out of memory):
+# hidden widths, feature widths (VGG-19 512, VGGish 128: room for any other backbone), classes, heads, FFN factor
+MAX_WIDTH, MAX_FEATURE_DIM, MAX_CLASSES, MAX_HEADS, MAX_FFN_MULT = 8192, 65536, 100_000, 256, 64
+MAX_FFN_WIDTH = 65536  # ffn_mult x the matching width (the FFN's hidden layer)
 
 # help texts shared by the fields that several classes declare (with their own defaults)
 _INPUT_DROPOUT = ("SEL (DAM and AV_att): dropout on the input features; default: 0.2 for SEL DAM (its recipe), 0 for "
@@ -110,9 +114,9 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Each class checks its own fields, then calls super().validate()."""
-        check_range("num_classes", self.num_classes, 2)
+        check_range("num_classes", self.num_classes, 2, MAX_CLASSES)
         for name in ("audio_dim", "visual_dim"):
-            check_range(name, getattr(self, name), 1)
+            check_range(name, getattr(self, name), 1, MAX_FEATURE_DIM)
 
     @property
     def key(self) -> str:
@@ -139,7 +143,7 @@ class SELConfig(ModelConfig):
     def validate(self) -> None:
         super().validate()
         for name in ("att_hidden", "lstm_hidden", "head_hidden"):
-            check_range(name, getattr(self, name), 1)
+            check_range(name, getattr(self, name), 1, MAX_WIDTH)
         check_range("input_dropout", self.input_dropout, 0.0, 1.0, hi_open=True)
 
     @property
@@ -167,10 +171,12 @@ class DAMFields:
         super().validate()
         check_choice("embedding", self.embedding, SEQUENCE_EMBEDDINGS.names())
         check_choice("matching", self.matching, self.MATCHINGS)
-        for name in ("heads", "ffn_mult"):
-            check_range(name, getattr(self, name), 1)
+        check_range("heads", self.heads, 1, MAX_HEADS)
+        check_range("ffn_mult", self.ffn_mult, 1, MAX_FFN_MULT)
         check_range("dropout", self.dropout, 0.0, 1.0, hi_open=True)
         width = self.matching_width
+        if self.embedding == "self-att" and self.ffn_mult * width > MAX_FFN_WIDTH:
+            raise ConfigError("ffn_mult", self.ffn_mult, f"x the self-attention width {width} must be <= {MAX_FFN_WIDTH}")
         if self.embedding == "self-att" and width % self.heads:
             raise ConfigError("heads", self.heads, f"must divide the self-attention width {width}")
         if self.embedding == "bilstm" and width % 2:
@@ -253,8 +259,8 @@ class CMLDAMConfig(DAMFields, ModelConfig):
     proj_hidden: int = option(_PROJ_HIDDEN, default=128)
 
     def validate(self) -> None:
-        check_range("dim", self.dim, 1)
-        check_range("proj_hidden", self.proj_hidden, 0)
+        check_range("dim", self.dim, 1, MAX_WIDTH)
+        check_range("proj_hidden", self.proj_hidden, 0, MAX_WIDTH)
         super().validate()
 
     @property
@@ -275,8 +281,8 @@ class AVDLNConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_range("proj_hidden", self.proj_hidden, 1)
-        check_range("avdln_dim", self.avdln_dim, 1)
+        check_range("proj_hidden", self.proj_hidden, 1, MAX_WIDTH)
+        check_range("avdln_dim", self.avdln_dim, 1, MAX_WIDTH)
         check_range("margin", self.margin, 0.0, lo_open=True)
 
 

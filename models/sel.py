@@ -60,11 +60,17 @@ def video_category(labels: torch.Tensor, background: int) -> torch.Tensor:
     return torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
 
+def selected_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean CE of the selected rows, logits [N, E] against target [N]; an empty selection
+    (an all-background batch) gives 0 with a gradient, not NaN (a mean over nothing)."""
+    return F.cross_entropy(logits, target) if len(target) else logits.sum() * 0
+
+
 def category_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """CE of the category logits [B, E] against the video category [B] (-1: a video without
     event, left out; 0 when no video of the batch has one)."""
     has = target >= 0
-    return F.cross_entropy(logits[has], target[has]) if has.any() else logits.sum() * 0
+    return selected_cross_entropy(logits[has], target[has])
 
 
 @dataclass

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from .baselines import AVAtt, FusionHead
 from .dam import relevance_loss
-from .sel import SELDAM, category_loss
+from .sel import SELDAM, category_loss, selected_cross_entropy
 
 WEAK_RELEVANCE = ("agreement", "fused", "none")
 
@@ -110,7 +110,7 @@ class WeakDAM(SELDAM):
         has = target >= 0
         seconds = target[has].repeat_interleave(audio.shape[1])  # (B' T,) every second gets the video's class
         scores = self.segment_scores(audio, visual)  # (B, T, E) each: audio, visual
-        instances = sum(F.cross_entropy(s[has].flatten(0, 1), seconds) for s in scores)
+        instances = sum(selected_cross_entropy(s[has].flatten(0, 1), seconds) for s in scores)  # 0: no event
         p_a, p_v = (F.softmax(s.detach(), dim=-1) for s in scores)  # P^A_t, P^V_t: targets, no gradient
         pseudo = pseudo_relevance(p_a, p_v, target, self.relevance)
         return self.lam * ce + (1 - self.lam) * relevance_loss(out.relevance, pseudo) + instances

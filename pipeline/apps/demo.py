@@ -3,7 +3,6 @@ on 2 CPU cores: synth -> preprocess (random-weight extractors) -> train SEL and 
 evaluate -> localize a held-out video -> one folder with everything."""
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ...models.registry import model_config
+from ...core import jsonio
 from ...core.atomic import write_text_atomic
 from ...core.config import FeatureSettings
 from ..data.load import load_data
@@ -91,7 +91,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         metrics[task] = {"best_epoch": result.best_epoch, "val": result.val, "test": result.test}
     metrics["sel"]["majority_baseline_test"] = majority_accuracy(data, "test")
     metrics["sel"]["chance"] = 1.0 / data.num_classes
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(out / "metrics.json", jsonio.dumps(metrics, indent=2) + "\n")  # a NaN metric (nothing to score): null
 
     held_out = data.video_ids[int(data.split("test")[0])]
     video = dataset / "videos" / f"{held_out}.mp4"
@@ -115,7 +115,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
         "report.html": "the same, in a browser: the video beside its timeline (open it from this folder)",
         "demo.json": "this run's configuration",
     }
-    write_text_atomic(out / "demo.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    write_text_atomic(out / "demo.json", jsonio.dumps(asdict(cfg), nonfinite="refuse", indent=2) + "\n")  # validated
     sel_acc = metrics["sel"]["test"]["accuracy"]
     cml = metrics["cml"]["test"]
     log("")

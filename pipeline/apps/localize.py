@@ -61,7 +61,7 @@ from ...models.inference import SegmentScores
 from ...models.protocols import SELModel
 from ...models.registry import SEL_TASKS
 from ..train.checkpoint import Checkpoint, load_checkpoint
-from ...core.errors import AvelError, CheckpointError, ConfigError
+from ...core.errors import AvelError, CheckpointError, ConfigError, NonFiniteScores, shown
 from .predictor import Predictor
 from ..extract.stream import FeatureStream
 from .outputs import ModelInfo, SecondResult, VideoLocalization
@@ -103,6 +103,12 @@ def _localize_one(path: str, predictor: Predictor, info: ModelInfo, progress: bo
     for audio, visual in stream:
         scorer.push(audio, visual.reshape(-1, visual.shape[-1]))  # (N = h*w cells, Dv)
     per = scorer.finish()
+    for name, x in (("class", per.probs), ("relevance", per.relevance), ("audio relevance", per.audio_relevance),
+                    ("visual relevance", per.visual_relevance)):  # NaN would label every second an event
+        if x is not None and not np.isfinite(x).all():
+            t = int(np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(1))[0])
+            raise NonFiniteScores(f"{shown(path)}: the model's {name} scores are NaN or infinite (first at second "
+                                  f"{t}); no events given (broken weights, or an fp16 overflow?)")
     labels, prob = label_seconds(per.probs, per.relevance, info.classes)
     rel = per.relevance
 

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from ...models.inference import MODALITIES, QueryScores
+from ...core import jsonio
 from ...models.protocols import CMLModel
 from ...core.config import SAMPLE_RATE_HZ
 from ..media.decode import DecodeOptions, SegmentReader, decode_audio_file
@@ -196,10 +197,10 @@ def write_query_json(result: QueryResult, path: str | os.PathLike) -> None:
     items = []
     for key, value in d.items():
         if key == "seconds":
-            body = ",\n  ".join(json.dumps(v) for v in value)
+            body = ",\n  ".join(jsonio.dumps(v) for v in value)
             items.append(f' "seconds": [\n  {body}\n ]')
         else:
-            items.append(f" {json.dumps(key)}: {json.dumps(value)}")
+            items.append(f" {json.dumps(key)}: {jsonio.dumps(value)}")
     write_text_atomic(path, "{\n" + ",\n".join(items) + "\n}\n")
 
 

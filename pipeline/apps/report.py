@@ -39,7 +39,6 @@ the CML score scale is `score_range`). What the page shows:
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 from importlib import resources
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 from urllib.parse import quote
 
+from ...core import jsonio
 from ...core.atomic import write_text_atomic
 from ...core.errors import shown
 from .query import AUDIO_SUFFIXES
@@ -84,7 +84,7 @@ def media_entry(media_path: str, page_path: str | os.PathLike) -> dict:
 def script_json(obj) -> str:
     """JSON that is safe inside a <script> element (no '</script>', no '<!--') and still
     parses to the same value."""
-    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = jsonio.dumps(obj, nonfinite="refuse", ensure_ascii=False, separators=(",", ":"))  # scores: checked finite
     return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group(0)], text)
 
 

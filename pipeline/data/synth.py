@@ -31,7 +31,6 @@ content on (seed, v) and its plan); the splits are a seeded permutation
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from ...core.annotations import AnnotationRow
+from ...core import jsonio
 from ...core.atomic import write_text_atomic
 from .ave import write_ave_layout
 from ...core.config import check_range, check_types, option
@@ -210,5 +210,5 @@ def write_features(out_dir: str | os.PathLike, cfg: FeatureSynthConfig, *, dtype
     data = synth_features(cfg, progress=progress)
     files = write_ave_layout(out_dir, data, dtype=dtype, annotations=annotation_rows(data))
     manifest = Path(out_dir) / MANIFEST
-    write_text_atomic(manifest, json.dumps({"config": dataclasses.asdict(cfg)}, indent=1) + "\n")
+    write_text_atomic(manifest, jsonio.dumps({"config": dataclasses.asdict(cfg)}, nonfinite="refuse", indent=1) + "\n")
     return files + [manifest]

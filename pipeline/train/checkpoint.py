@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ...models.registry import MODELS, PUBLISHED_DEFAULTS, ModelConfig, build_model, model_config_from_dict
+from ...core import jsonio
 from ...core.atomic import atomic_path
 from ...core.config import FeatureSettings
 from ...core.errors import CheckpointError, ConfigError, SettingsMismatch, shown
@@ -72,7 +73,7 @@ def save_checkpoint(
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"avel": json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={"avel": jsonio.dumps(meta)})  # a NaN metric: null
     return path
 
 
@@ -99,8 +100,8 @@ def load_checkpoint(
     """Rebuild the model of a checkpoint written by `save_checkpoint`.
 
     CheckpointError: no such file, not a safetensors file (pickles are refused unread),
-    no avel metadata, another task than `expected_task` (one or a tuple of tasks), weights
-    that do not fit.
+    no avel metadata, a NaN or an infinity in a tensor, another task than `expected_task`
+    (one or a tuple of tasks), weights that do not fit.
     SettingsMismatch: `feature_settings` differ from the checkpoint's (compared only when
     both are known; a checkpoint trained on features of unknown settings, e.g. the AVE
     release, accepts any)."""
@@ -117,6 +118,9 @@ def load_checkpoint(
     if raw is None:
         raise CheckpointError(f"{shown(path)}: a safetensors file without avel metadata (not an avel checkpoint)")
     meta = _read_metadata(path, raw)
+    bad = nonfinite_tensor(tensors)
+    if bad:
+        raise CheckpointError(f"{shown(path)}: tensor {bad} (a model with such weights scores nothing)")
     model_config: ModelConfig = meta["model_config"]
     expected = (expected_task,) if isinstance(expected_task, str) else expected_task
     if expected is not None and model_config.task not in expected:
@@ -215,6 +219,16 @@ def _own_fields(cfg: dict) -> dict:
         return cfg  # refused by model_config_from_dict, naming the task or the name
     names = {f.name for f in dataclasses.fields(MODELS.get(key).config)} | {"task", "name"}
     return {k: v for k, v in cfg.items() if k in names}
+
+
+def nonfinite_tensor(tensors: dict[str, torch.Tensor]) -> str:
+    """'' when every floating-point tensor is finite, else '<name> holds NaN' (or 'an
+    infinity') for the first that is not."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            kind = "NaN" if bool(torch.isnan(t).any()) else "an infinity"
+            return f"{name} holds {kind}"
+    return ""
 
 
 def weights_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str:

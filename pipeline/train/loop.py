@@ -7,6 +7,10 @@ validation split; the test split is evaluated once, for the selected model.
     save_checkpoint("sel.safetensors", result.model, result.model_config, data.class_names,
                     data.settings, result.test)
 
+A loss (or, after an epoch, a weight) that is NaN or infinite stops training at once:
+TrainingDiverged "loss is nan at epoch 3, batch 2 (try a lower --lr)", never a model trained
+on, selected and saved from garbage.
+
 Splits: SEL uses "train" / "val" / "test"; CML uses "train_match" / "val_match" /
 "test_match" when the data has them (AVE's CML split), else the SEL names
 (`AVData.task_split`). What differs between the tasks (the features, the loss call, the
@@ -32,7 +36,7 @@ from ...models.registry import MODELS, ModelConfig, SELDAMConfig, build_model, m
 from ...core.config import (DEVICE_HELP, DEVICE_PATTERN, check_choice, check_range, check_types, from_mapping, option,
                             resolve_device)
 from ..data.dataset import AVData
-from ...core.errors import ConfigError
+from ...core.errors import ConfigError, TrainingDiverged
 from .tasks import RAM_DTYPES, Features, Task, get_task, pooled_visual  # noqa: F401  (Features, pooled_visual: API)
 from .weak import WeakFeatures
 
@@ -46,6 +50,11 @@ class Recipe:
     unit: str  # "video": a batch is whole videos | "segment": single (audio, visual) segment pairs
     selection: str  # "best-val": keep the best validation epoch | "last": keep the last epoch
     about: str
+
+
+# upper bounds of the training options: a seed is a torch seed (a signed 64-bit integer); an Adam
+# step of lr > 10 throws every weight far beyond its range; more seeds or epochs are no run anyone waits for
+MAX_EPOCHS, MAX_BATCH, MAX_SEEDS, MAX_SEED, MAX_LR = 100_000, 1_000_000, 1000, 2**63 - 1, 10.0
 
 
 RECIPES = {
@@ -91,12 +100,13 @@ class TrainConfig:
         check_types(self)
         check_choice("recipe", self.recipe, ("auto", *RECIPES))
         if self.epochs is not None:
-            check_range("epochs", self.epochs, 1)
+            check_range("epochs", self.epochs, 1, MAX_EPOCHS)
         if self.batch_size is not None:
-            check_range("batch_size", self.batch_size, 1)
-        check_range("eval_batch_size", self.eval_batch_size, 1)
-        check_range("lr", self.lr, 0.0, lo_open=True)
+            check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_range("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)
+        check_range("lr", self.lr, 0.0, MAX_LR, lo_open=True)  # finite: check_types
         check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("seed", self.seed, 0, MAX_SEED)
         check_choice("dtype_in_ram", self.dtype_in_ram, tuple(RAM_DTYPES))
         if not DEVICE_PATTERN.match(self.device):
             raise ConfigError("device", self.device, f"choose {DEVICE_HELP}")
@@ -234,12 +244,18 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
             model.start_epoch(epoch, recipe.epochs)  # models whose loss changes over training (SEL DAM's warm-up)
             order = train_idx[torch.randperm(len(train_idx), generator=shuffle)]
             total, count = 0.0, 0
-            for i in range(0, len(order), recipe.batch_size):
+            for batch, i in enumerate(range(0, len(order), recipe.batch_size), 1):
                 loss, n = task.loss(model, train_feats, order[i : i + recipe.batch_size], device)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total, count = total + loss.item() * n, count + n
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"loss is {value} at epoch {epoch}, batch {batch} (try a lower --lr)")
+                total, count = total + value * n, count + n
+            diverged = next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
+            if diverged is not None:
+                raise TrainingDiverged(f"weight {diverged} is not finite after epoch {epoch} (try a lower --lr)")
             val = task.evaluate(model, data, val_split, batch_size=cfg.eval_batch_size, features=feats)
             score = task.selection_score(val)
             history.append({"epoch": epoch, "loss": total / max(count, 1), **val})
@@ -261,6 +277,14 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
             torch.use_deterministic_algorithms(deterministic_before)
 
 
+def check_seeds(seeds: list[int]) -> None:
+    """1 to MAX_SEEDS seeds, each in 0..MAX_SEED (ConfigError "seeds", before any work)."""
+    check_range("seeds", len(seeds), 1, MAX_SEEDS)
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+            raise ConfigError("seeds", len(seeds), f"runs seed {s!r}, which is not an integer in 0..{MAX_SEED}")
+
+
 @dataclass
 class SeedsResult:
     results: list[TrainResult]
@@ -271,7 +295,8 @@ class SeedsResult:
 
 def train_seeds(data: AVData, cfg: TrainConfig, seeds: list[int]) -> SeedsResult:
     """One run per seed; mean and std of the selected models' test metrics (the paper reports
-    mean +- std over 3 runs)."""
+    mean +- std over 3 runs). ConfigError "seeds" for more than MAX_SEEDS seeds or one out of range."""
+    check_seeds(seeds)
     results = [train(data, dataclasses.replace(cfg, seed=s)) for s in seeds]
     split = "test" if all(r.test is not None for r in results) else "val"
     per_run = [r.test if split == "test" else r.val for r in results]

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from ...core.config import resolve_device
+from ...core.config import check_range, resolve_device
 from ...core.errors import AvelError
 from ...models.registry import SEL_TASKS
 from ..data.load import load_data
 from .checkpoint import load_checkpoint, save_checkpoint
-from .loop import TrainConfig, evaluate, train_seeds
+from .loop import MAX_SEEDS, TrainConfig, check_seeds, evaluate, train_seeds
 from .tasks import get_task
 
 
@@ -20,6 +20,8 @@ def train_to_checkpoints(data_path: Path, out: Path, cfg: TrainConfig, seeds: in
     seed's checkpoint is `out`, the others' OUT-seed<S>.safetensors. -> the report: {"task",
     "config", "split", "mean", "std", "runs": [{"seed", "checkpoint", "best_epoch", "val",
     "test", "seconds"}]}. Everything is refused before any work (the device, the data)."""
+    check_range("seeds", seeds, 1, MAX_SEEDS)  # before list(range(...)): 10**20 seeds would fill the memory
+    check_seeds(list(range(cfg.seed, cfg.seed + seeds)))  # the last seed too stays a torch seed
     resolve_device(cfg.device)  # a GPU asked for where there is none fails before the data is read
     av = load_data(data_path, dtype=torch.float16 if cfg.dtype_in_ram == "float16" else torch.float32)
     get_task(cfg.task).check_data(av, str(data_path))

@@ -240,6 +240,17 @@ class WSELTask(FeatureTask):
     def check_data(self, data: AVData, where: str) -> None:
         require_video_labels(data, where)
 
+    def rows(self, data: AVData, split: str) -> tuple[str, torch.Tensor]:
+        """The validation split must hold a video with an event: its video accuracy is
+        undefined without one, and the loss of background videos alone rewards a model that
+        finds no event, so model selection would pick that (refused, as CML refuses a split
+        it cannot evaluate)."""
+        name, idx = super().rows(data, split)
+        if split == "val" and not (require_video_labels(data, data.source)[idx, :-1].sum(1) > 0).any():
+            raise DataError(f"{data.source}: every video of the {name!r} split is background (no event): weak "
+                            "validation (the video accuracy) has nothing to score; put videos with events in it")
+        return name, idx
+
     def prepare(self, data: AVData, dtype_in_ram: str | None = None) -> WeakFeatures:
         dtype = ram_dtype(data, dtype_in_ram)
         visual = cell_visual(data, dtype)
