@@ -262,3 +262,20 @@ def test_cli_train_refuses_seeds_past_the_largest_seed(tmp_path, ave, capsys):
     err = one_line_error(capsys, ["train", "sel", "--data", str(ave), "--out", str(tmp_path / "x.safetensors"),
                                   "--seed", str(2**63 - 1), "--seeds", "2"])
     assert err == f"error: --seeds 2: runs seed {2**63}, which is not an integer in 0..{2**63 - 1}\n"
+
+
+def test_every_json_the_package_writes_goes_through_jsonio():
+    """No json.dump(s) in the package but core/jsonio.py's: a new writer cannot write NaN."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for folder in ("core", "pipeline", "models", "extractors"):
+        for path in (root / folder).rglob("*.py"):
+            if path.name == "jsonio.py" and path.parent.name == "core":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr in ("dump", "dumps") and getattr(node.value, "id", "") == "json":
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not found

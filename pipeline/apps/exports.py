@@ -30,12 +30,12 @@ that is not a finite number is refused (JSON has no NaN). Files go through the a
 writer."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ...core import jsonio
 from ...core.atomic import write_text_atomic
 from ...core.errors import ConfigError, shown
 from .outputs import VideoLocalization
@@ -72,7 +72,7 @@ def _done(results: Sequence[VideoLocalization]) -> list[VideoLocalization]:
 
 
 def _dump(doc) -> str:
-    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    return jsonio.dumps(doc, nonfinite="refuse", indent=1) + "\n"
 
 
 # -- ActivityNet -------------------------------------------------------------------------------

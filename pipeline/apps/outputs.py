@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ...core import jsonio
 from ...core.errors import shown
 from ...core.atomic import atomic_open, write_text_atomic
 from .windows import RELEVANCE_THRESHOLD, Event, event_summary, rounded
@@ -100,10 +100,10 @@ def _video_json(d: dict, pad: str) -> str:
     items = []
     for key, value in d.items():
         if key in ("segments", "events") and value:
-            body = f",\n{pad}  ".join(json.dumps(v) for v in value)
+            body = f",\n{pad}  ".join(jsonio.dumps(v, nonfinite="refuse") for v in value)
             items.append(f'{pad} "{key}": [\n{pad}  {body}\n{pad} ]')
         else:
-            items.append(f"{pad} {json.dumps(key)}: {json.dumps(value)}")
+            items.append(f"{pad} {jsonio.dumps(key)}: {jsonio.dumps(value, nonfinite='refuse')}")
     return f"{pad}{{\n" + ",\n".join(items) + f"\n{pad}}}"
 
 

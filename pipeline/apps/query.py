@@ -50,7 +50,6 @@ JSON schema (`write_query_json`):
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -200,7 +199,7 @@ def write_query_json(result: QueryResult, path: str | os.PathLike) -> None:
             body = ",\n  ".join(jsonio.dumps(v) for v in value)
             items.append(f' "seconds": [\n  {body}\n ]')
         else:
-            items.append(f" {json.dumps(key)}: {jsonio.dumps(value)}")
+            items.append(f" {jsonio.dumps(key)}: {jsonio.dumps(value)}")
     write_text_atomic(path, "{\n" + ",\n".join(items) + "\n}\n")
 
 

@@ -22,6 +22,7 @@ import uuid
 import weakref
 from pathlib import Path
 
+from ...core import jsonio
 from ...core.atomic import atomic_path
 from ...core.errors import CacheError, CacheLocked, shown
 
@@ -185,7 +186,7 @@ class WriteLock:
                   "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "start": _process_start(os.getpid())}
         try:
             os.ftruncate(holding.fd, 0)
-            os.pwrite(holding.fd, (json.dumps(record) + "\n").encode(), 0)
+            os.pwrite(holding.fd, (jsonio.dumps(record, nonfinite="refuse") + "\n").encode(), 0)
         except OSError:
             pass  # the record is information; the flock is the lock
         lock = cls(directory, holding)

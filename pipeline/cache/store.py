@@ -4,13 +4,13 @@ and each video's arrays; `create_or_open` makes a directory cache or opens one f
 under the write lock (the layout and the writer rules: pipeline/cache/__init__.py)."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ...core import jsonio
 from ...core.config import FeatureSettings
 from ...core.errors import CacheError, shown
 from .keys import encode_key
@@ -205,4 +205,4 @@ def _create(path: Path, meta: CacheMeta) -> None:
         for name, text in meta.splits.items():
             write_cache_file(path / "splits" / f"{name}.txt", text.encode("utf-8"))
     doc = {"format": FORMAT, "settings": meta.settings.to_dict(), "storage_dtype": meta.storage_dtype}
-    write_cache_file(path / "cache.json", json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
+    write_cache_file(path / "cache.json", jsonio.dumps(doc, nonfinite="refuse", indent=2, sort_keys=True).encode("utf-8"))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...core import jsonio
 from ...core.config import check_range, check_types, option
 from ..media.synth import MAX_CLASSES
 from .activitynet import taxonomy
@@ -164,6 +165,5 @@ def ground_truth(cfg: LongSynthConfig, plans: list[LongVideoPlan]) -> dict:
 
 def write_ground_truth(path, cfg: LongSynthConfig, plans: list[LongVideoPlan] | None = None) -> None:
     """The ActivityNet ground truth of `cfg`, written atomically."""
-    import json
     from ...core.atomic import write_text_atomic
-    write_text_atomic(path, json.dumps(ground_truth(cfg, plans or long_plans(cfg)), indent=1, allow_nan=False) + "\n")
+    write_text_atomic(path, jsonio.dumps(ground_truth(cfg, plans or long_plans(cfg)), nonfinite="refuse", indent=1) + "\n")

@@ -23,7 +23,6 @@ loudness, noise floor; every frame carries mild pixel noise.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from ...core import jsonio
 from ...core.annotations import AnnotationRow, write_annotations
 from ...core.atomic import atomic_path, write_text_atomic
 
@@ -436,5 +436,5 @@ def synthesize_config(out_dir: str | os.PathLike, cfg: SynthConfig, *, workers: 
         "classes": [dataclasses.asdict(s) for s in specs],
         "videos": [dataclasses.asdict(p) for p in plans],
     }
-    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    write_text_atomic(out / MANIFEST, jsonio.dumps(manifest, nonfinite="refuse", indent=1) + "\n")
     return rows
