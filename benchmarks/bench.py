@@ -48,7 +48,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-STAGES = ("ceiling", "decode", "e2e", "memory", "precision", "sel", "localize", "ray")
+STAGES = ("ceiling", "feed", "decode", "e2e", "memory", "precision", "sel", "localize", "ray")
+FEED_TARGET_MS = 1.0  # the model process's own CPU per segment with a null model (>= 1,000 segments/s)
+BUSY_TARGET = 0.9  # the decoder pool's cores busy with a null consumer
 RAY_TARGET = 0.8  # --engine ray / --engine local throughput on the same machine
 NETNS = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
 AVE_VIDEOS = 4143  # raw AVE dataset (Annotations.txt rows)
@@ -353,7 +355,7 @@ def decode_limit(jobs: list[str], processes: int, threads: int) -> dict:
             "frames_per_s": frames / wall, "frames_per_cpu_s": frames / cpu, **measured}
 
 
-def project_decode(jobs: list[str], workers: int, options) -> dict:
+def project_decode(jobs: list[str], workers: int, options, segments_per_batch: int = 1) -> dict:
     """The project's decoders (pipeline.decoders, as run_extraction uses them), every batch
     consumed and handed back; CPU time of the decoder processes read from /proc."""
     from avel.pipeline.media.pool import open_decoders
@@ -367,7 +369,7 @@ def project_decode(jobs: list[str], workers: int, options) -> dict:
                     batch.release()
         return segments
 
-    with open_decoders(workers, options, segments_per_batch=1) as decoders:
+    with open_decoders(workers, options, segments_per_batch=segments_per_batch) as decoders:
         pids = list(getattr(decoders, "pids", []))
         consume(jobs[:workers])  # start-up (Python, imports) and a first video each: not timed
         before = {p: process_cpu_s(p) for p in pids}
@@ -380,7 +382,7 @@ def project_decode(jobs: list[str], workers: int, options) -> dict:
         workers_cpu = sum(process_cpu_s(p) - before[p] for p in pids)
         measured = window.close()
     return {"workers": workers, "threads": options.threads, "segments": segments, "wall_s": wall,
-            "cpu_s": consumer + workers_cpu, "consumer_cpu_s": consumer, **measured}
+            "cpu_s": consumer + workers_cpu, "consumer_cpu_s": consumer, "workers_cpu_s": workers_cpu, **measured}
 
 
 def decode_profile(paths: list[str], options, reps: int) -> dict:
@@ -500,6 +502,74 @@ def stage_decode(cfg: BenchConfig, work: Path) -> dict:
     return {"jobs": n_jobs, "distinct_files": len(paths), "limits": limits, "project": project, "profile": profile,
             "transfer": transfer_cost(options, 3 if cfg.quick else 5), "rss_before_mib": rss_before,
             **peak_memory(__import__("torch").device("cpu"))}
+
+
+# -- 1b. feeding the model: the model process's own cost, the pool's delivered rate ------------------
+def null_extractor(cfg: BenchConfig):
+    """The pipeline's extractor with both networks replaced by modules that cost nothing:
+    what is left is the model process's own work (receiving, collating, copies, writes)."""
+    import torch
+
+    class NullVisual(torch.nn.Module):
+        weights_sha256, input_memory_format = "null", torch.contiguous_format
+
+        def forward(self, frames):  # [N, S, S, 3] uint8 -> zeros [N, S/32, S/32, 512]
+            return torch.zeros(frames.shape[0], frames.shape[1] // 32, frames.shape[2] // 32, 512)
+
+    class NullAudio(torch.nn.Module):
+        weights_sha256, pca_sha256 = "null", ""
+
+        def forward(self, waveforms):  # [N, 16000] -> zeros [N, 128]
+            return torch.zeros(waveforms.shape[0], 128)
+
+    fe = extractor_for(cfg)
+    fe.visual, fe.audio = NullVisual(), NullAudio()
+    fe.set_visual_setting(fe.visual_setting)
+    return fe
+
+
+def stage_feed(cfg: BenchConfig, work: Path) -> dict:
+    """(a) run_extraction with a null model, as `avel preprocess` runs it (decoder processes,
+    shared memory, the part writer, progress): the CPU time of the model process itself per
+    segment (all its threads), i.e. how many segments a second it could feed a model that
+    costs nothing. (b) The decoder pool with a null consumer (every batch handed back at
+    once): segments/s delivered and the share of the workers' cores busy (their CPU time /
+    (wall x workers))."""
+    from avel.pipeline.cache.store import FeatureCache
+    from avel.pipeline.extract.local import Job, decoder_threads, run_extraction
+    from avel.pipeline.extract.options import ExtractOptions
+    from avel.pipeline.media.decode import DecodeOptions
+
+    paths = video_paths(work)
+    n_jobs = max(len(paths), 8 if cfg.quick else 16)
+    workers = max(1, cfg.workers)
+    fe = null_extractor(cfg)
+    rss_before = rss_mib()
+    # (a) the model process's own cost: ids made unique so that every repeat of a file is a job
+    jobs = [Job(f"job{i:04d}", paths[i % len(paths)]) for i in range(n_jobs)]
+    cache_dir = Path(tempfile.mkdtemp(dir=work, prefix="feed-"))
+    os.rmdir(cache_dir)
+    window = Window(lambda: sum(process_cpu_s(p) for p in _descendants(os.getpid())))
+    self0 = cpu_seconds("self")
+    t0 = time.perf_counter()
+    summary = run_extraction(jobs, cache_dir, fe, ExtractOptions(workers=workers, pooled=True, progress=True))
+    wall = time.perf_counter() - t0
+    model_cpu = cpu_seconds("self") - self0
+    measured = window.close()
+    if summary.failed or summary.done != len(jobs):
+        raise RuntimeError(f"extraction failed: {summary}")
+    with FeatureCache(cache_dir) as cache:
+        segments = sum(e.num_segments for e in cache.entries.values())
+    model = {"videos": len(jobs), "segments": segments, "wall_s": wall, "segments_per_s": segments / wall,
+             "model_cpu_s": model_cpu, "model_cpu_ms_per_segment": 1000 * model_cpu / segments,
+             "feedable_segments_per_s": segments / model_cpu if model_cpu > 0 else float("inf"),
+             "segments_per_batch": fe.segments_per_batch, **measured}
+    # (b) the pool with a null consumer, at the extractor's batch of segments
+    options = DecodeOptions.from_settings(settings_for(cfg), threads=decoder_threads(workers))
+    pool = project_decode([paths[i % len(paths)] for i in range(n_jobs)], workers, options, fe.segments_per_batch)
+    pool.update(segments_per_s=pool["segments"] / pool["wall_s"],
+                busy=pool["workers_cpu_s"] / (pool["wall_s"] * workers))
+    return {"model": model, "pool": pool, "rss_before_mib": rss_before, **peak_memory(fe.device)}
 
 
 # -- 3. end to end ---------------------------------------------------------------------------------------
@@ -797,7 +867,7 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
 
 STAGE_FUNCTIONS = {
     "ray": stage_ray,
-    "ceiling": stage_ceiling, "decode": stage_decode, "e2e": stage_e2e, "memory": stage_memory,
+    "ceiling": stage_ceiling, "feed": stage_feed, "decode": stage_decode, "e2e": stage_e2e, "memory": stage_memory,
     "precision": stage_precision, "sel": stage_sel, "localize": stage_localize,
 }
 
@@ -895,6 +965,19 @@ def report(name: str, r: dict, cfg: BenchConfig, results: dict) -> None:
               f"would be on cores of its own)")
         print(f"   Ray start-up (ray.init, local): {r['ray_startup_s']:.1f} s; peak RSS of the Ray processes "
               f"(sum, shared memory counted in each): {r['ray_peak_rss_mib']:.0f} MiB")
+    elif name == "feed":
+        m, q = r["model"], r["pool"]
+        ok = m["model_cpu_ms_per_segment"] <= FEED_TARGET_MS
+        print(f"1b. feeding the model, {m['videos']} videos ({m['segments']} segments, {m['segments_per_batch']} a batch), "
+              f"{q['workers']} decoder processes")
+        print(f"   model process with a NULL model (run_extraction: pool, shared memory, collating, copies, part writes, "
+              f"progress): {m['model_cpu_ms_per_segment']:.3f} CPU-ms a segment = could feed "
+              f"{m['feedable_segments_per_s']:.0f} segments/s ({'meets' if ok else 'BELOW'} the goal: <= "
+              f"{FEED_TARGET_MS:.0f} ms); delivered {m['segments_per_s']:.1f} segments/s {where(m)}")
+        busy = busy_verdict(q) or f"{'meets' if q['busy'] >= BUSY_TARGET else 'BELOW'} the {BUSY_TARGET:.1f} goal"
+        print(f"   decoder pool with a NULL consumer: {q['segments_per_s']:.1f} segments/s, cores busy "
+              f"{q['busy']:.3f} of {q['workers']} ({busy}); consumer {1000 * q['consumer_cpu_s'] / q['segments']:.3f} "
+              f"CPU-ms a segment {where(q)}")
     elif name == "decode":
         p = r["project"]
         print(f"2. decoding, {r['jobs']} videos ({r['distinct_files']} files, {p['frames'] // r['jobs']} source frames "
@@ -1088,7 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"config": dataclasses.asdict(cfg), "machine": machine_line(cfg)}
     with tempfile.TemporaryDirectory(prefix="avel-bench-") as tmp:
         work = Path(tmp)
-        if {"decode", "e2e", "precision", "localize", "ray"} & set(stages):
+        if {"feed", "decode", "e2e", "precision", "localize", "ray"} & set(stages):
             t = time.perf_counter()
             generate_videos(cfg, work / "videos")
             print(f"   generated {cfg.videos} 10-s videos (benchmarks/media.py: {cfg.width}x{cfg.height}, {cfg.fps} fps, "
