@@ -169,3 +169,19 @@ def test_a_write_error_behind_the_model_stops_the_run(tmp_path, extractor, jobs,
     with pytest.raises(CacheError, match="no space left"):
         run_extraction(jobs[:2], tmp_path / "c", extractor, OPTIONS)
     assert FeatureCache(tmp_path / "c").ids() == []
+
+
+def test_compiled_features_equal_eager():
+    """--compile default on the CPU (inductor): the eager features (the reference path) on a
+    small input; VGG-19 exactly here, VGGish within float tolerance (its fused front end)."""
+    settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=2, frame_size=64)
+    fe = FeatureExtractor(settings, device="cpu", batch_size=4)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 2, 64, 64, 3), dtype=np.uint8)
+    audio = rng.uniform(-1, 1, (2, 16000)).astype(np.float32)
+    visual, vggish = fe.visual_features(frames), fe.audio_features(audio)
+    fe.compile("default")
+    np.testing.assert_allclose(fe.visual_features(frames), visual, rtol=1e-5, atol=1e-5 * float(np.abs(visual).max()))
+    np.testing.assert_allclose(fe.audio_features(audio), vggish, rtol=1e-5, atol=1e-5 * float(np.abs(vggish).max()))
+    fe.compile("off")
+    np.testing.assert_array_equal(fe.visual_features(frames), visual)  # eager again

@@ -193,6 +193,7 @@ def run_extraction(
     job again resumes."""
     from tqdm import tqdm
 
+    extractor.compile(options.compile)
     meta = CacheMeta(extractor.settings, options.storage_dtype, annotations, dict(splits or {}))
     cache = FeatureCache.create_or_open(cache_dir, meta)
     summary = RunSummary()
