@@ -48,7 +48,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-STAGES = ("ceiling", "decode", "e2e", "memory", "precision", "sel", "localize", "ray")
+STAGES = ("ceiling", "compile", "feed", "decode", "e2e", "memory", "precision", "sel", "localize", "ray")
+FEED_TARGET_MS = 1.0  # the model process's own CPU per segment with a null model (>= 1,000 segments/s)
+BUSY_TARGET = 0.9  # the decoder pool's cores busy with a null consumer
+COMPILE_COSINE = 0.999  # compiled features against eager
+DENSE_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12}  # FLOP/s, no sparsity
+VIDEOS_AT_SCALE = 1_000_000
 RAY_TARGET = 0.8  # --engine ray / --engine local throughput on the same machine
 NETNS = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
 AVE_VIDEOS = 4143  # raw AVE dataset (Annotations.txt rows)
@@ -353,7 +358,7 @@ def decode_limit(jobs: list[str], processes: int, threads: int) -> dict:
             "frames_per_s": frames / wall, "frames_per_cpu_s": frames / cpu, **measured}
 
 
-def project_decode(jobs: list[str], workers: int, options) -> dict:
+def project_decode(jobs: list[str], workers: int, options, segments_per_batch: int = 1) -> dict:
     """The project's decoders (pipeline.decoders, as run_extraction uses them), every batch
     consumed and handed back; CPU time of the decoder processes read from /proc."""
     from avel.pipeline.media.pool import open_decoders
@@ -367,7 +372,7 @@ def project_decode(jobs: list[str], workers: int, options) -> dict:
                     batch.release()
         return segments
 
-    with open_decoders(workers, options, segments_per_batch=1) as decoders:
+    with open_decoders(workers, options, segments_per_batch=segments_per_batch) as decoders:
         pids = list(getattr(decoders, "pids", []))
         consume(jobs[:workers])  # start-up (Python, imports) and a first video each: not timed
         before = {p: process_cpu_s(p) for p in pids}
@@ -380,7 +385,7 @@ def project_decode(jobs: list[str], workers: int, options) -> dict:
         workers_cpu = sum(process_cpu_s(p) - before[p] for p in pids)
         measured = window.close()
     return {"workers": workers, "threads": options.threads, "segments": segments, "wall_s": wall,
-            "cpu_s": consumer + workers_cpu, "consumer_cpu_s": consumer, **measured}
+            "cpu_s": consumer + workers_cpu, "consumer_cpu_s": consumer, "workers_cpu_s": workers_cpu, **measured}
 
 
 def decode_profile(paths: list[str], options, reps: int) -> dict:
@@ -500,6 +505,145 @@ def stage_decode(cfg: BenchConfig, work: Path) -> dict:
     return {"jobs": n_jobs, "distinct_files": len(paths), "limits": limits, "project": project, "profile": profile,
             "transfer": transfer_cost(options, 3 if cfg.quick else 5), "rss_before_mib": rss_before,
             **peak_memory(__import__("torch").device("cpu"))}
+
+
+# -- 1c. torch.compile against eager -------------------------------------------------------------------
+def vgg19_flops_per_frame(size: int = 224) -> float:
+    """FLOPs (2 x multiply-adds) of VGG-19's 16 convolutions up to pool5 on one size x size frame."""
+    plan = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), (256, 256), "M",
+            (256, 512), (512, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512), (512, 512), "M"]
+    flops, side = 0.0, size
+    for layer in plan:
+        if layer == "M":
+            side //= 2
+        else:
+            flops += 2.0 * layer[0] * layer[1] * 9 * side * side
+    return flops
+
+
+def card_peak(device) -> float | None:
+    import torch
+
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in DENSE_BF16_PEAK.items() if key in name), None)
+
+
+def stage_compile(cfg: BenchConfig, work: Path) -> dict:
+    """VGG-19 and VGGish at the pipeline's batch, eager and torch.compile'd (default; on a
+    GPU also max-autotune), side by side: the time the first (compiling) batch took, the
+    steady rate, the features' cosine to eager, and the whole AVE set's time with the
+    compile time counted once."""
+    import numpy as np
+    import torch
+
+    device = torch.device(cfg.device)
+    modes = ["off", "default"] + (["max-autotune"] if device.type == "cuda" else [])
+    rng = np.random.default_rng(cfg.seed)
+    fe = extractor_for(cfg)
+    n = fe.batch_size
+    frames = rng.integers(0, 256, (max(1, n // cfg.frames_per_segment), cfg.frames_per_segment, 224, 224, 3), np.uint8)
+    audio = rng.uniform(-1, 1, (fe.segments_per_batch, 16000)).astype(np.float32)
+    reps = (2 if cfg.quick else 5) if device.type == "cpu" else (10 if cfg.quick else 30)
+    rows, eager = [], None
+    for mode in modes:
+        fe.compile(mode)
+        t = time.perf_counter()
+        visual, vggish = fe.visual_features(frames), fe.audio_features(audio)
+        first_s = time.perf_counter() - t
+        times = timed(lambda: fe.visual_features(frames), reps, device)
+        audio_times = timed(lambda: fe.audio_features(audio), reps, device)
+        frames_per_s = frames.shape[0] * frames.shape[1] / min(times)
+        if eager is None:
+            eager = (visual, vggish)
+        row = {"mode": mode, "first_batch_s": first_s, "frames_per_s": frames_per_s,
+               "vggish_segments_per_s": audio.shape[0] / min(audio_times),
+               "pool5_cosine_min": float(cosine_rows(visual.reshape(len(visual), -1), eager[0].reshape(len(visual), -1)).min()),
+               "vggish_cosine_min": float(cosine_rows(vggish, eager[1]).min()),
+               "flops_per_s": frames_per_s * vgg19_flops_per_frame()}
+        seconds_per_segment = cfg.frames_per_segment / frames_per_s + 1 / row["vggish_segments_per_s"]
+        row["ave_s"] = (first_s if mode != "off" else 0.0) + AVE_SEGMENTS * seconds_per_segment
+        rows.append(row)
+    peak = card_peak(device)
+    for row in rows:
+        row["mfu"] = row["flops_per_s"] / peak if peak else None
+    return {"batch_size": n, "rows": rows, "flops_per_frame": vgg19_flops_per_frame(), "peak_flops": peak,
+            **peak_memory(device)}
+
+
+# -- 1b. feeding the model: the model process's own cost, the pool's delivered rate ------------------
+def null_extractor(cfg: BenchConfig):
+    """The pipeline's extractor with both networks replaced by modules that cost nothing:
+    what is left is the model process's own work (receiving, collating, copies, writes)."""
+    import torch
+
+    class NullVisual(torch.nn.Module):
+        weights_sha256, input_memory_format = "null", torch.contiguous_format
+
+        def forward(self, frames):  # [N, S, S, 3] uint8 -> zeros [N, S/32, S/32, 512]
+            return torch.zeros(frames.shape[0], frames.shape[1] // 32, frames.shape[2] // 32, 512)
+
+    class NullAudio(torch.nn.Module):
+        weights_sha256, pca_sha256 = "null", ""
+
+        def forward(self, waveforms):  # [N, 16000] -> zeros [N, 128]
+            return torch.zeros(waveforms.shape[0], 128)
+
+    fe = extractor_for(cfg)
+    fe.visual, fe.audio = NullVisual(), NullAudio()
+    fe.set_visual_setting(fe.visual_setting)
+    return fe
+
+
+def stage_feed(cfg: BenchConfig, work: Path) -> dict:
+    """(a) run_extraction with a null model, as `avel preprocess` runs it (decoder processes,
+    shared memory, the part writer, progress): the CPU time of the model process itself per
+    segment (all its threads), i.e. how many segments a second it could feed a model that
+    costs nothing. (b) The decoder pool with a null consumer (every batch handed back at
+    once): segments/s delivered and the share of the workers' cores busy (their CPU time /
+    (wall x workers))."""
+    from avel.pipeline.cache.store import FeatureCache
+    from avel.pipeline.extract.local import Job, decoder_threads, run_extraction
+    from avel.pipeline.extract.options import ExtractOptions
+    from avel.pipeline.media.decode import DecodeOptions
+
+    import torch
+
+    paths = video_paths(work)
+    n_jobs = max(len(paths), 8 if cfg.quick else 16)
+    workers = max(1, cfg.workers)
+    fe = null_extractor(cfg)
+    if fe.device.type == "cpu":
+        # a null model's collating (pool5 mean, concatenation) on CPU tensors: one torch thread, as on a GPU
+        # these run on the device; with more, idle OpenMP threads spinning on a shared machine are what is timed
+        torch.set_num_threads(1)
+    rss_before = rss_mib()
+    # (a) the model process's own cost: ids made unique so that every repeat of a file is a job
+    jobs = [Job(f"job{i:04d}", paths[i % len(paths)]) for i in range(n_jobs)]
+    cache_dir = Path(tempfile.mkdtemp(dir=work, prefix="feed-"))
+    os.rmdir(cache_dir)
+    window = Window(lambda: sum(process_cpu_s(p) for p in _descendants(os.getpid())))
+    self0 = cpu_seconds("self")
+    t0 = time.perf_counter()
+    summary = run_extraction(jobs, cache_dir, fe, ExtractOptions(workers=workers, pooled=True, progress=True))
+    wall = time.perf_counter() - t0
+    model_cpu = cpu_seconds("self") - self0
+    measured = window.close()
+    if summary.failed or summary.done != len(jobs):
+        raise RuntimeError(f"extraction failed: {summary}")
+    with FeatureCache(cache_dir) as cache:
+        segments = sum(e.num_segments for e in cache.entries.values())
+    model = {"videos": len(jobs), "segments": segments, "wall_s": wall, "segments_per_s": segments / wall,
+             "model_cpu_s": model_cpu, "model_cpu_ms_per_segment": 1000 * model_cpu / segments,
+             "feedable_segments_per_s": segments / model_cpu if model_cpu > 0 else float("inf"),
+             "segments_per_batch": fe.segments_per_batch, **measured}
+    # (b) the pool with a null consumer, at the extractor's batch of segments
+    options = DecodeOptions.from_settings(settings_for(cfg), threads=decoder_threads(workers))
+    pool = project_decode([paths[i % len(paths)] for i in range(n_jobs)], workers, options, fe.segments_per_batch)
+    pool.update(segments_per_s=pool["segments"] / pool["wall_s"],
+                busy=pool["workers_cpu_s"] / (pool["wall_s"] * workers))
+    return {"model": model, "pool": pool, "rss_before_mib": rss_before, **peak_memory(fe.device)}
 
 
 # -- 3. end to end ---------------------------------------------------------------------------------------
@@ -798,7 +942,7 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
 
 STAGE_FUNCTIONS = {
     "ray": stage_ray,
-    "ceiling": stage_ceiling, "decode": stage_decode, "e2e": stage_e2e, "memory": stage_memory,
+    "ceiling": stage_ceiling, "compile": stage_compile, "feed": stage_feed, "decode": stage_decode, "e2e": stage_e2e, "memory": stage_memory,
     "precision": stage_precision, "sel": stage_sel, "localize": stage_localize,
 }
 
@@ -896,6 +1040,33 @@ def report(name: str, r: dict, cfg: BenchConfig, results: dict) -> None:
               f"would be on cores of its own)")
         print(f"   Ray start-up (ray.init, local): {r['ray_startup_s']:.1f} s; peak RSS of the Ray processes "
               f"(sum, shared memory counted in each): {r['ray_peak_rss_mib']:.0f} MiB")
+    elif name == "compile":
+        print(f"1c. torch.compile against eager, VGG-19 batch {r['batch_size']} at {cfg.precision} "
+              f"({r['flops_per_frame'] / 1e9:.1f} GFLOP a frame up to pool5), VGGish at the pipeline's batch")
+        for row in r["rows"]:
+            mfu = (f"MFU {row['mfu']:.3f} of {r['peak_flops'] / 1e12:.0f} TFLOP/s dense bf16" if row.get("mfu") is not None
+                   else f"{row['flops_per_s'] / 1e12:.3f} TFLOP/s")
+            ok = min(row["pool5_cosine_min"], row["vggish_cosine_min"]) >= COMPILE_COSINE
+            print(f"   {row['mode']:12s} first batch {row['first_batch_s']:7.1f} s, then {row['frames_per_s']:8.1f} frames/s "
+                  f"({mfu}), VGGish {row['vggish_segments_per_s']:.1f} segments/s; cosine to eager pool5 "
+                  f"{row['pool5_cosine_min']:.6f} VGGish {row['vggish_cosine_min']:.6f} "
+                  f"({'ok' if ok else 'BELOW ' + str(COMPILE_COSINE)}); AVE at this rate, compile counted once: "
+                  f"{hours(row['ave_s'])}")
+        best = min(r["rows"], key=lambda x: x["ave_s"])
+        print(f"   on the whole AVE set the fastest is --compile {best['mode']}")
+    elif name == "feed":
+        m, q = r["model"], r["pool"]
+        ok = m["model_cpu_ms_per_segment"] <= FEED_TARGET_MS
+        print(f"1b. feeding the model, {m['videos']} videos ({m['segments']} segments, {m['segments_per_batch']} a batch), "
+              f"{q['workers']} decoder processes")
+        print(f"   model process with a NULL model (run_extraction: pool, shared memory, collating, copies, part writes, "
+              f"progress): {m['model_cpu_ms_per_segment']:.3f} CPU-ms a segment = could feed "
+              f"{m['feedable_segments_per_s']:.0f} segments/s ({'meets' if ok else 'BELOW'} the goal: <= "
+              f"{FEED_TARGET_MS:.0f} ms); delivered {m['segments_per_s']:.1f} segments/s {where(m)}")
+        busy = busy_verdict(q) or f"{'meets' if q['busy'] >= BUSY_TARGET else 'BELOW'} the {BUSY_TARGET:.1f} goal"
+        print(f"   decoder pool with a NULL consumer: {q['segments_per_s']:.1f} segments/s, cores busy "
+              f"{q['busy']:.3f} of {q['workers']} ({busy}); consumer {1000 * q['consumer_cpu_s'] / q['segments']:.3f} "
+              f"CPU-ms a segment {where(q)}")
     elif name == "decode":
         p = r["project"]
         print(f"2. decoding, {r['jobs']} videos ({r['distinct_files']} files, {p['frames'] // r['jobs']} source frames "
@@ -985,7 +1156,20 @@ def projection(cfg: BenchConfig, results: dict) -> None:
                  if ceiling and "ceiling_segments_per_s" in ceiling else ""))
 
 
-GOALS = {"e2e_ratio_cuda": 0.90, "localize_warm_s": 1.0, "ave_minutes_h100": 3.0}
+GOALS = {"e2e_ratio_cuda": 0.90, "localize_warm_s": 1.0, "ave_seconds_gpu": 90.0}
+
+
+def scale_lines(e2e: dict, gpu: bool) -> list[str]:
+    """Costs at scale from the measured end-to-end rate: device-seconds and CPU-core-seconds per
+    1,000 videos, and the time of AVE and of 1M 10-s videos on 1 and 8 such machines."""
+    rate = e2e["segments_per_s"]  # one machine: one device (or the CPU) and its cores
+    per_1000 = 1000 * SEGMENTS / rate
+    cores = e2e.get("cpu_s_per_segment", 0.0) * 1000 * SEGMENTS
+    device = "GPU-seconds" if gpu else "machine-seconds (CPU run)"
+    big = VIDEOS_AT_SCALE * SEGMENTS / rate
+    return [f"costs at scale (10-s videos, measured end-to-end rate {rate:.2f} segments/s): {per_1000:.0f} {device} and "
+            f"{cores:.0f} CPU-core-seconds per 1,000 videos; AVE ({AVE_VIDEOS}) {hours(AVE_SEGMENTS / rate)}; "
+            f"{VIDEOS_AT_SCALE:,} videos {hours(big)} on 1 machine, {hours(big / 8)} on 8"]
 
 
 def summary_lines(results: dict) -> list[str]:
@@ -1015,10 +1199,22 @@ def summary_lines(results: dict) -> list[str]:
     if "warm_s" in loc:
         out.append(f"avel localize, 10-s video: {loc['warm_s']:.2f} s warm (goal < {GOALS['localize_warm_s']:.0f} s), "
                    f"{loc['cold_s']:.2f} s cold")
+    feed = results.get("feed") or {}
+    if "model" in feed:
+        m, q = feed["model"], feed["pool"]
+        out.append(f"feeding: model process {m['model_cpu_ms_per_segment']:.3f} CPU-ms a segment with a null model (goal <= "
+                   f"{FEED_TARGET_MS:.0f}); decoder pool {q['busy']:.3f} of its cores busy with a null consumer (goal >= "
+                   f"{BUSY_TARGET})")
+    comp = results.get("compile") or {}
+    if "rows" in comp:
+        out.append("compile: " + "; ".join(
+            f"{r['mode']} {r['frames_per_s']:.0f} frames/s" + (f" MFU {r['mfu']:.3f}" if r.get("mfu") is not None else "")
+            + f" (first batch {r['first_batch_s']:.0f} s, AVE {hours(r['ave_s'])})" for r in comp["rows"]))
     if "segments_per_s" in e2e:
+        out += scale_lines(e2e, str(cfg.get("device", "")).startswith("cuda") or results.get("machine", "").startswith("GPU"))
         minutes = AVE_SEGMENTS / e2e["segments_per_s"] / 60
         out.append(f"AVE ({AVE_VIDEOS} videos) projected: {minutes:.1f} min at the end-to-end rate "
-                   f"(goal <= {GOALS['ave_minutes_h100']:.0f} min on one H100 with 16 cores; "
+                   f"(goal <= {GOALS['ave_seconds_gpu']:.0f} s on one GPU machine with 16 cores, issue #22; "
                    f"{cfg.get('precision', '?')}, {cfg.get('workers', '?')} decoder processes)")
     return out
 
@@ -1089,7 +1285,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"config": dataclasses.asdict(cfg), "machine": machine_line(cfg)}
     with tempfile.TemporaryDirectory(prefix="avel-bench-") as tmp:
         work = Path(tmp)
-        if {"decode", "e2e", "precision", "localize", "ray"} & set(stages):
+        if {"feed", "decode", "e2e", "precision", "localize", "ray"} & set(stages):
             t = time.perf_counter()
             generate_videos(cfg, work / "videos")
             print(f"   generated {cfg.videos} 10-s videos (benchmarks/media.py: {cfg.width}x{cfg.height}, {cfg.fps} fps, "

@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
-# One-shot GPU check (issue #13): on a machine with a CUDA GPU, after the README's test
+# One-shot GPU check (issues #13, #22): on a machine with a CUDA GPU, after the README's test
 # install (python3 -m venv .venv && .venv/bin/pip install -e '.[test]'), run as is:
 #
-#     benchmarks/gpu_check.sh            # about 5 minutes on one H100 with 16 cores
+#     benchmarks/gpu_check.sh            # at most 8 minutes on one H200 with 16 cores
 #
 # 1. the card (nvidia-smi, torch);
-# 2. the CUDA tests: fp32 CUDA vs CPU features within 1e-4 relative on identical frames,
-#    bf16 / fp16 cosine >= 0.999 against fp32, VGGish on the GPU, the batch job on the GPU;
-# 3. the benchmark with --device cuda on AVE-like videos (640x360, 30 fps, h264 + AAC
-#    44.1 kHz stereo), decoder processes = all cores: ceiling, decoding, end to end, localize;
-# 4. the summary: the card, end-to-end / ceiling (goal >= 0.9), frames/s of each stage, GPU
-#    memory peak, `avel localize` latency for a 10-s video (goal < 1 s warm), the projected
-#    time of the whole AVE set (goal <= 3 min on one H100 with 16 cores).
+# 2. the CUDA tests: fp32 CUDA vs CPU features within 1e-4 relative on identical frames, for
+#    eager and every --compile mode, through the pinned staging buffers; bf16 / fp16 cosine
+#    >= 0.999 against fp32, VGGish on the GPU, the batch job on the GPU;
+# 3. the benchmark with --device cuda on 256 AVE-like videos (640x360, 30 fps, h264 + AAC
+#    44.1 kHz stereo), decoder processes = all cores, every stage of issue #22: ceiling,
+#    compile (eager / default / max-autotune side by side, compile time amortised over AVE,
+#    MFU), feed (the model process with a null model; the pool with a null consumer),
+#    decoding, end to end, localize;
+# 4. the summary: end-to-end / ceiling (goal >= 0.9), frames/s of each stage, GPU memory,
+#    localize latency, costs at scale (GPU- and CPU-core-seconds per 1,000 videos; AVE and
+#    1M videos on 1 and 8 machines), the AVE projection (goal <= 90 s, issue #22).
 #
-# Everything is also written to gpu-check/ (bench.json, pytest.txt, bench.txt).
-# AVEL_GPU_CHECK_DEVICE=cpu runs the same steps on the CPU (what CI does to test the script;
-# AVEL_GPU_CHECK_ARGS then makes the benchmark small).
+# Raw outputs go to benchmarks/results/gpu/ with the date in their names
+# (DATE_pytest.txt, DATE_bench.txt, DATE_bench.json). AVEL_GPU_CHECK_DEVICE=cpu runs the same
+# steps on the CPU (what CI does to test the script; AVEL_GPU_CHECK_ARGS then makes the
+# benchmark small and AVEL_GPU_CHECK_STAGES may leave out compile, minutes on a CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 DEVICE=${AVEL_GPU_CHECK_DEVICE:-cuda}
 PRECISION=${AVEL_GPU_CHECK_PRECISION:-bf16}
-VIDEOS=${AVEL_GPU_CHECK_VIDEOS:-64}
-OUT=${AVEL_GPU_CHECK_OUT:-gpu-check}
+VIDEOS=${AVEL_GPU_CHECK_VIDEOS:-256}
+OUT=${AVEL_GPU_CHECK_OUT:-benchmarks/results/gpu}
+STAGES=${AVEL_GPU_CHECK_STAGES:-ceiling,compile,feed,decode,e2e,localize}
+STAMP=$(date +%Y-%m-%d_%H%M)
 CORES=$(nproc)
 mkdir -p "$OUT"
 start=$(date +%s)
@@ -41,7 +48,7 @@ fi
 echo "== 2. the CUDA tests"
 set +e
 "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_precision.py tests/test_vggish.py -k "cuda" \
-    2>&1 | tee "$OUT/pytest.txt"
+    2>&1 | tee "$OUT/${STAMP}_pytest.txt"
 tests=${PIPESTATUS[0]}
 set -e
 
@@ -49,7 +56,7 @@ echo "== 3. the benchmark"
 set +e
 # shellcheck disable=SC2086  # AVEL_GPU_CHECK_ARGS is a list of options
 "$PYTHON" benchmarks/bench.py --device "$DEVICE" --precision "$PRECISION" --workers "$CORES" --videos "$VIDEOS" \
-    --stages ceiling,decode,e2e,localize --json "$OUT/bench.json" ${AVEL_GPU_CHECK_ARGS:-} 2>&1 | tee "$OUT/bench.txt"
+    --quick --stages "$STAGES" --json "$OUT/${STAMP}_bench.json" ${AVEL_GPU_CHECK_ARGS:-} 2>&1 | tee "$OUT/${STAMP}_bench.txt"
 bench=${PIPESTATUS[0]}
 set -e
 

@@ -62,3 +62,26 @@ def test_batch_job_on_the_gpu_equals_the_cpus(video, tmp_path):
     cpu, gpu = FeatureCache(tmp_path / "cpu"), FeatureCache(tmp_path / "cuda")
     for want, got in zip(cpu.read("v"), gpu.read("v")):
         close(got, want)
+
+
+@cuda
+@pytest.mark.parametrize("mode", ["default", "max-autotune"])
+def test_compiled_cuda_features_equal_the_cpus(video, mode):
+    """--compile on the GPU (fp32, IEEE convolutions): the CPU's eager features within 1e-4."""
+    decoded = decode_video(video, DecodeOptions(frames_per_segment=4))
+    cpu = FeatureExtractor(SETTINGS, device="cpu")
+    gpu = FeatureExtractor(SETTINGS, device="cuda", batch_size=8)
+    gpu.compile(mode)
+    close(gpu.visual_features(decoded.frames), cpu.visual_features(decoded.frames))
+    close(gpu.audio_features(decoded.audio), cpu.audio_features(decoded.audio))
+
+
+@cuda
+def test_pinned_staging_keeps_batches_apart(video):
+    """Many batches through the two reused pinned buffers and the copy stream: each batch's
+    features are its own (a buffer overwritten too early would mix them)."""
+    decoded = decode_video(video, DecodeOptions(frames_per_segment=4))
+    frames = np.concatenate([decoded.frames, decoded.frames[::-1], 255 - decoded.frames])
+    cpu = FeatureExtractor(SETTINGS, device="cpu")
+    gpu = FeatureExtractor(SETTINGS, device="cuda", batch_size=4)  # one segment a batch: 9 batches, 2 buffers
+    close(gpu.visual_features(frames), cpu.visual_features(frames))

@@ -27,6 +27,7 @@ from ...core.config import FeatureSettings
 from ..media.decode import DecodeOptions
 from ..media.pool import StopSignals, open_decoders
 from ...core.errors import AvelError, CacheError, Interrupted, shown
+from .behind import WriteBehind
 from .features import FeatureExtractor
 from .options import ExtractOptions, take_shard
 from .stream import FeatureStream
@@ -147,6 +148,24 @@ def extract_job(job: Job, stream: FeatureStream, writer: PartWriter, *, pooled: 
     return None
 
 
+def extract_behind(job: Job, stream: FeatureStream, behind: WriteBehind, *,
+                   check: Callable[[], None] = lambda: None) -> None:
+    """`extract_job` with the writes behind the model: one job's features handed to the
+    writer thread a batch at a time, or its failure (the video's MediaError, an extractor's
+    refusal). The outcome comes back from `behind.done()`."""
+    behind.open(job)
+    try:
+        for audio, visual in stream.batches():
+            behind.append(visual, audio)  # (n, 7, 7, 512), (n, 128)
+            check()
+    except CacheError:
+        raise
+    except AvelError as e:
+        behind.fail(job, failure_of(job, e))
+        return
+    behind.close(job, float(stream.duration_s))
+
+
 def decoder_threads(workers: int) -> int:
     """FFmpeg threads per decoder: automatic for the one decoding thread; with decoder
     processes, the cores shared out (one each when there are as many processes as cores:
@@ -177,6 +196,7 @@ def run_extraction(
     job again resumes."""
     from tqdm import tqdm
 
+    extractor.compile(options.compile)
     meta = CacheMeta(extractor.settings, options.storage_dtype, annotations, dict(splits or {}))
     cache = FeatureCache.create_or_open(cache_dir, meta)
     summary = RunSummary()
@@ -186,20 +206,33 @@ def run_extraction(
     bar = tqdm(total=len(todo), unit="video", disable=not progress or not todo, file=sys.stderr, dynamic_ncols=True)
     try:
         # the bar ends before an error is printed; the cache (and its write lock) is closed in any case
+        # the writes run in a thread behind the model (pipeline/extract/behind.py), the decoding in
+        # processes ahead of it: the model loop only receives batches, runs the networks, hands features on
         with cache, bar, StopSignals() as stop, cache.writer(max_videos=options.commit_every) as writer, \
+                WriteBehind(writer, failure_of, pooled=options.pooled) as behind, \
                 open_decoders(options.workers, decode, extractor.segments_per_batch, check=stop.check) as decoders:
-            for job, source in zip(todo, decoders.videos([j.path for j in todo])):
-                stop.check()
-                stream = FeatureStream(job.path, extractor, source=source, progress=progress and len(todo) == 1)
-                failure = extract_job(job, stream, writer, pooled=options.pooled, check=stop.check)
-                if failure is None:
-                    summary.done += 1
-                else:
-                    summary.failed.append(failure)
-                    bar.write(f"failed: {failure.error}")
-                bar.update(1)
-                if on_video is not None:
-                    on_video(job, failure)
+
+            def written(done: list[tuple]) -> None:
+                for job, failure in done:
+                    if failure is None:
+                        summary.done += 1
+                    else:
+                        summary.failed.append(failure)
+                        bar.write(f"failed: {failure.error}")
+                    bar.update(1)
+                    if on_video is not None:
+                        on_video(job, failure)
+
+            try:
+                for job, source in zip(todo, decoders.videos([j.path for j in todo])):
+                    stop.check()
+                    stream = FeatureStream(job.path, extractor, source=source, progress=progress and len(todo) == 1)
+                    extract_behind(job, stream, behind, check=stop.check)
+                    written(behind.done())
+            except BaseException:
+                written(behind.finish(raising=False))  # what was finished is written (and committed) all the same
+                raise
+            written(behind.finish())
     except KeyboardInterrupt as e:
         raise stopped(e, summary, cache_dir) from None
     return summary

@@ -19,6 +19,7 @@ from ...core.config import FeatureSettings, check_choice, check_range, check_typ
 from ...core.errors import ConfigError
 
 STORAGE_DTYPES = ("float32", "float16")
+COMPILE_MODES = ("off", "default", "max-autotune")  # features.FeatureExtractor.compile
 J = TypeVar("J")
 
 
@@ -55,6 +56,8 @@ class ExtractOptions:
     commit_every: int = option("videos per committed part file (a crash loses at most this many)", default=64)
     retry_failed: bool = option("try videos recorded as failed again", flag="--retry-failed", default=False)
     shard: str | None = option("i/n: process the i-th of n disjoint parts (0-based)", default=None)
+    compile: str = option("torch.compile the networks (off | default | max-autotune: slower to start, see "
+                          "benchmarks/README.md)", choices=COMPILE_MODES, default="off")
     progress: bool = option("a progress bar on stderr", cli=False, default=True)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,7 @@ class ExtractOptions:
         check_range("commit_every", self.commit_every, 1)
         parse_shard(self.shard)
         check_choice("storage_dtype", self.storage_dtype, STORAGE_DTYPES)
+        check_choice("compile", self.compile, COMPILE_MODES)
 
     @property
     def part(self) -> tuple[int, int] | None:
