@@ -45,7 +45,7 @@ import av
 import numpy as np
 
 from ...core.config import FRAME_SIZE, MISSING_AUDIO, SAMPLE_RATE_HZ, check_choice, check_range
-from ...core.errors import ConfigError, CorruptMedia, NoAudioStream, NotAMediaFile
+from ...core.errors import ConfigError, CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile
 from .decode import TIME_EPS_S, Segment, _Audio, _reason, _Rgb, _video_stream, counted_s, wanted_s
 
 STALL_CHOICES = ("wait", "end")
@@ -130,7 +130,7 @@ def live_inputs(source: str | BinaryIO | int | None, options: LiveOptions, stop:
     probe = dict(PROBE_OPTIONS)
     if video_device is not None or audio_device is not None:
         if source is not None:
-            raise ConfigError("source", source, "give either a SOURCE or --video-device/--audio-device, not both")
+            raise ConfigError("video_device", video_device, f"give either a SOURCE ({source}) or devices, not both")
         if video_device is None:
             raise ConfigError("video_device", None, "a video device is needed (e.g. /dev/video0)")
         inputs = [_Input(video_device, video_device, options.format or "v4l2", True, audio_device is None, probe)]
@@ -139,28 +139,30 @@ def live_inputs(source: str | BinaryIO | int | None, options: LiveOptions, stop:
             inputs.append(_Input(audio_device, name or "default", fmt, False, True, probe))
         return inputs
     if source is None:
-        raise ConfigError("source", None, "no source: give `-`, a URL, or --video-device")
+        raise ConfigError("video_device", None, "no source: give `-`, a URL, a FIFO, or a video device")
     if isinstance(source, int) or hasattr(source, "fileno"):
         fd = source if isinstance(source, int) else source.fileno()
-        return [_Input(f"fd {fd}", _Pipe(fd, stop), options.format, True, True, probe)]
+        pipe = _Pipe(fd, stop)
+        pipe.owner = source  # a file object closes its fd when it is collected
+        return [_Input(f"fd {fd}", pipe, options.format, True, True, probe)]
     source = os.fspath(source)
     if source == "-":
         return [_Input("stdin", _Pipe(sys.stdin.fileno(), stop), options.format, True, True, probe)]
     scheme = source.split("://", 1)[0].lower() if "://" in source else None
     if scheme is not None:
         if scheme not in URL_SCHEMES:
-            raise ConfigError("source", source, f"unknown protocol {scheme!r}; one of {', '.join(URL_SCHEMES)}")
+            raise NotAMediaFile(source, f"unknown protocol {scheme!r}; one of {', '.join(URL_SCHEMES)}")
         return [_Input(source, source, options.format, True, True, probe)]
     try:
         mode = os.stat(source).st_mode
     except OSError:
-        raise ConfigError("source", source, "no such file, and not `-` or a URL (udp://, rtsp://, http://, srt://...)") from None
+        raise MediaNotFound(source, "no such file, and not `-` or a URL (udp://, rtsp://, http://, srt://...)") from None
     if stat.S_ISFIFO(mode):  # opened by the input thread: opening waits for a writer
         return [_Input(source, _Pipe(None, stop, path=source), options.format, True, True, probe)]
     if stat.S_ISCHR(mode):  # a capture device given as SOURCE: its video alone
         return [_Input(source, source, options.format or "v4l2", True, False, probe)]
     if stat.S_ISDIR(mode):
-        raise ConfigError("source", source, "is a directory, not a stream")
+        raise NotAMediaFile(source, "is a directory, not a stream")
     return [_Input(source, "file:" + os.path.abspath(source), options.format, True, True, probe)]  # read as fast as it decodes
 
 
