@@ -337,6 +337,8 @@ class LiveReader:
         self._threads: list[threading.Thread] = []
         self._running = 0
         self._stalled = False
+        self.stalls = 0
+        self.ended_on_stall = False
         self._error: BaseException | None = None
         self._ended = False
 
@@ -446,6 +448,27 @@ class LiveReader:
             self._ended = True
             self._cond.notify_all()
 
+    # the watchdog: stalls are noticed on the stream's clock, whatever the consumer is doing
+    def _watch(self) -> None:
+        opts = self.options
+        while not self.stop.is_set():
+            with self._cond:
+                if self._ended:
+                    return
+                now = time.monotonic()
+                started = self.clock.offset is not None  # opening (probing) is the open timeout's business
+                if started and not self._stalled and now - self.clock.last_packet >= opts.stall_s:
+                    self._stalled = True
+                    self.stalls += 1
+                    self._items.append(StreamEvent("stall", self._stream_s(), f"{self.name}: no packet for {opts.stall_s:g} s"
+                                                   + ("; ending" if opts.on_stall == "end" else "; waiting"), now))
+                    self._cond.notify_all()
+                    if opts.on_stall == "end":
+                        self.ended_on_stall = True
+                        self.stop.set()  # a pipe's read ends within POLL_S, a URL's at its read timeout
+                        return
+            time.sleep(POLL_S)
+
     # the consumer
     def __iter__(self) -> Iterator[LiveSegment | StreamEvent]:
         self._running = len(self.inputs)
@@ -454,36 +477,23 @@ class LiveReader:
             th = threading.Thread(target=self._run, args=(inp,), name=f"avel-live-{inp.name}", daemon=True)
             self._threads.append(th)
             th.start()
+        watchdog = threading.Thread(target=self._watch, name="avel-live-watchdog", daemon=True)
+        watchdog.start()
         try:
             yield from self._consume()
         finally:
             self.close()
 
     def _consume(self) -> Iterator[LiveSegment | StreamEvent]:
-        opts = self.options
         while True:
             with self._cond:
                 while not self._items and not self._ended:
-                    idle = time.monotonic() - self.clock.last_packet
-                    if idle >= opts.stall_s and not self._stalled:
-                        break
-                    self._cond.wait(min(POLL_S, max(opts.stall_s - idle, 0.01)) if not self._stalled else POLL_S)
-                if self._items:
-                    item = self._items.popleft()
-                    self._pending -= isinstance(item, LiveSegment)
-                elif self._ended:
-                    item = None
-                else:  # a stall
-                    self._stalled = True
-                    item = StreamEvent("stall", self._stream_s(), f"{self.name}: no packet for {opts.stall_s:g} s"
-                                       + ("; ending" if opts.on_stall == "end" else "; waiting"), time.monotonic())
-            if item is None:
-                break
+                    self._cond.wait(POLL_S)
+                if not self._items:
+                    break
+                item = self._items.popleft()
+                self._pending -= isinstance(item, LiveSegment)
             yield item
-            if isinstance(item, StreamEvent) and item.kind == "stall" and opts.on_stall == "end":
-                self.stop.set()
-                yield StreamEvent("ended", self._stream_s(), f"{self.name}: ended on a stall", time.monotonic())
-                return
         if self._error is not None:
             if self.segments == 0 or not isinstance(self._error, Exception):
                 raise self._error
@@ -491,7 +501,7 @@ class LiveReader:
             return
         if self.segments == 0 and not self.stop.is_set():
             raise CorruptMedia(self.name, "the stream ended before one whole second of video")
-        why = "stopped" if self.stop.is_set() else "the stream ended"
+        why = "ended on a stall" if self.ended_on_stall else "stopped" if self.stop.is_set() else "the stream ended"
         yield StreamEvent("ended", self._stream_s(), f"{self.name}: {why}", time.monotonic())
 
     def close(self) -> None:

@@ -61,7 +61,7 @@ def play(out: BinaryIO | str, clip: Clip, *, seconds: float | None = None, speed
     total_s = float(seconds if seconds is not None else n_frames / clip.fps)
     target = out if isinstance(out, str) else (_Tee(out, copy) if copy is not None else out)
     h, w = clip.frames.shape[1:3]
-    with av.open(target, "w", format="mpegts", options={"flush_packets": "1"}) as container:
+    with av.open(target, "w", format="mpegts", options={"flush_packets": "1", "pes_payload_size": "0"}) as container:
         vs = container.add_stream("libx264", rate=clip.fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         vs.codec_context.time_base = Fraction(1, clip.fps)
