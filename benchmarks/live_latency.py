@@ -104,7 +104,7 @@ def run_one(transport: str, ckpt: str, clip, seconds: float, args) -> dict:
     delays = np.asarray(run.delays)
     return {"transport": transport, "stream_s": seconds, "wall_s": round(time.monotonic() - started, 1),
             "decided": summary["seconds"], "dropped": summary["dropped"], "stalls": summary["stalls"],
-            "delay_s": summary["delay_s"], "delay_mean_s": round(float(delays.mean()), 4) if len(delays) else None,
+            "delay_s": summary["delay_s"], "compute_s": summary["compute_s"], "delay_mean_s": round(float(delays.mean()), 4) if len(delays) else None,
             "events": len(summary["events"]), "records": kinds, "rss_mib": rss, "rss_each_minute_mib": per_minute,
             "ended": summary["ended"]}
 
@@ -140,7 +140,8 @@ def main() -> None:
             results.append(res)
             dl = res["delay_s"]
             print(f"{transport:>5}: {res['decided']} seconds decided, {res['dropped']} dropped, "
-                  f"delay median {dl['median']} s, p95 {dl['p95']} s, max {dl['max']} s; "
+                  f"delay median {dl['median']} s, p95 {dl['p95']} s, max {dl['max']} s; features + model "
+                  f"{res['compute_s']['median']} s a second (median); "
                   f"RSS {res['rss_mib']['start']} -> {res['rss_mib']['end']} MiB; {res['events']} events; "
                   f"{res['stalls']} stalls; {res['ended']}")
             if res["rss_each_minute_mib"]:

@@ -147,6 +147,7 @@ def test_a_paced_pipe_stream_is_decided_every_second_and_equals_the_offline_run(
     assert summary["delay_s"]["median"] <= summary["delay_s"]["p95"] <= summary["delay_s"]["max"]
     # events: the live run's equal the causal rule's over the saved stream, within one second
     live_events = events_of(recs)
+    assert live_events  # the random model finds events in this stream: the comparison below is not empty
     offline = events_of(live_offline(saved, work["sel"], **RUN))
     assert summary["events"] == live_events
     assert [e["label"] for e in live_events] == [e["label"] for e in offline]
@@ -182,6 +183,40 @@ def test_when_the_model_falls_behind_seconds_are_dropped_one_record_each(work):
     assert dropped and sorted(decided + dropped) == list(range(6))
     assert all("dropped: the model is behind" in rec["message"] for rec in recs if rec["type"] == "dropped")
     assert run.summary()["dropped"] == len(dropped) and run.summary()["seconds"] == len(decided)
+
+
+def test_a_stream_that_drops_its_audio_is_one_record_and_goes_on_with_silence(work):
+    r, w = os.pipe()
+    run = live(os.fdopen(r, "rb"), work["sel"], max_pending=8, **RUN)
+    th = writer(w, event_clip(6, fps=4, width=64, height=48), audio_until_s=1.5)
+    recs = list(run)
+    th.join(30)
+    lost = [rec for rec in recs if rec["type"] == "stream" and rec["kind"] == "audio_lost"]
+    assert len(lost) == 1 and "the audio is more than 3 s behind the video" in lost[0]["message"]
+    assert [rec["t"] for rec in recs if rec["type"] == "second"] == list(range(6))
+    assert run.summary()["audio_lost"] is True
+
+
+def test_the_live_page_serves_the_records_on_loopback():
+    from urllib.request import urlopen
+
+    from avel.pipeline.apps.live_page import LivePage
+
+    page = LivePage(0, "udp://127.0.0.1:5000 <test>")
+    try:
+        assert page.url.startswith("http://127.0.0.1:")
+        assert page.server.server_address[0] == "127.0.0.1"
+        html = urlopen(page.url, timeout=10).read().decode()
+        assert "avel live" in html and "&lt;test&gt;" in html and "/records?since=" in html
+        for t in range(3):
+            page.add({"type": "second", "t": t, "label": "background", "probability": 0.5})
+        assert json.loads(urlopen(page.url + "records?since=0", timeout=10).read()) == {
+            "records": [{"type": "second", "t": t, "label": "background", "probability": 0.5} for t in range(3)], "next": 3}
+        page.add({"type": "event_end", "start_s": 1, "end_s": 3, "label": "x", "score": 0.5})
+        later = json.loads(urlopen(page.url + "records?since=3", timeout=10).read())
+        assert [r["type"] for r in later["records"]] == ["event_end"] and later["next"] == 4
+    finally:
+        page.close()
 
 
 # ---------------------------------------------------------------------------------------

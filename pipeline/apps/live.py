@@ -50,6 +50,7 @@ import numpy as np
 
 from ..media.decode import DecodeOptions, SegmentReader
 from ..media.live import LiveOptions, LiveReader, LiveSegment, StreamEvent
+from ...core.config import SAMPLE_RATE_HZ
 from ...core.errors import ConfigError, Interrupted
 from ...models.registry import SEL_TASKS
 from ..train.checkpoint import load_checkpoint
@@ -220,11 +221,21 @@ class LiveRun:
         self.reader = LiveReader(source, self.reader_options, video_device=video_device, audio_device=audio_device)
         self.decider = CausalDecider(segment_scorer(self.predictor.model, self.predictor.extractor.device),
                                      tuple(self.predictor.checkpoint.class_names), self.window, config.lookahead_s)
+        self._warm_up()
         self.delays = array("d")  # a float a second: 29 KB an hour
+        self.compute = array("d")  # the features and the model, per second
         self.stalls = 0
         self.audio_lost = False
         self.ended: str | None = None
         self.last_second: int | None = None
+
+    def _warm_up(self) -> None:
+        """One silent black second through the extractors and the model before the stream
+        starts: the first forward's allocations are not charged to the first second."""
+        o = self.reader_options
+        a, v = _features(self.predictor, np.zeros((o.frames_per_segment, o.frame_size, o.frame_size, 3), np.uint8),
+                         np.zeros(SAMPLE_RATE_HZ, np.float32))
+        self.decider.score(a[None, None], v[None, None])
 
     def __iter__(self) -> Iterator[dict]:
         def stamp(recs: list[dict], end_clock: float | None) -> Iterator[dict]:
@@ -238,8 +249,10 @@ class LiveRun:
         for item in self.reader:
             if isinstance(item, LiveSegment):
                 seg = item.segment
+                began = time.monotonic()
                 audio, visual = _features(self.predictor, seg.frames, seg.audio)
                 recs = self.decider.push(seg.index, audio, visual)
+                self.compute.append(time.monotonic() - began)
                 self.last_second = seg.index
                 self.delays.append(time.monotonic() - item.end_clock_s)
                 yield from stamp(recs, item.end_clock_s)
@@ -258,11 +271,13 @@ class LiveRun:
         self.reader.close()
 
     def summary(self) -> dict:
-        d = np.asarray(self.delays) if len(self.delays) else None
-        q = (lambda p: None if d is None else round(float(np.percentile(d, p)), 4))
+        def q(x, p):
+            return round(float(np.percentile(np.asarray(x), p)), 4) if len(x) else None
+
         return {"type": "summary", "source": self.reader.name, "seconds": self.decider.decided,
                 "dropped": self.decider.dropped, "revised": self.decider.revised, "changed": self.decider.changed,
-                "events": list(self.decider.events), "delay_s": {"median": q(50), "p95": q(95), "max": q(100)},
+                "events": list(self.decider.events), "delay_s": {"median": q(self.delays, 50), "p95": q(self.delays, 95), "max": q(self.delays, 100)},
+                "compute_s": {"median": q(self.compute, 50), "p95": q(self.compute, 95)},
                 "stalls": self.stalls, "audio_lost": self.audio_lost, "ended": self.ended or "interrupted",
                 "context_s": self.window, "lookahead_s": self.config.lookahead_s,
                 "frames_per_segment": self.reader_options.frames_per_segment}

@@ -51,11 +51,13 @@ class _Tee:
 
 
 def play(out: BinaryIO | str, clip: Clip, *, seconds: float | None = None, speed: float = 1.0,
-         pause: tuple[float, float] | None = None, copy: BinaryIO | None = None, stop=None) -> float:
+         pause: tuple[float, float] | None = None, copy: BinaryIO | None = None, stop=None,
+         audio_until_s: float | None = None) -> float:
     """Encode `clip` (looped to `seconds`, default its length) as MPEG-TS into `out` (a
     binary file object, or a URL FFmpeg writes to), each packet written when the wall clock
     reaches its time stamp / `speed`. `pause` = (at_s, for_s): the writer stops for for_s
-    seconds when it reaches at_s. `stop` (a threading.Event) ends it early. Returns the
+    seconds when it reaches at_s. `stop` (a threading.Event) ends it early. `audio_until_s`:
+    the audio stops there (the video goes on: a stream that drops its audio). Returns the
     time.monotonic() at which stream time 0 was due."""
     n_frames, n_samples = clip.frames.shape[0], clip.audio.shape[0]
     total_s = float(seconds if seconds is not None else n_frames / clip.fps)
@@ -70,7 +72,8 @@ def play(out: BinaryIO | str, clip: Clip, *, seconds: float | None = None, speed
         aus = container.add_stream("aac", rate=clip.sample_rate_hz, layout="mono")
         step = aus.codec_context.frame_size or 1024
         vi, ai = 0, 0
-        total_frames, total_samples = int(round(total_s * clip.fps)), int(round(total_s * clip.sample_rate_hz))
+        total_frames = int(round(total_s * clip.fps))
+        total_samples = int(round(min(total_s, audio_until_s or total_s) * clip.sample_rate_hz))
         paused = pause is None
         t0 = time.monotonic()
         while vi < total_frames or ai < total_samples:
