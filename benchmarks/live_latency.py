@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 import torch
-
 from avel.core.config import FeatureSettings
 from avel.extractors.registry import random_weights_tag
 from avel.models.registry import build_model, model_config

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from avel.cli import main
 from avel.core.config import FeatureSettings
 from avel.extractors.registry import random_weights_tag
@@ -240,7 +239,7 @@ def lines(data: bytes) -> list[dict]:
 
 
 def test_cli_an_ended_stream_gives_every_second_the_summary_and_exit_0(work):
-    proc, th = cli(["-", "--checkpoint", work["sel"], "--device", "cpu", "--lookahead", "1", "--max-pending", "8"],
+    proc, _ = cli(["-", "--checkpoint", work["sel"], "--device", "cpu", "--lookahead", "1", "--max-pending", "8"],
                    event_clip(3, fps=4, width=64, height=48), speed=2.0)
     out, err = finish(proc)
     assert proc.returncode == 0, err.decode()[-2000:]
@@ -253,7 +252,7 @@ def test_cli_an_ended_stream_gives_every_second_the_summary_and_exit_0(work):
 
 
 def test_cli_a_stall_ends_the_run_with_on_stall_end(work):
-    proc, th = cli(["-", "--checkpoint", work["sel"], "--device", "cpu", "--stall-s", "1", "--on-stall", "end"],
+    proc, _ = cli(["-", "--checkpoint", work["sel"], "--device", "cpu", "--stall-s", "1", "--on-stall", "end"],
                    event_clip(6, fps=4, width=64, height=48), pause=(2.2, 20.0))
     out, err = finish(proc)
     assert proc.returncode == 0, err.decode()[-2000:]
@@ -264,11 +263,11 @@ def test_cli_a_stall_ends_the_run_with_on_stall_end(work):
 
 
 def test_cli_ctrl_c_prints_the_summary_and_exits_130(work):
-    proc, th = cli(["-", "--checkpoint", work["sel"], "--device", "cpu"], work["clip"], seconds=60)
+    proc, _ = cli(["-", "--checkpoint", work["sel"], "--device", "cpu"], work["clip"], seconds=60)
     first = proc.stdout.readline()  # the first decided second
     assert json.loads(first)["type"] in ("second", "event_start")
     proc.send_signal(signal.SIGINT)
-    out, err = finish(proc, 60)
+    _, err = finish(proc, 60)
     assert proc.returncode == 130, err.decode()[-2000:]
     text = err.decode().strip().splitlines()
     summary = json.loads(next(x for x in text if x.startswith("{")))

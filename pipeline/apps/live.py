@@ -43,18 +43,25 @@ import sys
 import time
 from array import array
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, TextIO
+from typing import TextIO
 
 import numpy as np
 
-from ..media.decode import DecodeOptions, SegmentReader
-from ..media.live import LiveOptions, LiveReader, LiveSegment, StreamEvent
 from ...core.config import SAMPLE_RATE_HZ
 from ...core.errors import ConfigError, Interrupted
 from ...models.registry import SEL_TASKS
+from ..media.decode import DecodeOptions, SegmentReader
+from ..media.live import LiveOptions, LiveReader, LiveSegment
 from ..train.checkpoint import load_checkpoint
-from .localize import BACKGROUND, Scorer, checkpoint_window, label_seconds, segment_scorer
+from .localize import (
+    BACKGROUND,
+    Scorer,
+    checkpoint_window,
+    label_seconds,
+    segment_scorer,
+)
 from .predictor import Predictor
 
 

@@ -82,7 +82,7 @@ class LivePage:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 url = urlparse(self.path)
                 if url.path == "/":
                     self._send(200, "text/html; charset=utf-8", page)

@@ -38,15 +38,37 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import av
 import numpy as np
 
-from ...core.config import FRAME_SIZE, MISSING_AUDIO, SAMPLE_RATE_HZ, check_choice, check_range
-from ...core.errors import ConfigError, CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile
-from .decode import TIME_EPS_S, Segment, _Audio, _reason, _Rgb, _video_stream, counted_s, wanted_s
+from ...core.config import (
+    FRAME_SIZE,
+    MISSING_AUDIO,
+    SAMPLE_RATE_HZ,
+    check_choice,
+    check_range,
+)
+from ...core.errors import (
+    ConfigError,
+    CorruptMedia,
+    MediaNotFound,
+    NoAudioStream,
+    NotAMediaFile,
+)
+from .decode import (
+    TIME_EPS_S,
+    Segment,
+    _Audio,
+    _reason,
+    _Rgb,
+    _video_stream,
+    counted_s,
+    wanted_s,
+)
 
 STALL_CHOICES = ("wait", "end")
 URL_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "tcp", "hls", "pipe", "file")
@@ -193,10 +215,10 @@ class _LiveAudio(_Audio):
 
 class _Assembler:
     """Decoded frames in (from one or two inputs, under the reader's lock), complete 1-s
-    segments out (`emit`). The decoder's rule: the video's first frame is time 0; frame i
+    segments out (handed to the reader). The decoder's rule: the video's first frame is time 0; frame i
     of second t is the one on screen at t + i/K; the audio is put on that time line."""
 
-    def __init__(self, reader: "LiveReader", vstream, astream) -> None:
+    def __init__(self, reader: LiveReader, vstream, astream) -> None:
         o = reader.options
         self.reader, self.K = reader, o.frames_per_segment
         self.vstream = vstream
