@@ -38,6 +38,8 @@ _EXPORTS = {
     "save_checkpoint": ".pipeline.train.checkpoint",
     "load_checkpoint": ".pipeline.train.checkpoint",
     "localize": ".pipeline.apps.localize",
+    "live": ".pipeline.apps.live",
+    "live_offline": ".pipeline.apps.live",
     "cml_query": ".pipeline.apps.query",
     "plot_timeline": ".pipeline.apps.timeline",
     "write_localization_report": ".pipeline.apps.report",

@@ -400,6 +400,35 @@ def cml(
 
 
 @app.command()
+def live(
+    source: Annotated[Optional[str], typer.Argument(help="`-` (MPEG-TS or Matroska on stdin), a URL (udp://, rtsp://, http://, srt://...) or a FIFO")] = None,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="an SEL checkpoint")] = ...,
+    context: Annotated[Optional[int], typer.Option("--context", help="seconds the model sees (default: the checkpoint's window)")] = None,
+    lookahead: Annotated[int, typer.Option("--lookahead", help="revise each second once, this many seconds later (0: never)")] = 0,
+    on_stall: Annotated[_choices(("wait", "end")), typer.Option("--on-stall", help="when no packet comes for --stall-s")] = "wait",
+    stall_s: Annotated[float, typer.Option("--stall-s", help="seconds without a packet that make a stall")] = 5.0,
+    frames_per_segment: Annotated[Optional[int], typer.Option("--frames-per-segment", help="frames a second (default: the checkpoint's)")] = None,
+    max_pending: Annotated[int, typer.Option("--max-pending", help="whole seconds that may wait for the model; more are dropped")] = 2,
+    video_device: Annotated[Optional[str], typer.Option("--video-device", help="a v4l2 capture device, e.g. /dev/video0 (instead of SOURCE)")] = None,
+    audio_device: Annotated[Optional[str], typer.Option("--audio-device", help="with --video-device: an ALSA device (default, hw:0) or pulse:NAME")] = None,
+    html: Annotated[Optional[int], typer.Option("--html", help="serve a live page on http://127.0.0.1:PORT")] = None,
+    visual_weights_file: VisualWeights = None,
+    audio_weights_file: AudioWeights = None,
+    audio_pca_file: AudioPca = None,
+    device: Device = "auto",
+) -> None:
+    """Localize events in a stream while it plays: a JSON line a second, and one per event start and end."""
+    from .pipeline.apps.live import LiveConfig, run_live_command
+
+    resolve_device(device)  # before the checkpoint is read
+    config = LiveConfig(context_s=context, lookahead_s=lookahead, on_stall=on_stall, stall_s=stall_s,
+                        frames_per_segment=frames_per_segment, max_pending=max_pending)
+    run_live_command(source, checkpoint, config, html_port=html, video_device=video_device, audio_device=audio_device,
+                     device=device, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
+                     audio_pca_file=audio_pca_file)
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="folder for everything the demo writes")] = Path("avel-demo"),
     videos: Annotated[int, typer.Option("--videos", min=12)] = 48,

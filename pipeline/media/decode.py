@@ -255,7 +255,25 @@ def _truncated(path: str, what: str, decoded_s: float, start_s: float | None, de
                               f"{declared_s:.2f} s declared")
 
 
-# -- the pieces: RGB frames, 16-kHz audio ---------------------------------------------------------
+# -- the pieces: frame times, RGB frames, 16-kHz audio ---------------------------------------------
+def wanted_s(index: int, frames_per_segment: int) -> float:
+    """The time (from the first frame) of wanted frame `index` of the whole video: frame
+    i of segment t is the one on screen at t + i/K (the latest frame whose time stamp is
+    not after it, within TIME_EPS_S)."""
+    return (index // frames_per_segment) + (index % frames_per_segment) / frames_per_segment
+
+
+def counted_s(duration_s: float, last_dt: float, fallback_dt: float, time_base) -> float:
+    """The content's length as counted in seconds: a second counts as whole when the content
+    reaches its end within the time stamps' precision: half a frame (`last_dt`, the last
+    frame's duration; `fallback_dt`, the nominal one) or one tick of `time_base`, whichever
+    is larger (Matroska and WebM store whole milliseconds: a 30-s 24-fps clip measures 29.999 s)."""
+    tick = float(time_base) if time_base else 0.0
+    precision = max(0.5 * min(last_dt, fallback_dt), tick)
+    whole = float(np.ceil(duration_s - TIME_EPS_S))  # the end of the second the content ends in
+    return whole if duration_s < whole <= duration_s + precision + TIME_EPS_S else duration_s
+
+
 class _Rgb:
     """Chosen frames -> [S, S, 3] RGB views, through one swscale context (a context per
     frame, as `VideoFrame.to_ndarray(width=, height=)` makes, costs 2-3x the conversion)."""
@@ -283,11 +301,13 @@ class _Audio:
 
     BLOCK = 16384  # source samples resampled at a time
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, stream=None) -> None:
         self.path = path
-        self.container = _open(path)
-        self.stream = self.container.streams.audio[0]
-        self._frames = _decoded(self.container, self.stream)
+        # `stream` given (a live input, pipeline/media/live.py): its frames are handed in by
+        # `feed`, not pulled from a demuxer of our own
+        self.container = _open(path) if stream is None else None
+        self.stream = self.container.streams.audio[0] if stream is None else stream
+        self._frames = _decoded(self.container, self.stream) if stream is None else iter(())
         self.origin_s: float | None = None
         self.start_s: float | None = None  # the first decoded sample's time stamp
         self._cut = 0  # samples still to drop (audio that starts before `origin_s`)
@@ -303,7 +323,8 @@ class _Audio:
         self._block_n = 0
 
     def close(self) -> None:
-        self.container.close()
+        if self.container is not None:
+            self.container.close()
 
     def _convert(self, frame: av.AudioFrame | None) -> None:
         """Frames -> channel mean -> 16 kHz, a block of BLOCK samples at a time (per frame,
@@ -331,7 +352,10 @@ class _Audio:
 
     def _pull(self) -> None:
         """Decode one more frame (or finish the stream)."""
-        frame = next(self._frames, None)
+        self.feed(next(self._frames, None))
+
+    def feed(self, frame: av.AudioFrame | None) -> None:
+        """Take one decoded frame (None: the stream ended)."""
         if frame is None:
             if self._resampler is not None:
                 self._convert(None)
@@ -521,7 +545,7 @@ class SegmentReader:
                 continue  # a non-increasing time stamp: keep the earlier frame
             if prev is not None:
                 last_dt = x - prev[0]
-                while (next_time // K) + (next_time % K) / K < x - TIME_EPS_S:  # every wanted time before x shows prev
+                while wanted_s(next_time, K) < x - TIME_EPS_S:  # every wanted time before x shows prev
                     choose()
                     yield from hand_out(x)
             prev, prev_rgb = (x, vframe), None
@@ -541,13 +565,7 @@ class SegmentReader:
             duration = max(duration, repeated_until - first_time)
         self.duration_s = duration
         self._check_complete(container, vstream, audio, duration, first_time)
-        # a second counts as whole when the content reaches its end within the time stamps'
-        # precision: half a frame or one tick of the time base, whichever is larger (Matroska
-        # and WebM store whole milliseconds: a 30-s 24-fps clip measures 29.999 s)
-        tick = float(vstream.time_base) if vstream.time_base else 0.0
-        precision = max(0.5 * min(last_dt, fallback_dt), tick)
-        whole = float(np.ceil(duration - TIME_EPS_S))  # the end of the second the content ends in
-        counted = whole if duration < whole <= duration + precision + TIME_EPS_S else duration
+        counted = counted_s(duration, last_dt, fallback_dt, vstream.time_base)
         try:
             total, available = segment_count(counted, forced, opts.max_shortfall_s)
         except ValueError as e:
