@@ -55,13 +55,9 @@ from ...models.registry import SEL_TASKS
 from ..media.decode import DecodeOptions, SegmentReader
 from ..media.live import LiveOptions, LiveReader, LiveSegment
 from ..train.checkpoint import load_checkpoint
-from .localize import (
-    BACKGROUND,
-    Scorer,
-    checkpoint_window,
-    label_seconds,
-    segment_scorer,
-)
+from ...core.annotations import BACKGROUND
+from .localize import checkpoint_window, segment_scorer
+from .windows import Scorer, label_seconds
 from .predictor import Predictor
 
 
