@@ -15,7 +15,7 @@ import pytest
 from mediagen import solid, tone, write_video
 from avel.core.config import FeatureSettings
 from avel.core.errors import CacheError
-from avel.pipeline.cache import store
+from avel.pipeline.cache import parts
 from avel.pipeline.cache.store import CacheMeta, FeatureCache
 from avel.pipeline.extract import behind as behind_module
 from avel.pipeline.extract.behind import WriteBehind
@@ -82,7 +82,7 @@ def test_a_slow_writer_does_not_hold_the_model_up(tmp_path, extractor, jobs, mon
     """The first HDF5 append waits until the model has computed every batch of the next
     video too (or 60 s): the sequential path cannot get there, since it would wait for it."""
     computed = []
-    real_visual, real_append = FeatureExtractor.visual_features, store.VideoSink.append
+    real_visual, real_append = FeatureExtractor.visual_features, parts.VideoSink.append
     total = 3 + 3  # two 3-s videos, one segment a batch
     reached = threading.Event()
 
@@ -97,7 +97,7 @@ def test_a_slow_writer_does_not_hold_the_model_up(tmp_path, extractor, jobs, mon
         return real_append(self, *args, **kwargs)
 
     monkeypatch.setattr(FeatureExtractor, "visual_features", counting)
-    monkeypatch.setattr(store.VideoSink, "append", slow)
+    monkeypatch.setattr(parts.VideoSink, "append", slow)
     monkeypatch.setattr(behind_module, "FLUSH_SEGMENTS", 1)
     two = [j for j in jobs if j.id != "missing"][:2]
     summary = run_extraction(two, tmp_path / "c", extractor, OPTIONS)
@@ -164,7 +164,7 @@ def test_a_write_error_behind_the_model_stops_the_run(tmp_path, extractor, jobs,
     def full(self, *args, **kwargs):
         raise CacheError("no space left on device while writing the part")
 
-    monkeypatch.setattr(store.VideoSink, "append", full)
+    monkeypatch.setattr(parts.VideoSink, "append", full)
     monkeypatch.setattr(behind_module, "FLUSH_SEGMENTS", 1)
     with pytest.raises(CacheError, match="no space left"):
         run_extraction(jobs[:2], tmp_path / "c", extractor, OPTIONS)
