@@ -10,9 +10,10 @@ selection score. Registered by name; the training loop (pipeline/train/loop.py) 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 from torch import nn
@@ -22,6 +23,17 @@ from ...core.registry import Registry
 from ..data.dataset import AVData
 from .metrics import cml_accuracy, cml_queries, sel_accuracy
 from .weak import WeakFeatures, evaluate_video_labels, require_video_labels, weak_features, weak_selection_score
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[torch.device]:
+    """`model` in eval mode for the block (its training mode restored after); yields its device."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield next(model.parameters()).device
+    finally:
+        model.train(was_training)
 
 RAM_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -166,15 +178,10 @@ class SELTask(FeatureTask):
     def evaluate(self, model: nn.Module, data: AVData, split: str, *, batch_size: int = 256, features=None) -> dict:
         _, idx = self.rows(data, split)
         feats = features if features is not None else self.prepare(data)
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluating(model) as device:
             preds = [model.predict(*feats.batch(idx[i : i + batch_size], device)[:2]).cpu() for i in range(0, len(idx), batch_size)]
-            pred = torch.cat(preds) if preds else torch.empty(0, data.labels.shape[1], dtype=torch.long)
-            return {"accuracy": sel_accuracy(pred, feats.labels[idx])}
-        finally:
-            model.train(was_training)
+        pred = torch.cat(preds) if preds else torch.empty(0, data.labels.shape[1], dtype=torch.long)
+        return {"accuracy": sel_accuracy(pred, feats.labels[idx])}
 
     def selection_score(self, metrics: dict) -> float:
         score = metrics["accuracy"]
@@ -204,10 +211,7 @@ class CMLTask(FeatureTask):
     def evaluate(self, model: nn.Module, data: AVData, split: str, *, batch_size: int = 256, features=None) -> dict:
         _, idx = self.rows(data, split)
         feats = features if features is not None else self.prepare(data)
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
+        with evaluating(model) as device:
             event_mask = feats.labels[idx] != feats.background  # (V, T)
             queries = cml_queries(event_mask)
             query_mask = queries.mask(event_mask.shape[1])  # (V, T)
@@ -221,8 +225,6 @@ class CMLTask(FeatureTask):
             metrics = cml_accuracy(pred["a2v"], pred["v2a"], event_mask)
             metrics["average"] = (metrics["a2v"] + metrics["v2a"]) / 2
             return metrics
-        finally:
-            model.train(was_training)
 
     def selection_score(self, metrics: dict) -> float:
         score = metrics["average"]
