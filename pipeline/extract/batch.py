@@ -60,14 +60,13 @@ def extract_videos(videos: Iterable[str | os.PathLike], out: str | os.PathLike, 
     out = Path(out)
     to_file = out.suffix == ".h5"
     target = out.with_name(out.name + ".partial") if to_file else out
-    with _claimed(target) as created:
+    with _claimed(target):
         done: set[str] = set()
         if to_file and out.is_file():
             with FeatureCache(out) as existing:
                 done = set(existing.ids())
         summary = _unopenable(jobs, target, settings, options, done)
         if summary is not None:
-            _remove_unused(target, created)
             return summary
         extractor = (network or NetworkOptions()).extractor(settings)
         if not to_file:
@@ -76,24 +75,23 @@ def extract_videos(videos: Iterable[str | os.PathLike], out: str | os.PathLike, 
 
 
 @contextmanager
-def _claimed(directory: Path) -> Iterator[bool]:
+def _claimed(directory: Path) -> Iterator[None]:
     """The write lock of the cache `directory` held inside the block, taken before any model
-    is built (yields whether the directory was created for it). A path that is neither a
-    cache nor new (a file, a folder of other things) is left to the cache's own refusal."""
+    is built; a directory it creates is removed again when no cache was made in it. A path
+    that is neither a cache nor new (a file, a folder of other things) is left to the cache's
+    own refusal."""
     if directory.exists() and not (directory.is_dir() and ((directory / "cache.json").is_file() or all(
             p.name in (LOCK_FILE, "parts", "splits", "annotations.txt") or p.name.startswith(TEMP_PREFIX)
             for p in directory.iterdir()))):
-        yield False
+        yield
         return
     created = not directory.exists()
     with WriteLock.acquire(directory):
-        yield created
-
-
-def _remove_unused(directory: Path, created: bool) -> None:
-    """Remove a cache directory this run created and wrote nothing into (its lock held)."""
-    if created and not (directory / "cache.json").exists():
-        shutil.rmtree(directory, ignore_errors=True)
+        try:
+            yield
+        finally:  # a directory made for the lock and left without a cache (nothing opened, a refusal) goes
+            if created and directory.is_dir() and not (directory / "cache.json").exists():
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def _unopenable(jobs: list[Job], cache_dir: Path, settings: FeatureSettings, options: ExtractOptions,
@@ -167,10 +165,9 @@ def preprocess(
     else:
         jobs = source_jobs(source, skipped)
     out = Path(out)
-    with _claimed(out) as created:
+    with _claimed(out):
         summary = _unopenable(jobs, out, settings, options)
         if summary is not None:  # no model built, nothing written
-            _remove_unused(out, created)
             summary.failed += clashes
         else:
             if engine == "ray":
