@@ -7,11 +7,29 @@ function, prints nothing unless asked (a progress bar on long jobs), and reports
 error in one line (exit status 2; batch jobs exit 1 when a video failed)."""
 from __future__ import annotations
 
+import os
+import signal
+import sys
+
+
+def _interrupted_while_starting(signum, frame) -> None:
+    """Ctrl-C while the modules below load (torch takes seconds): nothing runs yet, so one
+    line and exit 130 at once, as `main` does for an interrupt later on."""
+    os.write(2, b"interrupted: SIGINT while starting; nothing was done\n")
+    os._exit(130)
+
+
+# The program's own start (`avel ...`, `python -m avel.cli`), not an import by other code:
+# Ctrl-C from here on is one line, not a traceback from the middle of an import; `main`
+# puts the usual KeyboardInterrupt back once everything is loaded.
+_STARTING = (__name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") in ("avel", "avel.exe")) \
+    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+if _STARTING:
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
+
 import dataclasses
 import functools
 import inspect
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -452,6 +470,8 @@ def _one_line(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; every error is one line on stderr: exit 2 for bad input, 130 for Ctrl-C."""
     try:
+        if _STARTING and signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # loaded: Ctrl-C is KeyboardInterrupt again
         code = app(args=argv, standalone_mode=False)
     except ConfigError as e:
         flag = FLAGS.get(e.field) or "--" + e.field.replace("_", "-")  # every ConfigError that gets here is an option
@@ -471,8 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         command = getattr(getattr(e, "ctx", None), "command_path", "avel")
         typer.echo(f"error: {command}: {_one_line(message)}", err=True)
         return getattr(e, "exit_code", 2) or 2
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+    except KeyboardInterrupt as e:  # Ctrl-C outside a batch job's safe points (loading, building the models)
+        typer.echo(f"interrupted: {_one_line(e) or 'SIGINT'}", err=True)
         return 130
     except Exception as e:  # a bug, not bad input: still one line (AVEL_DEBUG=1 shows the traceback)
         if isinstance(e, OSError) and e.filename is not None:  # a file the system refused: bad input

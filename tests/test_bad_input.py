@@ -19,6 +19,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from mediagen import tone, write_video
 from test_cache import fake
 from avel.cli import main
 from avel.models.registry import model_config
@@ -362,6 +363,13 @@ def test_a_batch_whose_every_video_failed_exits_1_on_resume(tmp_path, capfd):
             "--frames-per-segment", "1", "--device", "cpu", "--workers", "0"]
     code, lines = cli(capfd, *args)
     assert code == 1 and any("0 extracted" in line and "1 failed" in line for line in lines), lines
+    code, lines = cli(capfd, *args)  # nothing opens: no model built, nothing written, the failure listed again
+    assert code == 1, lines
+    assert any("0 extracted" in line and "1 failed" in line for line in lines), lines
+    assert any("broken.mp4" in line for line in lines), lines
+    write_video(tmp_path / "src" / "good.mp4", duration_s=2, audio=tone(300))
+    code, lines = cli(capfd, *args)  # with a video that opens, the broken one is recorded as failed
+    assert code == 1 and any(ln.startswith("1 extracted, 0 already done, 1 failed") for ln in lines), lines
     code, lines = cli(capfd, *args)  # nothing to do: the video is recorded as failed
     assert code == 1, lines
     assert any("1 failed in an earlier run (--retry-failed tries them again)" in line for line in lines), lines

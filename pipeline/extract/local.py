@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from ...core.atomic import is_temp_path
 from ...core.config import FeatureSettings
 from ..media.decode import DecodeOptions
 from ..media.pool import StopSignals, open_decoders
-from ...core.errors import AvelError, CacheError, Interrupted, shown
+from ...core.errors import AvelError, CacheError, Interrupted, MediaError, NoVideoStream, shown
 from .behind import WriteBehind
 from .features import FeatureExtractor
 from .options import ExtractOptions, take_shard
@@ -82,6 +83,7 @@ class RunSummary:
     skipped: int = 0  # already in the cache, or recorded as failed (see earlier_failed)
     failed: list[Failure] = dataclasses.field(default_factory=list)
     earlier_failed: list[Failure] = dataclasses.field(default_factory=list)  # skipped: failed in an earlier run
+    unlisted: list["Skipped"] = dataclasses.field(default_factory=list)  # files of the folder that are not videos
 
     @property
     def all_failed(self) -> list[Failure]:
@@ -99,6 +101,9 @@ def summary_lines(summary: RunSummary, where: str) -> list[str]:
     lines = [f"{summary.done} extracted, {summary.skipped - earlier} already done, {len(summary.failed)} failed"
              + (f", {earlier} failed in an earlier run (--retry-failed tries them again)" if earlier else "")
              + f" -> {where}"]
+    unlisted = skipped_line(summary.unlisted)
+    if unlisted is not None:
+        lines.append(unlisted)
     failed = summary.all_failed
     lines += [f"  {f.kind}: {' '.join(str(f.error).split())}" for f in failed[:REPORTED_FAILURES]]
     if len(failed) > REPORTED_FAILURES:
@@ -244,45 +249,143 @@ def stopped(signal: KeyboardInterrupt, summary: RunSummary, cache_dir: str | os.
                        f"run committed to {shown(cache_dir)}; run the same command again to resume")
 
 
-def jobs_from_paths(paths: Iterable[str | os.PathLike]) -> list[Job]:
-    """One job per file; the id is the file name without extension (the parent folders
-    are added where two files would share an id)."""
-    paths = [os.fspath(p) for p in paths]
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    counts: dict[str, int] = {}
-    for s in stems:
-        counts[s] = counts.get(s, 0) + 1
-    jobs, seen = [], set()
-    for p, s in zip(paths, stems):
-        vid = s if counts[s] == 1 else os.path.splitext(os.path.normpath(p))[0].lstrip(os.sep)
-        if vid not in seen:
-            seen.add(vid)
-            jobs.append(Job(vid, p))
-    return jobs
+def jobs_from_paths(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> list[Job]:
+    """One job per file, its id by `video_ids`: the file name without extension where that
+    is unique; for files that share one, the path relative to `root` (default: the files'
+    common parent folder) without the extension, and with it where that still clashes. The
+    same file listed twice (after normalisation) is one job."""
+    distinct: dict[str, str] = {}
+    for p in map(os.fspath, paths):
+        distinct.setdefault(os.path.normpath(os.path.abspath(p)), p)
+    paths = list(distinct.values())
+    return [Job(i, p) for i, p in zip(video_ids(paths, root), paths)]
 
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp"}
+def video_ids(paths: list[str], root: str | os.PathLike | None = None) -> list[str]:
+    """The ids of distinct files, unique and the same on every machine (never an absolute
+    path): each file's id is the first of (stem, relative path without extension, relative
+    path) that no other file of the list shares, `/`-separated, relative to `root` (default:
+    the files' common parent folder). Today's ids of files whose stems are unique are their
+    stems, so caches written before keep their ids."""
+    absolute = [os.path.abspath(p) for p in paths]
+    if root is None:
+        root = os.path.commonpath([os.path.dirname(a) for a in absolute]) if absolute else "."
+    root = os.path.abspath(root)
+    names = []
+    for a in absolute:
+        rel = Path(os.path.relpath(a, root)).as_posix()
+        names.append((os.path.splitext(os.path.basename(a))[0], os.path.splitext(rel)[0], rel))
+    level = [0] * len(paths)
+    while True:  # move the files whose id is shared one step further until none is (distinct files end distinct)
+        owners: dict[str, list[int]] = {}
+        for k, n in enumerate(names):
+            owners.setdefault(n[level[k]], []).append(k)
+        shared = [k for ks in owners.values() if len(ks) > 1 for k in ks if level[k] < 2]
+        if not shared:
+            return [n[level[k]] for k, n in enumerate(names)]
+        for k in shared:
+            level[k] += 1
 
 
-def find_videos(source: str | os.PathLike) -> list[Path]:
-    """The videos of a folder (recursive), or the paths listed in a text file (one a line,
-    relative to the file's folder; blank lines and # comments skipped). A folder's files being
-    written (core/atomic.py's temporaries, which keep their suffix) are not videos yet."""
+# Listed without opening them: the extensions of video containers, and of files that are not media
+# (FFmpeg would open some of those: a .txt as ANSI art, a .jpg as a one-frame video)
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp",
+                  ".ogv", ".mts", ".m2ts", ".asf", ".rm", ".rmvb", ".mxf", ".vob", ".3g2", ".264", ".h264", ".265",
+                  ".hevc", ".divx", ".f4v", ".m2v", ".mjpeg", ".nut", ".ogm", ".dv"}
+NOT_MEDIA_SUFFIXES = {".txt", ".json", ".jsonl", ".h5", ".hdf5", ".md", ".rst", ".csv", ".tsv", ".py", ".yaml", ".yml",
+                      ".toml", ".xml", ".html", ".htm", ".log", ".nfo", ".pdf", ".zip", ".tar", ".gz", ".bz2", ".xz",
+                      ".7z", ".npy", ".npz", ".pt", ".pth", ".safetensors", ".pkl", ".srt", ".vtt", ".ass", ".ssa",
+                      ".sub", ".idx", ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg",
+                      ".ico", ".lock", ".sh", ".ini", ".cfg", ".db", ".sqlite", ".part", ".crdownload"}
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file of a folder that is not taken as a video, and why ("not media", "a FIFO"...)."""
+
+    path: str
+    reason: str
+
+
+def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Skipped]]:
+    """The videos of a folder (recursive, sorted) and the files skipped, each with its reason.
+    A known video extension is taken by its name, a known other one skipped by its name; any
+    other file is probed (opened with PyAV: a video when it holds a moving picture). FIFOs,
+    sockets, devices and dangling symbolic links are skipped unopened."""
+    from ..media.decode import probe
+
+    videos, skipped = [], []
+    for p in sorted(Path(folder).rglob("*")):
+        try:
+            mode = p.stat().st_mode
+        except FileNotFoundError:
+            skipped.append(Skipped(str(p), "dangling symlink" if p.is_symlink() else "vanished"))
+            continue
+        except OSError as e:
+            skipped.append(Skipped(str(p), f"unreadable ({e.strerror})"))
+            continue
+        if stat.S_ISDIR(mode) or is_temp_path(p):  # a file being written (core/atomic.py's temporaries keep their suffix)
+            continue
+        if not stat.S_ISREG(mode):
+            what = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+            skipped.append(Skipped(str(p), what))
+            continue
+        suffix = p.suffix.lower()
+        if suffix in VIDEO_SUFFIXES:
+            videos.append(p)
+        elif suffix in NOT_MEDIA_SUFFIXES:
+            skipped.append(Skipped(str(p), "not media"))
+        else:
+            try:
+                probe(p, require_audio=False)
+                videos.append(p)
+            except NoVideoStream:
+                skipped.append(Skipped(str(p), "no video stream"))
+            except MediaError:
+                skipped.append(Skipped(str(p), "not media"))
+    return videos, skipped
+
+
+def skipped_line(skipped: list[Skipped], shown_files: int = 3) -> str | None:
+    """One line for the files a listing skipped: "skipped 3 files: 2 not media (notes.txt,
+    a.json), 1 FIFO" (a few names per reason), or None when none was."""
+    if not skipped:
+        return None
+    by_reason: dict[str, list[str]] = {}
+    for s in skipped:
+        by_reason.setdefault(s.reason, []).append(shown(os.path.basename(s.path)))
+    parts = [f"{len(names)} {reason} ({', '.join(names[:shown_files])}{', ...' if len(names) > shown_files else ''})"
+             for reason, names in by_reason.items()]
+    return f"skipped {len(skipped)} file{'' if len(skipped) == 1 else 's'}: {', '.join(parts)}"
+
+
+def find_videos(source: str | os.PathLike, skipped: list[Skipped] | None = None) -> list[Path]:
+    """The videos of a folder (recursive: `scan_folder`; the files it skips are appended to
+    `skipped`), or the paths listed in a text file (one a line, relative to the file's
+    folder; blank lines and # comments skipped)."""
     source = Path(source)
     if source.is_dir():
-        return sorted(p for p in source.rglob("*")
-                      if p.suffix.lower() in VIDEO_SUFFIXES and not is_temp_path(p) and p.is_file())
+        videos, passed = scan_folder(source)
+        if skipped is not None:
+            skipped += passed
+        return videos
     if source.is_file():
         lines = [ln.strip() for ln in source.read_text().splitlines()]
         return [Path(ln) if os.path.isabs(ln) else source.parent / ln for ln in lines if ln and not ln.startswith("#")]
     raise AvelError(f"{source}: no such folder or list file")
 
 
-def annotated_jobs(source: str | os.PathLike, annotations: str | os.PathLike) -> tuple[list[Job], str, dict[str, str]]:
-    """Jobs of an AVE-style dataset: one per distinct video id of the annotation rows (an id
-    annotated twice is extracted once), the file found by name anywhere under `source`
-    (else SOURCE/<id>.mp4, which then fails as not found). Also returns the annotation text
-    and the split files found beside it (`split_files`: trainSet.txt ... and the CML split)."""
+def source_jobs(source: str | os.PathLike, skipped: list[Skipped] | None = None) -> list[Job]:
+    """The jobs of `avel preprocess SOURCE`: ids relative to SOURCE for a folder, to the
+    listed files' common parent for a list file (`jobs_from_paths`)."""
+    videos = find_videos(source, skipped)
+    return jobs_from_paths(videos, root=source if Path(source).is_dir() else None)
+
+
+def annotated_listing(source: str | os.PathLike, annotations: str | os.PathLike
+                      ) -> tuple[list[Job], list[Failure], str, dict[str, str]]:
+    """`annotated_jobs`, with the ids that name two files under `source` (`a/vid.mp4` and
+    `b/vid.mkv` for the id `vid`) as failures naming both, in place of jobs."""
     from ...core.annotations import read_annotations, split_files
 
     annotations = Path(annotations)
@@ -290,9 +393,32 @@ def annotated_jobs(source: str | os.PathLike, annotations: str | os.PathLike) ->
     text = annotations.read_text(encoding="utf-8-sig")
     splits = {name: f.read_text(encoding="utf-8-sig") for name, f in split_files(annotations.parent).items()}
     source = Path(source)
-    files = {p.stem: p for p in find_videos(source)} if source.is_dir() else {}
-    ids = list(dict.fromkeys(r.video_id for r in rows))
-    return [Job(i, str(files.get(i, source / f"{i}.mp4"))) for i in ids], text, splits
+    files: dict[str, list[Path]] = {}
+    for p in (find_videos(source) if source.is_dir() else []):
+        files.setdefault(p.stem, []).append(p)
+    jobs, clashes = [], []
+    for i in dict.fromkeys(r.video_id for r in rows):
+        found = files.get(i, [source / f"{i}.mp4"])
+        if len(found) == 1:
+            jobs.append(Job(i, str(found[0])))
+        else:
+            named = " and ".join(shown(p) for p in found[:2]) + (f" (and {len(found) - 2} more)" if len(found) > 2 else "")
+            clashes.append(Failure(i, str(found[0]), "id-clash",
+                                   f"{named}: both are video {shown(i)!r} of the annotations; keep one of them"))
+    return jobs, clashes, text, splits
+
+
+def annotated_jobs(source: str | os.PathLike, annotations: str | os.PathLike) -> tuple[list[Job], str, dict[str, str]]:
+    """Jobs of an AVE-style dataset: one per distinct video id of the annotation rows (an id
+    annotated twice is extracted once), the file found by name anywhere under `source`
+    (else SOURCE/<id>.mp4, which then fails as not found). Also returns the annotation text
+    and the split files found beside it (`split_files`: trainSet.txt ... and the CML split).
+    An id that names two files is an AvelError naming both (`avel preprocess` records it as
+    that video's failure: `annotated_listing`)."""
+    jobs, clashes, text, splits = annotated_listing(source, annotations)
+    if clashes:
+        raise AvelError(clashes[0].error)
+    return jobs, text, splits
 
 
 def extract_features(

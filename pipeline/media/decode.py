@@ -452,7 +452,7 @@ class SegmentReader:
         try:
             vstream = _video_stream(container, self.path)
             if not container.streams.audio and self.options.on_missing_audio == "error":
-                raise NoAudioStream(self.path, "no audio stream (use --on-missing-audio silence to extract with silent audio)")
+                raise _no_audio(self.path)
             self.has_audio = bool(container.streams.audio)
             audio = _Audio(self.path) if self.has_audio else None
             yield from self._segments(container, vstream, audio)
@@ -664,6 +664,40 @@ class BatchReader:
     @property
     def has_audio(self) -> bool | None:
         return self.reader.has_audio
+
+
+def _no_audio(path: str) -> NoAudioStream:
+    return NoAudioStream(path, "no audio stream (use --on-missing-audio silence to extract with silent audio)")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What opening a file tells without decoding it: its container's declared duration
+    (None when it declares none) and whether it has an audio stream."""
+
+    path: str
+    duration_s: float | None
+    has_audio: bool
+
+
+def probe(path: str | os.PathLike, *, require_audio: bool = True) -> Probe:
+    """Open `path` and look at its streams, decoding nothing (milliseconds): the MediaError
+    that decoding it would raise first (not found, not a media file, no moving picture, no
+    audio stream when `require_audio`), else its Probe. A file that passes can still fail
+    later (corrupt data, too short): the probe is the check before any model is built."""
+    path = os.fspath(path)
+    container = _open(path)
+    try:
+        _video_stream(container, path)
+        has_audio = bool(container.streams.audio)
+        if require_audio and not has_audio:
+            raise _no_audio(path)
+        duration = container.duration / av.time_base if container.duration and container.duration > 0 else None
+        return Probe(path, duration, has_audio)
+    except av.error.FFmpegError as e:
+        raise CorruptMedia(path, f"corrupt stream ({_reason(e)})") from None
+    finally:
+        container.close()
 
 
 def decode_video(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) -> Video:
