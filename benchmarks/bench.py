@@ -396,7 +396,8 @@ def decode_profile(paths: list[str], options, reps: int) -> dict:
     import av
     import numpy as np
 
-    from avel.pipeline.media.decode import BatchReader, _Audio, _Rgb
+    from avel.pipeline.media.audio import AudioTrack
+    from avel.pipeline.media.decode import BatchReader, RgbConverter
     from avel.core.sampling import frame_sample_times, latest_at_or_before
 
     def best_ms(fn) -> float:
@@ -418,7 +419,7 @@ def decode_profile(paths: list[str], options, reps: int) -> dict:
         decoded[p] = [frames[i] for i in chosen]
 
     def convert():
-        rgb = _Rgb(options.frame_size, 1)
+        rgb = RgbConverter(options.frame_size, 1)
         dst = np.empty((options.frame_size, options.frame_size, 3), np.uint8)
         for p in paths:
             for f in decoded[p]:
@@ -426,7 +427,7 @@ def decode_profile(paths: list[str], options, reps: int) -> dict:
 
     def audio():
         for p in paths:
-            a = _Audio(p)
+            a = AudioTrack(p)
             a.rest()
             a.close()
 

@@ -23,7 +23,7 @@ from ..cache.merge import merge_caches
 from ..cache.meta import CacheMeta
 from ..cache.parts import Failure
 from ..cache.store import FeatureCache
-from ..media.decode import probe
+from ..media.container import probe
 from .features import FeatureExtractor
 from .local import (Job, RunSummary, annotated_listing, failure_of, jobs_from_paths, plan_jobs, run_extraction,
                     source_jobs)

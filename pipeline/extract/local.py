@@ -312,7 +312,7 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Skipped]]:
     A known video extension is taken by its name, a known other one skipped by its name; any
     other file is probed (opened with PyAV: a video when it holds a moving picture). FIFOs,
     sockets, devices and dangling symbolic links are skipped unopened."""
-    from ..media.decode import probe
+    from ..media.container import probe
 
     videos, skipped = [], []
     for p in sorted(Path(folder).rglob("*")):

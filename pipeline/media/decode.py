@@ -40,38 +40,36 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import av
 import numpy as np
-import soxr
 from av.video.reformatter import VideoReformatter
 
 from ...core.config import FRAME_SIZE, MISSING_AUDIO, SAMPLE_RATE_HZ, FeatureSettings, check_choice, check_range
 from ...core.errors import (
     CorruptMedia,
-    MediaNotFound,
     NoAudioStream,
-    NotAMediaFile,
-    NoVideoStream,
     TooShort,
 )
 from ...core.sampling import segment_count
+from .audio import AudioTrack
+from .container import (
+    TS_DISCONT,
+    declared_s,
+    decoded_frames,
+    discontinuity,
+    no_audio,
+    open_media,
+    reason_of,
+    short_of,
+    truncated,
+    video_stream,
+)
 
 TIME_EPS_S = 1e-6
-# A stream that decodes this much shorter than it declares is truncated or corrupt.
-TRUNCATION_TOLERANCE_S = 1.0
-TRUNCATION_TOLERANCE_FRACTION = 0.1
-# A video time stamp that goes back by more than this many frames is a discontinuity (the
-# time line restarts: MPEG-TS files joined with `cat`); so is one that jumps ahead by more
-# than that and at least DISCONTINUITY_AHEAD_S in a format that allows discontinuities
-# (FFmpeg's AVFMT_TS_DISCONT: MPEG-TS, MPEG-PS, Ogg); elsewhere a gap is a frame held on screen.
-DISCONTINUITY_FRAMES = 4
-DISCONTINUITY_AHEAD_S = 1.0
-_TS_DISCONT = int(av.format.Flags.ts_discont.value)
 
 
 @dataclass(frozen=True)
@@ -142,120 +140,6 @@ class Video:
 
 
 # -- opening a file ---------------------------------------------------------------------------
-_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                (stat.S_ISSOCK, "a socket"))
-
-
-def _open(path: str) -> av.container.InputContainer:
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise MediaNotFound(path, "no such file") from None
-    except OSError as e:
-        raise NotAMediaFile(path, f"cannot be read ({e.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise NotAMediaFile(path, "is a directory, not a media file")
-    for test, what in _NOT_REGULAR:
-        if test(mode):  # opening a FIFO for reading would wait for a writer forever
-            raise NotAMediaFile(path, f"is {what}, not a regular file")
-    try:  # a file, never a URL: FFmpeg reads what comes before a colon as a protocol
-        return av.open(_as_file_url(path), metadata_errors="ignore")
-    except av.error.FFmpegError as e:
-        raise NotAMediaFile(path, f"not a media file PyAV can open ({_reason(e)})") from None
-
-
-def _as_file_url(path: str) -> str:
-    """The path as FFmpeg's `file:` URL of its absolute path: a name such as
-    `2024-05-01T12:30:00.mp4`, `file:blue.mp4` or `pipe:0.mp4` is that file, not a protocol
-    (the file protocol is FFmpeg's own for plain paths: reading and seeking are unchanged)."""
-    return "file:" + os.path.abspath(path)
-
-
-def _reason(e: Exception) -> str:
-    return getattr(e, "strerror", None) or str(e).splitlines()[0]
-
-
-_STILL = av.stream.Disposition.attached_pic | av.stream.Disposition.still_image
-
-
-def _video_stream(container, path: str):
-    """The first video stream that is a moving picture; NoVideoStream when there is none,
-    naming cover art (an audio file's attached picture) for what it is."""
-    videos = container.streams.video
-    moving = [s for s in videos if not (s.disposition & _STILL)]
-    if moving:
-        return moving[0]
-    if videos:
-        raise NoVideoStream(path, "no video stream, only a still image (cover art: an audio file?)")
-    raise NoVideoStream(path, "no video stream")
-
-
-def _declared_s(stream) -> float | None:
-    """The stream's own declared duration: its DURATION tag (Matroska's muxer writes one per
-    track: the time its last frame ends), else its header's (mp4: the track's length; ASF:
-    the time the file ends; FFmpeg fills in the container's where a format declares none),
-    else None. A length or an end time, by format: see `_short_of`."""
-    for key, value in stream.metadata.items():
-        if key.upper().startswith("DURATION"):
-            try:
-                h, m, s = value.split(":")
-                return int(h) * 3600 + int(m) * 60 + float(s)
-            except ValueError:
-                break
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    return None
-
-
-def _decoded(container, stream, on_empty: Callable[[av.Packet], None] | None = None) -> Iterator[av.Frame]:
-    """The frames of `stream`, as `container.decode(stream)` gives them, less the packets a
-    decoder skips without losing content, as browsers do: an empty packet (Theora marks a
-    repeated frame so; FFmpeg refuses one with EINVAL) is the previous frame staying on
-    screen; `on_empty` is told of each one that has a time stamp."""
-    for packet in container.demux(stream):
-        if packet.size == 0:  # the demuxer's own flush packet at the end is empty too
-            if on_empty is not None and packet.pts is not None:
-                on_empty(packet)
-            continue
-        yield from packet.decode()
-    flush = av.Packet()
-    flush.stream, flush.time_base = stream, stream.time_base  # the decoded frames' time base
-    yield from flush.decode()
-
-
-def _short_of(decoded_s: float, declared_s: float | None, start_s: float | None = 0.0) -> bool:
-    """Whether a stream that decoded `decoded_s` seconds from its first time stamp `start_s`
-    falls short of its declared duration, a length or an end time: it is whole when either
-    its length or its end reaches the declared duration (within the tolerance)."""
-    if declared_s is None:
-        return False
-    reach = max(decoded_s, (start_s or 0.0) + decoded_s)
-    return reach < declared_s - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared_s)
-
-
-def _discontinuity(path: str, before_s: float, at_s: float, frame_s: float, ahead_too: bool,
-                   stamps: tuple[float, float]) -> CorruptMedia | None:
-    """The error for a jump of the video's time line from `before_s` to `at_s` (seconds from
-    the first frame), or None when the step is an ordinary one. Such a file is reported, not
-    stitched: its audio is decoded by sample count, and where its second part's sound begins
-    relative to its picture is not known to the sample."""
-    limit = DISCONTINUITY_FRAMES * frame_s
-    jump = at_s - before_s
-    if jump >= -limit and not (ahead_too and jump > max(limit, DISCONTINUITY_AHEAD_S)):
-        return None
-    way = "back" if jump < 0 else "ahead"
-    return CorruptMedia(path, f"the video's time stamps jump {way} by {abs(jump):.2f} s after {before_s:.2f} s of "
-                              f"video (from {stamps[0]:.2f} s to {stamps[1]:.2f} s): files joined end to end? "
-                              f"avel reads one time line; join them with FFmpeg's concat demuxer instead")
-
-
-def _truncated(path: str, what: str, decoded_s: float, start_s: float | None, declared_s: float) -> CorruptMedia:
-    since = f" from {start_s:.2f} s" if start_s else ""
-    return CorruptMedia(path, f"truncated or corrupt: decoded {decoded_s:.2f} s of {what}{since}, "
-                              f"{declared_s:.2f} s declared")
-
-
-# -- the pieces: frame times, RGB frames, 16-kHz audio ---------------------------------------------
 def wanted_s(index: int, frames_per_segment: int) -> float:
     """The time (from the first frame) of wanted frame `index` of the whole video: frame
     i of segment t is the one on screen at t + i/K (the latest frame whose time stamp is
@@ -274,7 +158,7 @@ def counted_s(duration_s: float, last_dt: float, fallback_dt: float, time_base) 
     return whole if duration_s < whole <= duration_s + precision + TIME_EPS_S else duration_s
 
 
-class _Rgb:
+class RgbConverter:
     """Chosen frames -> [S, S, 3] RGB views, through one swscale context (a context per
     frame, as `VideoFrame.to_ndarray(width=, height=)` makes, costs 2-3x the conversion)."""
 
@@ -292,143 +176,6 @@ class _Rgb:
         return np.rot90(img, k) if k else img
 
 
-class _Audio:
-    """The first audio stream of a file as 16-kHz mono float32, decoded by its own demuxer
-    only as far as asked: mean of the channels (as VGGish does; libswresample's downmix is
-    not a plain mean), soxr VHQ resampling. With `origin_s` set (before the first samples are
-    asked for), sample 0 is at that time (the video's first frame): audio that starts later
-    is preceded by silence, audio before it is cut; else sample 0 is the first decoded one."""
-
-    BLOCK = 16384  # source samples resampled at a time
-
-    def __init__(self, path: str, stream=None) -> None:
-        self.path = path
-        # `stream` given (a live input, pipeline/media/live.py): its frames are handed in by
-        # `feed`, not pulled from a demuxer of our own
-        self.container = _open(path) if stream is None else None
-        self.stream = self.container.streams.audio[0] if stream is None else stream
-        self._frames = _decoded(self.container, self.stream) if stream is None else iter(())
-        self.origin_s: float | None = None
-        self.start_s: float | None = None  # the first decoded sample's time stamp
-        self._cut = 0  # samples still to drop (audio that starts before `origin_s`)
-        self._resampler = None
-        self._soxr = None
-        self._chunks: deque[np.ndarray] = deque()
-        self.base = 0  # index (16-kHz samples) of the first sample held
-        self.held = 0  # samples held
-        self.done = False
-        self.frames = 0  # audio frames decoded
-        self.total = 0  # 16-kHz samples decoded
-        self._block: list[np.ndarray] = []  # decoded, not yet resampled
-        self._block_n = 0
-
-    def close(self) -> None:
-        if self.container is not None:
-            self.container.close()
-
-    def _convert(self, frame: av.AudioFrame | None) -> None:
-        """Frames -> channel mean -> 16 kHz, a block of BLOCK samples at a time (per frame,
-        numpy's and soxr's call overheads cost a third of the audio's time; the output is
-        the same bit for bit whatever the blocks)."""
-        for f in self._resampler.resample(frame):
-            self._block.append(f.to_ndarray())  # [C, n]
-            self._block_n += f.samples
-        if self._block and (self._block_n >= self.BLOCK or frame is None):
-            x = np.concatenate(self._block, axis=1).astype(np.float32, copy=False)
-            self._push(self._soxr.resample_chunk(x.mean(axis=0)))  # VGGish: the mean of the channels
-            self._block, self._block_n = [], 0
-
-    def _push(self, x: np.ndarray) -> None:
-        self.total += x.shape[0]
-        if self._cut:
-            cut = min(self._cut, x.shape[0])
-            x, self._cut = x[cut:], self._cut - cut
-        self._hold(x)
-
-    def _hold(self, x: np.ndarray) -> None:
-        if x.shape[0]:
-            self._chunks.append(x)
-            self.held += x.shape[0]
-
-    def _pull(self) -> None:
-        """Decode one more frame (or finish the stream)."""
-        self.feed(next(self._frames, None))
-
-    def feed(self, frame: av.AudioFrame | None) -> None:
-        """Take one decoded frame (None: the stream ended)."""
-        if frame is None:
-            if self._resampler is not None:
-                self._convert(None)
-                self._push(self._soxr.resample_chunk(np.zeros(0, np.float32), last=True))
-            self.done = True
-            return
-        if self._resampler is None:
-            self._align(frame)
-            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
-            self._soxr = soxr.ResampleStream(frame.sample_rate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="VHQ")
-        self.frames += 1
-        self._convert(frame)
-
-    def _align(self, first: av.AudioFrame) -> None:
-        """Note the first decoded sample's time, and put it at that time on the `origin_s` time line."""
-        start_s = first.time
-        if start_s is None and self.stream.start_time is not None and self.stream.time_base is not None:
-            start_s = float(self.stream.start_time * self.stream.time_base)
-        self.start_s = start_s
-        if start_s is None or self.origin_s is None:
-            return  # no time stamp at all, or no time line to align to
-        offset = round((start_s - self.origin_s) * SAMPLE_RATE_HZ)
-        if offset > 0:
-            self._hold(np.zeros(offset, np.float32))  # silence until the audio starts
-        else:
-            self._cut = -offset
-
-    def samples(self, lo: int, hi: int) -> np.ndarray:
-        """Samples [lo, hi) (16 kHz, zeros past the end of the stream) -> [hi - lo] float32.
-        Calls go forward: everything before `hi` is forgotten."""
-        while not self.done and self.base + self.held < hi:
-            self._pull()
-        out = np.zeros(hi - lo, np.float32)
-        while self._chunks and self.base < hi:
-            chunk = self._chunks[0]
-            end = self.base + chunk.shape[0]
-            a, b = max(lo, self.base), min(hi, end)
-            if b > a:
-                out[a - lo : b - lo] = chunk[a - self.base : b - self.base]
-            if end <= hi:
-                self._chunks.popleft()
-                self.held -= chunk.shape[0]
-                self.base = end
-            else:
-                self._chunks[0] = chunk[hi - self.base :]
-                self.held -= hi - self.base
-                self.base = hi
-        return out
-
-    def rest(self) -> np.ndarray:
-        """Every sample not yet taken, to the end of the stream -> [S] float32."""
-        while not self.done:
-            self._pull()
-        out = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-        self.base, self.held = self.base + self.held, 0
-        self._chunks.clear()
-        return out
-
-    def end_s(self, keep_until: int) -> float:
-        """The stream's decoded length in seconds: decodes the rest, keeping only the
-        samples before index `keep_until` for later `samples` calls."""
-        while not self.done:
-            self._pull()
-            while self._chunks and self.base + self.held > keep_until:  # drop what no segment needs
-                cut = min(self._chunks[-1].shape[0], self.base + self.held - keep_until)
-                self._chunks[-1] = self._chunks[-1][: self._chunks[-1].shape[0] - cut]
-                self.held -= cut
-                if not self._chunks[-1].shape[0]:
-                    self._chunks.pop()
-        return self.total / SAMPLE_RATE_HZ
-
-
-# -- segments ---------------------------------------------------------------------------------
 class SegmentReader:
     """Iterate over the 1-s segments of one video.
 
@@ -447,23 +194,23 @@ class SegmentReader:
         self.has_audio: bool | None = None
 
     def __iter__(self) -> Iterator[Segment]:
-        container = _open(self.path)
+        container = open_media(self.path)
         audio = None
         try:
-            vstream = _video_stream(container, self.path)
+            vstream = video_stream(container, self.path)
             if not container.streams.audio and self.options.on_missing_audio == "error":
-                raise _no_audio(self.path)
+                raise no_audio(self.path)
             self.has_audio = bool(container.streams.audio)
-            audio = _Audio(self.path) if self.has_audio else None
+            audio = AudioTrack(self.path) if self.has_audio else None
             yield from self._segments(container, vstream, audio)
         except av.error.FFmpegError as e:
-            raise CorruptMedia(self.path, f"corrupt stream ({_reason(e)})") from None
+            raise CorruptMedia(self.path, f"corrupt stream ({reason_of(e)})") from None
         finally:
             container.close()
             if audio is not None:
                 audio.close()
 
-    def _segments(self, container, vstream, audio: _Audio | None) -> Iterator[Segment]:
+    def _segments(self, container, vstream, audio: AudioTrack | None) -> Iterator[Segment]:
         opts, path = self.options, self.path
         K, forced = opts.frames_per_segment, opts.segments
         if opts.threads == 0:
@@ -471,10 +218,10 @@ class SegmentReader:
         else:
             vstream.thread_count = opts.threads
             vstream.thread_type = "AUTO" if opts.threads > 1 else "NONE"
-        rgb = _Rgb(opts.frame_size, 0 if opts.threads == 0 else 1)
+        rgb = RgbConverter(opts.frame_size, 0 if opts.threads == 0 else 1)
         rate = vstream.average_rate or vstream.guessed_rate
         fallback_dt = 1.0 / float(rate) if rate else 1.0 / 25.0
-        may_restart = bool(container.format.flags & _TS_DISCONT)  # MPEG-TS, MPEG-PS, Ogg
+        may_restart = bool(container.format.flags & TS_DISCONT)  # MPEG-TS, MPEG-PS, Ogg
 
         filling: tuple[int, np.ndarray] | None = None  # (segment, its frames) being chosen
         complete: deque[tuple[int, np.ndarray]] = deque()  # chosen, waiting for proof the content reaches t + 1
@@ -528,7 +275,7 @@ class SegmentReader:
             repeated_until = end if repeated_until is None else max(repeated_until, end)
 
         stopped_early = False
-        for vframe in _decoded(container, vstream, repeated):
+        for vframe in decoded_frames(container, vstream, repeated):
             t_abs = vframe.time
             if t_abs is None:  # no time stamp: count frames at the nominal rate
                 t_abs = (prev[0] + first_time + fallback_dt) if prev else 0.0
@@ -538,7 +285,7 @@ class SegmentReader:
                     audio.origin_s = first_time  # the audio on the video's time line
             x = t_abs - first_time
             if prev is not None and vframe.time is not None:
-                jump = _discontinuity(path, prev[0], x, fallback_dt, may_restart, (prev[0] + first_time, t_abs))
+                jump = discontinuity(path, prev[0], x, fallback_dt, may_restart, (prev[0] + first_time, t_abs))
                 if jump is not None:
                     raise jump
             if prev is not None and x <= prev[0]:
@@ -555,7 +302,7 @@ class SegmentReader:
                 break
 
         if stopped_early:
-            self.duration_s = _declared_s(vstream) or (container.duration / 1e6 if container.duration else float(forced))
+            self.duration_s = declared_s(vstream) or (container.duration / 1e6 if container.duration else float(forced))
             self.num_segments = emitted
             return
         if prev is None:
@@ -587,27 +334,27 @@ class SegmentReader:
             emitted += 1
         self.num_segments = emitted
 
-    def _check_complete(self, container, vstream, audio: _Audio | None, video_s: float, video_start_s: float) -> None:
+    def _check_complete(self, container, vstream, audio: AudioTrack | None, video_s: float, video_start_s: float) -> None:
         """Truncation, judged per stream: a stream that declares its own duration must decode
         to about that length, or end about there (Matroska's tags and ASF's headers declare the
         time a stream ends, its start time included). Where the video declares none, the
         streams' content must reach the container's duration, counted from the container's
         start time (a Matroska file whose audio outlasts its video is whole; so is one whose
         video outlasts its audio)."""
-        declared_video = _declared_s(vstream)
-        if _short_of(video_s, declared_video, video_start_s):
-            raise _truncated(self.path, "video", video_s, video_start_s, declared_video)
+        declared_video = declared_s(vstream)
+        if short_of(video_s, declared_video, video_start_s):
+            raise truncated(self.path, "video", video_s, video_start_s, declared_video)
         end_s = video_start_s + video_s  # where the content ends (on the streams' own clock)
-        if audio is not None and (_declared_s(audio.stream) is not None or declared_video is None):
+        if audio is not None and (declared_s(audio.stream) is not None or declared_video is None):
             keep = (int(video_s + TIME_EPS_S) + 1) * SAMPLE_RATE_HZ  # the segments still to hand out need these
             audio_s = audio.end_s(keep)
-            declared_audio = _declared_s(audio.stream)
-            if _short_of(audio_s, declared_audio, audio.start_s):
-                raise _truncated(self.path, "audio", audio_s, audio.start_s, declared_audio)
+            declared_audio = declared_s(audio.stream)
+            if short_of(audio_s, declared_audio, audio.start_s):
+                raise truncated(self.path, "audio", audio_s, audio.start_s, declared_audio)
             end_s = max(end_s, (video_start_s if audio.start_s is None else audio.start_s) + audio_s)
         declared = container.duration / 1e6 if declared_video is None and container.duration else None
         start_s = container.start_time / 1e6 if container.start_time is not None else min(video_start_s, end_s)
-        if _short_of(end_s - start_s, declared):
+        if short_of(end_s - start_s, declared):
             raise CorruptMedia(self.path, f"truncated or corrupt: decoded {end_s - start_s:.2f} s of "
                                           f"{declared:.2f} s declared")
 
@@ -666,40 +413,6 @@ class BatchReader:
         return self.reader.has_audio
 
 
-def _no_audio(path: str) -> NoAudioStream:
-    return NoAudioStream(path, "no audio stream (use --on-missing-audio silence to extract with silent audio)")
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What opening a file tells without decoding it: its container's declared duration
-    (None when it declares none) and whether it has an audio stream."""
-
-    path: str
-    duration_s: float | None
-    has_audio: bool
-
-
-def probe(path: str | os.PathLike, *, require_audio: bool = True) -> Probe:
-    """Open `path` and look at its streams, decoding nothing (milliseconds): the MediaError
-    that decoding it would raise first (not found, not a media file, no moving picture, no
-    audio stream when `require_audio`), else its Probe. A file that passes can still fail
-    later (corrupt data, too short): the probe is the check before any model is built."""
-    path = os.fspath(path)
-    container = _open(path)
-    try:
-        _video_stream(container, path)
-        has_audio = bool(container.streams.audio)
-        if require_audio and not has_audio:
-            raise _no_audio(path)
-        duration = container.duration / av.time_base if container.duration and container.duration > 0 else None
-        return Probe(path, duration, has_audio)
-    except av.error.FFmpegError as e:
-        raise CorruptMedia(path, f"corrupt stream ({_reason(e)})") from None
-    finally:
-        container.close()
-
-
 def decode_video(path: str | os.PathLike, options: DecodeOptions = DecodeOptions()) -> Video:
     """Decode a whole video into arrays (frames [T, K, S, S, 3], audio [T, 16000])."""
     reader = SegmentReader(path, options)
@@ -712,21 +425,21 @@ def decode_video(path: str | os.PathLike, options: DecodeOptions = DecodeOptions
 def decode_audio_file(path: str | os.PathLike) -> np.ndarray:
     """The whole audio track of any media file as 16-kHz mono float32 -> [S]."""
     path = os.fspath(path)
-    container = _open(path)
+    container = open_media(path)
     has_audio = bool(container.streams.audio)
     container.close()
     if not has_audio:
         raise NoAudioStream(path, "no audio stream")
     try:
-        audio = _Audio(path)
+        audio = AudioTrack(path)
     except av.error.FFmpegError as e:
-        raise CorruptMedia(path, f"corrupt stream ({_reason(e)})") from None
+        raise CorruptMedia(path, f"corrupt stream ({reason_of(e)})") from None
     try:
         samples = audio.rest()
         if audio.frames == 0:
             raise CorruptMedia(path, "no decodable audio frame")
         return samples
     except av.error.FFmpegError as e:
-        raise CorruptMedia(path, f"corrupt stream ({_reason(e)})") from None
+        raise CorruptMedia(path, f"corrupt stream ({reason_of(e)})") from None
     finally:
         audio.close()

@@ -13,7 +13,7 @@ Sources: anything PyAV opens as a live input.
 
 Segments are the decoder's (pipeline/media/decode.py, whose pieces are used here): frame i
 of segment t is the frame on screen at t + i/K (`wanted_s`), converted through one swscale
-context (`_Rgb`); the audio is the first audio stream as 16-kHz mono (`_Audio`: the channel
+context (`RgbConverter`); the audio is the first audio stream as 16-kHz mono (`AudioTrack`: the channel
 mean, soxr VHQ), put on the video's time line by the time stamps (the first video frame is
 time 0), not by the order packets arrive in. The last second is counted by the decoder's
 rule (`counted_s`). Second t is handed out once a video frame at or after t + 1 and the audio
@@ -59,16 +59,9 @@ from ...core.errors import (
     NoAudioStream,
     NotAMediaFile,
 )
-from .decode import (
-    TIME_EPS_S,
-    Segment,
-    _Audio,
-    _reason,
-    _Rgb,
-    _video_stream,
-    counted_s,
-    wanted_s,
-)
+from .audio import AudioTrack
+from .container import reason_of, video_stream
+from .decode import TIME_EPS_S, RgbConverter, Segment, counted_s, wanted_s
 
 STALL_CHOICES = ("wait", "end")
 URL_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "tcp", "hls", "pipe", "file")
@@ -209,7 +202,7 @@ class _Clock:
 
 
 # -- assembling segments from frames as they come ---------------------------------------------------------
-class _LiveAudio(_Audio):
+class _LiveAudio(AudioTrack):
     BLOCK = 1024  # resample often: a live second must not wait for 16384 source samples (same samples)
 
 
@@ -222,7 +215,7 @@ class _Assembler:
         o = reader.options
         self.reader, self.K = reader, o.frames_per_segment
         self.vstream = vstream
-        self.rgb = _Rgb(o.frame_size, 1)
+        self.rgb = RgbConverter(o.frame_size, 1)
         self.audio = _LiveAudio(reader.name, astream) if astream is not None else None
         self.audio_lost = astream is None
         rate = vstream.average_rate or vstream.guessed_rate
@@ -407,14 +400,14 @@ class LiveReader:
         try:
             return av.open(inp.target, format=inp.format, options=inp.options, timeout=timeout, metadata_errors="ignore")
         except av.error.FFmpegError as e:
-            raise NotAMediaFile(inp.name, f"not a stream PyAV can open ({_reason(e)})") from None
+            raise NotAMediaFile(inp.name, f"not a stream PyAV can open ({reason_of(e)})") from None
 
     def _run(self, inp: _Input) -> None:
         container = None
         try:
             container = self._open(inp)
             if inp.video:
-                vstream = _video_stream(container, inp.name)
+                vstream = video_stream(container, inp.name)
                 vstream.thread_type = "SLICE"  # frame threading would hold frames back
                 self._streams["video"] = vstream
             if inp.audio and container.streams.audio:
@@ -445,7 +438,7 @@ class LiveReader:
         except av.error.ExitError:
             pass  # the read timed out: a stall, when the run ends on one
         except av.error.FFmpegError as e:
-            self._error = self._error or CorruptMedia(inp.name, f"corrupt stream ({_reason(e)})")
+            self._error = self._error or CorruptMedia(inp.name, f"corrupt stream ({reason_of(e)})")
         except threading.BrokenBarrierError:
             pass  # the other input failed: its error is the one to report
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
