@@ -21,7 +21,7 @@ from ..cache.store import FeatureCache
 from .features import FeatureExtractor
 from .local import Job, RunSummary, annotated_jobs, find_videos, jobs_from_paths, run_extraction
 from .options import ExtractOptions, NetworkOptions
-from .ray_engine import ENGINES, ExtractorSpec, RayConfig
+from .ray_engine import ENGINES, ExtractorSpec, RayConfig, require_ray
 
 
 def extract_to_file(jobs: list[Job], out: str | os.PathLike, extractor: FeatureExtractor,
@@ -80,6 +80,8 @@ def preprocess(
         changed = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(RayConfig)
                    if getattr(ray_config, f.name) != f.default]
         raise ConfigError("engine", engine, f"{', '.join(changed)} need --engine ray")
+    if engine == "ray":
+        require_ray()  # before the source is read: the install line at once
     network = network or NetworkOptions()
     text, splits = None, {}
     if annotations is not None:
