@@ -14,7 +14,10 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import math
+import re
+import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,7 @@ HUGE_INT = "99999999999999999999"
 HUGE_FLOAT = "1e308"
 VALUES = (HUGE_INT, HUGE_FLOAT, "0", "-1", "nan", "inf")
 CATCH_ALL = "unexpected"
+PROGRESS = re.compile(r"\d+%\||\x1b\[A|\[A\s*$|\?(s|video)/s\]")  # a progress bar's frames on stderr
 
 
 def base_args(command: str, tmp: Path) -> list[str]:
@@ -133,7 +137,7 @@ def test_bounds_accept_the_values_at_their_ends(tmp_path, capsys):
     """The bounds are not off by one: the largest seed a torch seed holds and the largest
     frames per segment reach the missing input (exit 1), not a refusal."""
     for flag, value in (("--seed", str(2**63 - 1)), ("--frames-per-segment", "64"), ("--batch-size", "4096"),
-                        ("--workers", "0"), ("--workers", "256"), ("--segments", "86400")):
+                        ("--workers", "0"), ("--segments", "86400")):
         code, text = run(capsys, command_line("extract", flag, "", value, tmp_path / f"ok{flag}{value}"))
         assert code == 1 and "no such file" in text, (flag, value, text)
     for flag, value in (("--seed", str(2**63)), ("--frames-per-segment", "65"), ("--batch-size", "4097"),
@@ -155,7 +159,8 @@ def test_nul_and_newline_in_string_options(command, flag, bad, tmp_path, capsys,
                               if flag not in ("--ray-address", "--shard", "--splits") else bad])
     assert CATCH_ALL not in text and "Traceback" not in text, text
     assert code in (1, 2), text
-    assert all(l.startswith(("error:", "failed:", "  ", "0 extracted")) for l in text.splitlines() if l.strip()), text
+    lines = [l for l in text.splitlines() if l.strip() and not PROGRESS.search(l)]
+    assert lines and all(l.startswith(("error:", "failed:", "  ", "0 extracted")) for l in lines), text
 
 
 def test_nul_byte_in_a_category_is_refused(tmp_path, capsys):
@@ -180,6 +185,7 @@ def test_engine_ray_without_its_data_extras(tmp_path, capsys, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_pandas)
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))  # Ray itself is there (installed or not here)
     videos = tmp_path / "videos"
     videos.mkdir()
     out = tmp_path / "cache"

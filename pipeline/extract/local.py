@@ -97,7 +97,7 @@ def summary_lines(summary: RunSummary, where: str) -> list[str]:
     earlier = len(summary.earlier_failed)
     lines = [f"{summary.done} extracted, {summary.skipped - earlier} already done, {len(summary.failed)} failed"
              + (f", {earlier} failed in an earlier run (--retry-failed tries them again)" if earlier else "")
-             + f" -> {where}"]
+             + f" -> {shown(where)}"]  # a newline in the name stays escaped: one line
     failed = summary.all_failed
     lines += [f"  {f.kind}: {' '.join(str(f.error).split())}" for f in failed[:REPORTED_FAILURES]]
     if len(failed) > REPORTED_FAILURES:
