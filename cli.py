@@ -39,7 +39,7 @@ from typer.exceptions import TyperException
 from .extractors import AUDIO_MODELS, VISUAL_MODELS
 from .models.registry import MODELS, TASKS, config_classes, model_config
 from .core import jsonio
-from .core.config import DEVICE_HELP, FeatureSettings, resolve_device
+from .core.config import DEVICE_HELP, MAX_SEGMENTS, MAX_WORKERS, FeatureSettings, resolve_device
 from .core.errors import AvelError, ConfigError, Interrupted, shown
 from .core.atomic import write_text_atomic
 from .pipeline.extract.options import ExtractOptions, NetworkOptions
@@ -279,7 +279,7 @@ def synth(
     videos: Annotated[int, typer.Option("--videos", min=1, help="number of videos")] = 100,
     classes: Annotated[int, typer.Option("--classes", min=1, max=28, help="event categories")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    workers: Annotated[int, typer.Option("--workers", min=1)] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS)] = 1,
     features_only: Annotated[bool, typer.Option("--features-only", help="write generated features in the AVE release "
                                                 "layout instead of videos (no decoding, no networks)")] = False,
     dtype: Annotated[_choices(("float32", "float64")), typer.Option("--dtype", help="--features-only: feature dtype "
@@ -370,7 +370,7 @@ def localize(
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write one row per second as CSV")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="timeline PNG (with several videos: NAME-<video>.png)")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="one HTML page: each video beside its event timeline")] = None,
-    stride: Annotated[int, typer.Option("--stride", min=1, help="seconds between sliding windows")] = 5,
+    stride: Annotated[int, typer.Option("--stride", min=1, max=MAX_SEGMENTS, help="seconds between sliding windows")] = 5,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,

@@ -19,6 +19,15 @@ SAMPLE_RATE_HZ = 16000  # VGGish input rate; one segment = SAMPLE_RATE_HZ sample
 FRAME_SIZE = 224  # VGG-19 input: direct resize, no crop (AVE's rule)
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: reproducible; bf16/fp16: autocast
 MISSING_AUDIO = ("error", "silence")  # what a video without an audio stream gives
+# upper bounds of the options (a value above them would overflow a C integer or allocate until the
+# machine runs out of memory, and end in the CLI's catch-all): a seed is a torch seed (signed 64-bit);
+# K frames of a segment are decoded and held at once (K x 224 x 224 x 3 bytes each second; 64 is
+# beyond any common frame rate); a day of 1-s segments; decoder processes; frames per forward
+MAX_SEED = 2**63 - 1
+MAX_FRAMES_PER_SEGMENT = 64
+MAX_SEGMENTS = 86400
+MAX_WORKERS = 256
+MAX_BATCH_FRAMES = 4096
 
 
 def option(help: str, *, cli: bool = True, flag: str | None = None, choices=None, **kw):
@@ -123,13 +132,14 @@ class FeatureSettings:
 
     def __post_init__(self) -> None:
         check_types(self)
-        check_range("frames_per_segment", self.frames_per_segment, 1)
+        check_range("frames_per_segment", self.frames_per_segment, 1, MAX_FRAMES_PER_SEGMENT)
         if self.segments is not None:
-            check_range("segments", self.segments, 1)
+            check_range("segments", self.segments, 1, MAX_SEGMENTS)
+        check_range("seed", self.seed, 0, MAX_SEED)
         check_choice("on_missing_audio", self.on_missing_audio, MISSING_AUDIO)
         check_choice("precision", self.precision, PRECISIONS)
-        if self.frame_size < 32 or self.frame_size % 32:
-            raise ConfigError("frame_size", self.frame_size, "must be a positive multiple of 32 (VGG-19's pool5 grid)")
+        if self.frame_size < 32 or self.frame_size % 32 or self.frame_size > 4096:
+            raise ConfigError("frame_size", self.frame_size, "must be a multiple of 32 (VGG-19's pool5 grid) in 32..4096")
         check_choice("sample_rate_hz", self.sample_rate_hz, (SAMPLE_RATE_HZ,))
 
     def to_dict(self) -> dict:

@@ -47,9 +47,9 @@ from torch import nn
 from .baselines import LowLevelEncoder
 from .inference import SegmentScores
 from .protocols import EpochHook
-from .registry import SELConfig, register_model
+from .registry import MAX_FFN_WIDTH, MAX_HEADS, MAX_LAYERS, MAX_LOSS_WEIGHT, SELConfig, register_model
 from .sel import category_loss, combine_predictions, video_category
-from ..core.config import check_range, option
+from ..core.config import MAX_SEGMENTS, check_range, option
 from ..core.errors import ConfigError
 
 
@@ -80,10 +80,12 @@ class CMBSConfig(SELConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_range("suppression_alpha", self.suppression_alpha, 0.0)
-        check_range("suppression_gamma", self.suppression_gamma, 0.0)
-        for name in ("topk", "relation_heads", "relation_layers", "relation_ffn"):
-            check_range(name, getattr(self, name), 1)
+        check_range("suppression_alpha", self.suppression_alpha, 0.0, MAX_LOSS_WEIGHT)
+        check_range("suppression_gamma", self.suppression_gamma, 0.0, MAX_LOSS_WEIGHT)
+        check_range("topk", self.topk, 1, MAX_SEGMENTS)
+        check_range("relation_heads", self.relation_heads, 1, MAX_HEADS)
+        check_range("relation_layers", self.relation_layers, 1, MAX_LAYERS)
+        check_range("relation_ffn", self.relation_ffn, 1, MAX_FFN_WIDTH)
         check_range("relation_dropout", self.relation_dropout, 0.0, 1.0, hi_open=True)
         if self.head_hidden != SELConfig.head_hidden:
             raise ConfigError("head_hidden", self.head_hidden, f"does not apply to {self.key} (its heads are linear)")

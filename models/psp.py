@@ -39,7 +39,7 @@ from torch import nn
 from .baselines import LowLevelEncoder, xavier_linear
 from .inference import SegmentScores
 from .protocols import EpochHook
-from .registry import SELConfig, register_model
+from .registry import MAX_LOSS_WEIGHT, SELConfig, register_model
 from ..core.config import check_range, option
 
 EPS = 1e-8  # the reference's guard of the L1 normalisations
@@ -78,7 +78,7 @@ class PSPConfig(PSPFields):
 
     def validate(self) -> None:
         super().validate()
-        check_range("avps_weight", self.avps_weight, 0.0)
+        check_range("avps_weight", self.avps_weight, 0.0, MAX_LOSS_WEIGHT)
 
 
 @dataclass(frozen=True)

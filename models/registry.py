@@ -78,6 +78,8 @@ PUBLISHED_DEFAULTS = {"relevance_fusion": "mean", "input_dropout": 0.0}
 # hidden widths, feature widths (VGG-19 512, VGGish 128: room for any other backbone), classes, heads, FFN factor
 MAX_WIDTH, MAX_FEATURE_DIM, MAX_CLASSES, MAX_HEADS, MAX_FFN_MULT = 8192, 65536, 100_000, 256, 64
 MAX_FFN_WIDTH = 65536  # ffn_mult x the matching width (the FFN's hidden layer)
+MAX_LOSS_WEIGHT = 10_000.0  # a loss term's weight (PSP's paper: 100): beyond it the others are rounding noise
+MAX_LAYERS = 64  # stacked layers of one encoder
 
 # help texts shared by the fields that several classes declare (with their own defaults)
 _INPUT_DROPOUT = ("SEL (DAM and AV_att): dropout on the input features; default: 0.2 for SEL DAM (its recipe), 0 for "
@@ -221,6 +223,8 @@ class SELDAMConfig(DAMFields, SELConfig):
         check_range("feature_dropout", self.feature_dropout, 0.0, 1.0, hi_open=True)
         check_range("relevance_smoothing", self.relevance_smoothing, 0.0, 0.5, hi_open=True)
         check_range("warmup", self.warmup, 0.0, 1.0, hi_open=True)
+        # finite, no upper bound: a weight that overflows the float32 loss stops training in one line naming
+        # the epoch (tests/test_nonfinite.py drives the real loop that way)
         check_range("segment_loss", self.segment_loss, 0.0)
 
 
@@ -283,7 +287,7 @@ class AVDLNConfig(ModelConfig):
         super().validate()
         check_range("proj_hidden", self.proj_hidden, 1, MAX_WIDTH)
         check_range("avdln_dim", self.avdln_dim, 1, MAX_WIDTH)
-        check_range("margin", self.margin, 0.0, lo_open=True)
+        check_range("margin", self.margin, 0.0, MAX_LOSS_WEIGHT, lo_open=True)
 
 
 # -- the registry ------------------------------------------------------------------------------

@@ -13,7 +13,9 @@ import torch
 from ...models.registry import model_config
 from ...core import jsonio
 from ...core.atomic import write_text_atomic
-from ...core.config import FeatureSettings
+from ...core.config import (DEVICE_HELP, DEVICE_PATTERN, MAX_FRAMES_PER_SEGMENT, MAX_SEED, MAX_WORKERS, FeatureSettings,
+                            check_range, check_types)
+from ...core.errors import ConfigError
 from ..data.load import load_data
 from ..extract.local import annotated_jobs, run_extraction
 from ..extract.features import FeatureExtractor
@@ -21,10 +23,10 @@ from ..extract.options import ExtractOptions
 from .localize import localize
 from .outputs import format_table, write_json
 from .report import write_localization_report
-from ..media.synth import synthesize
+from ..media.synth import MAX_CLASSES, MAX_VIDEOS, synthesize
 from .timeline import plot_timeline
 from ..train.checkpoint import save_checkpoint
-from ..train.loop import TrainConfig, train
+from ..train.loop import MAX_EPOCHS, TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,20 @@ class DemoConfig:
     cml_epochs: int = 40
     device: str = "auto"
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        """Every value in range before anything is generated (ConfigError naming the field)."""
+        check_types(self)
+        check_range("videos", self.videos, 12, MAX_VIDEOS)  # 12: every split gets videos of each class
+        check_range("classes", self.classes, 2, MAX_CLASSES)
+        check_range("seed", self.seed, 0, MAX_SEED)
+        check_range("frames_per_segment", self.frames_per_segment, 1, MAX_FRAMES_PER_SEGMENT)
+        check_range("sel_epochs", self.sel_epochs, 1, MAX_EPOCHS)
+        check_range("cml_epochs", self.cml_epochs, 1, MAX_EPOCHS)
+        check_range("workers", self.workers, 1, MAX_WORKERS)
+        check_range("full_event_fraction", self.full_event_fraction, 0.0, 1.0)
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise ConfigError("device", self.device, f"choose {DEVICE_HELP}")
 
 
 def majority_accuracy(data, split: str) -> float:

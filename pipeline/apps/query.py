@@ -60,7 +60,7 @@ import torch
 from ...models.inference import MODALITIES, QueryScores
 from ...core import jsonio
 from ...models.protocols import CMLModel
-from ...core.config import SAMPLE_RATE_HZ
+from ...core.config import MAX_SEGMENTS, SAMPLE_RATE_HZ
 from ..media.decode import DecodeOptions, SegmentReader, decode_audio_file
 from ...core.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort, shown
 from ..extract.features import FeatureExtractor
@@ -98,6 +98,8 @@ def _check_range(start_s: float | None, end_s: float | None, path: str) -> None:
     for flag, value in (("--query-start", start_s), ("--query-end", end_s)):
         if value is not None and not math.isfinite(value):
             raise QueryError(f"{path}: {flag} {value}: must be a finite number of seconds")
+        if value is not None and value > MAX_SEGMENTS:
+            raise QueryError(f"{path}: {flag} {value:g}: must be <= {MAX_SEGMENTS} s (a day)")
     if start_s is not None and start_s < 0:
         raise QueryError(f"{path}: --query-start {start_s:g} is negative")
     if start_s is not None and end_s is not None and start_s >= end_s:

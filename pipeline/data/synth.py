@@ -43,14 +43,15 @@ from ...core.annotations import AnnotationRow
 from ...core import jsonio
 from ...core.atomic import write_text_atomic
 from .ave import write_ave_layout
-from ...core.config import check_range, check_types, option
+from ...core.config import MAX_SEED, check_range, check_types, option
 from .dataset import AVData
 from ...core.errors import ConfigError
-from ..media.synth import MAX_CLASSES, SynthConfig, VideoPlan, plan_dataset, split_plan
+from ..media.synth import MAX_CLASSES, MAX_VIDEOS, SynthConfig, VideoPlan, plan_dataset, split_plan
 
 MANIFEST = "features.json"
 BASELINE = 0.5  # the mean activation before the ReLU
 SCENE_STD = 0.5  # per-video nuisance
+MAX_NOISE = 1e6  # a million times the prototypes: pure noise already; float32 features stay finite
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,10 @@ class FeatureSynthConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
-        check_range("videos", self.videos, 1)
+        check_range("videos", self.videos, 1, MAX_VIDEOS)
         check_range("classes", self.classes, 1, MAX_CLASSES)
-        check_range("noise", self.noise, 0.0)
+        check_range("seed", self.seed, 0, MAX_SEED)
+        check_range("noise", self.noise, 0.0, MAX_NOISE)
         check_range("object_cells", self.object_cells, 1, self.grid * self.grid)
         for name in ("late_visual", "distractor", "full_event"):
             check_range(name, getattr(self, name), 0.0, 1.0)

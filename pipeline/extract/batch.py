@@ -28,7 +28,7 @@ from .features import FeatureExtractor
 from .local import (Job, RunSummary, annotated_listing, failure_of, jobs_from_paths, plan_jobs, run_extraction,
                     source_jobs)
 from .options import ExtractOptions, NetworkOptions, take_shard
-from .ray_engine import ENGINES, ExtractorSpec, RayConfig
+from .ray_engine import ENGINES, ExtractorSpec, RayConfig, require_ray
 
 
 def extract_to_file(jobs: list[Job], out: str | os.PathLike, extractor: FeatureExtractor,
@@ -161,6 +161,8 @@ def preprocess(
         changed = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(RayConfig)
                    if getattr(ray_config, f.name) != f.default]
         raise ConfigError("engine", engine, f"{', '.join(changed)} need --engine ray")
+    if engine == "ray":
+        require_ray()  # before the source is read: the install line at once
     network = network or NetworkOptions()
     text, splits, clashes, skipped = None, {}, [], []
     if annotations is not None:

@@ -100,7 +100,7 @@ def summary_lines(summary: RunSummary, where: str) -> list[str]:
     earlier = len(summary.earlier_failed)
     lines = [f"{summary.done} extracted, {summary.skipped - earlier} already done, {len(summary.failed)} failed"
              + (f", {earlier} failed in an earlier run (--retry-failed tries them again)" if earlier else "")
-             + f" -> {where}"]
+             + f" -> {shown(where)}"]  # a newline in the name stays escaped: one line
     unlisted = skipped_line(summary.unlisted)
     if unlisted is not None:
         lines.append(unlisted)

@@ -15,11 +15,13 @@ import os
 from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
-from ...core.config import FeatureSettings, check_choice, check_range, check_types, option, resolve_device
+from ...core.config import (MAX_BATCH_FRAMES, MAX_WORKERS, FeatureSettings, check_choice, check_range, check_types, option,
+                            resolve_device)
 from ...core.errors import ConfigError
 
 STORAGE_DTYPES = ("float32", "float16")
 COMPILE_MODES = ("off", "default", "max-autotune")  # features.FeatureExtractor.compile
+MAX_COMMIT_EVERY = 1_000_000  # videos per part file (as many as a generated set holds)
 J = TypeVar("J")
 
 
@@ -62,8 +64,8 @@ class ExtractOptions:
 
     def __post_init__(self) -> None:
         check_types(self)
-        check_range("workers", self.workers, 0)
-        check_range("commit_every", self.commit_every, 1)
+        check_range("workers", self.workers, 0, MAX_WORKERS)
+        check_range("commit_every", self.commit_every, 1, MAX_COMMIT_EVERY)
         parse_shard(self.shard)
         check_choice("storage_dtype", self.storage_dtype, STORAGE_DTYPES)
         check_choice("compile", self.compile, COMPILE_MODES)
@@ -93,7 +95,7 @@ class NetworkOptions:
                 object.__setattr__(self, name, os.fspath(value))
         check_types(self)
         if self.batch_size is not None:
-            check_range("batch_size", self.batch_size, 1)
+            check_range("batch_size", self.batch_size, 1, MAX_BATCH_FRAMES)
         resolve_device(self.device)
 
     def as_kwargs(self) -> dict:

@@ -54,6 +54,32 @@ BATCHES_AHEAD = 4  # decoded segment batches a decode task may hold in the objec
 MAX_JOBS_PER_CALL = 8  # an actor's call: its committed part, and the driver's progress step
 
 
+# upper bounds of RayConfig (a cluster-wide count above them asks Ray for more tasks or actors than any
+# cluster schedules: the job would wait for ever): decode tasks, actors, GPUs of one actor (a node's), retries
+MAX_DECODERS, MAX_EXTRACTORS, MAX_GPUS_PER_EXTRACTOR, MAX_RETRIES = 100_000, 10_000, 16, 100
+RAY_INSTALL = "pip install 'avel[ray]'"
+
+
+def require_ray() -> None:
+    """AvelError with the install line unless Ray and what Ray Data imports (pandas, pyarrow) are
+    there: called before any folder is read, so a machine without them is told at once."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise AvelError(f"--engine ray needs Ray: {RAY_INSTALL}") from None
+    for extra in ("pandas", "pyarrow", "ray.data"):
+        try:
+            if extra == "pandas":
+                import pandas  # noqa: F401
+            elif extra == "pyarrow":
+                import pyarrow  # noqa: F401
+            else:
+                import ray.data  # noqa: F401
+        except ImportError as e:
+            missing = getattr(e, "name", None) or extra
+            raise AvelError(f"--engine ray needs Ray with its data extras ({missing}): {RAY_INSTALL}") from None
+
+
 @dataclass(frozen=True)
 class RayConfig:
     ray_address: str | None = option("the Ray cluster: auto | HOST:PORT (default: a local Ray started for the run)",
@@ -67,12 +93,12 @@ class RayConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
-        check_range("extractors", self.extractors, 1)
+        check_range("extractors", self.extractors, 1, MAX_EXTRACTORS)
         if self.decoders is not None:
-            check_range("decoders", self.decoders, 1)
+            check_range("decoders", self.decoders, 1, MAX_DECODERS)
         if self.gpus_per_extractor is not None:
-            check_range("gpus_per_extractor", self.gpus_per_extractor, 0)
-        check_range("retries", self.retries, 0)
+            check_range("gpus_per_extractor", self.gpus_per_extractor, 0, MAX_GPUS_PER_EXTRACTOR)
+        check_range("retries", self.retries, 0, MAX_RETRIES)
         if self.ray_address is not None and self.ray_address != "auto" and ":" not in self.ray_address:
             raise ConfigError("ray_address", self.ray_address, "expected auto or HOST:PORT")
 
@@ -283,10 +309,8 @@ def run_ray_extraction(
     splits: dict[str, str] | None = None,
 ) -> RunSummary:
     """`run_extraction`'s job on a Ray cluster: same cache, same skips, same failures."""
-    try:
-        import ray
-    except ImportError:
-        raise AvelError("--engine ray needs Ray: pip install 'avel[ray]'") from None
+    require_ray()
+    import ray
     from tqdm import tqdm
 
     started = _connect(config.ray_address)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ...core import jsonio
 from ...core.annotations import AnnotationRow, write_annotations
 from ...core.atomic import atomic_path, write_text_atomic
+from ...core.config import MAX_SEED
 
 VIDEO_DIR = "videos"
 ANNOTATIONS = "Annotations.txt"
@@ -43,6 +44,7 @@ SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.tx
 MANIFEST = "synth.json"
 QUALITY = "good"
 MAX_CLASSES = 28  # class tones go up a whole tone per class: 220 Hz .. 4978 Hz
+MAX_VIDEOS = 1_000_000  # a generated set (avel synth, avel demo): beyond it the plan alone fills the memory
 
 # (name, RGB): saturated, pairwise far apart in hue; 8 colours x 7 shapes -> 56 distinct looks
 COLOURS = (
@@ -83,8 +85,10 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.videos < 1:
-            problems.append("videos must be >= 1")
+        if not 1 <= self.videos <= MAX_VIDEOS:
+            problems.append(f"videos must be in 1..{MAX_VIDEOS}")
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"seed must be in 0..{MAX_SEED}")
         if not 1 <= self.classes <= MAX_CLASSES:
             problems.append(f"classes must be in 1..{MAX_CLASSES}")
         if self.duration_s < self.min_event_s or self.min_event_s < 1:

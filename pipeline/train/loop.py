@@ -55,6 +55,7 @@ class Recipe:
 # upper bounds of the training options: a seed is a torch seed (a signed 64-bit integer); an Adam
 # step of lr > 10 throws every weight far beyond its range; more seeds or epochs are no run anyone waits for
 MAX_EPOCHS, MAX_BATCH, MAX_SEEDS, MAX_SEED, MAX_LR = 100_000, 1_000_000, 1000, 2**63 - 1, 10.0
+MAX_WEIGHT_DECAY = 10.0  # an L2 term ten times the weights' own size outweighs any loss (1e308 overflows the gradient)
 
 
 RECIPES = {
@@ -105,7 +106,7 @@ class TrainConfig:
             check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH)
         check_range("lr", self.lr, 0.0, MAX_LR, lo_open=True)  # finite: check_types
-        check_range("weight_decay", self.weight_decay, 0.0)
+        check_range("weight_decay", self.weight_decay, 0.0, MAX_WEIGHT_DECAY)
         check_range("seed", self.seed, 0, MAX_SEED)
         check_choice("dtype_in_ram", self.dtype_in_ram, tuple(RAM_DTYPES))
         if not DEVICE_PATTERN.match(self.device):
