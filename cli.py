@@ -429,7 +429,7 @@ def live(
     max_pending: Annotated[int, typer.Option("--max-pending", help="whole seconds that may wait for the model; more are dropped")] = 2,
     video_device: Annotated[Optional[str], typer.Option("--video-device", help="a v4l2 capture device, e.g. /dev/video0 (instead of SOURCE)")] = None,
     audio_device: Annotated[Optional[str], typer.Option("--audio-device", help="with --video-device: an ALSA device (default, hw:0) or pulse:NAME")] = None,
-    html: Annotated[Optional[int], typer.Option("--html", help="serve a live page on http://127.0.0.1:PORT")] = None,
+    html: Annotated[Optional[int], typer.Option("--html", min=1, max=65535, help="serve a live page on http://127.0.0.1:PORT")] = None,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,

@@ -61,7 +61,9 @@ def check_types(obj) -> None:
 
 
 def check_range(name: str, value, lo=None, hi=None, *, lo_open: bool = False, hi_open: bool = False) -> None:
-    """lo <= value <= hi (or < for an open end); None bounds are unbounded."""
+    """lo <= value <= hi (or < for an open end); None bounds are unbounded; NaN is refused."""
+    if isinstance(value, float) and value != value:
+        raise ConfigError(name, value, "must be a number")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ConfigError(name, value, f"must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and (value >= hi if hi_open else value > hi):

@@ -49,7 +49,7 @@ from typing import TextIO
 
 import numpy as np
 
-from ...core.config import SAMPLE_RATE_HZ
+from ...core.config import MAX_SEGMENTS, SAMPLE_RATE_HZ, check_range
 from ...core.errors import ConfigError, Interrupted
 from ...models.registry import SEL_TASKS
 from ..media.decode import DecodeOptions, SegmentReader
@@ -76,10 +76,9 @@ class LiveConfig:
     on_missing_audio: str | None = None  # default: the checkpoint's
 
     def __post_init__(self) -> None:
-        if self.context_s is not None and self.context_s < 1:
-            raise ConfigError("context", self.context_s, "must be >= 1 s")
-        if self.lookahead_s < 0:
-            raise ConfigError("lookahead", self.lookahead_s, "must be >= 0 s")
+        if self.context_s is not None:
+            check_range("context", self.context_s, 1, MAX_SEGMENTS)
+        check_range("lookahead", self.lookahead_s, 0, MAX_SEGMENTS)
         if self.context_s is not None and self.lookahead_s >= self.context_s:
             raise ConfigError("lookahead", self.lookahead_s, f"must be shorter than the context ({self.context_s} s)")
         LiveOptions(frames_per_segment=self.frames_per_segment or 1, on_stall=self.on_stall, stall_s=self.stall_s,

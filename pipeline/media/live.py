@@ -47,6 +47,8 @@ import numpy as np
 
 from ...core.config import (
     FRAME_SIZE,
+    MAX_FRAMES_PER_SEGMENT,
+    MAX_SEGMENTS,
     MISSING_AUDIO,
     SAMPLE_RATE_HZ,
     check_choice,
@@ -64,6 +66,7 @@ from .container import reason_of, video_stream
 from .decode import TIME_EPS_S, RgbConverter, Segment, counted_s, wanted_s
 
 STALL_CHOICES = ("wait", "end")
+MAX_PENDING = 3600  # seconds that may wait for the model (an hour of stream, flat memory still bounded)
 URL_SCHEMES = ("udp", "rtp", "rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "srt", "tcp", "hls", "pipe", "file")
 PROBE_OPTIONS = {"analyzeduration": "1000000", "probesize": "1000000"}  # a live start: 1 s of stream, 1 MB at most
 PENDING_AUDIO_FRAMES = 512  # audio frames held until the first video frame sets the time line
@@ -83,12 +86,11 @@ class LiveOptions:
     open_timeout_s: float = 30.0  # a URL or device that does not answer
 
     def __post_init__(self) -> None:
-        check_range("frames_per_segment", self.frames_per_segment, 1)
+        check_range("frames_per_segment", self.frames_per_segment, 1, MAX_FRAMES_PER_SEGMENT)
         check_choice("on_missing_audio", self.on_missing_audio, MISSING_AUDIO)
         check_choice("on_stall", self.on_stall, STALL_CHOICES)
-        if not self.stall_s > 0:
-            raise ConfigError("stall_s", self.stall_s, "must be > 0 s")
-        check_range("max_pending", self.max_pending, 1)
+        check_range("stall_s", self.stall_s, 0.0, MAX_SEGMENTS, lo_open=True)
+        check_range("max_pending", self.max_pending, 1, MAX_PENDING)
         if not self.audio_lag_s > 0:
             raise ConfigError("audio_lag_s", self.audio_lag_s, "must be > 0 s")
 
