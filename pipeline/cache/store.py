@@ -5,6 +5,7 @@ under the write lock (the layout and the writer rules: pipeline/cache/__init__.p
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import h5py
@@ -14,6 +15,7 @@ from ...core import jsonio
 from ...core.config import FeatureSettings
 from ...core.errors import CacheError, shown
 from .keys import encode_key
+from .labels import apply_labels
 from .lock import LOCK_FILE, TEMP_PREFIX, WriteLock, make_dir, write_cache_file
 from .meta import FORMAT, CacheMeta, read_cache_json, read_meta
 from .parts import Entry, Failure, PartWriter, part_index, reading
@@ -51,7 +53,9 @@ class FeatureCache:
     def create_or_open(cls, path: str | os.PathLike, meta: CacheMeta) -> "FeatureCache":
         """Open the directory cache at `path` for writing, creating it with `meta` if it does not
         exist; the returned cache holds the write lock until `close()` (CacheLocked when another
-        process holds it). An existing cache made with other settings is refused."""
+        process holds it). An existing cache made with other settings is refused; annotations and
+        splits in `meta` that differ from the stored ones replace them, said in one line on
+        stderr (labels.py: `apply_labels`)."""
         path = Path(path)
         if path.is_file():
             raise CacheError(f"{shown(path)}: is a file; a cache to write into is a directory")
@@ -68,14 +72,9 @@ class FeatureCache:
             raise
         try:
             cache.meta.check_compatible(meta, str(path))
-            if meta.annotations is not None and cache.meta.annotations is None:
-                write_cache_file(path / "annotations.txt", meta.annotations.encode("utf-8"))
-                cache.meta.annotations = meta.annotations
-            for name, text in meta.splits.items():
-                if name not in cache.meta.splits:
-                    make_dir(path / "splits")
-                    write_cache_file(path / "splits" / f"{name}.txt", text.encode("utf-8"))
-                    cache.meta.splits[name] = text
+            change = apply_labels(path, cache.meta, meta)
+            if change:
+                print(f"{shown(path)}: {change} -> stored (the features are unchanged)", file=sys.stderr)
         except BaseException:
             cache.close()
             raise

@@ -1,0 +1,106 @@
+"""Issue #27 items 1-2 and issue #23 item 9: a cache that knows what it holds. A re-run of
+preprocess with other annotations or splits applies them (one line, features untouched); a
+merge of caches that share an id refuses or resolves it explicitly and merges the labels;
+every stored chunk carries a checksum, so a damaged part is one line naming the part and the
+video, and `preprocess --verify` extracts the damaged videos again.
+
+The CLI runs in-process through `avel.cli.main` (what the console script calls)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from test_cache import FAST, fake, make_videos
+from avel.cli import main
+from avel.core.annotations import HEADER
+from avel.core.config import FeatureSettings
+from avel.core.errors import AvelError, CacheError
+from avel.pipeline.cache.merge import merge_caches
+from avel.pipeline.cache.meta import CacheMeta
+from avel.pipeline.cache.store import FeatureCache
+from avel.pipeline.data.load import load_data
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+T = 2  # segments a video (2-s videos)
+ROWS = ["dog&v00&good&0&1", "cat&v01&good&1&2", "dog&v02&good&0&2", "cat&v03&good&0&1"]
+
+
+def cli(capfd, *args) -> tuple[int, list[str]]:
+    code = main([str(a) for a in args])
+    _, err = capfd.readouterr()
+    assert "Traceback" not in err
+    return code, [line for line in err.replace("\r", "\n").strip().splitlines() if line]
+
+
+def write_labels(folder: Path, rows: list[str], splits: dict[str, list[int]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Annotations.txt").write_text("".join(line + "\n" for line in [HEADER, *rows]))
+    for name, idx in splits.items():
+        (folder / f"{name}Set.txt").write_text("".join(rows[i] + "\n" for i in idx))
+    return folder / "Annotations.txt"
+
+
+def stored_features(cache: Path) -> dict[str, bytes]:
+    with FeatureCache(cache) as c:
+        return {vid: b"".join(x.tobytes() for x in c.read(vid)) for vid in c.ids()}
+
+
+# -- item 1: re-running preprocess with corrected annotations ---------------------------------------
+def test_a_rerun_with_corrected_annotations_applies_them_and_says_so(tmp_path, capfd):
+    videos = tmp_path / "videos"
+    make_videos(videos, 5)
+    splits = {"train": [0, 1], "val": [2], "test": [3]}
+    a = write_labels(tmp_path / "a", ROWS, splits)
+    args = [videos, "--out", tmp_path / "c", "--segments", T, "--workers", 0, *FAST]
+    code, lines = cli(capfd, "preprocess", *args, "--annotations", a)
+    assert code == 0, lines
+    before = stored_features(tmp_path / "c")
+    parts = sorted((tmp_path / "c" / "parts").iterdir())
+
+    code, lines = cli(capfd, "preprocess", *args, "--annotations", a)  # the same labels: nothing said
+    assert code == 0 and not any("annotations" in line or "splits" in line for line in lines), lines
+
+    corrected = ["dog&v00&good&0&1", "dog&v01&good&0&2", *ROWS[2:]]  # v01: cat -> dog, other seconds
+    b = write_labels(tmp_path / "b", corrected, {"train": [0], "val": [2], "test": [3, 1]})
+    code, lines = cli(capfd, "preprocess", *args, "--annotations", b)
+    assert code == 0, lines
+    said = [line for line in lines if "annotations" in line]
+    assert said == [f"{tmp_path / 'c'}: annotations changed: 1 row relabelled; splits: test changed, train changed -> stored "
+                    "(the features are unchanged)"], lines
+    assert (tmp_path / "c" / "annotations.txt").read_text() == b.read_text()
+    assert (tmp_path / "c" / "splits" / "test.txt").read_text() == (tmp_path / "b" / "testSet.txt").read_text()
+    assert sorted((tmp_path / "c" / "parts").iterdir()) == parts and stored_features(tmp_path / "c") == before
+    data = load_data(tmp_path / "c")
+    assert data.class_names == ["dog", "cat"]
+    assert data.labels[1].tolist() == [0, 0]  # v01 is a dog in both seconds now (was: background, cat)
+    assert data.splits["test"].tolist() == [1, 3] and data.splits["train"].tolist() == [0]
+
+    # a row for a video not extracted yet: extracted as usual, and the new row stored
+    c2 = write_labels(tmp_path / "c2", [*corrected, "cat&v04&good&0&1"], {"train": [0, 4], "val": [2], "test": [3, 1]})
+    code, lines = cli(capfd, "preprocess", *args, "--annotations", c2)
+    assert code == 0, lines
+    assert any("1 extracted" in line for line in lines), lines
+    assert any("annotations changed: 1 row added; splits: train changed -> stored" in line
+               for line in lines), lines
+    data = load_data(tmp_path / "c")
+    assert data.video_ids == ["v00", "v01", "v02", "v03", "v04"] and data.splits["train"].tolist() == [0, 4]
+
+    # a training run sees the labels stored last
+    code, lines = cli(capfd, "train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "m", "--epochs", 1,
+                      "--device", "cpu")
+    assert code == 0, lines
+
+
+def test_a_rerun_without_split_files_removes_the_stored_ones(tmp_path, capfd):
+    videos = tmp_path / "videos"
+    make_videos(videos, 4)
+    args = [videos, "--out", tmp_path / "c", "--segments", T, "--workers", 0, *FAST]
+    assert cli(capfd, "preprocess", *args, "--annotations", write_labels(tmp_path / "a", ROWS, {"val": [2]}))[0] == 0
+    code, lines = cli(capfd, "preprocess", *args, "--annotations", write_labels(tmp_path / "b", ROWS, {}))
+    assert code == 0 and any(line.endswith("splits: val removed -> stored (the features are unchanged)")
+                             for line in lines), lines
+    assert not list((tmp_path / "c" / "splits").glob("*.txt"))
