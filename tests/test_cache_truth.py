@@ -104,3 +104,62 @@ def test_a_rerun_without_split_files_removes_the_stored_ones(tmp_path, capfd):
     assert code == 0 and any(line.endswith("splits: val removed -> stored (the features are unchanged)")
                              for line in lines), lines
     assert not list((tmp_path / "c" / "splits").glob("*.txt"))
+
+
+# -- item 2: merging caches that share an id ---------------------------------------------------------
+SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1, segments=3)
+
+
+def shard(path: Path, videos: list, rows: list[str] | None = None, splits: dict[str, list[str]] | None = None) -> Path:
+    text = None if rows is None else "".join(line + "\n" for line in [HEADER, *rows])
+    splits = {name: "".join(line + "\n" for line in lines) for name, lines in (splits or {}).items()}
+    with FeatureCache.create_or_open(path, CacheMeta(SETTINGS, annotations=text, splits=splits)) as c, c.writer() as w:
+        for v in videos:
+            w.add(v)
+    return path
+
+
+def visual_of(path: Path, vid: str) -> np.ndarray:
+    with FeatureCache(path) as c:
+        return c.read(vid)[0]
+
+
+def test_merging_an_id_with_different_features_is_refused_or_resolved(tmp_path, capfd):
+    a, b = fake("x", seed=1), fake("x", seed=2)  # one id, other features
+    s0 = shard(tmp_path / "s0", [a, fake("y", seed=3)])
+    s1 = shard(tmp_path / "s1", [b, fake("z", seed=4)])
+    code, lines = cli(capfd, "merge", s0, s1, "--out", tmp_path / "m.h5")
+    assert code == 2 and lines == [f"error: merge: video 'x' has different features in {s0} and {s1}; keep one with "
+                                   "--on-conflict first|last"], lines
+    assert not (tmp_path / "m.h5").exists()
+    for choice, expected in (("first", a), ("last", b)):
+        code, lines = cli(capfd, "merge", s0, s1, "--out", tmp_path / f"{choice}.h5", "--on-conflict", choice)
+        assert code == 0 and lines == [f"3 videos, 0 recorded failures -> {tmp_path / f'{choice}.h5'}"], lines
+        assert np.array_equal(visual_of(tmp_path / f"{choice}.h5", "x"), expected.visual)
+        assert np.array_equal(visual_of(tmp_path / f"{choice}.h5", "y"), fake("y", seed=3).visual)
+    code, lines = cli(capfd, "merge", s0, s1, "--out", tmp_path / "bad.h5", "--on-conflict", "any")
+    assert code == 2 and len(lines) == 1 and "--on-conflict" in lines[0], lines
+
+
+def test_identical_duplicates_merge_as_one_and_labels_are_merged(tmp_path):
+    x = fake("x", seed=1)
+    s0 = shard(tmp_path / "s0", [x, fake("y", seed=3)], ["dog&x&good&0&1", "cat&y&good&1&3"],
+               {"train": ["dog&x&good&0&1"], "test": ["cat&y&good&1&3"]})
+    s1 = shard(tmp_path / "s1", [x, fake("z", seed=4)], ["dog&x&good&0&1", "dog&z&good&0&3"],
+               {"train": ["dog&x&good&0&1", "dog&z&good&0&3"]})
+    assert merge_caches([s0, s1], tmp_path / "m.h5") == (3, 0)
+    with FeatureCache(tmp_path / "m.h5") as m:
+        assert sorted(m.ids()) == ["x", "y", "z"]
+        assert m.meta.annotations == f"{HEADER}\ndog&x&good&0&1\ncat&y&good&1&3\ndog&z&good&0&3\n"
+        assert m.meta.splits == {"train": "dog&x&good&0&1\ndog&z&good&0&3\n", "test": "cat&y&good&1&3\n"}
+    data = load_data(tmp_path / "m.h5")
+    assert data.video_ids == ["x", "y", "z"] and data.splits["train"].tolist() == [0, 2]
+
+
+def test_merging_caches_whose_annotations_disagree_on_an_id_is_refused(tmp_path, capfd):
+    s0 = shard(tmp_path / "s0", [fake("x", seed=1)], ["dog&x&good&0&1"])
+    s1 = shard(tmp_path / "s1", [fake("z", seed=4)], ["cat&x&good&0&1", "dog&z&good&0&3"])
+    code, lines = cli(capfd, "merge", s0, s1, "--out", tmp_path / "m.h5")
+    assert code == 2 and len(lines) == 1, lines
+    assert "video 'x' has other annotation rows in" in lines[0] and str(s0) in lines[0] and str(s1) in lines[0], lines
+    assert not (tmp_path / "m.h5").exists()
