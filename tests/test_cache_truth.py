@@ -163,3 +163,85 @@ def test_merging_caches_whose_annotations_disagree_on_an_id_is_refused(tmp_path,
     assert code == 2 and len(lines) == 1, lines
     assert "video 'x' has other annotation rows in" in lines[0] and str(s0) in lines[0] and str(s1) in lines[0], lines
     assert not (tmp_path / "m.h5").exists()
+
+
+# -- issue #23 item 9: checksums on every stored chunk ------------------------------------------------
+def damage(cache: Path, vid: str) -> Path:
+    """Overwrite 2 KiB inside the first chunk of `vid`'s visual features with plausible float32
+    values (what a bad disk or a stray write leaves); the part file."""
+    for part in sorted((cache / "parts").glob("part-*.h5")):
+        with h5py.File(part, "r") as f:
+            if vid not in f["videos"]:
+                continue
+            ds = f["videos"][vid]["visual"]
+            assert ds.fletcher32 and ds.chunks is not None
+            offset = ds.id.get_chunk_info(0).byte_offset
+        noise = np.random.default_rng(0).random(512, dtype=np.float32).tobytes()
+        assert len(noise) == 2048
+        with open(part, "r+b") as fh:
+            fh.seek(offset + 4096)
+            fh.write(noise)
+        return part
+    raise AssertionError(f"no part holds {vid}")
+
+
+def test_a_damaged_chunk_is_one_line_everywhere_and_verify_extracts_it_again(tmp_path, capfd):
+    videos = tmp_path / "videos"
+    make_videos(videos, 4)
+    a = write_labels(tmp_path / "a", ROWS, {"train": [0, 1], "val": [2], "test": [3]})
+    args = ["preprocess", videos, "--out", tmp_path / "c", "--segments", T, "--workers", 0, "--annotations", a, *FAST]
+    assert cli(capfd, *args)[0] == 0
+    before = stored_features(tmp_path / "c")
+    part = damage(tmp_path / "c", "v02")
+
+    with pytest.raises(CacheError) as e:
+        load_data(tmp_path / "c")
+    assert str(e.value).startswith(f"{part}: the stored features of video 'v02' are damaged") and "\n" not in str(e.value)
+    for command in (["export-ave", tmp_path / "c", "--annotations", a, "--out", tmp_path / "ave"],
+                    ["train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "m", "--epochs", 1, "--device", "cpu"]):
+        code, lines = cli(capfd, *command)
+        assert code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith(f"error: {part}: the stored features of video 'v02' are damaged"), lines
+    assert not (tmp_path / "ave").exists() and not (tmp_path / "m").exists()
+
+    code, lines = cli(capfd, *args)  # a resume reads attributes only: it does not see the damage
+    assert code == 0 and any("0 extracted, 4 already done" in line for line in lines), lines
+    code, lines = cli(capfd, *args, "--verify")
+    assert code == 0, lines
+    assert any(line.startswith(f"{part}: 1 damaged video ('v02') taken out") for line in lines), lines
+    assert any("1 extracted, 3 already done" in line for line in lines), lines
+    assert not part.exists() and part.with_name("damaged-" + part.name).exists()
+    assert stored_features(tmp_path / "c") == before  # whole again, bit-identical
+    assert load_data(tmp_path / "c").video_ids == ["v00", "v01", "v02", "v03"]
+    code, lines = cli(capfd, *args, "--verify")  # nothing damaged: nothing said, nothing done
+    assert code == 0 and not any("damaged video" in line for line in lines), lines
+
+
+def test_parts_written_without_checksums_stay_readable(tmp_path):
+    """A part of an older avel (no fletcher32 filter) reads as before: there is no checksum to verify."""
+    v = fake("old", seed=5)
+    with FeatureCache.create_or_open(tmp_path / "c", CacheMeta(SETTINGS)) as c, c.writer() as w:
+        w.add(v)
+    part = next((tmp_path / "c" / "parts").glob("part-*.h5"))
+    with h5py.File(part, "r+") as f:
+        g = f["videos"]["old"]
+        for name in ("visual", "audio"):
+            data = g[name][()]
+            del g[name]
+            g.create_dataset(name, data=data, chunks=True)  # no filter
+        assert not g["visual"].fletcher32
+    with FeatureCache(tmp_path / "c") as c:
+        visual, audio = c.read("old")
+        assert np.array_equal(visual, v.visual) and np.array_equal(audio, v.audio)
+        assert c.damaged() == {}
+
+
+def test_checksums_leave_the_stored_features_bit_identical(tmp_path):
+    v = fake("x", seed=6)
+    with FeatureCache.create_or_open(tmp_path / "c", CacheMeta(SETTINGS)) as c, c.writer() as w:
+        w.add(v)
+    part = next((tmp_path / "c" / "parts").glob("part-*.h5"))
+    with h5py.File(part, "r") as f:
+        ds = f["videos"]["x"]["visual"]
+        assert ds.fletcher32 and ds.compression is None and ds.dtype == np.float32
+        assert ds[()].tobytes() == v.visual.tobytes()

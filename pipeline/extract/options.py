@@ -55,6 +55,8 @@ class ExtractOptions:
     commit_every: int = option("videos per committed part file (a crash loses at most this many)", default=64)
     retry_failed: bool = option("try videos recorded as failed again", flag="--retry-failed", default=False)
     shard: str | None = option("i/n: process the i-th of n disjoint parts (0-based)", default=None)
+    verify: bool = option("first read every stored video, checking its checksums; damaged ones are extracted again "
+                          "(reads the whole cache)", flag="--verify", default=False)
     progress: bool = option("a progress bar on stderr", cli=False, default=True)
 
     def __post_init__(self) -> None:
