@@ -171,7 +171,8 @@ def _report(summary, where: str) -> None:
 
 # -- stage one and two ------------------------------------------------------------------------------
 @app.command()
-@config_options(FeatureSettings, ExtractOptions, choices=EXTRACTOR_CHOICES, skip=("commit_every", "retry_failed", "shard", "verify"))
+@config_options(FeatureSettings, ExtractOptions, choices=EXTRACTOR_CHOICES,
+                skip=("commit_every", "retry_failed", "shard", "verify"))
 def extract(
     videos: Annotated[list[Path], typer.Argument(help="video files")],
     options: dict,

@@ -32,13 +32,13 @@ def _stored_bytes(cache: FeatureCache, entry: Entry) -> int:
         return sum(ds.id.get_storage_size() for ds in g.values() if isinstance(ds, h5py.Dataset))
 
 
-def same_features(a: tuple[FeatureCache, Entry], b: tuple[FeatureCache, Entry]) -> bool:
-    """Whether two stored videos hold bit-identical features (the same arrays, shapes, dtypes
+def same_features(vid: str, a: tuple[FeatureCache, Entry], b: tuple[FeatureCache, Entry]) -> bool:
+    """Whether two stored copies of video `vid` hold bit-identical features (the same arrays, shapes, dtypes
     and values), compared a slice of segments at a time."""
     (ca, ea), (cb, eb) = a, b
-    with reading(ea.part):
+    with reading(ea.part, vid):
         ga = ca.open_part(ea.part)["videos"][ea.key]
-    with reading(eb.part):
+    with reading(eb.part, vid):
         gb = cb.open_part(eb.part)["videos"][eb.key]
     names = sorted(k for k, v in ga.items() if isinstance(v, h5py.Dataset))
     if names != sorted(k for k, v in gb.items() if isinstance(v, h5py.Dataset)):
@@ -48,9 +48,9 @@ def same_features(a: tuple[FeatureCache, Entry], b: tuple[FeatureCache, Entry]) 
         if da.shape != db.shape or da.dtype != db.dtype:
             return False
         for i in range(0, da.shape[0], _ROWS_A_SLICE):
-            with reading(ea.part):
+            with reading(ea.part, vid):
                 xa = da[i:i + _ROWS_A_SLICE]
-            with reading(eb.part):
+            with reading(eb.part, vid):
                 xb = db[i:i + _ROWS_A_SLICE]
             if xa.tobytes() != xb.tobytes():
                 return False
@@ -83,7 +83,8 @@ def merge_rows(texts: list[tuple[str, str]], what: str, *, header: bool = True) 
                                  f"{' | '.join(r.to_line() for r in rows[vid])}); correct one of them")
             rows.setdefault(vid, rs)
             source.setdefault(vid, where)
-    return "".join(line + "\n" for line in [*([HEADER] if header else []), *(r.to_line() for rs in rows.values() for r in rs)])
+    lines = [HEADER] if header else []
+    return "".join(line + "\n" for line in lines + [r.to_line() for rs in rows.values() for r in rs])
 
 
 def merged_meta(caches: list[FeatureCache]) -> CacheMeta:
@@ -100,7 +101,8 @@ def merged_meta(caches: list[FeatureCache]) -> CacheMeta:
     return CacheMeta(meta.settings, meta.storage_dtype, annotations, splits)
 
 
-def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike, *, on_conflict: str = "fail") -> tuple[int, int]:
+def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike, *,
+                 on_conflict: str = "fail") -> tuple[int, int]:
     """Join caches (directories or files) into one single-file cache `out`, written
     atomically and copied group by group inside HDF5 (nothing is loaded whole); mixed
     settings, disagreeing annotations or splits, and a disk without room for the result, are
@@ -123,7 +125,7 @@ def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike, *, on
                 held = chosen.get(vid)
                 if held is None:
                     chosen[vid] = (c, e)
-                elif same_features(held, (c, e)):
+                elif same_features(vid, held, (c, e)):
                     continue  # the same video twice (e.g. overlapping shards): kept once
                 elif on_conflict == "fail":
                     raise CacheError(f"merge: video {shown(vid)!r} has different features in {shown(held[0].path)} and "

@@ -99,8 +99,9 @@ class VideoSink:
                 if name not in self.group:
                     row = int(np.prod(x.shape[1:])) * self.dtype.itemsize
                     # fletcher32: a checksum a chunk, verified by HDF5 on every read (a damaged chunk fails)
+                    rows = min(self.CHUNK_ROWS, max(1, self.CHUNK_BYTES // max(1, row)))
                     self.group.create_dataset(name, shape=(0, *x.shape[1:]), maxshape=(None, *x.shape[1:]),
-                                              dtype=self.dtype, fletcher32=True, chunks=(min(self.CHUNK_ROWS, max(1, self.CHUNK_BYTES // max(1, row))), *x.shape[1:]))
+                                              dtype=self.dtype, chunks=(rows, *x.shape[1:]), fletcher32=True)
                 d = self.group[name]
                 d.resize(self.num_segments + n, axis=0)
                 d[self.num_segments :] = np.asarray(x, dtype=self.dtype)
