@@ -17,7 +17,7 @@ from test_cache import FAST, fake, make_videos
 from avel.cli import main
 from avel.core.annotations import HEADER
 from avel.core.config import FeatureSettings
-from avel.core.errors import AvelError, CacheError
+from avel.core.errors import CacheError
 from avel.pipeline.cache.merge import merge_caches
 from avel.pipeline.cache.meta import CacheMeta
 from avel.pipeline.cache.store import FeatureCache
@@ -69,8 +69,9 @@ def test_a_rerun_with_corrected_annotations_applies_them_and_says_so(tmp_path, c
     code, lines = cli(capfd, "preprocess", *args, "--annotations", b)
     assert code == 0, lines
     said = [line for line in lines if "annotations" in line]
-    assert said == [f"{tmp_path / 'c'}: annotations changed: 1 row relabelled; splits: test changed, train changed -> stored "
-                    "(the features are unchanged)"], lines
+    expected = (f"{tmp_path / 'c'}: annotations changed: 1 row relabelled; splits: test changed, train changed -> stored "
+                "(the features are unchanged)")
+    assert said == [expected], lines
     assert (tmp_path / "c" / "annotations.txt").read_text() == b.read_text()
     assert (tmp_path / "c" / "splits" / "test.txt").read_text() == (tmp_path / "b" / "testSet.txt").read_text()
     assert sorted((tmp_path / "c" / "parts").iterdir()) == parts and stored_features(tmp_path / "c") == before
@@ -129,8 +130,8 @@ def test_merging_an_id_with_different_features_is_refused_or_resolved(tmp_path, 
     s0 = shard(tmp_path / "s0", [a, fake("y", seed=3)])
     s1 = shard(tmp_path / "s1", [b, fake("z", seed=4)])
     code, lines = cli(capfd, "merge", s0, s1, "--out", tmp_path / "m.h5")
-    assert code == 2 and lines == [f"error: merge: video 'x' has different features in {s0} and {s1}; keep one with "
-                                   "--on-conflict first|last"], lines
+    refusal = f"error: merge: video 'x' has different features in {s0} and {s1}; keep one with --on-conflict first|last"
+    assert code == 2 and lines == [refusal], lines
     assert not (tmp_path / "m.h5").exists()
     for choice, expected in (("first", a), ("last", b)):
         code, lines = cli(capfd, "merge", s0, s1, "--out", tmp_path / f"{choice}.h5", "--on-conflict", choice)
