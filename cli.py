@@ -189,7 +189,8 @@ def _report(summary, where: str) -> None:
 
 # -- stage one and two ------------------------------------------------------------------------------
 @app.command()
-@config_options(FeatureSettings, ExtractOptions, choices=EXTRACTOR_CHOICES, skip=("commit_every", "retry_failed", "shard"))
+@config_options(FeatureSettings, ExtractOptions, choices=EXTRACTOR_CHOICES,
+                skip=("commit_every", "retry_failed", "shard", "verify"))
 def extract(
     videos: Annotated[list[Path], typer.Argument(help="video files")],
     options: dict,
@@ -246,11 +247,14 @@ def preprocess(
 def merge(
     caches: Annotated[list[Path], typer.Argument(help="caches (directories or .h5 files) to join, e.g. the shards")],
     out: Annotated[Path, typer.Option("--out", help="the merged single-file cache (.h5)")],
+    on_conflict: Annotated[_choices(("fail", "first", "last")), typer.Option(
+        "--on-conflict", help="an id with different features in two caches: fail | keep the first | keep the last")] = "fail",
 ) -> None:
-    """Join feature caches (e.g. the shards of `preprocess --shard`), refusing mixed settings."""
+    """Join feature caches (e.g. the shards of `preprocess --shard`), refusing mixed settings.
+    An id held twice with identical features is kept once; annotations and splits are merged."""
     from .pipeline.cache.merge import merge_caches
 
-    n, failed = merge_caches(caches, out)
+    n, failed = merge_caches(caches, out, on_conflict=on_conflict)
     typer.echo(f"{n} videos, {failed} recorded failures -> {out}", err=True)
 
 

@@ -16,7 +16,8 @@ and `avel merge --out x.h5` write). A part file:
                           annotations and split.NAME (AVE text, optional), and
                           setting.NAME: each feature setting as its own attr
     /videos/<key>/        one group per video; attrs id, source_path, duration_s, num_segments
-        visual            (T, 7, 7, 512) float32|float16, pool5 (HWC), chunks of ~1 MiB
+        visual            (T, 7, 7, 512) float32|float16, pool5 (HWC), chunks of <= 64 KiB, each
+                          with a fletcher32 checksum HDF5 checks on every read
         audio             (T, 128)
         visual_vec        (T, 512), optional: pool5 mean over 7x7
     /failures/<key>       attrs id, source_path, kind, error
@@ -24,8 +25,9 @@ and `avel merge --out x.h5` write). A part file:
 Keys: a video's group name is `encode_key(id)`, an injective encoding of its id (keys.py).
 
 Modules: keys (ids <-> HDF5 names), meta (CacheMeta, settings compatibility), parts (the part
-writer and its commit rule), store (FeatureCache: reading, listing, failures, creation), merge
-(merge_caches), lock (the write lock, temporary names that name their writer).
+writer and its commit rule), store (FeatureCache: reading, listing, failures, creation,
+verify and repair), labels (annotations and splits of a re-run compared and applied), merge
+(merge_caches, --on-conflict), lock (the write lock, temporary names that name their writer).
 
 Rules for writers (what makes crashed, concurrent and full-disk writes safe):
 
@@ -54,5 +56,7 @@ Rules for writers (what makes crashed, concurrent and full-disk writes safe):
    and split files are written through core's atomic writer (temp + rename), so a failed
    creation leaves nothing that makes a later run refuse the directory.
 
-Resuming skips ids already in a part.
+Resuming skips ids already in a part (attributes only: `--verify` reads every video first and
+takes damaged ones out, `FeatureCache.repair`). Annotations and splits a re-run gives replace
+differing stored ones, said in one line (labels.py).
 """

@@ -98,8 +98,10 @@ class VideoSink:
                     continue
                 if name not in self.group:
                     row = int(np.prod(x.shape[1:])) * self.dtype.itemsize
+                    # fletcher32: a checksum a chunk, verified by HDF5 on every read (a damaged chunk fails)
+                    rows = min(self.CHUNK_ROWS, max(1, self.CHUNK_BYTES // max(1, row)))
                     self.group.create_dataset(name, shape=(0, *x.shape[1:]), maxshape=(None, *x.shape[1:]),
-                                              dtype=self.dtype, chunks=(min(self.CHUNK_ROWS, max(1, self.CHUNK_BYTES // max(1, row))), *x.shape[1:]))
+                                              dtype=self.dtype, chunks=(rows, *x.shape[1:]), fletcher32=True)
                 d = self.group[name]
                 d.resize(self.num_segments + n, axis=0)
                 d[self.num_segments :] = np.asarray(x, dtype=self.dtype)
@@ -180,13 +182,18 @@ class AtomicH5:
 
 
 @contextmanager
-def reading(part: Path) -> Iterator[None]:
-    """HDF5 errors of a damaged part file (overwritten bytes, a truncated copy) -> one CacheError."""
+def reading(part: Path, video_id: str | None = None) -> Iterator[None]:
+    """HDF5 errors of a damaged part file (overwritten bytes, a truncated copy, a chunk whose
+    checksum fails) -> one CacheError naming the part, and the video when reading its features."""
     try:
         yield
     except CacheError:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
+        if video_id is not None:
+            raise CacheError(f"{shown(part)}: the stored features of video {shown(video_id)!r} are damaged "
+                             f"({type(e).__name__}: {e}); `avel preprocess --verify` into this cache extracts "
+                             "them again") from None
         raise CacheError(f"{shown(part)}: a damaged part file ({type(e).__name__}: {e}); move it away and run "
                          "the job again to redo its videos") from None
 

@@ -5,6 +5,7 @@ under the write lock (the layout and the writer rules: pipeline/cache/__init__.p
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import h5py
@@ -14,9 +15,10 @@ from ...core import jsonio
 from ...core.config import FeatureSettings
 from ...core.errors import CacheError, shown
 from .keys import encode_key
-from .lock import LOCK_FILE, TEMP_PREFIX, WriteLock, make_dir, write_cache_file
+from .labels import apply_labels
+from .lock import LOCK_FILE, TEMP_PREFIX, WriteLock, make_dir, write_cache_file, write_error
 from .meta import FORMAT, CacheMeta, read_cache_json, read_meta
-from .parts import Entry, Failure, PartWriter, part_index, reading
+from .parts import AtomicH5, Entry, Failure, PartWriter, add_failure, new_part_name, part_index, reading
 
 
 class FeatureCache:
@@ -48,10 +50,14 @@ class FeatureCache:
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create_or_open(cls, path: str | os.PathLike, meta: CacheMeta) -> "FeatureCache":
+    def create_or_open(cls, path: str | os.PathLike, meta: CacheMeta, *, verify: bool = False) -> "FeatureCache":
         """Open the directory cache at `path` for writing, creating it with `meta` if it does not
         exist; the returned cache holds the write lock until `close()` (CacheLocked when another
-        process holds it). An existing cache made with other settings is refused."""
+        process holds it). An existing cache made with other settings is refused; annotations and
+        splits in `meta` that differ from the stored ones replace them, said in one line on
+        stderr (labels.py: `apply_labels`). `verify`: every stored video is read and checked
+        first, and the damaged ones are taken out of the cache (`repair`), so the job extracts
+        them again."""
         path = Path(path)
         if path.is_file():
             raise CacheError(f"{shown(path)}: is a file; a cache to write into is a directory")
@@ -68,14 +74,12 @@ class FeatureCache:
             raise
         try:
             cache.meta.check_compatible(meta, str(path))
-            if meta.annotations is not None and cache.meta.annotations is None:
-                write_cache_file(path / "annotations.txt", meta.annotations.encode("utf-8"))
-                cache.meta.annotations = meta.annotations
-            for name, text in meta.splits.items():
-                if name not in cache.meta.splits:
-                    make_dir(path / "splits")
-                    write_cache_file(path / "splits" / f"{name}.txt", text.encode("utf-8"))
-                    cache.meta.splits[name] = text
+            change = apply_labels(path, cache.meta, meta)
+            if change:
+                print(f"{shown(path)}: {change} -> stored (the features are unchanged)", file=sys.stderr)
+            if verify:
+                for line in cache.repair():
+                    print(line, file=sys.stderr)
         except BaseException:
             cache.close()
             raise
@@ -139,13 +143,77 @@ class FeatureCache:
         except KeyError:
             raise CacheError(f"{shown(self.path)}: no video {shown(video_id)!r} in the cache") from None
         f = self.open_part(entry.part)
-        with reading(entry.part):
+        with reading(entry.part, video_id):  # a chunk whose checksum fails: one line naming the part and the video
             g = f["videos"][entry.key or encode_key(video_id)]
             if pooled:
                 visual = g["visual_vec"][()] if "visual_vec" in g else g["visual"][()].mean(axis=(1, 2))
             else:
                 visual = g["visual"][()]
             return visual, g["audio"][()]
+
+    # -- checksums --------------------------------------------------------------------------------
+    def damaged(self, ids=None) -> dict[Path, list[str]]:
+        """{part: ids of its videos whose features fail to read}: every stored array is read
+        (a slice of segments at a time), so HDF5 checks every chunk's fletcher32 checksum
+        (parts written before checksums were stored can only fail on a damaged structure).
+        Reads the whole cache (or the videos `ids`): a job asks for it (`--verify`), a resume
+        does not."""
+        found: dict[Path, list[str]] = {}
+        for vid, entry in self.entries.items():
+            if ids is not None and vid not in ids:
+                continue
+            try:
+                with reading(entry.part, vid):
+                    g = self.open_part(entry.part)["videos"][entry.key or encode_key(vid)]
+                    for ds in g.values():
+                        if isinstance(ds, h5py.Dataset):
+                            for i in range(0, max(1, ds.shape[0]), 64):
+                                ds[i:i + 64]
+            except CacheError:
+                found.setdefault(entry.part, []).append(vid)
+        return found
+
+    def repair(self) -> list[str]:
+        """Take damaged videos (`damaged`) out of this directory cache, under its write lock:
+        each damaged part's intact videos and failures are copied into a new part (committed
+        first), then the damaged part is renamed parts/damaged-NAME.h5 (kept for a look, never
+        read again). A job then extracts the damaged videos again. One line a damaged part."""
+        if self._lock is None or not self.path.is_dir():
+            raise CacheError(f"{shown(self.path)}: a cache is repaired by its writer (preprocess --verify)")
+        lines = []
+        found = self.damaged()
+        while found:
+            lines += [self._take_out(part, ids) for part, ids in found.items()]
+            # a damaged copy may have hidden an older one of the same id: check those too
+            found = self.damaged({vid for ids in found.values() for vid in ids})
+        return lines
+
+    def _take_out(self, part: Path, ids: list[str]) -> str:
+        """`repair` of one part: its intact videos and failures into a new part, then the part
+        renamed damaged-NAME; the line that says so."""
+        f = self.open_part(part)
+        provenance = {k[len("provenance."):]: str(v) for k, v in f.attrs.items() if k.startswith("provenance.")}
+        kept = [e for e in self.entries.values() if e.part == part and e.id not in ids]
+        failed = list(part_index(f, part)[1].values())
+        if kept or failed:
+            target = part.parent / new_part_name(len(self.parts))
+            with AtomicH5(target, self.meta, provenance) as out:
+                with reading(part):
+                    for e in kept:
+                        f.copy(f["videos"][e.key], out["videos"], name=e.key)
+                for x in failed:
+                    add_failure(out, x)
+            self.parts.append(target)
+        self._handles.pop(part).close()
+        try:
+            os.replace(part, part.with_name("damaged-" + part.name))
+        except OSError as e:
+            raise write_error(e, part) from None
+        self.parts.remove(part)
+        self._index = self._failures = None
+        shown_ids = ", ".join(repr(shown(i)) for i in ids[:5]) + (" ..." if len(ids) > 5 else "")
+        return (f"{shown(part)}: {len(ids)} damaged video{'' if len(ids) == 1 else 's'} ({shown_ids}) taken out "
+                f"(the part is now {shown(part.with_name('damaged-' + part.name).name)}); the job extracts them again")
 
     def close(self) -> None:
         for f in self._handles.values():

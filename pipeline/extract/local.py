@@ -203,7 +203,7 @@ def run_extraction(
 
     extractor.compile(options.compile)
     meta = CacheMeta(extractor.settings, options.storage_dtype, annotations, dict(splits or {}))
-    cache = FeatureCache.create_or_open(cache_dir, meta)
+    cache = FeatureCache.create_or_open(cache_dir, meta, verify=options.verify)
     summary = RunSummary()
     todo = plan_jobs(cache, take_shard(jobs, options.part), summary, retry_failed=options.retry_failed)
     decode = DecodeOptions.from_settings(extractor.settings, threads=decoder_threads(options.workers))

@@ -60,6 +60,8 @@ class ExtractOptions:
     shard: str | None = option("i/n: process the i-th of n disjoint parts (0-based)", default=None)
     compile: str = option("torch.compile the networks (off | default | max-autotune: slower to start, see "
                           "benchmarks/README.md)", choices=COMPILE_MODES, default="off")
+    verify: bool = option("first read every stored video, checking its checksums; damaged ones are extracted again "
+                          "(reads the whole cache)", flag="--verify", default=False)
     progress: bool = option("a progress bar on stderr", cli=False, default=True)
 
     def __post_init__(self) -> None:

@@ -320,7 +320,8 @@ def run_ray_extraction(
         plan = _plan(config, spec.network.device)
         settings = _remote(_settings_of, spec, num_cpus=1, num_gpus=plan.gpus)
         meta = CacheMeta(settings, options.storage_dtype, annotations, dict(splits or {}))
-        cache = FeatureCache.create_or_open(cache_dir, meta)  # the write lock, held by the driver for the run
+        # the write lock, held by the driver for the run
+        cache = FeatureCache.create_or_open(cache_dir, meta, verify=options.verify)
         todo = plan_jobs(cache, take_shard(jobs, options.part), summary, retry_failed=options.retry_failed)
         bar = tqdm(total=len(todo), unit="video", disable=not options.progress or not todo, file=sys.stderr,
                    dynamic_ncols=True)
