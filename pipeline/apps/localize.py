@@ -110,7 +110,7 @@ def _check_finite(per: PerSecond, where: str) -> None:
                                   f"{t}); no events given (broken weights, or an fp16 overflow?)")
 
 
-def _result(path: str, duration_s: float, per: PerSecond, info: ModelInfo, rule: LocalizeRule,
+def result_from_scores(path: str, duration_s: float, per: PerSecond, info: ModelInfo, rule: LocalizeRule,
             features: dict | None) -> VideoLocalization:
     """Per-second window outputs -> the video's result, by `rule`."""
     _check_finite(per, shown(path))
@@ -136,7 +136,7 @@ def _localize_one(path: str, predictor: Predictor, info: ModelInfo, progress: bo
     stream = FeatureStream(path, predictor.extractor, progress=progress)
     for audio, visual in stream:
         scorer.push(audio, visual.reshape(-1, visual.shape[-1]))  # (N = h*w cells, Dv)
-    return _result(path, stream.duration_s, scorer.finish(), info, rule, predictor.settings.to_dict())
+    return result_from_scores(path, stream.duration_s, scorer.finish(), info, rule, predictor.settings.to_dict())
 
 
 def model_info(checkpoint: str | os.PathLike, ckpt: Checkpoint, stride_s: int, window_s: int | None = None) -> ModelInfo:
@@ -178,7 +178,7 @@ def localize_features(video: str, blocks, model: SELModel, info: ModelInfo, rule
             for t in range(len(audio)):
                 scorer.push(audio[t], visual[t])
         per = scorer.finish()
-    return _result(video, float(scorer.num_segments), per, info, rule, None)
+    return result_from_scores(video, float(scorer.num_segments), per, info, rule, None)
 
 
 def error_line(path: str, e: BaseException) -> str:
