@@ -46,14 +46,18 @@ from avel.pipeline.train.loop import TrainConfig, train  # noqa: E402
 CLIP_S = 10
 TODAY = LocalizeRule()
 # the grid: windows (recomputed per stride and combine) x post-processing (cheap)
-STRIDES = (5, 2)
-COMBINES = ("mean", "max", "centre")
-POST = dict(smooth_k=(0, 3, 7), gap_s=(0, 3), min_event_s=(1, 3), event_score=("mean", "prob_x_relevance", "max"))
+WINDOWS = ((5, "mean"), (5, "max"), (5, "centre"), (2, "mean"))  # (stride, combine)
+STRIDES = tuple(dict.fromkeys(s for s, _ in WINDOWS))
+COMBINES = tuple(dict.fromkeys(c for _, c in WINDOWS))
+POST = dict(smooth_k=(0, 5), gap_s=(0, 3), min_event_s=(1, 3), event_score=("mean", "prob_x_relevance", "max"))
+
+
+NOISE = [1.0]  # --noise
 
 
 def long_config(seed: int, videos: int, length_s: int, classes: int) -> LongSynthConfig:
     return LongSynthConfig(videos=videos, classes=classes, seed=seed, min_duration_s=length_s, max_duration_s=length_s,
-                           max_event_s=60, max_gap_s=30, test_fraction=0.5)
+                           max_event_s=60, max_gap_s=30, test_fraction=0.5, noise=NOISE[0])
 
 
 def second_labels(plan, classes: int) -> np.ndarray:
@@ -121,7 +125,8 @@ def post_rules(stride: int, combine: str):
 def run(args, name: str, seed: int) -> dict:
     t0 = time.perf_counter()
     data = clip_data(args, seed)
-    cfg = TrainConfig(model_config(task="sel", name=name), seed=seed, progress=False, epochs=args.epochs, device="cpu")
+    cfg = TrainConfig(model_config(task="sel", name=name), seed=seed, progress=False, epochs=args.epochs,
+                      batch_size=args.batch_size, device="cpu")
     result = train(data, cfg)
     model = result.model.eval()
     info = ModelInfo(task="sel", model=name, embedding=None, matching=None, window=CLIP_S, stride=5, checkpoint="in-memory",
@@ -132,7 +137,7 @@ def run(args, name: str, seed: int) -> dict:
         for plan in long_plans(lcfg):
             sets.setdefault(plan.subset, []).append((length, lcfg, plan))
     # per-second scores of every (stride, combine), once per video
-    per = {(s, c): {"validation": [], "testing": []} for s in STRIDES for c in COMBINES}
+    per = {w: {"validation": [], "testing": []} for w in WINDOWS}
     for (stride, combine), out in per.items():
         for subset, items in sets.items():
             out[subset] = [(length, plan, per_second_scores(model, lcfg, plan, stride, combine)) for length, lcfg, plan in items]
@@ -143,7 +148,7 @@ def run(args, name: str, seed: int) -> dict:
         return scores([(p, s) for L, p, s in items if length is None or L == length], rule, info)
 
     val = [(evaluate(rule, "validation")["average_map"], i, rule) for i, rule in
-           enumerate(r for s in STRIDES for c in COMBINES for r in post_rules(s, c))]
+           enumerate(r for s, c in WINDOWS for r in post_rules(s, c))]
     best_val, _, chosen = max(val, key=lambda x: (x[0], -x[1]))  # ties: the first in grid order
     report = {"model": name, "seed": seed, "clip_test_accuracy": result.test.get("accuracy"),
               "clip_val_accuracy": result.val.get("accuracy"), "best_epoch": result.best_epoch,
@@ -184,6 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--noise", type=float, default=1.0, help="the generator's noise (prototypes are 1.0)")
     p.add_argument("--train-videos", type=int, default=6, help="long videos cut into training clips")
     p.add_argument("--train-length", type=int, default=300, help="their length (s)")
     p.add_argument("--clip-eval-videos", type=int, default=2, help="long videos cut into validation (and test) clips")
@@ -192,6 +199,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    NOISE[0] = args.noise
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     for seed in args.seeds:
