@@ -53,6 +53,7 @@ POST = dict(smooth_k=(0, 5), gap_s=(0, 3), min_event_s=(1, 3), event_score=("mea
 
 
 NOISE = [1.0]  # --noise
+DEVICE = ["cpu"]  # --device
 
 
 def long_config(seed: int, videos: int, length_s: int, classes: int) -> LongSynthConfig:
@@ -94,7 +95,7 @@ def clip_data(args, seed: int) -> AVData:
 
 
 def per_second_scores(model, cfg: LongSynthConfig, plan, stride: int, combine: str):
-    scorer = WindowedScorer(segment_scorer(model, torch.device("cpu")), CLIP_S, stride, combine=combine)
+    scorer = WindowedScorer(segment_scorer(model, torch.device(DEVICE[0])), CLIP_S, stride, combine=combine)
     with torch.no_grad():
         for _, audio, visual in feature_blocks(cfg, plan):
             visual = visual.reshape(len(visual), 49, -1)
@@ -126,7 +127,7 @@ def run(args, name: str, seed: int) -> dict:
     t0 = time.perf_counter()
     data = clip_data(args, seed)
     cfg = TrainConfig(model_config(task="sel", name=name), seed=seed, progress=False, epochs=args.epochs,
-                      batch_size=args.batch_size, device="cpu")
+                      batch_size=args.batch_size, device=args.device)
     result = train(data, cfg)
     model = result.model.eval()
     info = ModelInfo(task="sel", model=name, embedding=None, matching=None, window=CLIP_S, stride=5, checkpoint="in-memory",
@@ -197,9 +198,10 @@ def main(argv=None) -> int:
     p.add_argument("--long-videos", type=int, default=2, help="validation and test long videos per length (each)")
     p.add_argument("--lengths", nargs="+", type=int, default=[60, 300, 1200])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (training and the windows)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    NOISE[0] = args.noise
+    NOISE[0], DEVICE[0] = args.noise, args.device
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     for seed in args.seeds:
