@@ -375,6 +375,7 @@ def localize(
     plot: Annotated[Optional[Path], typer.Option("--plot", help="timeline PNG (with several videos: NAME-<video>.png)")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="one HTML page: each video beside its event timeline")] = None,
     stride: Annotated[int, typer.Option("--stride", min=1, max=MAX_SEGMENTS, help="seconds between sliding windows")] = 5,
+    min_score: Annotated[float, typer.Option("--min-score", help="leave out events whose confidence is below this (0..1)")] = 0.0,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
@@ -384,9 +385,11 @@ def localize(
     from .pipeline.apps.localize import localize as run_localize
     from .pipeline.apps.outputs import format_table
     from .pipeline.apps.save import save_localizations
+    from .pipeline.apps.windows import LocalizeRule
 
     network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device)  # before the checkpoint is read
-    results = run_localize(videos, checkpoint, stride_s=stride, **network.as_kwargs())
+    rule = LocalizeRule(stride_s=stride, min_score=min_score)
+    results = run_localize(videos, checkpoint, rule=rule, **network.as_kwargs())
     for r in results:
         typer.echo(f"error: {r.error}" if r.error else format_table(r), err=bool(r.error))
     save_localizations(results, json_path=json_out, csv_path=csv_out, plot=plot, html=html)
@@ -419,6 +422,34 @@ def cml(
                        query_modality=query_modality, **network.as_kwargs())
     typer.echo(format_query(result))
     save_query(result, json_path=json_out, plot=plot, html=html)
+
+
+@app.command()
+def export(
+    results: Annotated[Path, typer.Argument(help="the JSON of `avel localize --json`")],
+    fmt: Annotated[_choices(("activitynet", "fiftyone", "labelstudio")), typer.Option("--format", help="activitynet (results JSON) | fiftyone (a FiftyOneTemporalDetectionDataset folder) | labelstudio (tasks with predictions)")],
+    out: Annotated[Path, typer.Option("--out", help="the file to write (fiftyone: a folder)")],
+    frame_rate: Annotated[float, typer.Option("--frame-rate", min=0.001, max=1000.0, help="the videos' frames a second (fiftyone, labelstudio count frames)")] = 25.0,
+) -> None:
+    """Write `avel localize` results in the format another tool reads."""
+    from .pipeline.apps.exports import export_file
+
+    typer.echo(f"wrote {export_file(results, fmt, out, frame_rate=frame_rate)}")
+
+
+@app.command("detect-eval")
+def detect_eval(
+    ground_truth: Annotated[Path, typer.Option("--ground-truth", help="ActivityNet ground-truth JSON")],
+    results: Annotated[Path, typer.Option("--results", help="ActivityNet results JSON (`avel export --format activitynet`), or `avel localize --json` output")],
+    subset: Annotated[Optional[_choices(("training", "validation", "testing"))], typer.Option("--subset", help="only the ground truth's videos of this subset")] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """Temporal detection scores: mAP at tIoU 0.1..0.9, their mean, segment- and event-level F1."""
+    from .pipeline.apps.exports import evaluate_files, format_evaluation
+
+    report = evaluate_files(ground_truth, results, subset)
+    typer.echo(format_evaluation(report))
+    _write_json(json_out, {"ground_truth": str(ground_truth), "results": str(results), "subset": subset, **report})
 
 
 @app.command()

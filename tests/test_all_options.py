@@ -58,6 +58,8 @@ def base_args(command: str, tmp: Path) -> list[str]:
         "localize": [str(missing / "v.mp4"), "--checkpoint", str(missing / "m.safetensors")],
         "cml": ["--checkpoint", str(missing / "m.safetensors"), "--query", str(missing / "q.wav"),
                 "--target", str(missing / "t.mp4")],
+        "export": [str(missing / "r.json"), "--format", "activitynet", "--out", str(tmp / "x.json")],
+        "detect-eval": ["--ground-truth", str(missing / "gt.json"), "--results", str(missing / "r.json")],
         "live": [str(missing / "s.ts"), "--checkpoint", str(missing / "m.safetensors")],
         "demo": ["--out", str(afile)],  # not a folder: refused before anything is generated
     }[command]

@@ -5,6 +5,8 @@ receiving tools read:
     write_fiftyone(results, "fo_dir", frame_rate=25)          # fo.Dataset.from_dir(dataset_dir="fo_dir", data_path="data.json",
                                                               #   dataset_type=fo.types.FiftyOneTemporalDetectionDataset)
     write_labelstudio(results, "tasks.json", frame_rate=25)   # Label Studio: import tasks with predictions
+    export_file("results.json", "fiftyone", "fo_dir", frame_rate=25)   # `avel export`: from `avel localize --json`
+    evaluate_files("gt.json", "detections.json")              # `avel detect-eval`: mAP and F1s
 
 * ActivityNet detection results: `{"version", "results": {video_id: [{"label", "score",
   "segment": [start_s, end_s]}]}, "external_data": {}}`; the video id is the file's stem
@@ -30,15 +32,20 @@ that is not a finite number is refused (JSON has no NaN). Files go through the a
 writer."""
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from ...core import jsonio
+from ...core.config import check_range
 from ...core.atomic import write_text_atomic
-from ...core.errors import ConfigError, shown
-from .outputs import VideoLocalization
+from ...core.errors import AnnotationError, ConfigError, shown
+from ..data.activitynet import parse_results, read_ground_truth, read_results
+from ..train.detection import detection_map, event_f1, segment_f1
+from .outputs import ModelInfo, VideoLocalization
+from .windows import Event
 
 FIFTYONE_LABELS = "labels.json"
 FIFTYONE_DATA = "data.json"
@@ -157,3 +164,100 @@ def labelstudio_tasks(results: Sequence[VideoLocalization], *, frame_rate: float
 def write_labelstudio(results: Sequence[VideoLocalization], path: str | os.PathLike, **kw) -> Path:
     write_text_atomic(path, _dump(labelstudio_tasks(results, **kw)))
     return Path(path)
+
+
+# -- `avel export` and `avel detect-eval` --------------------------------------------------------
+FORMATS = ("activitynet", "fiftyone", "labelstudio")
+
+
+def _event(e, where: str) -> Event:
+    if not isinstance(e, dict):
+        raise AnnotationError(f"{where}: an event must be an object")
+    start, end, label, score = e.get("start_s"), e.get("end_s"), e.get("label"), e.get("score")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (start, end, score)):
+        raise AnnotationError(f"{where}: start_s, end_s and score must be finite numbers, got {start!r}, {end!r}, {score!r}")
+    if not isinstance(label, str) or not start < end:
+        raise AnnotationError(f"{where}: needs a 'label' string and start_s < end_s")
+    return Event(start, end, label, float(score))
+
+
+def read_localizations(path: str | os.PathLike) -> list[VideoLocalization]:
+    """The results of `avel localize --json` (one object or a list of them), events and model
+    only (what the exports need); AnnotationError naming the file for anything else."""
+    where = shown(path)
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AnnotationError(f"{where}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise AnnotationError(f"{where}: not a JSON file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    docs = [doc] if isinstance(doc, dict) and "video" in doc else doc
+    if not isinstance(docs, list):
+        raise AnnotationError(f"{where}: not `avel localize --json` output (a result object or a list of them)")
+    out = []
+    for i, d in enumerate(docs):
+        if not isinstance(d, dict) or not isinstance(d.get("video"), str) or not isinstance(d.get("events"), list):
+            raise AnnotationError(f"{where}: result {i} is not a localization result (needs 'video' and 'events')")
+        m = d.get("model")
+        model = None
+        if isinstance(m, dict):
+            try:
+                model = ModelInfo(**{**m, "classes": tuple(m.get("classes") or ())})
+            except TypeError:
+                model = None  # an older or foreign model record: the exports only name it
+        events = [_event(e, f"{where}: result {i} ({d['video']}), event {k}") for k, e in enumerate(d["events"])]
+        out.append(VideoLocalization(video=d["video"], duration_s=d.get("duration_s"), events=events, model=model,
+                                     error=d.get("error")))
+    return out
+
+
+def export_file(results_json: str | os.PathLike, fmt: str, out: str | os.PathLike, *, frame_rate: float = 25.0) -> Path:
+    """`avel localize --json` output -> `fmt` (FORMATS) at `out` (a file; a folder for fiftyone)."""
+    if fmt not in FORMATS:
+        raise ConfigError("format", fmt, f"must be one of {', '.join(FORMATS)}")
+    check_range("frame_rate", frame_rate, 0.0, 1000.0, lo_open=True)  # refused before the file is read
+    results = read_localizations(results_json)
+    if fmt == "activitynet":
+        return write_activitynet(results, out)
+    if fmt == "fiftyone":
+        return write_fiftyone(results, out, frame_rate=frame_rate)
+    return write_labelstudio(results, out, frame_rate=frame_rate)
+
+
+def _detections(path) -> list:
+    """The detections of an ActivityNet results file or of `avel localize --json` output."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return read_results(path)  # its own one-line errors
+    if isinstance(doc, dict) and "results" in doc:
+        return read_results(path)
+    if not (isinstance(doc, list) or isinstance(doc, dict) and "video" in doc):
+        raise AnnotationError(f"{shown(path)}: neither ActivityNet results (no 'results' object) nor `avel localize --json` output")
+    return parse_results(activitynet_results(read_localizations(path)), shown(path))
+
+
+def evaluate_files(ground_truth: str | os.PathLike, results: str | os.PathLike, subset: str | None = None) -> dict:
+    """ActivityNet ground truth and results (ActivityNet results, or `avel localize --json`
+    output: video ids are the files' stems) -> {"map": {tIoU: mAP}, "average_map",
+    "segment_f1", "event_f1" (each with micro F1 and counts), "videos", "unknown_labels"}.
+    Only the videos of `subset` (all when None) count; detections of other videos are left out."""
+    truth, durations = read_ground_truth(ground_truth, subset)
+    if not durations:
+        raise AnnotationError(f"{shown(ground_truth)}: no video" + (f" in subset {subset!r}" if subset else ""))
+    detections = [d for d in _detections(results) if d.video in durations]
+    scores = detection_map(truth, detections)
+    return {"videos": len(durations), "events": len(truth), "detections": len(detections),
+            "map": {f"{t:.1f}": float(m) for t, m in zip(scores.thresholds, scores.map)},
+            "average_map": float(scores.average_map), "segment_f1": segment_f1(truth, detections, durations).to_dict(),
+            "event_f1": event_f1(truth, detections, durations).to_dict(), "unknown_labels": list(scores.unknown_labels)}
+
+
+def format_evaluation(report: dict) -> str:
+    """The report of `evaluate_files` as a few lines of text."""
+    maps = "  ".join(f"{t} {100 * m:.1f}" for t, m in report["map"].items())
+    seg, ev = report["segment_f1"], report["event_f1"]
+    return (f"{report['videos']} videos, {report['events']} events, {report['detections']} detections\n"
+            f"mAP (%) at tIoU: {maps}\naverage mAP 0.1:0.9: {100 * report['average_map']:.1f}\n"
+            f"segment F1: {100 * seg['f1']:.1f} (micro {100 * seg['micro_f1']:.1f})   "
+            f"event F1: {100 * ev['f1']:.1f} (micro {100 * ev['micro_f1']:.1f})")

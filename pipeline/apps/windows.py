@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ...core.annotations import BACKGROUND  # the reserved word: no category is called so
+from ...core.errors import ConfigError
 from ...models.inference import SegmentScores
 
 RELEVANCE_THRESHOLD = 0.5  # DAM's rule: a second is an event when its relevance is at least this
@@ -117,10 +118,13 @@ class WindowedScorer:
     window is complete, and averages the outputs per second. Holds the features of the last
     `window` segments only (plus up to WINDOW_BATCH pending windows)."""
 
-    def __init__(self, score: Scorer, window: int, stride: int, batch: int = WINDOW_BATCH) -> None:
+    def __init__(self, score: Scorer, window: int, stride: int, batch: int = WINDOW_BATCH, combine: str = "mean") -> None:
         if window < 1 or not 1 <= stride <= window:
             raise ValueError(f"need window >= 1 and 1 <= stride <= window, got window {window}, stride {stride}")
-        self.score, self.window, self.stride, self.batch = score, window, stride, batch
+        if combine not in COMBINES:
+            raise ValueError(f"combine must be one of {', '.join(COMBINES)}, got {combine!r}")
+        self.score, self.window, self.stride, self.batch, self.combine = score, window, stride, batch, combine
+        self._weights = np.zeros(0)  # centre: the summed weights of each second (capacity long)
         self._buffer: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=window)
         self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []  # (start, audio [W, Da], visual [W, N, Dv])
         self._count = 0
@@ -162,12 +166,27 @@ class WindowedScorer:
         if self._len > self._n.shape[0]:  # grow geometrically: amortised O(1) per second
             grow = max(self._len, 2 * self._n.shape[0]) - self._n.shape[0]
             self._n = np.concatenate([self._n, np.zeros(grow, dtype=np.int64)])
-            self._sums = [None if s is None else np.concatenate([s, np.zeros((grow,) + s.shape[1:])]) for s in self._sums]
-        for b, s in enumerate(starts):
-            self._n[s : s + w] += 1
-            for total, p in zip(self._sums, parts):
-                if total is not None:
-                    total[s : s + w] += p[b]
+            fill = -np.inf if self.combine == "max" else 0.0
+            self._sums = [None if s is None else np.concatenate([s, np.full((grow,) + s.shape[1:], fill)]) for s in self._sums]
+            self._weights = np.concatenate([self._weights, np.zeros(grow)])
+        if self.combine == "mean":
+            for b, s in enumerate(starts):
+                self._n[s : s + w] += 1
+                for total, p in zip(self._sums, parts):
+                    if total is not None:
+                        total[s : s + w] += p[b]
+        else:
+            weight = centre_weights(w)
+            for b, s in enumerate(starts):
+                self._n[s : s + w] += 1
+                self._weights[s : s + w] += weight
+                for total, p in zip(self._sums, parts):
+                    if total is None:
+                        continue
+                    if self.combine == "max":
+                        np.maximum(total[s : s + w], p[b], out=total[s : s + w])
+                    else:
+                        total[s : s + w] += p[b] * weight.reshape((-1,) + (1,) * (p[b].ndim - 1))
         self._starts.extend(starts)
 
     def finish(self) -> PerSecond:
@@ -181,6 +200,112 @@ class WindowedScorer:
         self._flush()
         assert sorted(self._starts) == window_starts(n, self.window, self.stride), (self._starts, n)
         assert self._len == n and (self._n[:n] > 0).all()
-        count = self._n[:n]
+        count = self._n[:n] if self.combine == "mean" else self._weights[:n] if self.combine == "centre" else np.ones(n)
         mean = [None if s is None else s[:n] / count.reshape((-1,) + (1,) * (s.ndim - 1)) for s in self._sums]
         return PerSecond(mean[0], mean[1], mean[2], mean[3], sorted(self._starts))
+
+
+def centre_weights(w: int) -> np.ndarray:
+    """The centre-weighted combination's weight of each position of a w-long window: a
+    triangle, min(i + 1, w - i) (1 at the edges, highest in the middle), so a second counts
+    most in the windows where it has context on both sides."""
+    i = np.arange(w)
+    return np.minimum(i + 1, w - i).astype(np.float64)
+
+
+# -----------------------------------------------------------------------------------------
+# the localization rule: per-second scores -> events
+COMBINES = ("mean", "max", "centre")
+SMOOTHINGS = ("median", "mean")
+EVENT_SCORES = ("mean", "mean_prob", "prob_x_relevance", "max")
+
+
+@dataclass(frozen=True)
+class LocalizeRule:
+    """How windows' per-second scores become events. The defaults are the rule `avel
+    localize` has always used (its outputs are unchanged by them).
+
+    * stride_s: seconds between window starts (5 = half of AVE's 10-s window).
+    * combine: how the windows covering a second combine: "mean" (of their scores), "max",
+      "centre" (a mean weighted by `centre_weights`: a second counts most where it sits in
+      the middle of the window).
+    * smooth / smooth_k: per-second class probabilities and relevances are replaced by their
+      running median or mean over k seconds centred on the second (edges repeated); k = 0
+      or 1: no smoothing.
+    * gap_s: two events of one label separated by at most gap_s background seconds become one
+      event (the gap's seconds take the label); 0: none.
+    * min_event_s: events shorter than this are dropped (their seconds become background).
+    * event_score: an event's confidence, from its seconds' chosen-category probability p_t
+      and relevance r_t (r_t = 1 without relevance): "mean" = mean of p_t x r_t (today's),
+      "mean_prob" = mean of p_t, "prob_x_relevance" = mean p_t x mean r_t, "max" = max of
+      p_t x r_t.
+    * min_score: events whose confidence is below this are dropped (`--min-score`)."""
+
+    stride_s: int = 5
+    combine: str = "mean"
+    smooth: str = "median"
+    smooth_k: int = 0
+    gap_s: int = 0
+    min_event_s: int = 1
+    event_score: str = "mean"
+    min_score: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (("combine", self.combine, COMBINES), ("smooth", self.smooth, SMOOTHINGS),
+                                     ("event_score", self.event_score, EVENT_SCORES)):
+            if value not in choices:
+                raise ConfigError(name, value, f"must be one of {', '.join(choices)}")
+        for name, low in (("stride_s", 1), ("smooth_k", 0), ("gap_s", 0), ("min_event_s", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(name, value, f"must be an integer >= {low}")
+        if isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float)) or not 0 <= self.min_score <= 1:
+            raise ConfigError("min_score", self.min_score, "must be a number in [0, 1]")
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+def smooth_seconds(x: np.ndarray | None, k: int, how: str = "median") -> np.ndarray | None:
+    """Running median or mean of x [T, ...] over k seconds centred on each second (k even:
+    one more second before than after), the edges repeated; k <= 1: x itself."""
+    if x is None or k <= 1:
+        return x
+    pad = [(k // 2, k - 1 - k // 2)] + [(0, 0)] * (x.ndim - 1)
+    view = np.lib.stride_tricks.sliding_window_view(np.pad(x, pad, mode="edge"), k, axis=0)  # (T, ..., k)
+    return np.median(view, axis=-1) if how == "median" else view.mean(axis=-1)
+
+
+def fill_gaps(labels: Sequence[str], gap_s: int, background: str = BACKGROUND) -> list[str]:
+    """Background runs of at most gap_s seconds between two seconds of one label take that label."""
+    out = list(labels)
+    if gap_s <= 0:
+        return out
+    t, n = 0, len(out)
+    while t < n:
+        end = t
+        while end < n and out[end] == background:
+            end += 1
+        if end > t and t > 0 and end < n and end - t <= gap_s and out[t - 1] == out[end]:
+            out[t:end] = [out[end]] * (end - t)
+        t = end + 1 if end == t else end
+    return out
+
+
+def apply_rule(labels: Sequence[str], prob: np.ndarray, relevance: np.ndarray | None, rule: LocalizeRule,
+               background: str = BACKGROUND) -> list[Event]:
+    """Per-second labels, chosen-category probabilities and relevances -> the rule's events.
+    The default rule gives exactly `merge_intervals(labels, prob x relevance)`."""
+    confidence = prob * relevance if relevance is not None else prob
+    if rule.gap_s == 0 and rule.event_score == "mean":
+        events = merge_intervals(labels, confidence.tolist(), background)  # today's rule, bit for bit
+    else:
+        rel = relevance if relevance is not None else np.ones_like(prob)
+        events = []
+        for e in merge_intervals(fill_gaps(labels, rule.gap_s, background), confidence.tolist(), background):
+            p, r, c = (np.asarray(x[e.start_s : e.end_s], dtype=np.float64) for x in (prob, rel, confidence))
+            score = {"mean": lambda: c.mean(), "mean_prob": lambda: p.mean(), "prob_x_relevance": lambda: p.mean() * r.mean(),
+                     "max": lambda: c.max()}[rule.event_score]()
+            events.append(Event(e.start_s, e.end_s, e.label, float(score)))
+    return [e for e in events if e.end_s - e.start_s >= rule.min_event_s and e.score >= rule.min_score]
