@@ -19,6 +19,7 @@ SAMPLE_RATE_HZ = 16000  # VGGish input rate; one segment = SAMPLE_RATE_HZ sample
 FRAME_SIZE = 224  # VGG-19 input: direct resize, no crop (AVE's rule)
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: reproducible; bf16/fp16: autocast
 MISSING_AUDIO = ("error", "silence")  # what a video without an audio stream gives
+CONVERSIONS = ("swscale", "device")  # where the chosen frames become S x S RGB (docs/features.md)
 
 
 def option(help: str, *, cli: bool = True, flag: str | None = None, choices=None, **kw):
@@ -114,6 +115,10 @@ class FeatureSettings:
     precision: str = option("fp32 (reproducible) | bf16 | fp16 (GPU): autocast of both networks", choices=PRECISIONS,
                             default="fp32")
     seed: int = option("seed of random weights", default=0)
+    # features differ from swscale's by more than float tolerance (a few pixel levels): a setting of the cache
+    convert: str = option("where the chosen frames become 224x224 RGB: swscale (in the decoder) | device (YUV planes "
+                          "converted and resized on the model's device; docs/features.md)", choices=CONVERSIONS,
+                          default="swscale")
     frame_size: int = option("VGG-19 input size", cli=False, default=FRAME_SIZE)
     sample_rate_hz: int = option("VGGish input rate", cli=False, default=SAMPLE_RATE_HZ)
     # SHA-256 of each weight file ("random-seed-S" for random weights, "" for none)
@@ -128,6 +133,7 @@ class FeatureSettings:
             check_range("segments", self.segments, 1)
         check_choice("on_missing_audio", self.on_missing_audio, MISSING_AUDIO)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("convert", self.convert, CONVERSIONS)
         if self.frame_size < 32 or self.frame_size % 32:
             raise ConfigError("frame_size", self.frame_size, "must be a positive multiple of 32 (VGG-19's pool5 grid)")
         check_choice("sample_rate_hz", self.sample_rate_hz, (SAMPLE_RATE_HZ,))
