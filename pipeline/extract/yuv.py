@@ -11,6 +11,8 @@ scales each plane to the output size and converts afterwards:
   interpolation the difference to swscale triples), from where the codec sites it (left
   for H.264, HEVC, MPEG-2 and MPEG-4: 1/4 chroma pixel; measured, mean difference 0.6
   level instead of 3 on AVE-like h264);
+- a picture already S x S is not resized; its chroma is repeated on 2 x 2 pixels (swscale's
+  unscaled path does that);
 - YUV -> RGB with the video's luma weights (kr, kb) and range (limited range less swscale's
   measured 1.8-level offset), rounded and clipped to uint8.
 The result is a few levels from swscale's (its 14-bit fixed-point filters and tables;
@@ -48,10 +50,13 @@ def planes_to_rgb(planes: torch.Tensor, fmt: PlaneFormat, size: int) -> torch.Te
     x = planes[:, : fmt.nbytes].float()
     y = x[:, : w * h].reshape(n, h, w)
     uv = x[:, w * h :].reshape(n, 2, ch, cw)
-    y = resize_matrix(h, size, device) @ y @ resize_matrix(w, size, device).T  # [N, S, S]
-    shift = 0.25 if fmt.chroma_left else 0.0  # a left-sited chroma sample sits on its first luma column
-    half = resize_matrix(cw, (size + 1) // 2, device, shift).repeat_interleave(2, 0)[:size]  # two pixels a column
-    uv = resize_matrix(ch, size, device) @ uv @ half.T  # [N, 2, S, S]
+    if (w, h) == (size, size):  # swscale's unscaled path: each chroma sample on its 2 x 2 pixels
+        uv = uv.repeat_interleave(2, dim=2)[:, :, :size].repeat_interleave(2, dim=3)[..., :size]
+    else:
+        y = resize_matrix(h, size, device) @ y @ resize_matrix(w, size, device).T  # [N, S, S]
+        shift = 0.25 if fmt.chroma_left else 0.0  # a left-sited chroma sample sits on its first luma column
+        half = resize_matrix(cw, (size + 1) // 2, device, shift).repeat_interleave(2, 0)[:size]  # 2 pixels a column
+        uv = resize_matrix(ch, size, device) @ uv @ half.T  # [N, 2, S, S]
     u, v = uv[:, 0] - 128.0, uv[:, 1] - 128.0
     if not fmt.full_range:
         y, u, v = (y - 16.0) * (255.0 / 219.0) - SWSCALE_LIMITED_BIAS, u * (255.0 / 224.0), v * (255.0 / 224.0)
