@@ -28,6 +28,7 @@ MAX_FRAMES_PER_SEGMENT = 64
 MAX_SEGMENTS = 86400
 MAX_WORKERS = 256
 MAX_BATCH_FRAMES = 4096
+CONVERSIONS = ("swscale", "device")  # where the chosen frames become S x S RGB (docs/features.md)
 
 
 def option(help: str, *, cli: bool = True, flag: str | None = None, choices=None, **kw):
@@ -125,6 +126,10 @@ class FeatureSettings:
     precision: str = option("fp32 (reproducible) | bf16 | fp16 (GPU): autocast of both networks", choices=PRECISIONS,
                             default="fp32")
     seed: int = option("seed of random weights", default=0)
+    # features differ from swscale's by more than float tolerance (a few pixel levels): a setting of the cache
+    convert: str = option("where the chosen frames become 224x224 RGB: swscale (in the decoder) | device (YUV planes "
+                          "converted and resized on the model's device; docs/features.md)", choices=CONVERSIONS,
+                          default="swscale")
     frame_size: int = option("VGG-19 input size", cli=False, default=FRAME_SIZE)
     sample_rate_hz: int = option("VGGish input rate", cli=False, default=SAMPLE_RATE_HZ)
     # SHA-256 of each weight file ("random-seed-S" for random weights, "" for none)
@@ -140,6 +145,7 @@ class FeatureSettings:
         check_range("seed", self.seed, 0, MAX_SEED)
         check_choice("on_missing_audio", self.on_missing_audio, MISSING_AUDIO)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("convert", self.convert, CONVERSIONS)
         if self.frame_size < 32 or self.frame_size % 32 or self.frame_size > 4096:
             raise ConfigError("frame_size", self.frame_size, "must be a multiple of 32 (VGG-19's pool5 grid) in 32..4096")
         check_choice("sample_rate_hz", self.sample_rate_hz, (SAMPLE_RATE_HZ,))

@@ -85,3 +85,26 @@ def test_pinned_staging_keeps_batches_apart(video):
     cpu = FeatureExtractor(SETTINGS, device="cpu")
     gpu = FeatureExtractor(SETTINGS, device="cuda", batch_size=4)  # one segment a batch: 9 batches, 2 buffers
     close(gpu.visual_features(frames), cpu.visual_features(frames))
+
+
+@cuda
+def test_convert_device_cuda_equals_the_cpus(video, tmp_path):
+    """--convert device: the planes converted on the GPU are the CPU's conversion within one
+    level (float rounding at .5), and the batch job's features the CPU's within 1e-4 relative."""
+    from avel.pipeline.media.decode import BatchReader
+    from avel.pipeline.extract.yuv import planes_to_rgb
+
+    batch = next(iter(BatchReader(video, DecodeOptions(frames_per_segment=4, convert="device"), 3)))
+    flat = torch.from_numpy(batch.frames.reshape(-1, batch.frames.shape[-1])[:, : batch.planes.nbytes].copy())
+    cpu_rgb = planes_to_rgb(flat, batch.planes, 224).numpy().astype(np.int16)
+    gpu_rgb = planes_to_rgb(flat.cuda(), batch.planes, 224).cpu().numpy().astype(np.int16)
+    assert np.abs(gpu_rgb - cpu_rgb).max() <= 1
+    settings = FeatureSettings(**{**SETTINGS.to_dict(), "convert": "device"})
+    for device in ("cpu", "cuda"):
+        extractor = FeatureExtractor(settings, device=device)
+        summary = run_extraction([Job("v", video)], tmp_path / device, extractor,
+                                 ExtractOptions(workers=1, pooled=True, progress=False))
+        assert summary.done == 1
+    cpu, gpu = FeatureCache(tmp_path / "cpu"), FeatureCache(tmp_path / "cuda")
+    for want, got in zip(cpu.read("v"), gpu.read("v")):
+        close(got, want)

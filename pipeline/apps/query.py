@@ -253,7 +253,8 @@ def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s,
         if modality == "audio":
             feats.append(extractor.audio_features(np.stack(pending)))  # (n, Da)
         else:
-            feats.append(extractor.visual_features(np.stack(pending)).mean(axis=(1, 2)))  # (n, Dv)
+            planes = () if reader.planes is None else (reader.planes,)  # --convert device: the planes' format
+            feats.append(extractor.visual_features(np.stack(pending), *planes).mean(axis=(1, 2)))  # (n, Dv)
         pending.clear()
 
     try:

@@ -15,6 +15,8 @@ from ... import extractors  # noqa: F401  (registers the extractors)
 from ...extractors.registry import AUDIO_MODELS, VISUAL_MODELS, AudioExtractor, VisualExtractor
 from ...core.config import FeatureSettings, resolve_device
 from ...core.errors import ConfigError
+from ..media.decode import PlaneFormat
+from .yuv import planes_to_rgb
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keys: config.PRECISIONS
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -181,16 +183,23 @@ class FeatureExtractor:
         return max(1, self.batch_size // self.settings.frames_per_segment)
 
     @torch.inference_mode()
-    def visual_features(self, frames: np.ndarray) -> np.ndarray:
+    def visual_features(self, frames: np.ndarray, planes: PlaneFormat | None = None) -> np.ndarray:
         """frames [T, K, S, S, 3] uint8 -> mean pool5 over the K frames [T, 7, 7, 512] float32.
         Frames of a video go through VGG-19 in chunks of `batch_size` (a video's features
-        never depend on which other videos were processed: resumed runs are bit-identical)."""
+        never depend on which other videos were processed: resumed runs are bit-identical).
+        With `planes` (--convert device) frames are [T, K, bytes] yuv420p planes of that
+        format, converted to S x S RGB on this device first (pipeline/extract/yuv.py)."""
         T, K = frames.shape[:2]
         flat = frames.reshape(T * K, *frames.shape[2:])
+        if planes is not None:
+            flat = flat[:, : planes.nbytes]  # only the bytes the planes fill go to the device
         out = []
         for i in range(0, T * K, self.batch_size):
+            x = self._to_device(flat[i : i + self.batch_size])
+            if planes is not None:
+                x = planes_to_rgb(x, planes, self.settings.frame_size)
             with self.autocast():
-                out.append(self._net("visual")(self._to_device(flat[i : i + self.batch_size])).float())
+                out.append(self._net("visual")(x).float())
         pool5 = torch.cat(out).reshape(T, K, *out[0].shape[1:])  # [T, K, 7, 7, 512]
         return pool5.mean(dim=1).cpu().numpy()
 

@@ -120,7 +120,7 @@ def _decode(path: str, options: DecodeOptions, segments_per_batch: int) -> Itera
     batch becomes an object in the store, read by the actor in place."""
     for kind, value in decode_events(path, options, segments_per_batch):
         if kind == "batch":
-            yield kind, (value.first, value.frames, value.audio)
+            yield kind, (value.first, value.frames, value.audio, value.planes)
         elif kind == "error":
             yield kind, (value.kind, value.problem)
         else:
@@ -144,8 +144,8 @@ def _events(path: str, refs) -> Callable[[], tuple]:
         except ray.exceptions.RayError as e:
             raise _WorkerLost(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
         if kind == "batch":
-            first, frames, audio = value
-            return kind, SegmentBatch(first, frames, audio)  # (n, K, S, S, 3) uint8, (n, 16000) float32
+            first, frames, audio, planes = value
+            return kind, SegmentBatch(first, frames, audio, planes=planes)  # (n, K, S, S, 3) uint8, (n, 16000) float32
         if kind == "error":
             return kind, MEDIA_ERRORS.get(value[0], DecodeFailed)(path, value[1])
         return kind, value

@@ -46,7 +46,8 @@ class FeatureStream:
         try:
             for batch in source:
                 try:
-                    v = self.extractor.visual_features(batch.frames) if self.visual else None  # (n, h, w, Dv)
+                    planes = () if batch.planes is None else (batch.planes,)  # --convert device: the planes' format
+                    v = self.extractor.visual_features(batch.frames, *planes) if self.visual else None  # (n, h, w, Dv)
                     a = self.extractor.audio_features(batch.audio) if self.audio else None  # (n, Da)
                 finally:
                     if batch.release is not None:

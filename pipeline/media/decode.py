@@ -48,7 +48,15 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from ...core.config import FRAME_SIZE, MISSING_AUDIO, SAMPLE_RATE_HZ, FeatureSettings, check_choice, check_range
+from ...core.config import (
+    CONVERSIONS,
+    FRAME_SIZE,
+    MISSING_AUDIO,
+    SAMPLE_RATE_HZ,
+    FeatureSettings,
+    check_choice,
+    check_range,
+)
 from ...core.errors import (
     CorruptMedia,
     NoAudioStream,
@@ -70,6 +78,15 @@ from .container import (
 )
 
 TIME_EPS_S = 1e-6
+# --convert device: a chosen frame travels as its yuv420p planes (Y, then U, then V, rows packed),
+# in a slot of this many bytes; a larger frame is first shrunk by swscale to fit (aspect kept)
+MAX_PLANE_PIXELS = 1920 * 1088
+PLANE_BYTES = MAX_PLANE_PIXELS * 3 // 2 + 2 * 4096
+
+
+def yuv420_bytes(width: int, height: int) -> int:
+    """Bytes of a width x height yuv420p picture, planes packed (odd sizes round the chroma up)."""
+    return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
 
 
 @dataclass(frozen=True)
@@ -83,9 +100,11 @@ class DecodeOptions:
     # on the machine), 1 = none (one decoder process per core: the least CPU per frame).
     # The frames decoded are the same either way.
     threads: int = 0
+    convert: str = "swscale"  # swscale: [S, S, 3] RGB frames | device: yuv420p planes (`PlaneFormat`)
 
     def __post_init__(self) -> None:
         check_range("frames_per_segment", self.frames_per_segment, 1)
+        check_choice("convert", self.convert, CONVERSIONS)
         if self.segments is not None:
             check_range("segments", self.segments, 1)
         check_choice("on_missing_audio", self.on_missing_audio, MISSING_AUDIO)
@@ -95,12 +114,35 @@ class DecodeOptions:
     def from_settings(cls, settings: FeatureSettings, **overrides) -> "DecodeOptions":
         """What `settings` ask of the decoder (`overrides`: e.g. segments=None for videos of any length)."""
         options = cls(frames_per_segment=settings.frames_per_segment, segments=settings.segments,
-                      frame_size=settings.frame_size, on_missing_audio=settings.on_missing_audio)
+                      frame_size=settings.frame_size, on_missing_audio=settings.on_missing_audio,
+                      convert=settings.convert)
         return dataclasses.replace(options, **overrides) if overrides else options
 
     def frames_shape(self, segments: int) -> tuple[int, ...]:
-        """Shape of the frames of `segments` segments: (n, K, S, S, 3)."""
+        """Shape of the frames of `segments` segments: (n, K, S, S, 3), or with --convert
+        device (n, K, PLANE_BYTES): each frame's yuv420p planes, packed, at the start of its row."""
+        if self.convert == "device":
+            return (segments, self.frames_per_segment, PLANE_BYTES)
         return (segments, self.frames_per_segment, self.frame_size, self.frame_size, 3)
+
+
+@dataclass(frozen=True)
+class PlaneFormat:
+    """What the model process needs to turn one video's planes into RGB (--convert device):
+    the pictures' size, the colour matrix's luma weights (kr, kb) and range, and the display
+    rotation (quarter turns counter-clockwise, applied after the resize as swscale's path does)."""
+
+    width: int
+    height: int
+    kr: float
+    kb: float
+    full_range: bool
+    quarter_turns: int = 0
+    chroma_left: bool = False  # chroma sited with the left luma column (MPEG-2, H.264, HEVC), else centred
+
+    @property
+    def nbytes(self) -> int:
+        return yuv420_bytes(self.width, self.height)
 
 
 @dataclass
@@ -119,6 +161,7 @@ class SegmentBatch:
     frames: np.ndarray  # [n, K, S, S, 3] uint8 RGB
     audio: np.ndarray  # [n, 16000] float32
     release: Callable[[], None] | None = None
+    planes: PlaneFormat | None = None  # --convert device: frames are [n, K, PLANE_BYTES] yuv420p planes
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -176,13 +219,57 @@ class RgbConverter:
         return np.rot90(img, k) if k else img
 
 
+# AVColorSpace -> the luma weights (kr, kb) swscale uses for it; anything else (unspecified
+# included) is converted as BT.601, swscale's default
+LUMA_WEIGHTS = {1: (0.2126, 0.0722), 4: (0.30, 0.11), 7: (0.212, 0.087), 9: (0.2627, 0.0593), 10: (0.2627, 0.0593)}
+BT601 = (0.299, 0.114)
+JPEG_RANGE = 2  # AVCOL_RANGE_JPEG (full); unspecified and MPEG are limited, as swscale reads them
+# decoders whose 4:2:0 chroma is left-sited (FFmpeg sets AVCHROMA_LOC_LEFT, which swscale follows);
+# PyAV does not show a frame's chroma location, so it is known per codec (others: centred)
+CHROMA_LEFT_CODECS = frozenset({"h264", "hevc", "mpeg2video", "mpeg4", "h263"})
+
+
+class PlaneConverter:
+    """Chosen frames -> their yuv420p planes, packed (--convert device): no resize, no RGB.
+    The first frame fixes the video's `PlaneFormat`; a frame in another pixel format, or of
+    another size (a stream that changes resolution), is converted to it by swscale, and a
+    picture over MAX_PLANE_PIXELS is shrunk by swscale to fit (aspect kept)."""
+
+    def __init__(self, threads: int, codec: str = "") -> None:
+        self.threads, self.reformatter = threads, VideoReformatter()
+        self.chroma_left = codec in CHROMA_LEFT_CODECS
+        self.format: PlaneFormat | None = None
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.format is None:
+            w, h = frame.width, frame.height
+            if w * h > MAX_PLANE_PIXELS:
+                f = (MAX_PLANE_PIXELS / (w * h)) ** 0.5
+                w, h = max(2, int(w * f) // 2 * 2), max(2, int(h * f) // 2 * 2)
+            kr, kb = LUMA_WEIGHTS.get(int(frame.colorspace or 2), BT601)
+            k = int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
+            self.format = PlaneFormat(w, h, kr, kb, int(frame.color_range or 0) == JPEG_RANGE, k, self.chroma_left)
+        fmt = self.format
+        if frame.format.name not in ("yuv420p", "yuvj420p") or (frame.width, frame.height) != (fmt.width, fmt.height):
+            frame = self.reformatter.reformat(frame, format="yuv420p", width=fmt.width, height=fmt.height,
+                                              dst_color_range="JPEG" if fmt.full_range else "MPEG", threads=self.threads)
+        out = np.empty(fmt.nbytes, np.uint8)
+        at = 0
+        for plane, (pw, ph) in zip(frame.planes, ((fmt.width, fmt.height),) + 2 * (((fmt.width + 1) // 2, (fmt.height + 1) // 2),)):
+            rows = np.frombuffer(plane, np.uint8).reshape(ph, plane.line_size)[:, :pw]
+            out[at : at + pw * ph].reshape(ph, pw)[...] = rows
+            at += pw * ph
+        return out
+
+
 class SegmentReader:
     """Iterate over the 1-s segments of one video.
 
     `frames_buffer(t)` gives the [K, S, S, 3] uint8 array that segment t's frames are written
     into (default: a new array); it is called once per segment, in order, and at most two
     are in use at a time (three with a forced count). After iteration: `duration_s` (video content length),
-    `num_segments` and `has_audio` are set. Errors are `MediaError` subclasses naming the file."""
+    `num_segments` and `has_audio` are set; with --convert device, `planes` (the `PlaneFormat`) once
+    the first frame is chosen. Errors are `MediaError` subclasses naming the file."""
 
     def __init__(self, path: str | os.PathLike, options: DecodeOptions = DecodeOptions(),
                  frames_buffer: Callable[[int], np.ndarray] | None = None) -> None:
@@ -192,6 +279,7 @@ class SegmentReader:
         self.duration_s: float | None = None
         self.num_segments: int | None = None
         self.has_audio: bool | None = None
+        self.planes: PlaneFormat | None = None
 
     def __iter__(self) -> Iterator[Segment]:
         container = open_media(self.path)
@@ -218,7 +306,10 @@ class SegmentReader:
         else:
             vstream.thread_count = opts.threads
             vstream.thread_type = "AUTO" if opts.threads > 1 else "NONE"
-        rgb = RgbConverter(opts.frame_size, 0 if opts.threads == 0 else 1)
+        if opts.convert == "device":
+            rgb = PlaneConverter(0 if opts.threads == 0 else 1, vstream.codec_context.name)
+        else:
+            rgb = RgbConverter(opts.frame_size, 0 if opts.threads == 0 else 1)
         rate = vstream.average_rate or vstream.guessed_rate
         fallback_dt = 1.0 / float(rate) if rate else 1.0 / 25.0
         may_restart = bool(container.format.flags & TS_DISCONT)  # MPEG-TS, MPEG-PS, Ogg
@@ -242,7 +333,11 @@ class SegmentReader:
                 filling = (t, self.frames_buffer(t))
             if prev_rgb is None:
                 prev_rgb = rgb(prev[1])
-            filling[1][i] = prev_rgb
+            if opts.convert == "device":
+                filling[1][i, : prev_rgb.size] = prev_rgb
+                self.planes = rgb.format
+            else:
+                filling[1][i] = prev_rgb
             next_time += 1
             if i == K - 1:
                 complete.append(filling)
@@ -389,11 +484,11 @@ class BatchReader:
             audio[i] = seg.audio
             if i == n - 1:
                 del self._open[b]
-                yield SegmentBatch(b * n, frames, audio)
+                yield SegmentBatch(b * n, frames, audio, planes=self.reader.planes)
         done = self.reader.num_segments
         if done % n:
             frames, audio = self._open.pop(done // n)
-            yield SegmentBatch(done - done % n, frames[: done % n], audio[: done % n])
+            yield SegmentBatch(done - done % n, frames[: done % n], audio[: done % n], planes=self.reader.planes)
 
     def unused(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Buffers taken but not handed out (an error, or segments past the content)."""

@@ -249,7 +249,9 @@ def _memory(size: int) -> int:
 
 @dataclass(frozen=True)
 class Layout:
-    """The shared memory: `slots` slots of `segments` segments each, frames then audio."""
+    """The shared memory: `slots` slots of `segments` segments each, frames then audio (with
+    --convert device a frame's row holds yuv420p planes up to the largest size decode.py takes;
+    the pages a smaller video does not write are never touched, so they cost no memory)."""
 
     options: DecodeOptions
     segments: int  # per slot (one extractor batch)
@@ -356,10 +358,11 @@ class DecoderPool:
         kind, job = message[0], message[1]
         events = self._events.setdefault(job, deque())
         if kind == "batch":
-            slot, first, n = message[2:]
+            slot, first, n, planes = message[2:]
             frames, audio = self.layout.views(self._mm, slot)
             self._held.add(slot)
-            events.append(("batch", SegmentBatch(first, frames[:n], audio[:n], lambda w=w, slot=slot: self._free(w, slot))))
+            events.append(("batch", SegmentBatch(first, frames[:n], audio[:n], lambda w=w, slot=slot: self._free(w, slot),
+                                                 planes)))
             return
         w.jobs.popleft()
         if kind == "end":
@@ -502,7 +505,7 @@ def serve(conn_fd: int, memory_fd: int) -> None:
                 if kind == "batch":
                     slot = slot_of(value.frames)
                     taken.discard(slot)
-                    conn.send(("batch", job, slot, value.first, len(value)))
+                    conn.send(("batch", job, slot, value.first, len(value), value.planes))  # planes: --convert device
                 elif kind == "end":
                     conn.send(("end", job, *value))
                 else:
