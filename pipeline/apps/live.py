@@ -37,7 +37,6 @@ SegmentReader, for the equality test (events of the live run = events of the fil
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -49,6 +48,7 @@ from typing import TextIO
 
 import numpy as np
 
+from ...core import jsonio
 from ...core.config import MAX_SEGMENTS, SAMPLE_RATE_HZ, check_range
 from ...core.errors import ConfigError, Interrupted
 from ...models.registry import SEL_TASKS
@@ -336,14 +336,14 @@ def run_live_command(source, checkpoint, config: LiveConfig, *, html_port: int |
         err.flush()
     try:
         for rec in run:
-            out.write(json.dumps(rec) + "\n")
+            out.write(jsonio.dumps(rec) + "\n")
             out.flush()
             if page is not None:
                 page.add(rec)
     except KeyboardInterrupt:
         run.close()
         summary = run.summary()
-        err.write(json.dumps(summary) + "\n")
+        err.write(jsonio.dumps(summary) + "\n")
         err.flush()
         raise Interrupted(f"{run.reader.name}: stopped after {summary['seconds']} seconds") from None
     finally:
@@ -351,6 +351,6 @@ def run_live_command(source, checkpoint, config: LiveConfig, *, html_port: int |
         if page is not None:
             page.close()
     summary = run.summary()
-    err.write(json.dumps(summary) + "\n")
+    err.write(jsonio.dumps(summary) + "\n")
     err.flush()
     return summary

@@ -5,12 +5,12 @@ after the N-th, and the next N) twice a second; the server is http.server in a t
 The last MAX_RECORDS records are kept (a page opened late sees the last two hours)."""
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
+from ...core import jsonio
 from ...core.errors import ConfigError
 
 MAX_RECORDS = 7200 * 3
@@ -91,7 +91,7 @@ class LivePage:
                         since = int(parse_qs(url.query).get("since", ["0"])[0])
                     except ValueError:
                         since = 0
-                    self._send(200, "application/json", json.dumps(outer.records(since)).encode())
+                    self._send(200, "application/json", jsonio.dumps(outer.records(since)).encode())
                 else:
                     self._send(404, "text/plain", b"not found\n")
 
