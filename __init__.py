@@ -11,6 +11,7 @@ why). The public entry points are importable from here, each loaded on first use
     [result] = localize(["clip.mp4"], "sel.safetensors")        # per-second labels and events
     print(result.events)
 """
+
 from __future__ import annotations
 
 import importlib

@@ -5,6 +5,7 @@ config dataclasses, so they map one to one, and their choices come from the regi
 validates them before any data is read or any weight is built, calls one pipeline
 function, prints nothing unless asked (a progress bar on long jobs), and reports every
 error in one line (exit status 2; batch jobs exit 1 when a video failed)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,9 @@ def _interrupted_while_starting(signum, frame) -> None:
 # The program's own start (`avel ...`, `python -m avel.cli`), not an import by other code:
 # Ctrl-C from here on is one line, not a traceback from the middle of an import; `main`
 # puts the usual KeyboardInterrupt back once everything is loaded.
-_STARTING = (__name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") in ("avel", "avel.exe")) \
-    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+_STARTING = (
+    __name__ == "__main__" or os.path.basename(sys.argv[0] if sys.argv else "") in ("avel", "avel.exe")
+) and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 if _STARTING:
     signal.signal(signal.SIGINT, _interrupted_while_starting)
 
@@ -36,19 +38,21 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 from typer.exceptions import TyperException
 
-from .extractors import AUDIO_MODELS, VISUAL_MODELS
-from .models.registry import MODELS, TASKS, config_classes, model_config
 from .core import jsonio
+from .core.atomic import write_text_atomic
 from .core.config import DEVICE_HELP, MAX_SEGMENTS, MAX_WORKERS, FeatureSettings, resolve_device
 from .core.errors import AvelError, ConfigError, Interrupted, shown
-from .core.atomic import write_text_atomic
+from .extractors import AUDIO_MODELS, VISUAL_MODELS
+from .models.registry import MODELS, TASKS, config_classes, model_config
+from .pipeline.data.synth import FeatureSynthConfig
 from .pipeline.extract.options import ExtractOptions, NetworkOptions
 from .pipeline.extract.ray_engine import ENGINES, RayConfig
-from .pipeline.data.synth import FeatureSynthConfig
 from .pipeline.train.loop import TrainConfig
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Audio-visual event localization: extract VGG-19/VGGish features, cache them, train and run DAM.",
 )
 
@@ -85,10 +89,21 @@ def _option_parameter(f: dataclasses.Field, choices, unset: dict | None = None) 
         default = None
         values = list(dict.fromkeys(map(_shown_default, unset.values())))
         if "default:" not in help:
-            help += (f" (default: {values[0]})" if len(values) == 1 else " (default: " + "; ".join(
-                f"{v} for {', '.join(k for k, d in unset.items() if _shown_default(d) == v)}" for v in values) + ")")
-    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[annotation, typer.Option(flag, help=help)])
+            help += (
+                f" (default: {values[0]})"
+                if len(values) == 1
+                else " (default: "
+                + "; ".join(
+                    f"{v} for {', '.join(k for k, d in unset.items() if _shown_default(d) == v)}" for v in values
+                )
+                + ")"
+            )
+    return inspect.Parameter(
+        f.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[annotation, typer.Option(flag, help=help)],
+    )
 
 
 def _shown_default(value) -> str:
@@ -114,8 +129,12 @@ def config_options(*classes, choices: dict | None = None, skip: tuple[str, ...] 
                 names_of = choices.get(f.name, f.metadata.get("choices"))
                 defaults = None
                 if cls in unset:
-                    defaults = {f"{c.task}/{c.name}": _default(g) for c in unset for g in dataclasses.fields(c)
-                                if g.name == f.name}
+                    defaults = {
+                        f"{c.task}/{c.name}": _default(g)
+                        for c in unset
+                        for g in dataclasses.fields(c)
+                        if g.name == f.name
+                    }
                 generated.append(_option_parameter(f, None if names_of is None else _choices(names_of), defaults))
 
         @functools.wraps(func)
@@ -144,12 +163,31 @@ def given(options: dict, *classes) -> dict:
 
 
 # -- options that are not config fields (shared Annotated aliases) ------------------------------
-VisualWeights = Annotated[Optional[Path], typer.Option("--visual-weights-file", help="Keras HDF5 or PyTorch state dict of the VGG-19 weights")]
-AudioWeights = Annotated[Optional[Path], typer.Option("--audio-weights-file", help="vggish-10086976.pth (PyTorch state dict)")]
-AudioPca = Annotated[Optional[Path], typer.Option("--audio-pca-file", help="apply VGGish PCA + 8-bit quantisation from this file (off by default, as in AVE)")]
+VisualWeights = Annotated[
+    Optional[Path], typer.Option("--visual-weights-file", help="Keras HDF5 or PyTorch state dict of the VGG-19 weights")
+]
+AudioWeights = Annotated[
+    Optional[Path], typer.Option("--audio-weights-file", help="vggish-10086976.pth (PyTorch state dict)")
+]
+AudioPca = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--audio-pca-file", help="apply VGGish PCA + 8-bit quantisation from this file (off by default, as in AVE)"
+    ),
+]
 Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
-BatchSize = Annotated[Optional[int], typer.Option("--batch-size", help="frames per VGG-19 forward (default: the device's fastest, measured: 16 on a CPU)")]
-Task = Annotated[_choices(TASKS), typer.Argument(help="sel (supervised event localization) | cml (cross-modality localization) | wsel (weakly supervised event localization: trained on video-level labels, tested as sel)")]
+BatchSize = Annotated[
+    Optional[int],
+    typer.Option(
+        "--batch-size", help="frames per VGG-19 forward (default: the device's fastest, measured: 16 on a CPU)"
+    ),
+]
+Task = Annotated[
+    _choices(TASKS),
+    typer.Argument(
+        help="sel (supervised event localization) | cml (cross-modality localization) | wsel (weakly supervised event localization: trained on video-level labels, tested as sel)"
+    ),
+]
 DataPath = Annotated[Path, typer.Option("--data", help="a feature cache or a directory in the AVE release layout")]
 JsonOut = Annotated[Optional[Path], typer.Option("--json", help="also write the metrics as JSON")]
 
@@ -189,12 +227,15 @@ def _report(summary, where: str) -> None:
 
 # -- stage one and two ------------------------------------------------------------------------------
 @app.command()
-@config_options(FeatureSettings, ExtractOptions, choices=EXTRACTOR_CHOICES,
-                skip=("commit_every", "retry_failed", "shard", "verify"))
+@config_options(
+    FeatureSettings, ExtractOptions, choices=EXTRACTOR_CHOICES, skip=("commit_every", "retry_failed", "shard", "verify")
+)
 def extract(
     videos: Annotated[list[Path], typer.Argument(help="video files")],
     options: dict,
-    out: Annotated[Path, typer.Option("--out", help="features.h5 (one file), or a directory cache")] = Path("features.h5"),
+    out: Annotated[Path, typer.Option("--out", help="features.h5 (one file), or a directory cache")] = Path(
+        "features.h5"
+    ),
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
@@ -213,11 +254,18 @@ def extract(
 @app.command()
 @config_options(FeatureSettings, RayConfig, ExtractOptions, choices=EXTRACTOR_CHOICES, skip=("pooled", "workers"))
 def preprocess(
-    source: Annotated[Path, typer.Argument(help="a folder of videos (recursive), a text file of paths, or the AVE video folder")],
+    source: Annotated[
+        Path, typer.Argument(help="a folder of videos (recursive), a text file of paths, or the AVE video folder")
+    ],
     out: Annotated[Path, typer.Option("--out", help="the cache directory (created or resumed)")],
     options: dict,
-    engine: Annotated[_choices(ENGINES), typer.Option("--engine", help="local (this machine) | ray (a Ray cluster: --ray-address ...)")] = "local",
-    annotations: Annotated[Optional[Path], typer.Option("--annotations", help="AVE-format Annotations.txt: its rows are the unit")] = None,
+    engine: Annotated[
+        _choices(ENGINES),
+        typer.Option("--engine", help="local (this machine) | ray (a Ray cluster: --ray-address ...)"),
+    ] = "local",
+    annotations: Annotated[
+        Optional[Path], typer.Option("--annotations", help="AVE-format Annotations.txt: its rows are the unit")
+    ] = None,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
@@ -238,8 +286,16 @@ def preprocess(
         options = {**options, "segments": 10}  # AVE rows label ten 1-s segments
     network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device, batch_size)
     settings = _feature_settings(options, network)
-    summary = run_preprocess(source, out, settings, network, run, engine=engine, ray_config=build(RayConfig, options),
-                             annotations=annotations)
+    summary = run_preprocess(
+        source,
+        out,
+        settings,
+        network,
+        run,
+        engine=engine,
+        ray_config=build(RayConfig, options),
+        annotations=annotations,
+    )
     _report(summary, str(out))
 
 
@@ -247,8 +303,12 @@ def preprocess(
 def merge(
     caches: Annotated[list[Path], typer.Argument(help="caches (directories or .h5 files) to join, e.g. the shards")],
     out: Annotated[Path, typer.Option("--out", help="the merged single-file cache (.h5)")],
-    on_conflict: Annotated[_choices(("fail", "first", "last")), typer.Option(
-        "--on-conflict", help="an id with different features in two caches: fail | keep the first | keep the last")] = "fail",
+    on_conflict: Annotated[
+        _choices(("fail", "first", "last")),
+        typer.Option(
+            "--on-conflict", help="an id with different features in two caches: fail | keep the first | keep the last"
+        ),
+    ] = "fail",
 ) -> None:
     """Join feature caches (e.g. the shards of `preprocess --shard`), refusing mixed settings.
     An id held twice with identical features is kept once; annotations and splits are merged."""
@@ -261,10 +321,17 @@ def merge(
 @app.command("export-ave")
 def export_ave(
     cache: Annotated[Path, typer.Argument(help="a feature cache (directory or .h5)")],
-    annotations: Annotated[Path, typer.Option("--annotations", help="Annotations.txt: its rows, in order, are the exported rows")],
+    annotations: Annotated[
+        Path, typer.Option("--annotations", help="Annotations.txt: its rows, in order, are the exported rows")
+    ],
     out: Annotated[Path, typer.Option("--out", help="output directory (the AVE release layout)")],
-    splits: Annotated[Optional[str], typer.Option("--splits", help="comma-separated split files, e.g. trainSet.txt,valSet.txt,testSet.txt")] = None,
-    dtype: Annotated[_choices(("float32", "float64")), typer.Option("--dtype", help="float32 | float64 (the release's)")] = "float32",
+    splits: Annotated[
+        Optional[str],
+        typer.Option("--splits", help="comma-separated split files, e.g. trainSet.txt,valSet.txt,testSet.txt"),
+    ] = None,
+    dtype: Annotated[
+        _choices(("float32", "float64")), typer.Option("--dtype", help="float32 | float64 (the release's)")
+    ] = "float32",
 ) -> None:
     """Write the AVE release layout (visual_feature.h5, audio_feature.h5, labels.h5, ...)."""
     from .pipeline.data.export import export_ave as run_export
@@ -277,17 +344,29 @@ def export_ave(
 @app.command()
 @config_options(FeatureSynthConfig)
 def synth(
-    outdir: Annotated[Path, typer.Argument(help="output folder: videos/, Annotations.txt, trainSet/valSet/testSet.txt "
-                                                "(with --features-only: the AVE feature layout)")],
+    outdir: Annotated[
+        Path,
+        typer.Argument(
+            help="output folder: videos/, Annotations.txt, trainSet/valSet/testSet.txt "
+            "(with --features-only: the AVE feature layout)"
+        ),
+    ],
     options: dict,
     videos: Annotated[int, typer.Option("--videos", min=1, help="number of videos")] = 100,
     classes: Annotated[int, typer.Option("--classes", min=1, max=28, help="event categories")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS)] = 1,
-    features_only: Annotated[bool, typer.Option("--features-only", help="write generated features in the AVE release "
-                                                "layout instead of videos (no decoding, no networks)")] = False,
-    dtype: Annotated[_choices(("float32", "float64")), typer.Option("--dtype", help="--features-only: feature dtype "
-                                                                      "(the AVE release: float64)")] = "float32",
+    features_only: Annotated[
+        bool,
+        typer.Option(
+            "--features-only",
+            help="write generated features in the AVE release layout instead of videos (no decoding, no networks)",
+        ),
+    ] = False,
+    dtype: Annotated[
+        _choices(("float32", "float64")),
+        typer.Option("--dtype", help="--features-only: feature dtype (the AVE release: float64)"),
+    ] = "float32",
 ) -> None:
     """Generate a small audio-visual event dataset (10-s h264/aac mp4s) in AVE format, or
     (--features-only) a feature set in the AVE release layout."""
@@ -319,8 +398,10 @@ def _write_json(path: Optional[Path], obj) -> None:
 
 
 FLAGS["name"] = "--model"
-ModelName = Annotated[_choices(lambda: list(dict.fromkeys(k.split("/", 1)[1] for k in MODELS.names()))),
-                      typer.Option("--model", help="sel, wsel: dam | av_att;  cml: dam | avdln")]
+ModelName = Annotated[
+    _choices(lambda: list(dict.fromkeys(k.split("/", 1)[1] for k in MODELS.names()))),
+    typer.Option("--model", help="sel, wsel: dam | av_att;  cml: dam | avdln"),
+]
 
 
 @app.command()
@@ -331,7 +412,9 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="checkpoint to write (.safetensors)")],
     options: dict,
     model: ModelName = "dam",
-    seeds: Annotated[int, typer.Option("--seeds", help="train this many seeds (seed, seed+1, ...) and report mean and std")] = 1,
+    seeds: Annotated[
+        int, typer.Option("--seeds", help="train this many seeds (seed, seed+1, ...) and report mean and std")
+    ] = 1,
     json_out: JsonOut = None,
 ) -> None:
     """Train DAM (or a baseline) with model selection on validation; report test."""
@@ -341,11 +424,16 @@ def train(
     cfg = build(TrainConfig, options, model=model_config(task, model, **given(options, *config_classes())))
     report = train_to_checkpoints(data, out, cfg, seeds)
     for r in report["runs"]:
-        typer.echo(f"seed {r['seed']}: best epoch {r['best_epoch']}; val: {_format_metrics(r['val'])}"
-                   + (f"; test: {_format_metrics(r['test'])}" if r["test"] else "") + f" -> {r['checkpoint']}")
+        typer.echo(
+            f"seed {r['seed']}: best epoch {r['best_epoch']}; val: {_format_metrics(r['val'])}"
+            + (f"; test: {_format_metrics(r['test'])}" if r["test"] else "")
+            + f" -> {r['checkpoint']}"
+        )
     if seeds > 1:
-        typer.echo(f"{report['split']} over {seeds} seeds: " + ", ".join(
-            f"{k} {report['mean'][k]:.4f} +- {report['std'][k]:.4f}" for k in report["mean"]))
+        typer.echo(
+            f"{report['split']} over {seeds} seeds: "
+            + ", ".join(f"{k} {report['mean'][k]:.4f} +- {report['std'][k]:.4f}" for k in report["mean"])
+        )
     _write_json(json_out, report)
 
 
@@ -354,7 +442,9 @@ def evaluate(
     task: Task,
     data: DataPath,
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a checkpoint written by `avel train`")],
-    split: Annotated[str, typer.Option("--split", help="test | val | train (CML uses the *_match split when present)")] = "test",
+    split: Annotated[
+        str, typer.Option("--split", help="test | val | train (CML uses the *_match split when present)")
+    ] = "test",
     device: Device = "auto",
     json_out: JsonOut = None,
 ) -> None:
@@ -363,7 +453,9 @@ def evaluate(
 
     metrics = evaluate_checkpoint(task, data, checkpoint, split, device)
     typer.echo(f"{task} {split}: {_format_metrics(metrics)}")
-    _write_json(json_out, {"task": task, "split": split, "checkpoint": str(checkpoint), "data": str(data), "metrics": metrics})
+    _write_json(
+        json_out, {"task": task, "split": split, "checkpoint": str(checkpoint), "data": str(data), "metrics": metrics}
+    )
 
 
 @app.command()
@@ -372,10 +464,18 @@ def localize(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="an SEL checkpoint")],
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write all results as JSON")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="write one row per second as CSV")] = None,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="timeline PNG (with several videos: NAME-<video>.png)")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="one HTML page: each video beside its event timeline")] = None,
-    stride: Annotated[int, typer.Option("--stride", min=1, max=MAX_SEGMENTS, help="seconds between sliding windows")] = 5,
-    min_score: Annotated[float, typer.Option("--min-score", help="leave out events whose confidence is below this (0..1)")] = 0.0,
+    plot: Annotated[
+        Optional[Path], typer.Option("--plot", help="timeline PNG (with several videos: NAME-<video>.png)")
+    ] = None,
+    html: Annotated[
+        Optional[Path], typer.Option("--html", help="one HTML page: each video beside its event timeline")
+    ] = None,
+    stride: Annotated[
+        int, typer.Option("--stride", min=1, max=MAX_SEGMENTS, help="seconds between sliding windows")
+    ] = 5,
+    min_score: Annotated[
+        float, typer.Option("--min-score", help="leave out events whose confidence is below this (0..1)")
+    ] = 0.0,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
@@ -400,14 +500,23 @@ def localize(
 @app.command()
 def cml(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="a CML checkpoint")],
-    query: Annotated[Path, typer.Option("--query", help="an audio file (A2V) or a video (V2A; A2V with --query-modality audio)")],
+    query: Annotated[
+        Path, typer.Option("--query", help="an audio file (A2V) or a video (V2A; A2V with --query-modality audio)")
+    ],
     target: Annotated[Path, typer.Option("--target", help="the video to search")],
-    query_start: Annotated[Optional[float], typer.Option("--query-start", help="start (s) of the query range in a query video")] = None,
+    query_start: Annotated[
+        Optional[float], typer.Option("--query-start", help="start (s) of the query range in a query video")
+    ] = None,
     query_end: Annotated[Optional[float], typer.Option("--query-end", help="end (s) of the query range")] = None,
-    query_modality: Annotated[Optional[_choices(("audio", "visual"))], typer.Option("--query-modality", help="default: audio for audio files, visual for videos")] = None,
+    query_modality: Annotated[
+        Optional[_choices(("audio", "visual"))],
+        typer.Option("--query-modality", help="default: audio for audio files, visual for videos"),
+    ] = None,
     json_out: JsonOut = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="score timeline PNG")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="one HTML page: the query and the target, with the match")] = None,
+    html: Annotated[
+        Optional[Path], typer.Option("--html", help="one HTML page: the query and the target, with the match")
+    ] = None,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
@@ -418,8 +527,15 @@ def cml(
     from .pipeline.apps.save import save_query
 
     network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device)  # before the checkpoint is read
-    result = cml_query(checkpoint, query, target, query_start_s=query_start, query_end_s=query_end,
-                       query_modality=query_modality, **network.as_kwargs())
+    result = cml_query(
+        checkpoint,
+        query,
+        target,
+        query_start_s=query_start,
+        query_end_s=query_end,
+        query_modality=query_modality,
+        **network.as_kwargs(),
+    )
     typer.echo(format_query(result))
     save_query(result, json_path=json_out, plot=plot, html=html)
 
@@ -427,9 +543,23 @@ def cml(
 @app.command()
 def export(
     results: Annotated[Path, typer.Argument(help="the JSON of `avel localize --json`")],
-    fmt: Annotated[_choices(("activitynet", "fiftyone", "labelstudio")), typer.Option("--format", help="activitynet (results JSON) | fiftyone (a FiftyOneTemporalDetectionDataset folder) | labelstudio (tasks with predictions)")],
+    fmt: Annotated[
+        _choices(("activitynet", "fiftyone", "labelstudio")),
+        typer.Option(
+            "--format",
+            help="activitynet (results JSON) | fiftyone (a FiftyOneTemporalDetectionDataset folder) | labelstudio (tasks with predictions)",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="the file to write (fiftyone: a folder)")],
-    frame_rate: Annotated[float, typer.Option("--frame-rate", min=0.001, max=1000.0, help="the videos' frames a second (fiftyone, labelstudio count frames)")] = 25.0,
+    frame_rate: Annotated[
+        float,
+        typer.Option(
+            "--frame-rate",
+            min=0.001,
+            max=1000.0,
+            help="the videos' frames a second (fiftyone, labelstudio count frames)",
+        ),
+    ] = 25.0,
 ) -> None:
     """Write `avel localize` results in the format another tool reads."""
     from .pipeline.apps.exports import export_file
@@ -440,8 +570,17 @@ def export(
 @app.command("detect-eval")
 def detect_eval(
     ground_truth: Annotated[Path, typer.Option("--ground-truth", help="ActivityNet ground-truth JSON")],
-    results: Annotated[Path, typer.Option("--results", help="ActivityNet results JSON (`avel export --format activitynet`), or `avel localize --json` output")],
-    subset: Annotated[Optional[_choices(("training", "validation", "testing"))], typer.Option("--subset", help="only the ground truth's videos of this subset")] = None,
+    results: Annotated[
+        Path,
+        typer.Option(
+            "--results",
+            help="ActivityNet results JSON (`avel export --format activitynet`), or `avel localize --json` output",
+        ),
+    ],
+    subset: Annotated[
+        Optional[_choices(("training", "validation", "testing"))],
+        typer.Option("--subset", help="only the ground truth's videos of this subset"),
+    ] = None,
     json_out: JsonOut = None,
 ) -> None:
     """Temporal detection scores: mAP at tIoU 0.1..0.9, their mean, segment- and event-level F1."""
@@ -454,17 +593,40 @@ def detect_eval(
 
 @app.command()
 def live(
-    source: Annotated[Optional[str], typer.Argument(help="`-` (MPEG-TS or Matroska on stdin), a URL (udp://, rtsp://, http://, srt://...) or a FIFO")] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Argument(
+            help="`-` (MPEG-TS or Matroska on stdin), a URL (udp://, rtsp://, http://, srt://...) or a FIFO"
+        ),
+    ] = None,
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="an SEL checkpoint")] = ...,
-    context: Annotated[Optional[int], typer.Option("--context", help="seconds the model sees (default: the checkpoint's window)")] = None,
-    lookahead: Annotated[int, typer.Option("--lookahead", help="revise each second once, this many seconds later (0: never)")] = 0,
-    on_stall: Annotated[_choices(("wait", "end")), typer.Option("--on-stall", help="when no packet comes for --stall-s")] = "wait",
+    context: Annotated[
+        Optional[int], typer.Option("--context", help="seconds the model sees (default: the checkpoint's window)")
+    ] = None,
+    lookahead: Annotated[
+        int, typer.Option("--lookahead", help="revise each second once, this many seconds later (0: never)")
+    ] = 0,
+    on_stall: Annotated[
+        _choices(("wait", "end")), typer.Option("--on-stall", help="when no packet comes for --stall-s")
+    ] = "wait",
     stall_s: Annotated[float, typer.Option("--stall-s", help="seconds without a packet that make a stall")] = 5.0,
-    frames_per_segment: Annotated[Optional[int], typer.Option("--frames-per-segment", help="frames a second (default: the checkpoint's)")] = None,
-    max_pending: Annotated[int, typer.Option("--max-pending", help="whole seconds that may wait for the model; more are dropped")] = 2,
-    video_device: Annotated[Optional[str], typer.Option("--video-device", help="a v4l2 capture device, e.g. /dev/video0 (instead of SOURCE)")] = None,
-    audio_device: Annotated[Optional[str], typer.Option("--audio-device", help="with --video-device: an ALSA device (default, hw:0) or pulse:NAME")] = None,
-    html: Annotated[Optional[int], typer.Option("--html", min=1, max=65535, help="serve a live page on http://127.0.0.1:PORT")] = None,
+    frames_per_segment: Annotated[
+        Optional[int], typer.Option("--frames-per-segment", help="frames a second (default: the checkpoint's)")
+    ] = None,
+    max_pending: Annotated[
+        int, typer.Option("--max-pending", help="whole seconds that may wait for the model; more are dropped")
+    ] = 2,
+    video_device: Annotated[
+        Optional[str],
+        typer.Option("--video-device", help="a v4l2 capture device, e.g. /dev/video0 (instead of SOURCE)"),
+    ] = None,
+    audio_device: Annotated[
+        Optional[str],
+        typer.Option("--audio-device", help="with --video-device: an ALSA device (default, hw:0) or pulse:NAME"),
+    ] = None,
+    html: Annotated[
+        Optional[int], typer.Option("--html", min=1, max=65535, help="serve a live page on http://127.0.0.1:PORT")
+    ] = None,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,
     audio_pca_file: AudioPca = None,
@@ -474,11 +636,26 @@ def live(
     from .pipeline.apps.live import LiveConfig, run_live_command
 
     resolve_device(device)  # before the checkpoint is read
-    config = LiveConfig(context_s=context, lookahead_s=lookahead, on_stall=on_stall, stall_s=stall_s,
-                        frames_per_segment=frames_per_segment, max_pending=max_pending)
-    run_live_command(source, checkpoint, config, html_port=html, video_device=video_device, audio_device=audio_device,
-                     device=device, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
-                     audio_pca_file=audio_pca_file)
+    config = LiveConfig(
+        context_s=context,
+        lookahead_s=lookahead,
+        on_stall=on_stall,
+        stall_s=stall_s,
+        frames_per_segment=frames_per_segment,
+        max_pending=max_pending,
+    )
+    run_live_command(
+        source,
+        checkpoint,
+        config,
+        html_port=html,
+        video_device=video_device,
+        audio_device=audio_device,
+        device=device,
+        visual_weights_file=visual_weights_file,
+        audio_weights_file=audio_weights_file,
+        audio_pca_file=audio_pca_file,
+    )
 
 
 @app.command()
@@ -493,8 +670,10 @@ def demo(
     from .pipeline.apps.demo import DemoConfig, run_demo
 
     resolve_device(device)
-    run_demo(DemoConfig(out_dir=str(out), videos=videos, classes=classes, seed=seed, device=device),
-             log=lambda m: typer.echo(m))
+    run_demo(
+        DemoConfig(out_dir=str(out), videos=videos, classes=classes, seed=seed, device=device),
+        log=lambda m: typer.echo(m),
+    )
 
 
 # -- one-line errors ----------------------------------------------------------------------------------

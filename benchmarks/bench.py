@@ -24,6 +24,7 @@ AAC 44.1 kHz stereo, 10 s). Beside every figure: the load average, and the cores
 and all other processes used meanwhile (/proc/stat): a figure taken while other processes
 ran is slower than the machine can do, and says so. Ratios are measured in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -200,7 +201,12 @@ class Window:
         ours = cpu_seconds() + self._extra() - self._ours
         busy = machine_busy_s()
         others = None if busy is None or self._busy is None else max(0.0, (busy - self._busy - ours) / wall)
-        return {"load_before": self.load_before, "load_after": load(), "cores_ours": ours / wall, "cores_others": others}
+        return {
+            "load_before": self.load_before,
+            "load_after": load(),
+            "cores_ours": ours / wall,
+            "cores_others": others,
+        }
 
 
 def sync(device) -> None:
@@ -214,8 +220,12 @@ def settings_for(cfg: BenchConfig, precision: str | None = None, segments: int |
     from avel.core.config import FeatureSettings
 
     return FeatureSettings(
-        visual_model="random", audio_model="random", frames_per_segment=cfg.frames_per_segment,
-        segments=segments, precision=precision or cfg.precision, seed=cfg.seed,
+        visual_model="random",
+        audio_model="random",
+        frames_per_segment=cfg.frames_per_segment,
+        segments=segments,
+        precision=precision or cfg.precision,
+        seed=cfg.seed,
     )
 
 
@@ -225,7 +235,9 @@ def extractor_for(cfg: BenchConfig, precision: str | None = None, setting=None):
 
     batch = setting.batch_size if setting is not None else cfg.batch_size
     memory_format = setting.memory_format if setting is not None else None
-    return FeatureExtractor(settings_for(cfg, precision), device=cfg.device, batch_size=batch, memory_format=memory_format)
+    return FeatureExtractor(
+        settings_for(cfg, precision), device=cfg.device, batch_size=batch, memory_format=memory_format
+    )
 
 
 def video_paths(work: Path) -> list[str]:
@@ -266,8 +278,9 @@ def stage_ceiling(cfg: BenchConfig, work: Path) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     window = Window()
     fe = extractor_for(cfg)
-    frames = torch.randint(0, 256, (max(c.batch_size for c in candidates), 224, 224, 3), dtype=torch.uint8,
-                           generator=g).to(device)
+    frames = torch.randint(
+        0, 256, (max(c.batch_size for c in candidates), 224, 224, 3), dtype=torch.uint8, generator=g
+    ).to(device)
 
     def visual(n: int):
         with torch.inference_mode(), fe.autocast():
@@ -285,18 +298,26 @@ def stage_ceiling(cfg: BenchConfig, work: Path) -> dict:
             for setting in candidates:
                 fe.set_visual_setting(setting)
                 cpu0 = cpu_seconds("self")
-                [t] = timed(lambda: visual(setting.batch_size), 1, device)
+                [t] = timed(lambda s=setting: visual(s.batch_size), 1, device)
                 if what == "measured":
                     times[setting].append(t)
                     cpu[setting] += cpu_seconds("self") - cpu0
     fe.set_visual_setting(default)
-    tried = [{"batch_size": c.batch_size, "memory_format": c.memory_format, "frames_per_s": c.batch_size / min(times[c]),
-              "batch_s": times[c], "cpu_s_per_frame": cpu[c] / (len(times[c]) * c.batch_size)} for c in candidates]
+    tried = [
+        {
+            "batch_size": c.batch_size,
+            "memory_format": c.memory_format,
+            "frames_per_s": c.batch_size / min(times[c]),
+            "batch_s": times[c],
+            "cpu_s_per_frame": cpu[c] / (len(times[c]) * c.batch_size),
+        }
+        for c in candidates
+    ]
     audio_tried = []
     for n in sorted({max(1, default.batch_size // cfg.frames_per_segment), SEGMENTS}):
         audio = (torch.rand(n, 16000, generator=g) * 2 - 1).to(device)
 
-        def vggish():
+        def vggish(audio=audio):
             with torch.inference_mode(), fe.autocast():
                 fe.audio(audio)
 
@@ -305,16 +326,25 @@ def stage_ceiling(cfg: BenchConfig, work: Path) -> dict:
         audio_tried.append({"segments": n, "segments_per_s": n / min(audio_times)})
     measured = window.close()
     best = max(tried, key=lambda r: r["frames_per_s"])
-    mine = next(r for r in tried if (r["batch_size"], r["memory_format"]) == (default.batch_size, default.memory_format))
+    mine = next(
+        r for r in tried if (r["batch_size"], r["memory_format"]) == (default.batch_size, default.memory_format)
+    )
     audio_best = max(audio_tried, key=lambda r: r["segments_per_s"])
     seconds_per_segment = cfg.frames_per_segment / best["frames_per_s"] + 1 / audio_best["segments_per_s"]
     return {
-        "tried": tried, "audio_tried": audio_tried, "best": best, "default": mine,
-        "visual_frames_per_s": best["frames_per_s"], "vggish_segments_per_s": audio_best["segments_per_s"],
+        "tried": tried,
+        "audio_tried": audio_tried,
+        "best": best,
+        "default": mine,
+        "visual_frames_per_s": best["frames_per_s"],
+        "vggish_segments_per_s": audio_best["segments_per_s"],
         "ceiling_segments_per_s": 1 / seconds_per_segment,
         "ceiling_frames_per_s": cfg.frames_per_segment / seconds_per_segment,
         "cpu_s_per_segment": best["cpu_s_per_frame"] * cfg.frames_per_segment,
-        "threads": torch.get_num_threads(), "rss_before_mib": rss_before, **measured, **peak_memory(device),
+        "threads": torch.get_num_threads(),
+        "rss_before_mib": rss_before,
+        **measured,
+        **peak_memory(device),
     }
 
 
@@ -340,8 +370,8 @@ def raw_decode(args: tuple[list[str], int]) -> tuple[int, float]:
 
 def decode_limit(jobs: list[str], processes: int, threads: int) -> dict:
     """Raw decoding of `jobs` spread over `processes` processes (started before the clock)."""
-    from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
         list(pool.map(raw_decode, [([], threads)] * processes))  # start-up, not timed
@@ -354,8 +384,16 @@ def decode_limit(jobs: list[str], processes: int, threads: int) -> dict:
         measured = window.close()
     frames = sum(r[0] for r in results)
     cpu = sum(r[1] for r in results)
-    return {"processes": processes, "threads": threads, "frames": frames, "wall_s": wall, "cpu_s": cpu,
-            "frames_per_s": frames / wall, "frames_per_cpu_s": frames / cpu, **measured}
+    return {
+        "processes": processes,
+        "threads": threads,
+        "frames": frames,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "frames_per_s": frames / wall,
+        "frames_per_cpu_s": frames / cpu,
+        **measured,
+    }
 
 
 def project_decode(jobs: list[str], workers: int, options, segments_per_batch: int = 1) -> dict:
@@ -384,8 +422,16 @@ def project_decode(jobs: list[str], workers: int, options, segments_per_batch: i
         consumer = cpu_seconds("self") - self0
         workers_cpu = sum(process_cpu_s(p) - before[p] for p in pids)
         measured = window.close()
-    return {"workers": workers, "threads": options.threads, "segments": segments, "wall_s": wall,
-            "cpu_s": consumer + workers_cpu, "consumer_cpu_s": consumer, "workers_cpu_s": workers_cpu, **measured}
+    return {
+        "workers": workers,
+        "threads": options.threads,
+        "segments": segments,
+        "wall_s": wall,
+        "cpu_s": consumer + workers_cpu,
+        "consumer_cpu_s": consumer,
+        "workers_cpu_s": workers_cpu,
+        **measured,
+    }
 
 
 def decode_profile(paths: list[str], options, reps: int) -> dict:
@@ -396,9 +442,9 @@ def decode_profile(paths: list[str], options, reps: int) -> dict:
     import av
     import numpy as np
 
+    from avel.core.sampling import frame_sample_times, latest_at_or_before
     from avel.pipeline.media.audio import AudioTrack
     from avel.pipeline.media.decode import BatchReader, RgbConverter
-    from avel.core.sampling import frame_sample_times, latest_at_or_before
 
     def best_ms(fn) -> float:
         out = []
@@ -483,14 +529,19 @@ def transfer_cost(options, reps: int) -> dict:
 
     before = measure(lambda conn: conn.send(frames), 1)
     after = measure(lambda conn: [conn.send(("batch", 0, s, s, 1)) for s in range(SEGMENTS)], SEGMENTS)
-    return {"bytes": frames.nbytes, "before_ms": before[0], "before_cpu_ms": before[1],
-            "after_ms": after[0], "after_cpu_ms": after[1]}
+    return {
+        "bytes": frames.nbytes,
+        "before_ms": before[0],
+        "before_cpu_ms": before[1],
+        "after_ms": after[0],
+        "after_cpu_ms": after[1],
+    }
 
 
 def stage_decode(cfg: BenchConfig, work: Path) -> dict:
     """The decode limit and the project's decoder on the same files, in this one stage."""
-    from avel.pipeline.media.decode import DecodeOptions
     from avel.pipeline.extract.local import decoder_threads
+    from avel.pipeline.media.decode import DecodeOptions
 
     paths = video_paths(work)
     n_jobs = max(len(paths), 8 if cfg.quick else 16)
@@ -502,17 +553,47 @@ def stage_decode(cfg: BenchConfig, work: Path) -> dict:
     project = project_decode(jobs, workers, options)
     frames = limits[0]["frames"]  # source frames decoded: the same for every run
     project.update(frames=frames, frames_per_s=frames / project["wall_s"], frames_per_cpu_s=frames / project["cpu_s"])
-    profile = decode_profile(paths[:2], DecodeOptions.from_settings(settings_for(cfg), threads=1), 2 if cfg.quick else 3)
-    return {"jobs": n_jobs, "distinct_files": len(paths), "limits": limits, "project": project, "profile": profile,
-            "transfer": transfer_cost(options, 3 if cfg.quick else 5), "rss_before_mib": rss_before,
-            **peak_memory(__import__("torch").device("cpu"))}
+    profile = decode_profile(
+        paths[:2], DecodeOptions.from_settings(settings_for(cfg), threads=1), 2 if cfg.quick else 3
+    )
+    return {
+        "jobs": n_jobs,
+        "distinct_files": len(paths),
+        "limits": limits,
+        "project": project,
+        "profile": profile,
+        "transfer": transfer_cost(options, 3 if cfg.quick else 5),
+        "rss_before_mib": rss_before,
+        **peak_memory(__import__("torch").device("cpu")),
+    }
 
 
 # -- 1c. torch.compile against eager -------------------------------------------------------------------
 def vgg19_flops_per_frame(size: int = 224) -> float:
     """FLOPs (2 x multiply-adds) of VGG-19's 16 convolutions up to pool5 on one size x size frame."""
-    plan = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), (256, 256), "M",
-            (256, 512), (512, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512), (512, 512), "M"]
+    plan = [
+        (3, 64),
+        (64, 64),
+        "M",
+        (64, 128),
+        (128, 128),
+        "M",
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 256),
+        "M",
+        (256, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        "M",
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        "M",
+    ]
     flops, side = 0.0, size
     for layer in plan:
         if layer == "M":
@@ -558,19 +639,30 @@ def stage_compile(cfg: BenchConfig, work: Path) -> dict:
         frames_per_s = frames.shape[0] * frames.shape[1] / min(times)
         if eager is None:
             eager = (visual, vggish)
-        row = {"mode": mode, "first_batch_s": first_s, "frames_per_s": frames_per_s,
-               "vggish_segments_per_s": audio.shape[0] / min(audio_times),
-               "pool5_cosine_min": float(cosine_rows(visual.reshape(len(visual), -1), eager[0].reshape(len(visual), -1)).min()),
-               "vggish_cosine_min": float(cosine_rows(vggish, eager[1]).min()),
-               "flops_per_s": frames_per_s * vgg19_flops_per_frame()}
+        row = {
+            "mode": mode,
+            "first_batch_s": first_s,
+            "frames_per_s": frames_per_s,
+            "vggish_segments_per_s": audio.shape[0] / min(audio_times),
+            "pool5_cosine_min": float(
+                cosine_rows(visual.reshape(len(visual), -1), eager[0].reshape(len(visual), -1)).min()
+            ),
+            "vggish_cosine_min": float(cosine_rows(vggish, eager[1]).min()),
+            "flops_per_s": frames_per_s * vgg19_flops_per_frame(),
+        }
         seconds_per_segment = cfg.frames_per_segment / frames_per_s + 1 / row["vggish_segments_per_s"]
         row["ave_s"] = (first_s if mode != "off" else 0.0) + AVE_SEGMENTS * seconds_per_segment
         rows.append(row)
     peak = card_peak(device)
     for row in rows:
         row["mfu"] = row["flops_per_s"] / peak if peak else None
-    return {"batch_size": n, "rows": rows, "flops_per_frame": vgg19_flops_per_frame(), "peak_flops": peak,
-            **peak_memory(device)}
+    return {
+        "batch_size": n,
+        "rows": rows,
+        "flops_per_frame": vgg19_flops_per_frame(),
+        "peak_flops": peak,
+        **peak_memory(device),
+    }
 
 
 # -- 1b. feeding the model: the model process's own cost, the pool's delivered rate ------------------
@@ -604,12 +696,12 @@ def stage_feed(cfg: BenchConfig, work: Path) -> dict:
     costs nothing. (b) The decoder pool with a null consumer (every batch handed back at
     once): segments/s delivered and the share of the workers' cores busy (their CPU time /
     (wall x workers))."""
+    import torch
+
     from avel.pipeline.cache.store import FeatureCache
     from avel.pipeline.extract.local import Job, decoder_threads, run_extraction
     from avel.pipeline.extract.options import ExtractOptions
     from avel.pipeline.media.decode import DecodeOptions
-
-    import torch
 
     paths = video_paths(work)
     n_jobs = max(len(paths), 8 if cfg.quick else 16)
@@ -635,15 +727,23 @@ def stage_feed(cfg: BenchConfig, work: Path) -> dict:
         raise RuntimeError(f"extraction failed: {summary}")
     with FeatureCache(cache_dir) as cache:
         segments = sum(e.num_segments for e in cache.entries.values())
-    model = {"videos": len(jobs), "segments": segments, "wall_s": wall, "segments_per_s": segments / wall,
-             "model_cpu_s": model_cpu, "model_cpu_ms_per_segment": 1000 * model_cpu / segments,
-             "feedable_segments_per_s": segments / model_cpu if model_cpu > 0 else float("inf"),
-             "segments_per_batch": fe.segments_per_batch, **measured}
+    model = {
+        "videos": len(jobs),
+        "segments": segments,
+        "wall_s": wall,
+        "segments_per_s": segments / wall,
+        "model_cpu_s": model_cpu,
+        "model_cpu_ms_per_segment": 1000 * model_cpu / segments,
+        "feedable_segments_per_s": segments / model_cpu if model_cpu > 0 else float("inf"),
+        "segments_per_batch": fe.segments_per_batch,
+        **measured,
+    }
     # (b) the pool with a null consumer, at the extractor's batch of segments
     options = DecodeOptions.from_settings(settings_for(cfg), threads=decoder_threads(workers))
     pool = project_decode([paths[i % len(paths)] for i in range(n_jobs)], workers, options, fe.segments_per_batch)
-    pool.update(segments_per_s=pool["segments"] / pool["wall_s"],
-                busy=pool["workers_cpu_s"] / (pool["wall_s"] * workers))
+    pool.update(
+        segments_per_s=pool["segments"] / pool["wall_s"], busy=pool["workers_cpu_s"] / (pool["wall_s"] * workers)
+    )
     return {"model": model, "pool": pool, "rss_before_mib": rss_before, **peak_memory(fe.device)}
 
 
@@ -669,8 +769,13 @@ def stage_e2e(cfg: BenchConfig, work: Path) -> dict:
     cpu0 = cpu_seconds()
     finished = []  # when each video was done
     t0 = time.perf_counter()
-    summary = run_extraction(jobs, cache_dir, fe, ExtractOptions(workers=cfg.workers, pooled=True, progress=False),
-                             on_video=lambda job, failure: finished.append(time.perf_counter() - t0))
+    summary = run_extraction(
+        jobs,
+        cache_dir,
+        fe,
+        ExtractOptions(workers=cfg.workers, pooled=True, progress=False),
+        on_video=lambda job, failure: finished.append(time.perf_counter() - t0),
+    )
     sync(fe.device)
     wall = time.perf_counter() - t0
     cpu = cpu_seconds() - cpu0  # the decoder processes are reaped by now: their CPU is in "children"
@@ -683,12 +788,22 @@ def stage_e2e(cfg: BenchConfig, work: Path) -> dict:
     k = min(max(1, cfg.workers), len(finished))
     steady = (segments * (len(jobs) - k) / len(jobs)) / (wall - finished[k - 1]) if len(jobs) > 2 * k else None
     return {
-        "videos": len(jobs), "segments": segments, "wall_s": wall, "extractor_build_s": build_s,
-        "first_videos_s": finished[k - 1], "steady_segments_per_s": steady,
-        "batch_size": fe.visual_setting.batch_size, "memory_format": fe.visual_setting.memory_format,
-        "segments_per_s": segments / wall, "frames_per_s": segments * cfg.frames_per_segment / wall,
-        "cpu_s": cpu, "cpu_s_per_segment": cpu / segments, "threads": torch.get_num_threads(),
-        "rss_before_mib": rss_before, **measured, **peak_memory(fe.device),
+        "videos": len(jobs),
+        "segments": segments,
+        "wall_s": wall,
+        "extractor_build_s": build_s,
+        "first_videos_s": finished[k - 1],
+        "steady_segments_per_s": steady,
+        "batch_size": fe.visual_setting.batch_size,
+        "memory_format": fe.visual_setting.memory_format,
+        "segments_per_s": segments / wall,
+        "frames_per_s": segments * cfg.frames_per_segment / wall,
+        "cpu_s": cpu,
+        "cpu_s_per_segment": cpu / segments,
+        "threads": torch.get_num_threads(),
+        "rss_before_mib": rss_before,
+        **measured,
+        **peak_memory(fe.device),
     }
 
 
@@ -722,8 +837,12 @@ def stage_ray(cfg: BenchConfig, work: Path) -> dict:
     del fe
     TREE.peak_mib = 0.0
     t = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR",
-             _temp_dir=tempfile.mkdtemp(prefix="avel-ray-"))
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        logging_level="ERROR",
+        _temp_dir=tempfile.mkdtemp(prefix="avel-ray-"),
+    )
     try:
         startup_s = time.perf_counter() - t
         addresses = sorted({n["NodeManagerAddress"] for n in ray.nodes()})
@@ -744,10 +863,20 @@ def stage_ray(cfg: BenchConfig, work: Path) -> dict:
         segments = sum(e.num_segments for e in a.entries.values())
         identical = all(np.array_equal(x, y) for vid in a.ids() for x, y in zip(a.read(vid), b.read(vid)))
     return {
-        "videos": len(jobs), "segments": segments, "local_s": local_s, "ray_s": ray_s, "ray_startup_s": startup_s,
-        "local_segments_per_s": segments / local_s, "ray_segments_per_s": segments / ray_s,
-        "ratio": local_s / ray_s, "identical": identical, "ray_peak_rss_mib": ray_peak, "addresses": addresses,
-        "local_window": local_window, "ray_window": ray_window, "cpus": os.cpu_count(),
+        "videos": len(jobs),
+        "segments": segments,
+        "local_s": local_s,
+        "ray_s": ray_s,
+        "ray_startup_s": startup_s,
+        "local_segments_per_s": segments / local_s,
+        "ray_segments_per_s": segments / ray_s,
+        "ratio": local_s / ray_s,
+        "identical": identical,
+        "ray_peak_rss_mib": ray_peak,
+        "addresses": addresses,
+        "local_window": local_window,
+        "ray_window": ray_window,
+        "cpus": os.cpu_count(),
     }
 
 
@@ -755,9 +884,8 @@ def stage_ray(cfg: BenchConfig, work: Path) -> dict:
 def stage_memory(cfg: BenchConfig, work: Path) -> dict:
     """Peak RSS of `avel extract` (its own process, exact: wait4's ru_maxrss) on a short and
     a long generated video, same settings; bf16 where fp32 was asked (minutes, not hours)."""
-    from media import write_ave_like
-
     import torch
+    from media import write_ave_like
 
     precision = "bf16" if cfg.precision == "fp32" else cfg.precision
     long_frames = LONG_FRAMES // 8 if cfg.quick else LONG_FRAMES
@@ -765,9 +893,25 @@ def stage_memory(cfg: BenchConfig, work: Path) -> dict:
     for name, seconds in (("short", 10), ("long", long_frames // cfg.frames_per_segment)):
         video = write_ave_like(work / f"memory-{name}.mp4", seed=cfg.seed, seconds=seconds, size=(128, 96), fps=16)
         out = work / f"memory-{name}.h5"
-        cmd = [sys.executable, "-m", "avel.cli", "extract", video, "--out", str(out), "--visual-model", "random",
-               "--audio-model", "random", "--frames-per-segment", str(cfg.frames_per_segment), "--device", cfg.device,
-               "--precision", precision]
+        cmd = [
+            sys.executable,
+            "-m",
+            "avel.cli",
+            "extract",
+            video,
+            "--out",
+            str(out),
+            "--visual-model",
+            "random",
+            "--audio-model",
+            "random",
+            "--frames-per-segment",
+            str(cfg.frames_per_segment),
+            "--device",
+            cfg.device,
+            "--precision",
+            precision,
+        ]
         cmd += ["--batch-size", str(cfg.batch_size)] if cfg.batch_size else []
         window = Window()
         t = time.perf_counter()
@@ -778,13 +922,24 @@ def stage_memory(cfg: BenchConfig, work: Path) -> dict:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             raise RuntimeError(f"avel extract exited {proc.returncode}: {log.read_text()[-500:]}")
-        runs[name] = {"seconds": seconds, "frames": seconds * cfg.frames_per_segment, "wall_s": time.perf_counter() - t,
-                      "peak_rss_mib": usage.ru_maxrss / 1024, **window.close()}
+        runs[name] = {
+            "seconds": seconds,
+            "frames": seconds * cfg.frames_per_segment,
+            "wall_s": time.perf_counter() - t,
+            "peak_rss_mib": usage.ru_maxrss / 1024,
+            **window.close(),
+        }
     frame_bytes = 224 * 224 * 3
     growth = (runs["long"]["peak_rss_mib"] - runs["short"]["peak_rss_mib"]) * 2**20
     frames_bytes = runs["long"]["frames"] * frame_bytes
-    return {"precision": precision, "runs": runs, "growth_bytes": growth, "long_frames_bytes": frames_bytes,
-            "growth_fraction": growth / frames_bytes, **peak_memory(torch.device("cpu"))}
+    return {
+        "precision": precision,
+        "runs": runs,
+        "growth_bytes": growth,
+        "long_frames_bytes": frames_bytes,
+        "growth_fraction": growth / frames_bytes,
+        **peak_memory(torch.device("cpu")),
+    }
 
 
 # -- 5. precision, SEL training, localize -------------------------------------------------------------------
@@ -798,9 +953,9 @@ def cosine_rows(a, b):
 
 def stage_precision(cfg: BenchConfig, work: Path) -> dict:
     """fp32 vs --precision features of (up to) two decoded generated videos, 2 frames per segment."""
-    from avel.pipeline.media.decode import DecodeOptions, decode_video
-
     import numpy as np
+
+    from avel.pipeline.media.decode import DecodeOptions, decode_video
 
     videos = [decode_video(p, DecodeOptions(frames_per_segment=2, segments=SEGMENTS)) for p in video_paths(work)[:2]]
     frames = np.concatenate([v.frames for v in videos])  # [T, 2, 224, 224, 3]
@@ -814,8 +969,12 @@ def stage_precision(cfg: BenchConfig, work: Path) -> dict:
     ca = cosine_rows(a32, alo)
     rel = float(np.linalg.norm(vlo - v32) / np.linalg.norm(v32))
     return {
-        "pool5_cosine_min": float(cv.min()), "pool5_cosine_mean": float(cv.mean()), "pool5_relative_l2": rel,
-        "vggish_cosine_min": float(ca.min()), "vggish_cosine_mean": float(ca.mean()), "segments": len(cv),
+        "pool5_cosine_min": float(cv.min()),
+        "pool5_cosine_mean": float(cv.mean()),
+        "pool5_relative_l2": rel,
+        "vggish_cosine_min": float(ca.min()),
+        "vggish_cosine_mean": float(ca.mean()),
+        "segments": len(cv),
     }
 
 
@@ -834,7 +993,7 @@ def sel_data(cfg: BenchConfig):
     audio = torch.rand(n, SEGMENTS, 128, generator=g).to(torch.float16)  # (V, T, 128)
     labels = torch.randint(0, AVE_CLASSES + 1, (n, SEGMENTS), generator=g)  # (V, T), 28 = background
     order = torch.randperm(n, generator=g)
-    splits = {"train": order[: AVE_SPLITS["train"]].sort().values, "val": order[AVE_SPLITS["train"]:].sort().values}
+    splits = {"train": order[: AVE_SPLITS["train"]].sort().values, "val": order[AVE_SPLITS["train"] :].sort().values}
     names = [f"class{i}" for i in range(AVE_CLASSES)]
     return AVData(visual, audio, labels, names, [f"v{i}" for i in range(n)], splits)
 
@@ -843,15 +1002,17 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     """Seconds per SEL training epoch (train pass + validation), pipeline.train's code path."""
     import torch
 
-    from avel.models.registry import model_config, build_model
     from avel.core.config import resolve_device
+    from avel.models.registry import build_model, model_config
     from avel.pipeline.train.loop import TrainConfig, evaluate, prepare_features, train
 
     t = time.perf_counter()
     data = sel_data(cfg)
     data_s = time.perf_counter() - t
     device = resolve_device(cfg.device)
-    tcfg = TrainConfig(model_config(task="sel", name="dam"), epochs=1, device=cfg.device, dtype_in_ram="float16", progress=False)
+    tcfg = TrainConfig(
+        model_config(task="sel", name="dam"), epochs=1, device=cfg.device, dtype_in_ram="float16", progress=False
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = rss_mib()
@@ -863,9 +1024,16 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
         sync(device)
         epoch_s = time.perf_counter() - t
         how = f"train(epochs=1): {batches} batches of {tcfg.resolved.batch_size} + validation on {AVE_SPLITS['val']} videos, measured whole"
-        return {"epoch_s": epoch_s, "how": how, "data_s": data_s, "data_gib": data.visual.nbytes / 2**30,
-                "rss_before_mib": rss_before, "loss": result.history[0]["loss"], **window.close(),
-                **peak_memory(device)}
+        return {
+            "epoch_s": epoch_s,
+            "how": how,
+            "data_s": data_s,
+            "data_gib": data.visual.nbytes / 2**30,
+            "rss_before_mib": rss_before,
+            "loss": result.history[0]["loss"],
+            **window.close(),
+            **peak_memory(device),
+        }
     # a fraction of the epoch, the same steps as train(): prepare_features, the model, Adam,
     # feats.batch -> loss -> backward -> step; then evaluate() on part of validation
     torch.manual_seed(tcfg.seed)
@@ -878,7 +1046,9 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     for k in range(measured + 1):  # the first batch is a warm-up, not counted
         sync(device)
         t = time.perf_counter()
-        audio, visual, target = feats.batch(order[k * tcfg.resolved.batch_size : (k + 1) * tcfg.resolved.batch_size], device)
+        audio, visual, target = feats.batch(
+            order[k * tcfg.resolved.batch_size : (k + 1) * tcfg.resolved.batch_size], device
+        )
         loss = model.loss(audio, visual, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -892,11 +1062,19 @@ def stage_sel(cfg: BenchConfig, work: Path) -> dict:
     evaluate(model, part, "val", batch_size=tcfg.eval_batch_size, features=feats)
     sync(device)
     val_s = (time.perf_counter() - t) * AVE_SPLITS["val"] / len(val_part)
-    how = (f"extrapolated: {measured} timed batches of {tcfg.resolved.batch_size} (x{batches}) + evaluate() on "
-           f"{len(val_part)} of {AVE_SPLITS['val']} val videos (scaled)")
-    return {"epoch_s": per_batch * batches + val_s, "how": how, "data_s": data_s,
-            "data_gib": data.visual.nbytes / 2**30, "rss_before_mib": rss_before, **window.close(),
-            **peak_memory(device)}
+    how = (
+        f"extrapolated: {measured} timed batches of {tcfg.resolved.batch_size} (x{batches}) + evaluate() on "
+        f"{len(val_part)} of {AVE_SPLITS['val']} val videos (scaled)"
+    )
+    return {
+        "epoch_s": per_batch * batches + val_s,
+        "how": how,
+        "data_s": data_s,
+        "data_gib": data.visual.nbytes / 2**30,
+        "rss_before_mib": rss_before,
+        **window.close(),
+        **peak_memory(device),
+    }
 
 
 def stage_localize(cfg: BenchConfig, work: Path) -> dict:
@@ -904,16 +1082,22 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
     included), then the same video again with the predictor built (warm)."""
     import torch
 
-    from avel.models.registry import model_config, build_model
-    from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+    from avel.models.registry import build_model, model_config
     from avel.pipeline.apps.localize import _localize_one, localize
     from avel.pipeline.apps.outputs import ModelInfo
     from avel.pipeline.apps.predictor import Predictor
+    from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(cfg.seed)
     model_config = model_config(task="sel", name="dam", num_classes=AVE_CLASSES + 1)
-    ckpt = save_checkpoint(work / "sel.safetensors", build_model(model_config), model_config,
-                           [f"class{i}" for i in range(AVE_CLASSES)], settings_for(cfg), {})
+    ckpt = save_checkpoint(
+        work / "sel.safetensors",
+        build_model(model_config),
+        model_config,
+        [f"class{i}" for i in range(AVE_CLASSES)],
+        settings_for(cfg),
+        {},
+    )
     video = video_paths(work)[0]
     device = torch.device(cfg.device)
     if device.type == "cuda":
@@ -929,9 +1113,17 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
         raise RuntimeError(result.error)
     loaded = load_checkpoint(str(ckpt), expected_task="sel")
     predictor = Predictor.build(str(ckpt), loaded, **options)
-    info = ModelInfo(task="sel", model="dam", embedding=model_config.embedding, matching=model_config.matching,
-                     window=SEGMENTS, stride=5, checkpoint=str(ckpt), classes=tuple(loaded.class_names),
-                     features_from_checkpoint=True)
+    info = ModelInfo(
+        task="sel",
+        model="dam",
+        embedding=model_config.embedding,
+        matching=model_config.matching,
+        window=SEGMENTS,
+        stride=5,
+        checkpoint=str(ckpt),
+        classes=tuple(loaded.class_names),
+        features_from_checkpoint=True,
+    )
     warm = []
     for _ in range(2):  # the first call may still set kernels up
         t = time.perf_counter()
@@ -943,8 +1135,15 @@ def stage_localize(cfg: BenchConfig, work: Path) -> dict:
 
 STAGE_FUNCTIONS = {
     "ray": stage_ray,
-    "ceiling": stage_ceiling, "compile": stage_compile, "feed": stage_feed, "decode": stage_decode, "e2e": stage_e2e, "memory": stage_memory,
-    "precision": stage_precision, "sel": stage_sel, "localize": stage_localize,
+    "ceiling": stage_ceiling,
+    "compile": stage_compile,
+    "feed": stage_feed,
+    "decode": stage_decode,
+    "e2e": stage_e2e,
+    "memory": stage_memory,
+    "precision": stage_precision,
+    "sel": stage_sel,
+    "localize": stage_localize,
 }
 
 
@@ -973,8 +1172,10 @@ def machine_line(cfg: BenchConfig) -> str:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return (f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()})")
+    return (
+        f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()})"
+    )
 
 
 def mem(r: dict) -> str:
@@ -1012,137 +1213,201 @@ def report(name: str, r: dict, cfg: BenchConfig, results: dict) -> None:
         print(f"1. model-only ceiling at {cfg.precision}: every setting the pipeline could use {where(r)}")
         for t in r["tried"]:
             mark = " <- fastest" if t == r["best"] else ""
-            print(f"   VGG-19 batch {t['batch_size']:4d} {t['memory_format']:13s} {t['frames_per_s']:8.2f} frames/s "
-                  f"(batches of {', '.join(f'{x:.2f}' for x in t['batch_s'])} s){mark}")
+            print(
+                f"   VGG-19 batch {t['batch_size']:4d} {t['memory_format']:13s} {t['frames_per_s']:8.2f} frames/s "
+                f"(batches of {', '.join(f'{x:.2f}' for x in t['batch_s'])} s){mark}"
+            )
         for a in r["audio_tried"]:
             print(f"   VGGish {a['segments']:3d} segments a batch: {a['segments_per_s']:.1f} segments/s")
         d, b = r["default"], r["best"]
         share = d["frames_per_s"] / b["frames_per_s"]
         verdict = "the fastest within 5%" if share >= 0.95 else "NOT the fastest: update features.DEVICE_DEFAULTS"
-        print(f"   the pipeline's default here (batch {d['batch_size']}, {d['memory_format']}): "
-              f"{d['frames_per_s']:.2f} frames/s = {share:.3f} of the fastest: {verdict}")
-        print(f"   ceiling (fastest VGG-19 + fastest VGGish, {K} frames + 1 s of audio a segment): "
-              f"{r['ceiling_segments_per_s']:.3f} segments/s = {r['ceiling_frames_per_s']:.2f} frames/s, "
-              f"{r['threads']} torch threads")
+        print(
+            f"   the pipeline's default here (batch {d['batch_size']}, {d['memory_format']}): "
+            f"{d['frames_per_s']:.2f} frames/s = {share:.3f} of the fastest: {verdict}"
+        )
+        print(
+            f"   ceiling (fastest VGG-19 + fastest VGGish, {K} frames + 1 s of audio a segment): "
+            f"{r['ceiling_segments_per_s']:.3f} segments/s = {r['ceiling_frames_per_s']:.2f} frames/s, "
+            f"{r['threads']} torch threads"
+        )
         print(f"   memory: {mem(r)}")
     elif name == "ray":
         lw, rw = r["local_window"], r["ray_window"]
         verdict = "goal met" if r["ratio"] >= RAY_TARGET else "goal NOT met"
-        print(f"8. --engine ray against --engine local, {r['videos']} videos ({r['segments']} segments), {r['cpus']} cores, "
-              f"Ray nodes at {', '.join(r['addresses'])}")
-        print(f"   local: {r['local_segments_per_s']:.3f} segments/s ({r['local_s']:.1f} s, building the models included) {where(lw)}")
-        print(f"   ray:   {r['ray_segments_per_s']:.3f} segments/s ({r['ray_s']:.1f} s, the actors' model loading "
-              f"included) {where(rw)}")
-        print(f"   ratio ray / local: {r['ratio']:.3f} (goal >= {RAY_TARGET}: {verdict}); features identical: "
-              f"{'yes' if r['identical'] else 'NO'}")
+        print(
+            f"8. --engine ray against --engine local, {r['videos']} videos ({r['segments']} segments), {r['cpus']} cores, "
+            f"Ray nodes at {', '.join(r['addresses'])}"
+        )
+        print(
+            f"   local: {r['local_segments_per_s']:.3f} segments/s ({r['local_s']:.1f} s, building the models included) {where(lw)}"
+        )
+        print(
+            f"   ray:   {r['ray_segments_per_s']:.3f} segments/s ({r['ray_s']:.1f} s, the actors' model loading "
+            f"included) {where(rw)}"
+        )
+        print(
+            f"   ratio ray / local: {r['ratio']:.3f} (goal >= {RAY_TARGET}: {verdict}); features identical: "
+            f"{'yes' if r['identical'] else 'NO'}"
+        )
         cpu = {k: w["cores_ours"] * r[f"{k}_s"] / r["segments"] for k, w in (("local", lw), ("ray", rw))}
-        print(f"   CPU time per segment (this stage's processes, Ray's own included): local {cpu['local']:.2f} CPU-s, "
-              f"ray {cpu['ray']:.2f} CPU-s: local / ray {cpu['local'] / cpu['ray']:.3f} (what the wall-clock ratio "
-              f"would be on cores of its own)")
-        print(f"   Ray start-up (ray.init, local): {r['ray_startup_s']:.1f} s; peak RSS of the Ray processes "
-              f"(sum, shared memory counted in each): {r['ray_peak_rss_mib']:.0f} MiB")
+        print(
+            f"   CPU time per segment (this stage's processes, Ray's own included): local {cpu['local']:.2f} CPU-s, "
+            f"ray {cpu['ray']:.2f} CPU-s: local / ray {cpu['local'] / cpu['ray']:.3f} (what the wall-clock ratio "
+            f"would be on cores of its own)"
+        )
+        print(
+            f"   Ray start-up (ray.init, local): {r['ray_startup_s']:.1f} s; peak RSS of the Ray processes "
+            f"(sum, shared memory counted in each): {r['ray_peak_rss_mib']:.0f} MiB"
+        )
     elif name == "compile":
-        print(f"1c. torch.compile against eager, VGG-19 batch {r['batch_size']} at {cfg.precision} "
-              f"({r['flops_per_frame'] / 1e9:.1f} GFLOP a frame up to pool5), VGGish at the pipeline's batch")
+        print(
+            f"1c. torch.compile against eager, VGG-19 batch {r['batch_size']} at {cfg.precision} "
+            f"({r['flops_per_frame'] / 1e9:.1f} GFLOP a frame up to pool5), VGGish at the pipeline's batch"
+        )
         for row in r["rows"]:
-            mfu = (f"MFU {row['mfu']:.3f} of {r['peak_flops'] / 1e12:.0f} TFLOP/s dense bf16" if row.get("mfu") is not None
-                   else f"{row['flops_per_s'] / 1e12:.3f} TFLOP/s")
+            mfu = (
+                f"MFU {row['mfu']:.3f} of {r['peak_flops'] / 1e12:.0f} TFLOP/s dense bf16"
+                if row.get("mfu") is not None
+                else f"{row['flops_per_s'] / 1e12:.3f} TFLOP/s"
+            )
             ok = min(row["pool5_cosine_min"], row["vggish_cosine_min"]) >= COMPILE_COSINE
-            print(f"   {row['mode']:12s} first batch {row['first_batch_s']:7.1f} s, then {row['frames_per_s']:8.1f} frames/s "
-                  f"({mfu}), VGGish {row['vggish_segments_per_s']:.1f} segments/s; cosine to eager pool5 "
-                  f"{row['pool5_cosine_min']:.6f} VGGish {row['vggish_cosine_min']:.6f} "
-                  f"({'ok' if ok else 'BELOW ' + str(COMPILE_COSINE)}); AVE at this rate, compile counted once: "
-                  f"{hours(row['ave_s'])}")
+            print(
+                f"   {row['mode']:12s} first batch {row['first_batch_s']:7.1f} s, then {row['frames_per_s']:8.1f} frames/s "
+                f"({mfu}), VGGish {row['vggish_segments_per_s']:.1f} segments/s; cosine to eager pool5 "
+                f"{row['pool5_cosine_min']:.6f} VGGish {row['vggish_cosine_min']:.6f} "
+                f"({'ok' if ok else 'BELOW ' + str(COMPILE_COSINE)}); AVE at this rate, compile counted once: "
+                f"{hours(row['ave_s'])}"
+            )
         best = min(r["rows"], key=lambda x: x["ave_s"])
         print(f"   on the whole AVE set the fastest is --compile {best['mode']}")
     elif name == "feed":
         m, q = r["model"], r["pool"]
         ok = m["model_cpu_ms_per_segment"] <= FEED_TARGET_MS
-        print(f"1b. feeding the model, {m['videos']} videos ({m['segments']} segments, {m['segments_per_batch']} a batch), "
-              f"{q['workers']} decoder processes")
-        print(f"   model process with a NULL model (run_extraction: pool, shared memory, collating, copies, part writes, "
-              f"progress): {m['model_cpu_ms_per_segment']:.3f} CPU-ms a segment = could feed "
-              f"{m['feedable_segments_per_s']:.0f} segments/s ({'meets' if ok else 'BELOW'} the goal: <= "
-              f"{FEED_TARGET_MS:.0f} ms); delivered {m['segments_per_s']:.1f} segments/s {where(m)}")
+        print(
+            f"1b. feeding the model, {m['videos']} videos ({m['segments']} segments, {m['segments_per_batch']} a batch), "
+            f"{q['workers']} decoder processes"
+        )
+        print(
+            f"   model process with a NULL model (run_extraction: pool, shared memory, collating, copies, part writes, "
+            f"progress): {m['model_cpu_ms_per_segment']:.3f} CPU-ms a segment = could feed "
+            f"{m['feedable_segments_per_s']:.0f} segments/s ({'meets' if ok else 'BELOW'} the goal: <= "
+            f"{FEED_TARGET_MS:.0f} ms); delivered {m['segments_per_s']:.1f} segments/s {where(m)}"
+        )
         busy = busy_verdict(q) or f"{'meets' if q['busy'] >= BUSY_TARGET else 'BELOW'} the {BUSY_TARGET:.1f} goal"
-        print(f"   decoder pool with a NULL consumer: {q['segments_per_s']:.1f} segments/s, cores busy "
-              f"{q['busy']:.3f} of {q['workers']} ({busy}); consumer {1000 * q['consumer_cpu_s'] / q['segments']:.3f} "
-              f"CPU-ms a segment {where(q)}")
+        print(
+            f"   decoder pool with a NULL consumer: {q['segments_per_s']:.1f} segments/s, cores busy "
+            f"{q['busy']:.3f} of {q['workers']} ({busy}); consumer {1000 * q['consumer_cpu_s'] / q['segments']:.3f} "
+            f"CPU-ms a segment {where(q)}"
+        )
     elif name == "decode":
         p = r["project"]
-        print(f"2. decoding, {r['jobs']} videos ({r['distinct_files']} files, {p['frames'] // r['jobs']} source frames "
-              f"each), {p['workers']} processes {where(p)}")
+        print(
+            f"2. decoding, {r['jobs']} videos ({r['distinct_files']} files, {p['frames'] // r['jobs']} source frames "
+            f"each), {p['workers']} processes {where(p)}"
+        )
         for lim in r["limits"]:
             threads = "FFmpeg's automatic threads" if lim["threads"] == 0 else f"{lim['threads']} thread each"
-            print(f"   decode limit (raw PyAV, every frame, no conversion), {lim['processes']} processes, {threads}: "
-                  f"{lim['frames_per_s']:.0f} frames/s, {lim['frames_per_cpu_s']:.0f} frames per CPU-s {where(lim)}")
+            print(
+                f"   decode limit (raw PyAV, every frame, no conversion), {lim['processes']} processes, {threads}: "
+                f"{lim['frames_per_s']:.0f} frames/s, {lim['frames_per_cpu_s']:.0f} frames per CPU-s {where(lim)}"
+            )
         best = max(r["limits"], key=lambda x: x["frames_per_cpu_s"])
         auto = r["limits"][0]
-        print(f"   project decoder (pipeline.decoders, {p['threads'] or 'automatic'} thread(s) each, frames chosen, "
-              f"converted, audio at 16 kHz, into shared memory): {p['frames_per_s']:.0f} source frames/s, "
-              f"{p['frames_per_cpu_s']:.0f} per CPU-s ({p['consumer_cpu_s']:.2f} CPU-s of it in the model process)")
+        print(
+            f"   project decoder (pipeline.decoders, {p['threads'] or 'automatic'} thread(s) each, frames chosen, "
+            f"converted, audio at 16 kHz, into shared memory): {p['frames_per_s']:.0f} source frames/s, "
+            f"{p['frames_per_cpu_s']:.0f} per CPU-s ({p['consumer_cpu_s']:.2f} CPU-s of it in the model process)"
+        )
         ratio = p["frames_per_cpu_s"] / best["frames_per_cpu_s"]
-        verdict = busy_verdict(p, best) or (f"{'meets' if ratio >= DECODE_TARGET else 'BELOW'} the "
-                                            f"{DECODE_TARGET:.2f}x goal")
-        print(f"   project / limit per core = {ratio:.3f} against the most efficient limit ({verdict}); "
-              f"{p['frames_per_cpu_s'] / auto['frames_per_cpu_s']:.3f} against automatic threading (the issue's "
-              f"limit); wall: {p['frames_per_s'] / auto['frames_per_s']:.3f}")
+        verdict = busy_verdict(p, best) or (
+            f"{'meets' if ratio >= DECODE_TARGET else 'BELOW'} the {DECODE_TARGET:.2f}x goal"
+        )
+        print(
+            f"   project / limit per core = {ratio:.3f} against the most efficient limit ({verdict}); "
+            f"{p['frames_per_cpu_s'] / auto['frames_per_cpu_s']:.3f} against automatic threading (the issue's "
+            f"limit); wall: {p['frames_per_s'] / auto['frames_per_s']:.3f}"
+        )
         f = r["profile"]
-        print(f"   where a video's time goes (one core, one thread, ms per video, fastest of repeats): "
-              f"decode every frame {f['decode_ms']:.0f}, convert {f['chosen_frames']:.0f} chosen frames to 224x224 RGB "
-              f"{f['convert_ms']:.0f}, audio (its own demuxer, AAC, channel mean, soxr VHQ) {f['audio_ms']:.0f} "
-              f"(opening a file: {f['open_ms']:.1f}), the rest {f['other_ms']:.0f} = project {f['project_ms']:.0f}")
+        print(
+            f"   where a video's time goes (one core, one thread, ms per video, fastest of repeats): "
+            f"decode every frame {f['decode_ms']:.0f}, convert {f['chosen_frames']:.0f} chosen frames to 224x224 RGB "
+            f"{f['convert_ms']:.0f}, audio (its own demuxer, AAC, channel mean, soxr VHQ) {f['audio_ms']:.0f} "
+            f"(opening a file: {f['open_ms']:.1f}), the rest {f['other_ms']:.0f} = project {f['project_ms']:.0f}"
+        )
         x = r["transfer"]
-        print(f"   moving a video's frames ({x['bytes'] / 2**20:.0f} MiB) to the model process: pickled through a pipe "
-              f"{x['before_ms']:.1f} ms ({x['before_cpu_ms']:.1f} CPU-ms); shared memory, one message a batch "
-              f"{x['after_ms']:.2f} ms ({x['after_cpu_ms']:.2f} CPU-ms)")
+        print(
+            f"   moving a video's frames ({x['bytes'] / 2**20:.0f} MiB) to the model process: pickled through a pipe "
+            f"{x['before_ms']:.1f} ms ({x['before_cpu_ms']:.1f} CPU-ms); shared memory, one message a batch "
+            f"{x['after_ms']:.2f} ms ({x['after_cpu_ms']:.2f} CPU-ms)"
+        )
         print(f"   memory: {mem(r)}")
     elif name == "e2e":
-        print(f"3. end to end, run_extraction (avel preprocess), workers={cfg.workers}, batch {r['batch_size']} "
-              f"{r['memory_format']} {where(r)}")
-        print(f"   {r['videos']} videos, {r['segments']} segments in {r['wall_s']:.1f} s: "
-              f"{r['segments_per_s']:.3f} segments/s = {r['frames_per_s']:.2f} frames/s "
-              f"(extractor built in {r['extractor_build_s']:.1f} s, not counted; decoder start-up and the first "
-              f"video{'s' if cfg.workers > 1 else ''} {r['first_videos_s']:.1f} s, counted"
-              + (f"; after them: {r['steady_segments_per_s']:.3f} segments/s)" if r.get("steady_segments_per_s") else ")"))
+        print(
+            f"3. end to end, run_extraction (avel preprocess), workers={cfg.workers}, batch {r['batch_size']} "
+            f"{r['memory_format']} {where(r)}"
+        )
+        print(
+            f"   {r['videos']} videos, {r['segments']} segments in {r['wall_s']:.1f} s: "
+            f"{r['segments_per_s']:.3f} segments/s = {r['frames_per_s']:.2f} frames/s "
+            f"(extractor built in {r['extractor_build_s']:.1f} s, not counted; decoder start-up and the first "
+            f"video{'s' if cfg.workers > 1 else ''} {r['first_videos_s']:.1f} s, counted"
+            + (f"; after them: {r['steady_segments_per_s']:.3f} segments/s)" if r.get("steady_segments_per_s") else ")")
+        )
         ceiling = results.get("ceiling")
         if ceiling and "ceiling_segments_per_s" in ceiling:
             ratio = r["segments_per_s"] / ceiling["ceiling_segments_per_s"]
             target = TARGETS["cuda" if cfg.device.startswith("cuda") else "cpu"]
             if ratio > 1.0:
-                verdict = ("BENCHMARK DEFECT: faster than the models alone, so the ceiling is not one "
-                           "(a setting faster than those tried, or the load changed between the stages)")
+                verdict = (
+                    "BENCHMARK DEFECT: faster than the models alone, so the ceiling is not one "
+                    "(a setting faster than those tried, or the load changed between the stages)"
+                )
             else:
-                verdict = busy_verdict(r, ceiling) or f"{'meets' if ratio >= target else 'BELOW'} the {target:.2f}x goal"
+                verdict = (
+                    busy_verdict(r, ceiling) or f"{'meets' if ratio >= target else 'BELOW'} the {target:.2f}x goal"
+                )
             print(f"   end-to-end / ceiling = {ratio:.3f}  ({verdict})")
-            print(f"   CPU-s per segment: {r['cpu_s_per_segment']:.2f} end to end (decoders included) vs "
-                  f"{ceiling['cpu_s_per_segment']:.2f} model only: CPU-time ratio "
-                  f"{ceiling['cpu_s_per_segment'] / r['cpu_s_per_segment']:.3f} (less sensitive to other processes' load "
-                  f"than the wall-clock ratio, on a CPU run)")
+            print(
+                f"   CPU-s per segment: {r['cpu_s_per_segment']:.2f} end to end (decoders included) vs "
+                f"{ceiling['cpu_s_per_segment']:.2f} model only: CPU-time ratio "
+                f"{ceiling['cpu_s_per_segment'] / r['cpu_s_per_segment']:.3f} (less sensitive to other processes' load "
+                f"than the wall-clock ratio, on a CPU run)"
+            )
         print(f"   memory: {mem(r)}")
     elif name == "memory":
         s, lg = r["runs"]["short"], r["runs"]["long"]
         print(f"4. memory: peak RSS of `avel extract` (one process), {r['precision']}, 224x224 frames, {K} a segment")
         for n, run in (("short", s), ("long", lg)):
-            print(f"   {n}: {run['seconds']} s video, {run['frames']} chosen frames "
-                  f"({run['frames'] * 224 * 224 * 3 / 2**30:.2f} GiB of them): peak RSS {run['peak_rss_mib']:.0f} MiB, "
-                  f"{run['wall_s']:.0f} s {where(run)}")
+            print(
+                f"   {n}: {run['seconds']} s video, {run['frames']} chosen frames "
+                f"({run['frames'] * 224 * 224 * 3 / 2**30:.2f} GiB of them): peak RSS {run['peak_rss_mib']:.0f} MiB, "
+                f"{run['wall_s']:.0f} s {where(run)}"
+            )
         ok = r["growth_fraction"] < 0.1
-        print(f"   long - short = {r['growth_bytes'] / 2**20:.0f} MiB = {r['growth_fraction']:.3f} of the long video's "
-              f"frames ({'meets' if ok else 'BELOW'} the goal: < 0.1)")
+        print(
+            f"   long - short = {r['growth_bytes'] / 2**20:.0f} MiB = {r['growth_fraction']:.3f} of the long video's "
+            f"frames ({'meets' if ok else 'BELOW'} the goal: < 0.1)"
+        )
     elif name == "precision":
-        print(f"   features {cfg.precision} vs fp32 on decoded generated videos ({r['segments']} segments x 2 frames): "
-              f"pool5 cosine min {r['pool5_cosine_min']:.5f} mean {r['pool5_cosine_mean']:.5f} "
-              f"(relative L2 {r['pool5_relative_l2']:.4f}); VGGish cosine min {r['vggish_cosine_min']:.5f} "
-              f"mean {r['vggish_cosine_mean']:.5f}")
+        print(
+            f"   features {cfg.precision} vs fp32 on decoded generated videos ({r['segments']} segments x 2 frames): "
+            f"pool5 cosine min {r['pool5_cosine_min']:.5f} mean {r['pool5_cosine_mean']:.5f} "
+            f"(relative L2 {r['pool5_relative_l2']:.4f}); VGGish cosine min {r['vggish_cosine_min']:.5f} "
+            f"mean {r['vggish_cosine_mean']:.5f}"
+        )
     elif name == "sel":
-        print(f"5. SEL training (DAM), AVE-sized float16 features in RAM ({r['data_gib']:.2f} GiB, "
-              f"made in {r['data_s']:.1f} s) {where(r)}")
+        print(
+            f"5. SEL training (DAM), AVE-sized float16 features in RAM ({r['data_gib']:.2f} GiB, "
+            f"made in {r['data_s']:.1f} s) {where(r)}"
+        )
         print(f"   {r['epoch_s']:.1f} s per epoch  ({r['how']})")
         print(f"   memory: {mem(r)}")
     elif name == "localize":
-        print(f"6. avel localize, one 10-s video: {r['cold_s']:.2f} s cold (checkpoint and extractors built), "
-              f"{r['warm_s']:.2f} s warm {where(r)}")
+        print(
+            f"6. avel localize, one 10-s video: {r['cold_s']:.2f} s cold (checkpoint and extractors built), "
+            f"{r['warm_s']:.2f} s warm {where(r)}"
+        )
         print(f"   memory: {mem(r)}")
     sys.stdout.flush()
 
@@ -1151,10 +1416,15 @@ def projection(cfg: BenchConfig, results: dict) -> None:
     e2e, ceiling = results.get("e2e"), results.get("ceiling")
     what = machine_line(cfg).split(",")[0]
     if e2e and "segments_per_s" in e2e:
-        print(f"7. raw AVE ({AVE_VIDEOS} videos x {SEGMENTS} s, {AVE_SEGMENTS * cfg.frames_per_segment} frames chosen) on "
-              f"{what}: {hours(AVE_SEGMENTS / e2e['segments_per_s'])} at the measured end-to-end rate"
-              + (f", {hours(AVE_SEGMENTS / ceiling['ceiling_segments_per_s'])} at the ceiling"
-                 if ceiling and "ceiling_segments_per_s" in ceiling else ""))
+        print(
+            f"7. raw AVE ({AVE_VIDEOS} videos x {SEGMENTS} s, {AVE_SEGMENTS * cfg.frames_per_segment} frames chosen) on "
+            f"{what}: {hours(AVE_SEGMENTS / e2e['segments_per_s'])} at the measured end-to-end rate"
+            + (
+                f", {hours(AVE_SEGMENTS / ceiling['ceiling_segments_per_s'])} at the ceiling"
+                if ceiling and "ceiling_segments_per_s" in ceiling
+                else ""
+            )
+        )
 
 
 GOALS = {"e2e_ratio_cuda": 0.90, "localize_warm_s": 1.0, "ave_seconds_gpu": 90.0}
@@ -1168,9 +1438,11 @@ def scale_lines(e2e: dict, gpu: bool) -> list[str]:
     cores = e2e.get("cpu_s_per_segment", 0.0) * 1000 * SEGMENTS
     device = "GPU-seconds" if gpu else "machine-seconds (CPU run)"
     big = VIDEOS_AT_SCALE * SEGMENTS / rate
-    return [f"costs at scale (10-s videos, measured end-to-end rate {rate:.2f} segments/s): {per_1000:.0f} {device} and "
-            f"{cores:.0f} CPU-core-seconds per 1,000 videos; AVE ({AVE_VIDEOS}) {hours(AVE_SEGMENTS / rate)}; "
-            f"{VIDEOS_AT_SCALE:,} videos {hours(big)} on 1 machine, {hours(big / 8)} on 8"]
+    return [
+        f"costs at scale (10-s videos, measured end-to-end rate {rate:.2f} segments/s): {per_1000:.0f} {device} and "
+        f"{cores:.0f} CPU-core-seconds per 1,000 videos; AVE ({AVE_VIDEOS}) {hours(AVE_SEGMENTS / rate)}; "
+        f"{VIDEOS_AT_SCALE:,} videos {hours(big)} on 1 machine, {hours(big / 8)} on 8"
+    ]
 
 
 def summary_lines(results: dict) -> list[str]:
@@ -1185,8 +1457,10 @@ def summary_lines(results: dict) -> list[str]:
     stages = []
     if "ceiling_frames_per_s" in ceiling:
         b = ceiling["best"]
-        stages.append(f"ceiling {ceiling['ceiling_frames_per_s']:.1f} (VGG-19 alone {b['frames_per_s']:.1f} at batch "
-                      f"{b['batch_size']} {b['memory_format']})")
+        stages.append(
+            f"ceiling {ceiling['ceiling_frames_per_s']:.1f} (VGG-19 alone {b['frames_per_s']:.1f} at batch "
+            f"{b['batch_size']} {b['memory_format']})"
+        )
     if "project" in decode:
         p = decode["project"]
         stages.append(f"decode {p['frames_per_s']:.0f} source frames/s ({p['workers']} processes)")
@@ -1194,36 +1468,53 @@ def summary_lines(results: dict) -> list[str]:
         stages.append(f"end to end {e2e['frames_per_s']:.1f} (batch {e2e['batch_size']})")
     if stages:
         out.append("frames/s: " + "; ".join(stages))
-    peaks = [f"{k} {r['cuda_peak_mib']:.0f} MiB" for k, r in (("ceiling", ceiling), ("end to end", e2e), ("localize", loc))
-             if "cuda_peak_mib" in r]
+    peaks = [
+        f"{k} {r['cuda_peak_mib']:.0f} MiB"
+        for k, r in (("ceiling", ceiling), ("end to end", e2e), ("localize", loc))
+        if "cuda_peak_mib" in r
+    ]
     out.append("GPU memory peak: " + (", ".join(peaks) if peaks else "n/a (not a CUDA run)"))
     if "warm_s" in loc:
-        out.append(f"avel localize, 10-s video: {loc['warm_s']:.2f} s warm (goal < {GOALS['localize_warm_s']:.0f} s), "
-                   f"{loc['cold_s']:.2f} s cold")
+        out.append(
+            f"avel localize, 10-s video: {loc['warm_s']:.2f} s warm (goal < {GOALS['localize_warm_s']:.0f} s), "
+            f"{loc['cold_s']:.2f} s cold"
+        )
     feed = results.get("feed") or {}
     if "model" in feed:
         m, q = feed["model"], feed["pool"]
-        out.append(f"feeding: model process {m['model_cpu_ms_per_segment']:.3f} CPU-ms a segment with a null model (goal <= "
-                   f"{FEED_TARGET_MS:.0f}); decoder pool {q['busy']:.3f} of its cores busy with a null consumer (goal >= "
-                   f"{BUSY_TARGET})")
+        out.append(
+            f"feeding: model process {m['model_cpu_ms_per_segment']:.3f} CPU-ms a segment with a null model (goal <= "
+            f"{FEED_TARGET_MS:.0f}); decoder pool {q['busy']:.3f} of its cores busy with a null consumer (goal >= "
+            f"{BUSY_TARGET})"
+        )
     comp = results.get("compile") or {}
     if "rows" in comp:
-        out.append("compile: " + "; ".join(
-            f"{r['mode']} {r['frames_per_s']:.0f} frames/s" + (f" MFU {r['mfu']:.3f}" if r.get("mfu") is not None else "")
-            + f" (first batch {r['first_batch_s']:.0f} s, AVE {hours(r['ave_s'])})" for r in comp["rows"]))
+        out.append(
+            "compile: "
+            + "; ".join(
+                f"{r['mode']} {r['frames_per_s']:.0f} frames/s"
+                + (f" MFU {r['mfu']:.3f}" if r.get("mfu") is not None else "")
+                + f" (first batch {r['first_batch_s']:.0f} s, AVE {hours(r['ave_s'])})"
+                for r in comp["rows"]
+            )
+        )
     if "segments_per_s" in e2e:
-        out += scale_lines(e2e, str(cfg.get("device", "")).startswith("cuda") or results.get("machine", "").startswith("GPU"))
+        out += scale_lines(
+            e2e, str(cfg.get("device", "")).startswith("cuda") or results.get("machine", "").startswith("GPU")
+        )
         minutes = AVE_SEGMENTS / e2e["segments_per_s"] / 60
-        out.append(f"AVE ({AVE_VIDEOS} videos) projected: {minutes:.1f} min at the end-to-end rate "
-                   f"(goal <= {GOALS['ave_seconds_gpu']:.0f} s on one GPU machine with 16 cores, issue #22; "
-                   f"{cfg.get('precision', '?')}, {cfg.get('workers', '?')} decoder processes)")
+        out.append(
+            f"AVE ({AVE_VIDEOS} videos) projected: {minutes:.1f} min at the end-to-end rate "
+            f"(goal <= {GOALS['ave_seconds_gpu']:.0f} s on one GPU machine with 16 cores, issue #22; "
+            f"{cfg.get('precision', '?')}, {cfg.get('workers', '?')} decoder processes)"
+        )
     return out
 
 
 def generate_videos(cfg: BenchConfig, folder: Path) -> None:
     """cfg.videos AVE-like clips, written in parallel (one process a core)."""
-    from concurrent.futures import ProcessPoolExecutor
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
 
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [(folder / f"v{i:03d}.mp4", cfg.seed + i) for i in range(cfg.videos)]
@@ -1239,7 +1530,9 @@ def _generate(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.add_argument("--videos", type=int, default=4, help="generated 10-s videos (decode and end-to-end stages)")
@@ -1259,9 +1552,19 @@ def main(argv: list[str] | None = None) -> int:
         width, height = (int(x) for x in a.size.lower().split("x"))
     except ValueError:
         p.error(f"--size {a.size}: expected WxH, e.g. 640x360")
-    cfg = BenchConfig(device=a.device, precision=a.precision, videos=a.videos, workers=a.workers,
-                      batch_size=a.batch_size, frames_per_segment=a.frames_per_segment, quick=a.quick,
-                      threads=a.threads, width=width, height=height, fps=a.fps)
+    cfg = BenchConfig(
+        device=a.device,
+        precision=a.precision,
+        videos=a.videos,
+        workers=a.workers,
+        batch_size=a.batch_size,
+        frames_per_segment=a.frames_per_segment,
+        quick=a.quick,
+        threads=a.threads,
+        width=width,
+        height=height,
+        fps=a.fps,
+    )
     if a.stage:
         run_stage(a.stage, cfg, a.work)
         return 0
@@ -1279,9 +1582,11 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available on this machine")
 
-    print(f"avel benchmark: device {cfg.device}, precision {cfg.precision}, {cfg.videos} videos, "
-          f"workers {cfg.workers}, batch {cfg.batch_size or 'default'}, {cfg.frames_per_segment} frames/segment"
-          f"{', quick' if cfg.quick else ''}")
+    print(
+        f"avel benchmark: device {cfg.device}, precision {cfg.precision}, {cfg.videos} videos, "
+        f"workers {cfg.workers}, batch {cfg.batch_size or 'default'}, {cfg.frames_per_segment} frames/segment"
+        f"{', quick' if cfg.quick else ''}"
+    )
     print(f"   {machine_line(cfg)}; load {load()}")
     results: dict = {"config": dataclasses.asdict(cfg), "machine": machine_line(cfg)}
     with tempfile.TemporaryDirectory(prefix="avel-bench-") as tmp:
@@ -1289,19 +1594,42 @@ def main(argv: list[str] | None = None) -> int:
         if {"feed", "decode", "e2e", "precision", "localize", "ray"} & set(stages):
             t = time.perf_counter()
             generate_videos(cfg, work / "videos")
-            print(f"   generated {cfg.videos} 10-s videos (benchmarks/media.py: {cfg.width}x{cfg.height}, {cfg.fps} fps, "
-                  f"h264 + AAC 44.1 kHz stereo) in {time.perf_counter() - t:.1f} s")
+            print(
+                f"   generated {cfg.videos} 10-s videos (benchmarks/media.py: {cfg.width}x{cfg.height}, {cfg.fps} fps, "
+                f"h264 + AAC 44.1 kHz stereo) in {time.perf_counter() - t:.1f} s"
+            )
         for name in stages:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--stage", name, "--work", str(work),
-                   "--device", cfg.device, "--precision", cfg.precision, "--videos", str(cfg.videos),
-                   "--workers", str(cfg.workers), "--frames-per-segment", str(cfg.frames_per_segment),
-                   "--size", f"{cfg.width}x{cfg.height}", "--fps", str(cfg.fps)]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--stage",
+                name,
+                "--work",
+                str(work),
+                "--device",
+                cfg.device,
+                "--precision",
+                cfg.precision,
+                "--videos",
+                str(cfg.videos),
+                "--workers",
+                str(cfg.workers),
+                "--frames-per-segment",
+                str(cfg.frames_per_segment),
+                "--size",
+                f"{cfg.width}x{cfg.height}",
+                "--fps",
+                str(cfg.fps),
+            ]
             cmd += ["--batch-size", str(cfg.batch_size)] if cfg.batch_size is not None else []
             cmd += ["--quick"] if cfg.quick else []
             cmd += ["--threads", str(cfg.threads)] if cfg.threads is not None else []
             env = None
             if name == "ray":  # loopback only, and Ray's token authentication with a token of its own
-                cmd, env = NETNS + cmd, {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+                cmd, env = (
+                    NETNS + cmd,
+                    {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)},
+                )
             proc = subprocess.run(cmd, cwd=ROOT, env=env)
             out = work / f"{name}.json"
             if proc.returncode != 0 or not out.is_file():

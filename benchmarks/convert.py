@@ -11,6 +11,7 @@
     PYTHONPATH=<dir holding avel> python benchmarks/convert.py [--videos 3] [--seconds 10] [--device cpu] [--json out]
 
 The videos come from benchmarks/media.py (640x360, 30 fps, h264 + AAC, film grain)."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from media import write_ave_like  # noqa: E402
+
 from avel.core.config import FeatureSettings  # noqa: E402
 from avel.pipeline.extract.features import FeatureExtractor  # noqa: E402
 from avel.pipeline.extract.yuv import planes_to_rgb  # noqa: E402
@@ -53,7 +54,9 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=3, help="decoder CPU: the least of this many runs (after one warm-up)")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="decoder CPU: the least of this many runs (after one warm-up)"
+    )
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -78,25 +81,44 @@ def main() -> None:
                 b = extractor.visual_features(planes, fmt).reshape(len(rgb), -1)
                 cosines += list((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
             d = np.concatenate([x.ravel() for x in diffs])
-            rows.append({"video": i, "size": [dev[0][1].width, dev[0][1].height], "segments": len(sws),
-                         "pixel_max": int(d.max()), "pixel_mean": float(d.mean()), "pixel_p999": float(np.percentile(d, 99.9)),
-                         "cosine_min": float(min(cosines)), "cosine_mean": float(np.mean(cosines)),
-                         "decoder_cpu_s": {"swscale": sws_cpu, "device": dev_cpu},
-                         "device_convert_s": convert_s})
+            rows.append(
+                {
+                    "video": i,
+                    "size": [dev[0][1].width, dev[0][1].height],
+                    "segments": len(sws),
+                    "pixel_max": int(d.max()),
+                    "pixel_mean": float(d.mean()),
+                    "pixel_p999": float(np.percentile(d, 99.9)),
+                    "cosine_min": float(min(cosines)),
+                    "cosine_mean": float(np.mean(cosines)),
+                    "decoder_cpu_s": {"swscale": sws_cpu, "device": dev_cpu},
+                    "device_convert_s": convert_s,
+                }
+            )
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     summary = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.processor() or platform.machine(),
-        "device": str(extractor.device), "torch": torch.__version__, "loadavg": load, "videos": rows,
-        "decoder_cpu_s_per_video": {k: float(np.mean([r["decoder_cpu_s"][k] for r in rows])) for k in ("swscale", "device")},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.processor() or platform.machine(),
+        "device": str(extractor.device),
+        "torch": torch.__version__,
+        "loadavg": load,
+        "videos": rows,
+        "decoder_cpu_s_per_video": {
+            k: float(np.mean([r["decoder_cpu_s"][k] for r in rows])) for k in ("swscale", "device")
+        },
     }
     s, d = summary["decoder_cpu_s_per_video"]["swscale"], summary["decoder_cpu_s_per_video"]["device"]
-    print(f"convert: {args.videos} AVE-like videos ({args.seconds:g} s, 640x360 h264), device {extractor.device}, "
-          f"load {' '.join(load)}")
+    print(
+        f"convert: {args.videos} AVE-like videos ({args.seconds:g} s, 640x360 h264), device {extractor.device}, "
+        f"load {' '.join(load)}"
+    )
     for r in rows:
-        print(f"  video {r['video']}: pixels max {r['pixel_max']} mean {r['pixel_mean']:.3f} p99.9 {r['pixel_p999']:.0f}; "
-              f"pool5 cosine min {r['cosine_min']:.5f} mean {r['cosine_mean']:.5f}; decoder CPU swscale "
-              f"{r['decoder_cpu_s']['swscale']:.3f} s, device {r['decoder_cpu_s']['device']:.3f} s; "
-              f"device conversion {r['device_convert_s'] * 1000:.1f} ms")
+        print(
+            f"  video {r['video']}: pixels max {r['pixel_max']} mean {r['pixel_mean']:.3f} p99.9 {r['pixel_p999']:.0f}; "
+            f"pool5 cosine min {r['cosine_min']:.5f} mean {r['cosine_mean']:.5f}; decoder CPU swscale "
+            f"{r['decoder_cpu_s']['swscale']:.3f} s, device {r['decoder_cpu_s']['device']:.3f} s; "
+            f"device conversion {r['device_convert_s'] * 1000:.1f} ms"
+        )
     print(f"  decoder CPU per video: swscale {s:.3f} s, device {d:.3f} s ({d / s:.2f}x)")
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")

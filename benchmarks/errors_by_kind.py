@@ -12,6 +12,7 @@ only), background with the sound only (off screen), background with the object o
 Data: `learning_curves.make_data` (640 / 80 / 200 videos, 28 classes, visual width 128 by
 default), the recipe's 60 epochs unless `--epochs`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,11 @@ for p in (ROOT, ROOT / "benchmarks"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from learning_curves import TEST_VIDEOS, VAL_VIDEOS, append, make_data, synth_config  # noqa: E402
 
 from avel.models.registry import model_config  # noqa: E402
 from avel.pipeline.data.synth import video_contents  # noqa: E402
 from avel.pipeline.train.loop import TrainConfig, prepare_features, train  # noqa: E402
-from learning_curves import TEST_VIDEOS, VAL_VIDEOS, append, make_data, synth_config  # noqa: E402
 
 
 def kinds_of_seconds(sound: torch.Tensor, seen: torch.Tensor, event: torch.Tensor, late: torch.Tensor) -> dict:
@@ -85,8 +86,12 @@ def main(argv=None) -> int:
     data = make_data(args.noise, args.seed, args.train_videos, args.visual_dim, **sizes)
     contents = video_contents(synth_config(args.noise, args.seed, args.train_videos, args.visual_dim, **sizes))
     fields = parse_set(args.set)
-    result = train(data, TrainConfig(model_config(task="sel", name=args.model, **fields), epochs=args.epochs,
-                                     seed=args.seed, progress=False))
+    result = train(
+        data,
+        TrainConfig(
+            model_config(task="sel", name=args.model, **fields), epochs=args.epochs, seed=args.seed, progress=False
+        ),
+    )
     idx = data.splits["test"]
     feats = prepare_features(data, "sel")
     model = result.model.eval()
@@ -98,9 +103,16 @@ def main(argv=None) -> int:
     sound = torch.from_numpy(np.stack([c.sound for c in test]))
     seen = torch.from_numpy(np.stack([c.seen for c in test]))
     late = torch.tensor([c.late for c in test])
-    record = {"noise": args.noise, "seed": args.seed, "model": args.model, "set": fields, "epochs": args.epochs,
-              "test_accuracy": result.test["accuracy"], "best_epoch": result.best_epoch,
-              "errors": count_errors(pred, labels, kinds_of_seconds(sound, seen, labels != data.background, late))}
+    record = {
+        "noise": args.noise,
+        "seed": args.seed,
+        "model": args.model,
+        "set": fields,
+        "epochs": args.epochs,
+        "test_accuracy": result.test["accuracy"],
+        "best_epoch": result.best_epoch,
+        "errors": count_errors(pred, labels, kinds_of_seconds(sound, seen, labels != data.background, late)),
+    }
     print(json.dumps(record), flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

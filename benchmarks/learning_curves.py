@@ -22,6 +22,7 @@ The bar of issue #11 is checked for `--bar-dam` (a DAM variant) against AV_att a
 DAM against AVDLN. Epochs: `--epochs` at 640 training videos (or the largest size if
 smaller); a smaller size gets proportionally more epochs, i.e. the same number of batches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,9 @@ VARIANTS = {
     "dam-mean": Variant("DAM, eq. 7 (--relevance-fusion mean)", "sel", {"relevance_fusion": "mean"}),
     "dam-eq7": Variant("DAM, eq. 7, earlier recipe", "sel", EQ7),
     "dam-geo": Variant("DAM, geometric fusion, earlier recipe", "sel", {**EQ7, "relevance_fusion": "geometric"}),
-    "dam-paper": Variant("DAM, the paper's loss alone", "sel",
-                         {**EQ7, "warmup": 0.0, "segment_loss": 0.0, "relevance_smoothing": 0.0}),
+    "dam-paper": Variant(
+        "DAM, the paper's loss alone", "sel", {**EQ7, "warmup": 0.0, "segment_loss": 0.0, "relevance_smoothing": 0.0}
+    ),
     "dam-avg": Variant("DAM avg-pool embedding", "sel", {**EQ7, "embedding": "avg"}),
     "dam-bilstm": Variant("DAM Bi-LSTM embedding", "sel", {**EQ7, "embedding": "bilstm"}),
     "dam-self": Variant("DAM self-matching", "sel", {**EQ7, "matching": "self"}),
@@ -82,44 +84,93 @@ VARIANTS = {
     "dam-lam0.7": Variant("DAM lambda 0.7", "sel", {**EQ7, "lam": 0.7}),
     "dam-lam0.3": Variant("DAM lambda 0.3", "sel", {**EQ7, "lam": 0.3}),
     "dam-lam1": Variant("DAM lambda 1 (category loss alone)", "sel", {**EQ7, "lam": 1.0}),
-    "dam-warmup": Variant("DAM, warm-up 0.4", "sel", {**EQ7, "warmup": 0.4, "segment_loss": 0.0, "relevance_smoothing": 0.0}),
-    "dam-segloss": Variant("DAM + segment loss 1", "sel", {**EQ7, "warmup": 0.0, "segment_loss": 1.0, "relevance_smoothing": 0.0}),
-    "dam-warmup-segloss": Variant("DAM, warm-up 0.4 + segment loss 1", "sel",
-                                  {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "relevance_smoothing": 0.0}),
-    "dam-avg-smooth": Variant("DAM avg-pool + relevance smoothing 0.2", "sel",
-                              {**EQ7, "warmup": 0.0, "segment_loss": 0.0, "embedding": "avg", "relevance_smoothing": 0.2}),
-    "dam-ws-smooth": Variant("DAM, warm-up 0.4 + segment loss 1 + relevance smoothing 0.2", "sel",
-                             {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "relevance_smoothing": 0.2}),
-    "dam-ws-avg-smooth": Variant("DAM, warm-up 0.4 + segment loss 1 + avg-pool + relevance smoothing 0.2", "sel",
-                                 {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.2}),
-    "dam-ws-avg-smooth3": Variant("DAM, warm-up 0.4 + segment loss 1 + avg-pool + relevance smoothing 0.3", "sel",
-                                  {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.3}),
+    "dam-warmup": Variant(
+        "DAM, warm-up 0.4", "sel", {**EQ7, "warmup": 0.4, "segment_loss": 0.0, "relevance_smoothing": 0.0}
+    ),
+    "dam-segloss": Variant(
+        "DAM + segment loss 1", "sel", {**EQ7, "warmup": 0.0, "segment_loss": 1.0, "relevance_smoothing": 0.0}
+    ),
+    "dam-warmup-segloss": Variant(
+        "DAM, warm-up 0.4 + segment loss 1",
+        "sel",
+        {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "relevance_smoothing": 0.0},
+    ),
+    "dam-avg-smooth": Variant(
+        "DAM avg-pool + relevance smoothing 0.2",
+        "sel",
+        {**EQ7, "warmup": 0.0, "segment_loss": 0.0, "embedding": "avg", "relevance_smoothing": 0.2},
+    ),
+    "dam-ws-smooth": Variant(
+        "DAM, warm-up 0.4 + segment loss 1 + relevance smoothing 0.2",
+        "sel",
+        {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "relevance_smoothing": 0.2},
+    ),
+    "dam-ws-avg-smooth": Variant(
+        "DAM, warm-up 0.4 + segment loss 1 + avg-pool + relevance smoothing 0.2",
+        "sel",
+        {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.2},
+    ),
+    "dam-ws-avg-smooth3": Variant(
+        "DAM, warm-up 0.4 + segment loss 1 + avg-pool + relevance smoothing 0.3",
+        "sel",
+        {**EQ7, "warmup": 0.4, "segment_loss": 1.0, "embedding": "avg", "relevance_smoothing": 0.3},
+    ),
     "cml-dam": Variant("DAM (CML)", "cml"),
     "cml-avdln": Variant("AVDLN", "cml", {"name": "avdln"}),
     "cml-dam-avg": Variant("DAM avg-pool (CML)", "cml", {"embedding": "avg"}),
     "cml-dam-self": Variant("DAM self-matching (CML)", "cml", {"matching": "self"}),
 }
 FULL = {"noise": [0.5, 0.75, 1.0, 1.25, 1.5], "sizes": [160, 640, 2560], "seeds": [0, 1, 2], "variants": list(VARIANTS)}
-QUICK = {"noise": [1.0], "sizes": [160, 640], "seeds": [0, 1, 2],
-         "variants": ["dam", "dam-paper", "av_att", "cml-dam", "cml-avdln"]}
+QUICK = {
+    "noise": [1.0],
+    "sizes": [160, 640],
+    "seeds": [0, 1, 2],
+    "variants": ["dam", "dam-paper", "av_att", "cml-dam", "cml-avdln"],
+}
 
 
 # --- data -------------------------------------------------------------------------------------
-def synth_config(noise: float, seed: int, train_videos: int, visual_dim: int = 512, *, val_videos: int = VAL_VIDEOS,
-                 test_videos: int = TEST_VIDEOS, classes: int = 28) -> FeatureSynthConfig:
+def synth_config(
+    noise: float,
+    seed: int,
+    train_videos: int,
+    visual_dim: int = 512,
+    *,
+    val_videos: int = VAL_VIDEOS,
+    test_videos: int = TEST_VIDEOS,
+    classes: int = 28,
+) -> FeatureSynthConfig:
     """The generator's config of one set: train_videos + val_videos + test_videos videos, AVE
     shapes (unless a narrower visual width is asked for)."""
     videos = train_videos + val_videos + test_videos
-    return FeatureSynthConfig(videos=videos, classes=classes, noise=noise, seed=seed, visual_dim=visual_dim,
-                              visual_active=min(32, visual_dim),
-                              split_fractions=(train_videos / videos, val_videos / videos, test_videos / videos))
+    return FeatureSynthConfig(
+        videos=videos,
+        classes=classes,
+        noise=noise,
+        seed=seed,
+        visual_dim=visual_dim,
+        visual_active=min(32, visual_dim),
+        split_fractions=(train_videos / videos, val_videos / videos, test_videos / videos),
+    )
 
 
-def make_data(noise: float, seed: int, train_videos: int, visual_dim: int = 512, *, val_videos: int = VAL_VIDEOS,
-              test_videos: int = TEST_VIDEOS, classes: int = 28) -> AVData:
+def make_data(
+    noise: float,
+    seed: int,
+    train_videos: int,
+    visual_dim: int = 512,
+    *,
+    val_videos: int = VAL_VIDEOS,
+    test_videos: int = TEST_VIDEOS,
+    classes: int = 28,
+) -> AVData:
     """The set of `synth_config`, float16 in RAM."""
-    data = synth_features(synth_config(noise, seed, train_videos, visual_dim, val_videos=val_videos,
-                                       test_videos=test_videos, classes=classes), dtype=torch.float16)
+    data = synth_features(
+        synth_config(
+            noise, seed, train_videos, visual_dim, val_videos=val_videos, test_videos=test_videos, classes=classes
+        ),
+        dtype=torch.float16,
+    )
     assert [len(data.splits[k]) for k in ("train", "val", "test")] == [train_videos, val_videos, test_videos]
     return data
 
@@ -184,8 +235,13 @@ def probe(data: AVData, kind: str, *, epochs: int = 60, seed: int = 0) -> float:
     if kind == "linear":
         net = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(width, C))
     else:
-        net = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(width, 256), torch.nn.ReLU(),
-                                  torch.nn.Dropout(0.5), torch.nn.Linear(256, C))
+        net = torch.nn.Sequential(
+            torch.nn.Dropout(0.2),
+            torch.nn.Linear(width, 256),
+            torch.nn.ReLU(),
+            torch.nn.Dropout(0.5),
+            torch.nn.Linear(256, C),
+        )
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-2)
     best, best_test = -1.0, 0.0
     for _ in range(epochs):
@@ -205,13 +261,22 @@ def probe(data: AVData, kind: str, *, epochs: int = 60, seed: int = 0) -> float:
 
 # --- runs -------------------------------------------------------------------------------------
 def run_one(data: AVData, variant: Variant, size: int, seed: int, epochs: int, reference: int = 640) -> dict:
-    cfg = TrainConfig(model_config(task=variant.task, **variant.model), seed=seed, progress=False,
-                      **{"epochs": epochs_for(size, epochs, reference), **variant.train})
+    cfg = TrainConfig(
+        model_config(task=variant.task, **variant.model),
+        seed=seed,
+        progress=False,
+        **{"epochs": epochs_for(size, epochs, reference), **variant.train},
+    )
     if variant.model.get("name") == "avdln" and "epochs" not in variant.train:
         cfg = dataclasses.replace(cfg, epochs=None)  # AVDLN: its own (reference) recipe
     result = train(subset(data, size), cfg)
-    row = {"test": result.test, "val": result.val, "best_epoch": result.best_epoch, "epochs": cfg.resolved.epochs,
-           "seconds": round(result.seconds, 1)}
+    row = {
+        "test": result.test,
+        "val": result.val,
+        "best_epoch": result.best_epoch,
+        "epochs": cfg.resolved.epochs,
+        "seconds": round(result.seconds, 1),
+    }
     if variant.task == "sel" and cfg.model.name == "dam":
         row["diagnostics"] = dam_diagnostics(result.model, subset(data, size))
     return row
@@ -236,19 +301,38 @@ def run_grid(args, runs: dict, path: Path) -> None:
             if not todo and not need_probe:
                 continue
             t0 = time.perf_counter()
-            data = make_data(noise, seed, max(args.sizes + ([args.probe_videos] if need_probe else [])), args.visual_dim,
-                             val_videos=args.val_videos, test_videos=args.test_videos, classes=args.classes)
+            data = make_data(
+                noise,
+                seed,
+                max(args.sizes + ([args.probe_videos] if need_probe else [])),
+                args.visual_dim,
+                val_videos=args.val_videos,
+                test_videos=args.test_videos,
+                classes=args.classes,
+            )
             print(f"noise {noise} seed {seed}: data in {time.perf_counter() - t0:.0f} s", flush=True)
             records = []
             if need_probe:
                 probe_data = subset(data, args.probe_videos)
-                records.append({"noise": noise, "size": 0, "seed": seed, "variant": "probe", "kind": calib[0],
-                                "linear": probe(probe_data, "linear", seed=seed), "mlp": probe(probe_data, "mlp", seed=seed)})
+                records.append(
+                    {
+                        "noise": noise,
+                        "size": 0,
+                        "seed": seed,
+                        "variant": "probe",
+                        "kind": calib[0],
+                        "linear": probe(probe_data, "linear", seed=seed),
+                        "mlp": probe(probe_data, "mlp", seed=seed),
+                    }
+                )
             for size, name in todo:
                 row = run_one(data, VARIANTS[name], size, seed, args.epochs, reference=min(640, max(args.sizes)))
                 records.append({"noise": noise, "size": size, "seed": seed, "variant": name, **row})
-                print(f"  {name:14s} size {size:5d} seed {seed}: {fmt_metrics(records[-1]['test'])} "
-                      f"({row['seconds']:.0f} s, best epoch {row['best_epoch']}/{row['epochs']})", flush=True)
+                print(
+                    f"  {name:14s} size {size:5d} seed {seed}: {fmt_metrics(records[-1]['test'])} "
+                    f"({row['seconds']:.0f} s, best epoch {row['best_epoch']}/{row['epochs']})",
+                    flush=True,
+                )
                 append(path, records[-1])
             if need_probe:
                 append(path, records[0])
@@ -298,8 +382,12 @@ def summarize(runs: dict, noise: list, sizes: list, variants: list) -> dict:
 def format_tables(summary: dict, noise: list, sizes: list, variants: list, calibration: dict) -> str:
     lines = []
     if calibration:
-        lines += ["## Calibration: per-second classifiers (test accuracy, classes + background)", "",
-                  "| noise | linear | MLP |", "|---|---|---|"]
+        lines += [
+            "## Calibration: per-second classifiers (test accuracy, classes + background)",
+            "",
+            "| noise | linear | MLP |",
+            "|---|---|---|",
+        ]
         for n in noise:
             if n in calibration:
                 lin, mlp = calibration[n]
@@ -311,8 +399,12 @@ def format_tables(summary: dict, noise: list, sizes: list, variants: list, calib
         if not names:
             continue
         head = [f"{VARIANTS[v].label} {m.upper() if m != 'accuracy' else ''}".strip() for v in names for m in metrics]
-        lines += [f"## {title} (mean +- std over seeds)", "", "| noise | train videos | " + " | ".join(head) + " |",
-                  "|---|---|" + "---|" * len(head)]
+        lines += [
+            f"## {title} (mean +- std over seeds)",
+            "",
+            "| noise | train videos | " + " | ".join(head) + " |",
+            "|---|---|" + "---|" * len(head),
+        ]
         for n in noise:
             for s in sizes:
                 cells = []
@@ -325,12 +417,17 @@ def format_tables(summary: dict, noise: list, sizes: list, variants: list, calib
         lines.append("")
     diag = [(n, s, v) for n in noise for s in sizes for v in sel if (n, s, v, "category_test") in summary]
     if diag:
-        lines += ["## DAM diagnostics (means): category head train / test, relevance on test background / event seconds",
-                  "", "| noise | train videos | variant | category train | category test | relevance background | relevance event |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## DAM diagnostics (means): category head train / test, relevance on test background / event seconds",
+            "",
+            "| noise | train videos | variant | category train | category test | relevance background | relevance event |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for n, s, v in diag:
-            cells = [f"{summary[(n, s, v, k)][0]:.3f}" if (n, s, v, k) in summary else "-"
-                     for k in ("category_train", "category_test", "relevance_background_test", "relevance_event_test")]
+            cells = [
+                f"{summary[(n, s, v, k)][0]:.3f}" if (n, s, v, k) in summary else "-"
+                for k in ("category_train", "category_test", "relevance_background_test", "relevance_event_test")
+            ]
             lines.append(f"| {n} | {s} | {VARIANTS[v].label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -346,13 +443,17 @@ def bar_check(summary: dict, noise: list, sizes: list, dam_variant: str = "dam")
             if att and dam:
                 applies = BAR_RANGE[0] <= att[0] <= BAR_RANGE[1]
                 ok = dam[0] >= att[0] - BAR_MARGIN
-                lines.append(f"noise {n}, {s} videos: SEL {VARIANTS[dam_variant].label} {dam[0]:.3f} vs AV_att {att[0]:.3f}: "
-                             + (("PASS" if ok else "FAIL") if applies else "AV_att outside [0.6, 0.97]: bar does not apply"))
+                lines.append(
+                    f"noise {n}, {s} videos: SEL {VARIANTS[dam_variant].label} {dam[0]:.3f} vs AV_att {att[0]:.3f}: "
+                    + (("PASS" if ok else "FAIL") if applies else "AV_att outside [0.6, 0.97]: bar does not apply")
+                )
             for m in ("a2v", "v2a"):
                 d, a = summary.get((n, s, "cml-dam", m)), summary.get((n, s, "cml-avdln", m))
                 if d and a:
-                    lines.append(f"noise {n}, {s} videos: CML {m.upper()} DAM {d[0]:.3f} vs AVDLN {a[0]:.3f}: "
-                                 + ("PASS" if d[0] > a[0] else "FAIL"))
+                    lines.append(
+                        f"noise {n}, {s} videos: CML {m.upper()} DAM {d[0]:.3f} vs AVDLN {a[0]:.3f}: "
+                        + ("PASS" if d[0] > a[0] else "FAIL")
+                    )
     return lines
 
 
@@ -362,9 +463,11 @@ def plot(summary: dict, noise: list, sizes: list, variants: list, path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("SEL accuracy", [v for v in variants if VARIANTS[v].task == "sel"], "accuracy"),
-              ("CML A2V", [v for v in variants if VARIANTS[v].task == "cml"], "a2v"),
-              ("CML V2A", [v for v in variants if VARIANTS[v].task == "cml"], "v2a")]
+    panels = [
+        ("SEL accuracy", [v for v in variants if VARIANTS[v].task == "sel"], "accuracy"),
+        ("CML A2V", [v for v in variants if VARIANTS[v].task == "cml"], "a2v"),
+        ("CML V2A", [v for v in variants if VARIANTS[v].task == "cml"], "v2a"),
+    ]
     panels = [p for p in panels if p[1]]
     fig, axes = plt.subplots(len(panels), len(noise), figsize=(4 * len(noise), 3.2 * len(panels)), squeeze=False)
     for r, (title, names, metric) in enumerate(panels):
@@ -373,8 +476,14 @@ def plot(summary: dict, noise: list, sizes: list, variants: list, path: Path) ->
             for v in names:
                 pts = [(s, summary[(n, s, v, metric)]) for s in sizes if (n, s, v, metric) in summary]
                 if pts:
-                    ax.errorbar([p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts],
-                                marker="o", capsize=3, label=VARIANTS[v].label)
+                    ax.errorbar(
+                        [p[0] for p in pts],
+                        [p[1][0] for p in pts],
+                        yerr=[p[1][1] for p in pts],
+                        marker="o",
+                        capsize=3,
+                        label=VARIANTS[v].label,
+                    )
             ax.set_xscale("log")
             ax.set_xticks(sizes, [str(s) for s in sizes])
             ax.set_xticks([], minor=True)  # no log-scale minor labels over the sizes
@@ -403,14 +512,24 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true", help="print and plot what runs.jsonl holds; run nothing")
     ap.add_argument("--out", type=Path, default=None, help="default: learning-curves/visual<WIDTH>")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--bar-dam", default="dam", choices=[k for k, v in VARIANTS.items() if v.task == "sel"],
-                    help="the DAM variant the bar compares with AV_att")
+    ap.add_argument(
+        "--bar-dam",
+        default="dam",
+        choices=[k for k, v in VARIANTS.items() if v.task == "sel"],
+        help="the DAM variant the bar compares with AV_att",
+    )
     ap.add_argument("--classes", type=int, default=28, help="event categories (AVE: 28)")
     ap.add_argument("--val-videos", type=int, default=VAL_VIDEOS)
     ap.add_argument("--test-videos", type=int, default=TEST_VIDEOS)
-    ap.add_argument("--probe-videos", type=int, default=PROBE_VIDEOS, help="training videos of the calibration classifiers")
-    ap.add_argument("--visual-dim", type=int, default=512,
-                    help="visual feature width (AVE: 512; 128 makes the audio-guided attention 16x cheaper)")
+    ap.add_argument(
+        "--probe-videos", type=int, default=PROBE_VIDEOS, help="training videos of the calibration classifiers"
+    )
+    ap.add_argument(
+        "--visual-dim",
+        type=int,
+        default=512,
+        help="visual feature width (AVE: 512; 128 makes the audio-guided attention 16x cheaper)",
+    )
     args = ap.parse_args(argv)
     grid = QUICK if args.quick else FULL
     for k in ("noise", "sizes", "seeds", "variants"):

@@ -13,6 +13,7 @@ The delay includes the writer's own muxing (h264 zerolatency + AAC in MPEG-TS: t
 packets of a second reach the pipe ~0.5 s after its audio), decoding, both extractors and
 the model. Goal (issue #25): p95 <= 2.0 s on 2 CPU cores, <= 1.0 s on a GPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,6 +27,7 @@ import time
 
 import numpy as np
 import torch
+
 from avel.core.config import FeatureSettings
 from avel.extractors.registry import random_weights_tag
 from avel.models.registry import build_model, model_config
@@ -49,12 +51,20 @@ def free_udp_port() -> int:
 
 
 def checkpoint(folder: str, frames_per_segment: int, frame_size: int) -> str:
-    settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=frames_per_segment,
-                               frame_size=frame_size, segments=10, visual_weights_sha256=random_weights_tag(0),
-                               audio_weights_sha256=random_weights_tag(0))
+    settings = FeatureSettings(
+        visual_model="random",
+        audio_model="random",
+        frames_per_segment=frames_per_segment,
+        frame_size=frame_size,
+        segments=10,
+        visual_weights_sha256=random_weights_tag(0),
+        audio_weights_sha256=random_weights_tag(0),
+    )
     torch.manual_seed(0)
     cfg = model_config(task="sel", name="dam", num_classes=4)
-    return str(save_checkpoint(os.path.join(folder, "sel.safetensors"), build_model(cfg), cfg, ["a", "b", "c"], settings, {}))
+    return str(
+        save_checkpoint(os.path.join(folder, "sel.safetensors"), build_model(cfg), cfg, ["a", "b", "c"], settings, {})
+    )
 
 
 def run_one(transport: str, ckpt: str, clip, seconds: float, args) -> dict:
@@ -68,8 +78,16 @@ def run_one(transport: str, ckpt: str, clip, seconds: float, args) -> dict:
         source = f"udp://127.0.0.1:{port}?overrun_nonfatal=1&fifo_size=1000000"
         target = f"udp://127.0.0.1:{port}?pkt_size=1316"
         on_stall = "end"  # UDP has no end of stream: the silence after the last packet ends the run
-    run = live(source, ckpt, device=args.device, precision=args.precision, on_stall=on_stall, stall_s=3.0,
-               frames_per_segment=args.frames_per_segment, batch_size=args.frames_per_segment)
+    run = live(
+        source,
+        ckpt,
+        device=args.device,
+        precision=args.precision,
+        on_stall=on_stall,
+        stall_s=3.0,
+        frames_per_segment=args.frames_per_segment,
+        batch_size=args.frames_per_segment,
+    )
 
     def write() -> None:
         time.sleep(1.0)  # the reader is listening (UDP)
@@ -101,11 +119,22 @@ def run_one(transport: str, ckpt: str, clip, seconds: float, args) -> dict:
     rss["end"] = round(rss_mib(), 1)
     summary = run.summary()
     delays = np.asarray(run.delays)
-    return {"transport": transport, "stream_s": seconds, "wall_s": round(time.monotonic() - started, 1),
-            "decided": summary["seconds"], "dropped": summary["dropped"], "stalls": summary["stalls"],
-            "delay_s": summary["delay_s"], "compute_s": summary["compute_s"], "delay_mean_s": round(float(delays.mean()), 4) if len(delays) else None,
-            "events": len(summary["events"]), "records": kinds, "rss_mib": rss, "rss_each_minute_mib": per_minute,
-            "ended": summary["ended"]}
+    return {
+        "transport": transport,
+        "stream_s": seconds,
+        "wall_s": round(time.monotonic() - started, 1),
+        "decided": summary["seconds"],
+        "dropped": summary["dropped"],
+        "stalls": summary["stalls"],
+        "delay_s": summary["delay_s"],
+        "compute_s": summary["compute_s"],
+        "delay_mean_s": round(float(delays.mean()), 4) if len(delays) else None,
+        "events": len(summary["events"]),
+        "records": kinds,
+        "rss_mib": rss,
+        "rss_each_minute_mib": per_minute,
+        "ended": summary["ended"],
+    }
 
 
 def main() -> None:
@@ -124,25 +153,33 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     seconds = args.minutes * 60 if args.minutes else args.seconds
     load = os.getloadavg()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    print(f"settings: device {args.device}, precision {args.precision or 'fp32'}, {args.frames_per_segment} frames a "
-          f"second at {args.frame_size}x{args.frame_size}, random-weight VGG-19 + VGGish + DAM, context 10 s")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+    )
+    print(
+        f"settings: device {args.device}, precision {args.precision or 'fp32'}, {args.frames_per_segment} frames a "
+        f"second at {args.frame_size}x{args.frame_size}, random-weight VGG-19 + VGGish + DAM, context 10 s"
+    )
     clip = event_clip(10, fps=16, width=320, height=240)
-    print(f"stream: a generated 10-s clip looped ({clip.plan.seconds.count('event')} event seconds each loop), "
-          f"320x240 16 fps h264 + AAC in MPEG-TS, played at 1x for {seconds:g} s per transport")
+    print(
+        f"stream: a generated 10-s clip looped ({clip.plan.seconds.count('event')} event seconds each loop), "
+        f"320x240 16 fps h264 + AAC in MPEG-TS, played at 1x for {seconds:g} s per transport"
+    )
     results = []
     with tempfile.TemporaryDirectory() as d:
         ckpt = checkpoint(d, args.frames_per_segment, args.frame_size)
-        for transport in (("pipe", "udp") if args.transport == "both" else (args.transport,)):
+        for transport in ("pipe", "udp") if args.transport == "both" else (args.transport,):
             res = run_one(transport, ckpt, clip, seconds, args)
             results.append(res)
             dl = res["delay_s"]
-            print(f"{transport:>5}: {res['decided']} seconds decided, {res['dropped']} dropped, "
-                  f"delay median {dl['median']} s, p95 {dl['p95']} s, max {dl['max']} s; features + model "
-                  f"{res['compute_s']['median']} s a second (median); "
-                  f"RSS {res['rss_mib']['start']} -> {res['rss_mib']['end']} MiB; {res['events']} events; "
-                  f"{res['stalls']} stalls; {res['ended']}")
+            print(
+                f"{transport:>5}: {res['decided']} seconds decided, {res['dropped']} dropped, "
+                f"delay median {dl['median']} s, p95 {dl['p95']} s, max {dl['max']} s; features + model "
+                f"{res['compute_s']['median']} s a second (median); "
+                f"RSS {res['rss_mib']['start']} -> {res['rss_mib']['end']} MiB; {res['events']} events; "
+                f"{res['stalls']} stalls; {res['ended']}"
+            )
             if res["rss_each_minute_mib"]:
                 print(f"       RSS each minute (MiB): {res['rss_each_minute_mib']}")
     for res in results:

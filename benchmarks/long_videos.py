@@ -18,6 +18,7 @@ length pooled). Output: one JSON line per (model, seed) in OUT/runs.jsonl, and a
 
     python benchmarks/long_videos.py --out benchmarks/results/long_videos --seeds 0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,17 @@ DEVICE = ["cpu"]  # --device
 
 
 def long_config(seed: int, videos: int, length_s: int, classes: int) -> LongSynthConfig:
-    return LongSynthConfig(videos=videos, classes=classes, seed=seed, min_duration_s=length_s, max_duration_s=length_s,
-                           max_event_s=60, max_gap_s=30, test_fraction=0.5, noise=NOISE[0])
+    return LongSynthConfig(
+        videos=videos,
+        classes=classes,
+        seed=seed,
+        min_duration_s=length_s,
+        max_duration_s=length_s,
+        max_event_s=60,
+        max_gap_s=30,
+        test_fraction=0.5,
+        noise=NOISE[0],
+    )
 
 
 def second_labels(plan, classes: int) -> np.ndarray:
@@ -81,17 +91,21 @@ def clips(cfg: LongSynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def clip_data(args, seed: int) -> AVData:
-    parts = [clips(long_config(1000 * seed + k, n, args.train_length, args.classes)) for k, n in
-             ((1, args.train_videos), (2, args.clip_eval_videos), (3, args.clip_eval_videos))]
+    parts = [
+        clips(long_config(1000 * seed + k, n, args.train_length, args.classes))
+        for k, n in ((1, args.train_videos), (2, args.clip_eval_videos), (3, args.clip_eval_videos))
+    ]
     sizes = [len(p[0]) for p in parts]
     cut = np.cumsum([0] + sizes)
-    return AVData(visual=torch.from_numpy(np.concatenate([p[1] for p in parts])),
-                  audio=torch.from_numpy(np.concatenate([p[0] for p in parts])),
-                  labels=torch.from_numpy(np.concatenate([p[2] for p in parts])),
-                  class_names=class_names(long_config(0, 1, 60, args.classes)),
-                  video_ids=[f"clip{i}" for i in range(cut[-1])],
-                  splits={name: torch.arange(cut[i], cut[i + 1]) for i, name in enumerate(("train", "val", "test"))},
-                  source="generated clips")
+    return AVData(
+        visual=torch.from_numpy(np.concatenate([p[1] for p in parts])),
+        audio=torch.from_numpy(np.concatenate([p[0] for p in parts])),
+        labels=torch.from_numpy(np.concatenate([p[2] for p in parts])),
+        class_names=class_names(long_config(0, 1, 60, args.classes)),
+        video_ids=[f"clip{i}" for i in range(cut[-1])],
+        splits={name: torch.arange(cut[i], cut[i + 1]) for i, name in enumerate(("train", "val", "test"))},
+        source="generated clips",
+    )
 
 
 def per_second_scores(model, cfg: LongSynthConfig, plan, stride: int, combine: str):
@@ -114,8 +128,14 @@ def scores(videos: list, rule: LocalizeRule, info: ModelInfo) -> dict:
         r = result_from_scores(plan.video_id, plan.duration_s, per, info, rule, None)
         dets += [Detection(plan.video_id, float(e.start_s), float(e.end_s), e.label, e.score) for e in r.events]
     m = detection_map(truth, dets)
-    return {"map50": m.map_at(0.5), "average_map": m.average_map, "segment_f1": segment_f1(truth, dets, durations).f1,
-            "event_f1": event_f1(truth, dets, durations).f1, "events": len(truth), "detections": len(dets)}
+    return {
+        "map50": m.map_at(0.5),
+        "average_map": m.average_map,
+        "segment_f1": segment_f1(truth, dets, durations).f1,
+        "event_f1": event_f1(truth, dets, durations).f1,
+        "events": len(truth),
+        "detections": len(dets),
+    }
 
 
 def post_rules(stride: int, combine: str):
@@ -126,12 +146,27 @@ def post_rules(stride: int, combine: str):
 def run(args, name: str, seed: int) -> dict:
     t0 = time.perf_counter()
     data = clip_data(args, seed)
-    cfg = TrainConfig(model_config(task="sel", name=name), seed=seed, progress=False, epochs=args.epochs,
-                      batch_size=args.batch_size, device=args.device)
+    cfg = TrainConfig(
+        model_config(task="sel", name=name),
+        seed=seed,
+        progress=False,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
     result = train(data, cfg)
     model = result.model.eval()
-    info = ModelInfo(task="sel", model=name, embedding=None, matching=None, window=CLIP_S, stride=5, checkpoint="in-memory",
-                     classes=tuple(data.class_names), features_from_checkpoint=False)
+    info = ModelInfo(
+        task="sel",
+        model=name,
+        embedding=None,
+        matching=None,
+        window=CLIP_S,
+        stride=5,
+        checkpoint="in-memory",
+        classes=tuple(data.class_names),
+        features_from_checkpoint=False,
+    )
     sets = {}
     for length in args.lengths:
         lcfg = long_config(1000 * seed + 10 + length, 2 * args.long_videos, length, args.classes)
@@ -141,45 +176,66 @@ def run(args, name: str, seed: int) -> dict:
     per = {w: {"validation": [], "testing": []} for w in WINDOWS}
     for (stride, combine), out in per.items():
         for subset, items in sets.items():
-            out[subset] = [(length, plan, per_second_scores(model, lcfg, plan, stride, combine)) for length, lcfg, plan in items]
+            out[subset] = [
+                (length, plan, per_second_scores(model, lcfg, plan, stride, combine)) for length, lcfg, plan in items
+            ]
     t_scores = time.perf_counter()
 
     def evaluate(rule: LocalizeRule, subset: str, length: int | None = None) -> dict:
         items = per[rule.stride_s, rule.combine][subset]
         return scores([(p, s) for L, p, s in items if length is None or L == length], rule, info)
 
-    val = [(evaluate(rule, "validation")["average_map"], i, rule) for i, rule in
-           enumerate(r for s, c in WINDOWS for r in post_rules(s, c))]
+    val = [
+        (evaluate(rule, "validation")["average_map"], i, rule)
+        for i, rule in enumerate(r for s, c in WINDOWS for r in post_rules(s, c))
+    ]
     best_val, _, chosen = max(val, key=lambda x: (x[0], -x[1]))  # ties: the first in grid order
-    report = {"model": name, "seed": seed, "clip_test_accuracy": result.test.get("accuracy"),
-              "clip_val_accuracy": result.val.get("accuracy"), "best_epoch": result.best_epoch,
-              "rules_tried": len(val), "chosen_rule": chosen.to_dict(),
-              "validation_average_map": {"today": evaluate(TODAY, "validation")["average_map"], "chosen": best_val},
-              "test": {}}
+    report = {
+        "model": name,
+        "seed": seed,
+        "clip_test_accuracy": result.test.get("accuracy"),
+        "clip_val_accuracy": result.val.get("accuracy"),
+        "best_epoch": result.best_epoch,
+        "rules_tried": len(val),
+        "chosen_rule": chosen.to_dict(),
+        "validation_average_map": {"today": evaluate(TODAY, "validation")["average_map"], "chosen": best_val},
+        "test": {},
+    }
     for length in args.lengths:
-        report["test"][str(length)] = {"today": evaluate(TODAY, "testing", length), "chosen": evaluate(chosen, "testing", length)}
+        report["test"][str(length)] = {
+            "today": evaluate(TODAY, "testing", length),
+            "chosen": evaluate(chosen, "testing", length),
+        }
     report["test"]["all"] = {"today": evaluate(TODAY, "testing"), "chosen": evaluate(chosen, "testing")}
     # one knob at a time from today's rule, on validation: which knob matters
     report["one_knob_validation"] = {}
     for knob, values in (("stride_s", STRIDES), ("combine", COMBINES), *POST.items()):
-        report["one_knob_validation"][knob] = {str(v): evaluate(LocalizeRule(**{knob: v}), "validation")["average_map"]
-                                               for v in values}
-    report["seconds"] = {"train": round(result.seconds, 1), "scores": round(t_scores - t0 - result.seconds, 1),
-                         "total": round(time.perf_counter() - t0, 1)}
+        report["one_knob_validation"][knob] = {
+            str(v): evaluate(LocalizeRule(**{knob: v}), "validation")["average_map"] for v in values
+        }
+    report["seconds"] = {
+        "train": round(result.seconds, 1),
+        "scores": round(t_scores - t0 - result.seconds, 1),
+        "total": round(time.perf_counter() - t0, 1),
+    }
     return report
 
 
 def table(runs: list[dict], lengths) -> str:
-    lines = ["| model | seed | clip acc (test) | length | rule | mAP@0.5 | avg mAP 0.1:0.9 | segment F1 | event F1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | seed | clip acc (test) | length | rule | mAP@0.5 | avg mAP 0.1:0.9 | segment F1 | event F1 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         for length in [str(x) for x in lengths] + ["all"]:
             for which in ("today", "chosen"):
                 s = r["test"][length][which]
                 label = "all" if length == "all" else f"{int(length) // 60} min"
-                lines.append(f"| {r['model']} | {r['seed']} | {100 * r['clip_test_accuracy']:.1f} | {label} | {which} | "
-                             f"{100 * s['map50']:.1f} | {100 * s['average_map']:.1f} | {100 * s['segment_f1']:.1f} | "
-                             f"{100 * s['event_f1']:.1f} |")
+                lines.append(
+                    f"| {r['model']} | {r['seed']} | {100 * r['clip_test_accuracy']:.1f} | {label} | {which} | "
+                    f"{100 * s['map50']:.1f} | {100 * s['average_map']:.1f} | {100 * s['segment_f1']:.1f} | "
+                    f"{100 * s['event_f1']:.1f} |"
+                )
     return "\n".join(lines)
 
 
@@ -210,8 +266,10 @@ def main(argv=None) -> int:
             runs.append(r)
             with open(args.out / "runs.jsonl", "a") as f:
                 f.write(json.dumps(r) + "\n")
-            print(json.dumps({k: r[k] for k in ("model", "seed", "chosen_rule", "validation_average_map", "seconds")}),
-                  flush=True)
+            print(
+                json.dumps({k: r[k] for k in ("model", "seed", "chosen_rule", "validation_average_map", "seconds")}),
+                flush=True,
+            )
     text = table(runs, args.lengths)
     (args.out / "table.md").write_text(f"config: {json.dumps({k: str(v) for k, v in vars(args).items()})}\n\n{text}\n")
     print(text)

@@ -6,6 +6,7 @@ textured scene that pans, a moving disc and film grain, so the decoder has real 
 to decode (flat synthetic pictures decode several times faster than camera video and would
 flatter every ratio that has decoding in it). Deterministic for a seed.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,15 @@ AVE_FPS = 30
 AVE_AUDIO_HZ = 44100
 
 
-def write_ave_like(path: str | os.PathLike, *, seed: int = 0, seconds: float = 10.0, size: tuple[int, int] = AVE_SIZE,
-                   fps: int = AVE_FPS, audio_hz: int = AVE_AUDIO_HZ) -> str:
+def write_ave_like(
+    path: str | os.PathLike,
+    *,
+    seed: int = 0,
+    seconds: float = 10.0,
+    size: tuple[int, int] = AVE_SIZE,
+    fps: int = AVE_FPS,
+    audio_hz: int = AVE_AUDIO_HZ,
+) -> str:
     path = Path(path)
     rng = np.random.default_rng(seed)
     width, height = size

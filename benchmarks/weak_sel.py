@@ -18,6 +18,7 @@ A run is TASK/MODEL, TASK/MODEL:WEAK_RELEVANCE (wsel DAM) or TASK/MODEL:FIELD=VA
 config fields, e.g. sel/psp:propagation=false); `--runs side-by-side` is the eight of issue
 #26: DAM, AV_att, PSP and CMBS, supervised and weak.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,15 @@ SIDE_BY_SIDE = ["sel/dam", "sel/av_att", "sel/psp", "sel/cmbs", "wsel/dam", "wse
 # SEL accuracy (%) on AVE's test split as published, on the released VGG-19 + VGGish features
 # (Tian et al. ECCV 2018; DAM: Wu et al. ICCV 2019, which reports no weak figure; PSP: Zhou et
 # al. CVPR 2021; CMBS: Xia and Zhao CVPR 2022)
-PUBLISHED = {"sel/av_att": 72.7, "wsel/av_att": 66.7, "sel/dam": 74.5, "sel/psp": 77.8, "wsel/psp": 73.5,
-             "sel/cmbs": 79.3, "wsel/cmbs": 74.2}
+PUBLISHED = {
+    "sel/av_att": 72.7,
+    "wsel/av_att": 66.7,
+    "sel/dam": 74.5,
+    "sel/psp": 77.8,
+    "wsel/psp": 73.5,
+    "sel/cmbs": 79.3,
+    "wsel/cmbs": 74.2,
+}
 
 
 def parse_value(text: str):
@@ -66,9 +74,10 @@ def run_spec(spec: str) -> tuple[str, str, dict]:
 
 def run(args: argparse.Namespace) -> None:
     import torch
+
     from avel.models.registry import model_config
-    from avel.pipeline.data.dataset import video_labels_from_classes
     from avel.pipeline.apps.demo import majority_accuracy
+    from avel.pipeline.data.dataset import video_labels_from_classes
     from avel.pipeline.data.synth import (
         FeatureSynthConfig,
         synth_features,
@@ -78,13 +87,25 @@ def run(args: argparse.Namespace) -> None:
     from avel.pipeline.train.weak import whole_video_accuracy
 
     torch.set_num_threads(args.threads)
-    cfg = FeatureSynthConfig(videos=args.videos, classes=args.classes, noise=args.noise, distractor=args.distractor,
-                             visual_dim=args.visual_dim, seed=args.data_seed)
+    cfg = FeatureSynthConfig(
+        videos=args.videos,
+        classes=args.classes,
+        noise=args.noise,
+        distractor=args.distractor,
+        visual_dim=args.visual_dim,
+        seed=args.data_seed,
+    )
     data = synth_features(cfg)
     data.video_labels = video_labels_from_classes([c.plan.class_index for c in video_contents(cfg)], cfg.classes)
-    out = {"data": dataclasses.asdict(cfg), "epochs": args.epochs, "seeds": args.seeds,
-           "majority": majority_accuracy(data, "test"), "whole_video": whole_video_accuracy(data, "test"),
-           "load_before": os.getloadavg(), "runs": {}}
+    out = {
+        "data": dataclasses.asdict(cfg),
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "majority": majority_accuracy(data, "test"),
+        "whole_video": whole_video_accuracy(data, "test"),
+        "load_before": os.getloadavg(),
+        "runs": {},
+    }
     specs = SIDE_BY_SIDE if args.runs == ["side-by-side"] else args.runs
     for spec in specs:
         task, name, fields = run_spec(spec)
@@ -92,16 +113,22 @@ def run(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         res = train_seeds(data, TrainConfig(model, epochs=args.epochs, progress=False), list(range(args.seeds)))
         where = [localization(r.model, data, "test") for r in res.results]
-        out["runs"][spec] = {"mean": res.mean["accuracy"], "std": res.std["accuracy"],
-                             "per_seed": [r.test["accuracy"] for r in res.results],
-                             "best_epochs": [r.best_epoch for r in res.results],
-                             "localization": where,
-                             "model_config": model.to_dict(),  # the defaults in force, spelled out
-                             "seconds": round(time.perf_counter() - t0, 1)}
+        out["runs"][spec] = {
+            "mean": res.mean["accuracy"],
+            "std": res.std["accuracy"],
+            "per_seed": [r.test["accuracy"] for r in res.results],
+            "best_epochs": [r.best_epoch for r in res.results],
+            "localization": where,
+            "model_config": model.to_dict(),  # the defaults in force, spelled out
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
         bg = background_share(where)
-        print(f"noise {cfg.noise} distractor {cfg.distractor} {spec}: {res.mean['accuracy']:.4f} +- "
-              f"{res.std['accuracy']:.4f}, background seconds predicted background {bg:.3f} "
-              f"({out['runs'][spec]['seconds']} s)", flush=True)
+        print(
+            f"noise {cfg.noise} distractor {cfg.distractor} {spec}: {res.mean['accuracy']:.4f} +- "
+            f"{res.std['accuracy']:.4f}, background seconds predicted background {bg:.3f} "
+            f"({out['runs'][spec]['seconds']} s)",
+            flush=True,
+        )
     out["load_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
@@ -112,6 +139,7 @@ def localization(model, data, split: str) -> dict:
     background seconds it predicts as background, of event seconds it predicts as an event
     (any class), and of event seconds it gets exactly right."""
     import torch
+
     from avel.pipeline.train.loop import prepare_features
 
     feats = prepare_features(data, "sel")
@@ -121,10 +149,17 @@ def localization(model, data, split: str) -> dict:
         pred = model.predict(*feats.batch(idx, torch.device("cpu"))[:2])  # (V, T)
     labels = data.labels[idx]
     bg, said_bg = labels == data.background, pred == data.background
-    share = lambda mask: mask.double().mean().item() if mask.numel() else float("nan")
-    return {"background_seconds": int(bg.sum()), "event_seconds": int((~bg).sum()),
-            "background_as_background": share(said_bg[bg]), "event_as_event": share(~said_bg[~bg]),
-            "event_exact": share(pred[~bg] == labels[~bg])}
+
+    def share(mask):
+        return mask.double().mean().item() if mask.numel() else float("nan")
+
+    return {
+        "background_seconds": int(bg.sum()),
+        "event_seconds": int((~bg).sum()),
+        "background_as_background": share(said_bg[bg]),
+        "event_as_event": share(~said_bg[~bg]),
+        "event_exact": share(pred[~bg] == labels[~bg]),
+    }
 
 
 def background_share(localizations: list[dict]) -> float:
@@ -160,10 +195,16 @@ def table(args: argparse.Namespace) -> None:
     print("| AVE, published (%) | " + " | ".join(published) + " | | | |")
     for (noise, distractor, videos, epochs), m in sorted(sets.items()):
         cells = [cell(m["runs"][s]) if s in m["runs"] else "" for s in specs]
-        ratio = ", ".join(f"{name} {m['runs'][f'wsel/{name}']['mean'] / m['runs'][f'sel/{name}']['mean']:.3f}"
-                          for name in ("dam", "av_att", "psp", "cmbs")
-                          if f"sel/{name}" in m["runs"] and f"wsel/{name}" in m["runs"] and m["runs"][f"sel/{name}"]["mean"])
-        name = f"noise {noise}" + (f", distractor {distractor}" if distractor else "") + f" ({videos} videos, {epochs} epochs)"
+        ratio = ", ".join(
+            f"{name} {m['runs'][f'wsel/{name}']['mean'] / m['runs'][f'sel/{name}']['mean']:.3f}"
+            for name in ("dam", "av_att", "psp", "cmbs")
+            if f"sel/{name}" in m["runs"] and f"wsel/{name}" in m["runs"] and m["runs"][f"sel/{name}"]["mean"]
+        )
+        name = (
+            f"noise {noise}"
+            + (f", distractor {distractor}" if distractor else "")
+            + f" ({videos} videos, {epochs} epochs)"
+        )
         print(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {m['majority']:.3f} | {m['whole_video']:.3f} |")
 
 
@@ -180,8 +221,12 @@ def main() -> None:
     r.add_argument("--epochs", type=int, default=60)
     r.add_argument("--seeds", type=int, default=3)
     r.add_argument("--threads", type=int, default=2)
-    r.add_argument("--runs", nargs="+", default=["sel/dam", "wsel/dam", "wsel/av_att"],
-                   help="TASK/MODEL[:WEAK_RELEVANCE | :FIELD=VALUE,...] ..., or side-by-side (the eight of issue #26)")
+    r.add_argument(
+        "--runs",
+        nargs="+",
+        default=["sel/dam", "wsel/dam", "wsel/av_att"],
+        help="TASK/MODEL[:WEAK_RELEVANCE | :FIELD=VALUE,...] ..., or side-by-side (the eight of issue #26)",
+    )
     r.add_argument("--out", required=True)
     t = sub.add_parser("table")
     t.add_argument("files", nargs="+")

@@ -9,14 +9,15 @@ with integer seconds; segment t is an event segment iff `start <= t < end`. Some
 with that exact text as a header line. `AnnotationRow` is a small frozen manifest entry
 (lhotse style): primitives only, symmetric `to_line` / `from_line`.
 """
+
 from __future__ import annotations
 
 import os
 import unicodedata
 from collections import defaultdict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -95,7 +96,7 @@ class AnnotationRow:
         return "&".join([self.category, self.video_id, self.quality, str(self.start_s), str(self.end_s)])
 
     @classmethod
-    def from_line(cls, line: str, *, max_seconds: int = AVE_SECONDS) -> "AnnotationRow":
+    def from_line(cls, line: str, *, max_seconds: int = AVE_SECONDS) -> AnnotationRow:
         """Parse one line; a malformed one raises ValueError with the problem (no location)."""
         raw = line.split("&")
         if len(raw) != FIELDS:
@@ -139,7 +140,9 @@ def read_annotations(path: str | os.PathLike, *, max_seconds: int = AVE_SECONDS)
     return parse_annotations(text, str(path), max_seconds=max_seconds)
 
 
-def parse_annotations(text: str, source: str = "<annotations>", *, max_seconds: int = AVE_SECONDS) -> list[AnnotationRow]:
+def parse_annotations(
+    text: str, source: str = "<annotations>", *, max_seconds: int = AVE_SECONDS
+) -> list[AnnotationRow]:
     """Rows of AVE-format text (what `read_annotations` reads); errors name `source`:LINE.
     Lines end at '\n' (or '\r\n') only: str.splitlines would also split at '\x0b', '\x0c',
     '\x1c'-'\x1e', '\x85' and U+2028, which a field then refuses (`field_problem`)."""
@@ -213,8 +216,9 @@ def split_rows(annotation_rows: Sequence[AnnotationRow], split_rows: Sequence[An
     return indices
 
 
-SPLIT_FILE_NAMES = tuple(f"{split}{suffix}.txt" for split in ("train", "val", "test")
-                         for suffix in ("Set", "_order", "_order_match"))  # AVE's names, CML split included
+SPLIT_FILE_NAMES = tuple(
+    f"{split}{suffix}.txt" for split in ("train", "val", "test") for suffix in ("Set", "_order", "_order_match")
+)  # AVE's names, CML split included
 
 
 def split_files(folder: str | os.PathLike) -> dict[str, Path]:

@@ -4,6 +4,7 @@ compared when they meet. Foundation module: imports nothing of the project but e
 
 `field_help` metadata on a dataclass field is what the CLI shows for its option; the CLI
 builds its options from these dataclasses, so they map one to one."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
 from . import jsonio
+from .errors import ConfigError
 
 SAMPLE_RATE_HZ = 16000  # VGGish input rate; one segment = SAMPLE_RATE_HZ samples
 FRAME_SIZE = 224  # VGG-19 input: direct resize, no crop (AVE's rule)
@@ -114,22 +115,29 @@ def resolve_device(name: str):
 # -- feature settings -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FeatureSettings:
-    visual_model: str = option("VGG-19 weights: caffe (AVE-compatible) | torchvision | random (no weights needed)",
-                               default="caffe")
+    visual_model: str = option(
+        "VGG-19 weights: caffe (AVE-compatible) | torchvision | random (no weights needed)", default="caffe"
+    )
     audio_model: str = option("audio model: vggish | random", default="vggish")
     frames_per_segment: int = option("frames averaged per 1-s segment (AVE: 16)", default=16)
     segments: int | None = option(
-        "force N segments (AVE: 10): truncate, or repeat the last when up to 1 s short", default=None)
-    on_missing_audio: str = option("a video without an audio stream: error | silence", choices=MISSING_AUDIO,
-                                   default="error")
+        "force N segments (AVE: 10): truncate, or repeat the last when up to 1 s short", default=None
+    )
+    on_missing_audio: str = option(
+        "a video without an audio stream: error | silence", choices=MISSING_AUDIO, default="error"
+    )
     audio_pca: bool = option("VGGish PCA + 8-bit quantisation (set by --audio-pca-file)", cli=False, default=False)
-    precision: str = option("fp32 (reproducible) | bf16 | fp16 (GPU): autocast of both networks", choices=PRECISIONS,
-                            default="fp32")
+    precision: str = option(
+        "fp32 (reproducible) | bf16 | fp16 (GPU): autocast of both networks", choices=PRECISIONS, default="fp32"
+    )
     seed: int = option("seed of random weights", default=0)
     # features differ from swscale's by more than float tolerance (a few pixel levels): a setting of the cache
-    convert: str = option("where the chosen frames become 224x224 RGB: swscale (in the decoder) | device (YUV planes "
-                          "converted and resized on the model's device; docs/features.md)", choices=CONVERSIONS,
-                          default="swscale")
+    convert: str = option(
+        "where the chosen frames become 224x224 RGB: swscale (in the decoder) | device (YUV planes "
+        "converted and resized on the model's device; docs/features.md)",
+        choices=CONVERSIONS,
+        default="swscale",
+    )
     frame_size: int = option("VGG-19 input size", cli=False, default=FRAME_SIZE)
     sample_rate_hz: int = option("VGGish input rate", cli=False, default=SAMPLE_RATE_HZ)
     # SHA-256 of each weight file ("random-seed-S" for random weights, "" for none)
@@ -147,7 +155,9 @@ class FeatureSettings:
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("convert", self.convert, CONVERSIONS)
         if self.frame_size < 32 or self.frame_size % 32 or self.frame_size > 4096:
-            raise ConfigError("frame_size", self.frame_size, "must be a multiple of 32 (VGG-19's pool5 grid) in 32..4096")
+            raise ConfigError(
+                "frame_size", self.frame_size, "must be a multiple of 32 (VGG-19's pool5 grid) in 32..4096"
+            )
         check_choice("sample_rate_hz", self.sample_rate_hz, (SAMPLE_RATE_HZ,))
 
     def to_dict(self) -> dict:
@@ -157,18 +167,18 @@ class FeatureSettings:
         return jsonio.dumps(self.to_dict(), nonfinite="refuse", sort_keys=True)  # validated finite
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "feature_settings") -> "FeatureSettings":
+    def from_dict(cls, d: dict, where: str = "feature_settings") -> FeatureSettings:
         return from_mapping(cls, d, where)
 
     @classmethod
-    def from_json(cls, text: str, where: str = "feature_settings") -> "FeatureSettings":
+    def from_json(cls, text: str, where: str = "feature_settings") -> FeatureSettings:
         try:
             d = json.loads(text)
         except (TypeError, ValueError) as e:
             raise ConfigError(where, text[:40] if isinstance(text, str) else text, f"not JSON ({e})") from None
         return cls.from_dict(d, where)
 
-    def differences(self, other: "FeatureSettings") -> list[str]:
+    def differences(self, other: FeatureSettings) -> list[str]:
         """Human-readable list of the settings that differ, e.g. ['visual_model: caffe != random']."""
         a, b = self.to_dict(), other.to_dict()
         return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]

@@ -1,6 +1,7 @@
 """Every failure a user can cause has its own exception type, so batch jobs can record
 it per video and go on. Messages are one line and name the file (`shown(path)`: a name
 holding a newline or bytes that are not UTF-8 is written escaped, so it stays one line)."""
+
 from __future__ import annotations
 
 import os
@@ -95,8 +96,20 @@ class DecoderCrashed(MediaError):
     kind = "crash"
 
 
-MEDIA_ERRORS = {cls.kind: cls for cls in (MediaError, MediaNotFound, NotAMediaFile, CorruptMedia, NoVideoStream,
-                                          NoAudioStream, TooShort, DecodeFailed, DecoderCrashed)}
+MEDIA_ERRORS = {
+    cls.kind: cls
+    for cls in (
+        MediaError,
+        MediaNotFound,
+        NotAMediaFile,
+        CorruptMedia,
+        NoVideoStream,
+        NoAudioStream,
+        TooShort,
+        DecodeFailed,
+        DecoderCrashed,
+    )
+}
 
 
 class Interrupted(AvelError):

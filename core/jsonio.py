@@ -11,6 +11,7 @@
     written, where a non-finite value can only be a bug (ValueError naming its place).
 Foundation module: imports nothing of the project.
 """
+
 from __future__ import annotations
 
 import json

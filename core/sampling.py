@@ -1,4 +1,5 @@
 """Pure functions that decide which frames and samples make a segment."""
+
 from __future__ import annotations
 
 import numpy as np

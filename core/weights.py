@@ -1,6 +1,7 @@
 """Weight files: one loader for all extractors. A weight entry is a value (file name,
 URL, hash); `resolve_weights` returns a local path from an explicit file, the cache, or a
 download checked against the published hash, and otherwise says exactly what to do."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,9 +54,7 @@ def check_hash(entry: WeightsEntry, path: Path) -> None:
     if entry.md5 and _md5_of(path) != entry.md5:
         raise WeightsError(f"{path}: MD5 does not match the published {entry.md5} of {entry.name}")
     if entry.sha256_prefix and not sha256_of(path).startswith(entry.sha256_prefix):
-        raise WeightsError(
-            f"{path}: SHA-256 does not start with the published {entry.sha256_prefix} of {entry.name}"
-        )
+        raise WeightsError(f"{path}: SHA-256 does not start with the published {entry.sha256_prefix} of {entry.name}")
 
 
 def _download(entry: WeightsEntry, dst: Path, timeout_s: float = 30.0) -> None:

@@ -1,4 +1,5 @@
 """Feature extractors, registered by name (see extractors/registry.py for the contract)."""
+
 from . import vgg19, vggish  # noqa: F401  (registration side effects)
 from .registry import AUDIO_MODELS, VISUAL_MODELS
 

@@ -5,6 +5,7 @@ Everything runs on the device of the input waveform. The spectrum is computed in
 switched off: the front end must stay full precision even when the network that follows
 runs under bf16/fp16 autocast (a bf16 log-mel would move features by ~1e-2).
 """
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,7 @@ def mel_matrix(
     nyquist_hz = sample_rate_hz / 2.0
     if not 0.0 <= lower_hz < upper_hz <= nyquist_hz:
         raise ValueError(
-            f"mel band edges must satisfy 0 <= lower ({lower_hz}) < upper ({upper_hz}) "
-            f"<= Nyquist ({nyquist_hz})"
+            f"mel band edges must satisfy 0 <= lower ({lower_hz}) < upper ({upper_hz}) <= Nyquist ({nyquist_hz})"
         )
     # Built in float64 on the CPU (tiny), then moved: identical on every device.
     bins_mel = hz_to_mel(torch.linspace(0.0, nyquist_hz, num_fft_bins, dtype=torch.float64))

@@ -11,6 +11,7 @@ Builders are registered by name and called with keyword arguments only:
 `VISUAL_MODELS.get(name)(weights_file=None | path, seed=int)` and
 `AUDIO_MODELS.get(name)(weights_file=..., pca_file=None | path | "download", seed=int)`.
 """
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
@@ -45,7 +46,9 @@ class VisualBuilder(Protocol):
 
 
 class AudioBuilder(Protocol):
-    def __call__(self, *, weights_file: str | None = None, pca_file: str | None = None, seed: int = 0) -> AudioExtractor: ...
+    def __call__(
+        self, *, weights_file: str | None = None, pca_file: str | None = None, seed: int = 0
+    ) -> AudioExtractor: ...
 
 
 VISUAL_MODELS: Registry[VisualBuilder] = Registry("visual model")

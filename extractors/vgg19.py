@@ -19,37 +19,33 @@ decoder; H, W multiples of 32). Output: pool5 [N, H/32, W/32, 512] float32, HWC 
 as in AVE's `visual_feature.h5`. Weight files are read with `torch.load(weights_only=True)`
 or h5py: nothing is ever unpickled into code.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torchvision
 from torch import nn
 
-from .registry import VISUAL_MODELS, random_weights_tag
 from ..core.errors import WeightsError
 from ..core.weights import WeightsEntry, resolve_weights, sha256_of
+from .registry import VISUAL_MODELS, random_weights_tag
 
 # --- the architecture ------------------------------------------------------------------
 # torchvision `features.N` index of each conv, and its Keras layer name.
 CONV_INDICES: tuple[int, ...] = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 KERAS_CONV_LAYERS: tuple[str, ...] = tuple(
-    f"block{b}_conv{i}"
-    for b, n in zip(range(1, 6), (2, 2, 4, 4, 4))
-    for i in range(1, n + 1)
+    f"block{b}_conv{i}" for b, n in zip(range(1, 6), (2, 2, 4, 4, 4)) for i in range(1, n + 1)
 )
 # (out, in) channels of each conv, in order
 CONV_CHANNELS: tuple[tuple[int, int], ...] = tuple(
-    zip((64, 64, 128, 128, 256, 256, 256, 256) + (512,) * 8,
-        (3, 64, 64, 128, 128, 256, 256, 256, 256) + (512,) * 7)
+    zip((64, 64, 128, 128, 256, 256, 256, 256) + (512,) * 8, (3, 64, 64, 128, 128, 256, 256, 256, 256) + (512,) * 7)
 )
-CONV_KEYS: tuple[str, ...] = tuple(
-    f"features.{i}.{p}" for i in CONV_INDICES for p in ("weight", "bias")
-)
+CONV_KEYS: tuple[str, ...] = tuple(f"features.{i}.{p}" for i in CONV_INDICES for p in ("weight", "bias"))
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -70,8 +66,11 @@ CAFFE_PREPROCESSING = Preprocessing(
     "caffe", bgr=True, divisor=1.0, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0)
 )
 TORCHVISION_PREPROCESSING = Preprocessing(
-    "torchvision", bgr=False, divisor=255.0,
-    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+    "torchvision",
+    bgr=False,
+    divisor=255.0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
 )
 
 
@@ -128,10 +127,8 @@ class VGG19Pool5(nn.Module):
         self.input_memory_format = torch.channels_last  # set with the weights' (FeatureExtractor)
         self.preprocessing = preprocessing
         self.weights_sha256 = weights_sha256
-        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer("mean", torch.tensor(preprocessing.mean, dtype=torch.float32), persistent=False)
+        self.register_buffer("std", torch.tensor(preprocessing.std, dtype=torch.float32), persistent=False)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """[N, H, W, 3] RGB 0..255 -> [N, 3, H, W] float32 in `input_memory_format`."""
@@ -153,7 +150,7 @@ class VGG19Pool5(nn.Module):
 
     def load_conv_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load the 32 conv tensors `features.N.{weight,bias}` (already checked)."""
-        self.features.load_state_dict({k[len("features."):]: state[k] for k in CONV_KEYS})
+        self.features.load_state_dict({k[len("features.") :]: state[k] for k in CONV_KEYS})
 
 
 def pool5_to_vector(x):
@@ -187,8 +184,7 @@ def load_keras_h5(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             if "layer_names" not in root.attrs and "model_weights" in root:
                 root = root["model_weights"]  # a whole-model file from model.save()
             if "layer_names" not in root.attrs:
-                raise WeightsError(f"{path}: HDF5 file without a `layer_names` attribute "
-                                   "(not a Keras weights file)")
+                raise WeightsError(f"{path}: HDF5 file without a `layer_names` attribute (not a Keras weights file)")
             layers = [_text(n) for n in root.attrs["layer_names"]]
             for name, idx, (cout, cin) in zip(KERAS_CONV_LAYERS, CONV_INDICES, CONV_CHANNELS):
                 if name not in layers or name not in root:
@@ -196,26 +192,26 @@ def load_keras_h5(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 group = root[name]
                 weight_names = [_text(n) for n in group.attrs.get("weight_names", [])]
                 if len(weight_names) != 2:
-                    raise WeightsError(f"{path}: layer {name} has {len(weight_names)} weights, "
-                                       "expected 2 (kernel, bias)")
+                    raise WeightsError(
+                        f"{path}: layer {name} has {len(weight_names)} weights, expected 2 (kernel, bias)"
+                    )
                 for wname in weight_names:
                     if wname not in group:
-                        raise WeightsError(f"{path}: layer {name} lists weight {wname} "
-                                           "but has no such dataset")
+                        raise WeightsError(f"{path}: layer {name} lists weight {wname} but has no such dataset")
                 kernel, bias = (group[w] for w in weight_names)
                 if kernel.shape != (3, 3, cin, cout):
-                    raise WeightsError(f"{path}: {name} kernel has shape {_shape(kernel.shape)}, "
-                                       f"expected {_shape((3, 3, cin, cout))}")
+                    raise WeightsError(
+                        f"{path}: {name} kernel has shape {_shape(kernel.shape)}, expected {_shape((3, 3, cin, cout))}"
+                    )
                 if bias.shape != (cout,):
-                    raise WeightsError(f"{path}: {name} bias has shape {_shape(bias.shape)}, "
-                                       f"expected {_shape((cout,))}")
+                    raise WeightsError(
+                        f"{path}: {name} bias has shape {_shape(bias.shape)}, expected {_shape((cout,))}"
+                    )
                 kernel = np.asarray(kernel[()], dtype=np.float32)  # (3, 3, in, out) HWIO
                 state[f"features.{idx}.weight"] = torch.from_numpy(
                     np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))  # (out, in, 3, 3) OIHW
                 )
-                state[f"features.{idx}.bias"] = torch.from_numpy(
-                    np.asarray(bias[()], dtype=np.float32).copy()
-                )
+                state[f"features.{idx}.bias"] = torch.from_numpy(np.asarray(bias[()], dtype=np.float32).copy())
     except WeightsError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as e:
@@ -239,18 +235,15 @@ def check_state_dict(state, path) -> dict[str, torch.Tensor]:
     missing = [k for k in CONV_KEYS if k not in state]
     if missing:
         more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
-        raise WeightsError(f"{path}: not a VGG-19 state dict, missing keys "
-                           f"{', '.join(missing[:4])}{more}")
+        raise WeightsError(f"{path}: not a VGG-19 state dict, missing keys {', '.join(missing[:4])}{more}")
     out: dict[str, torch.Tensor] = {}
     for idx, (cout, cin) in zip(CONV_INDICES, CONV_CHANNELS):
-        for key, want in ((f"features.{idx}.weight", (cout, cin, 3, 3)),
-                          (f"features.{idx}.bias", (cout,))):
+        for key, want in ((f"features.{idx}.weight", (cout, cin, 3, 3)), (f"features.{idx}.bias", (cout,))):
             value = state[key]
             if not isinstance(value, torch.Tensor):
                 raise WeightsError(f"{path}: {key} is a {type(value).__name__}, not a tensor")
             if tuple(value.shape) != want:
-                raise WeightsError(f"{path}: {key} has shape {_shape(value.shape)}, "
-                                   f"expected {_shape(want)}")
+                raise WeightsError(f"{path}: {key} has shape {_shape(value.shape)}, expected {_shape(want)}")
             out[key] = value.to(torch.float32)
     return out
 
@@ -304,8 +297,10 @@ def build_caffe(*, weights_file: str | os.PathLike | None = None, seed: int = 0)
     state = load_caffe_weights(path)
     digest = sha256_of(path)
     if digest.startswith(TORCHVISION.entry.sha256_prefix):
-        raise WeightsError(f"{path}: this is torchvision's {TORCHVISION.entry.file_name}, not the "
-                           "Caffe weights; use the torchvision visual model for it")
+        raise WeightsError(
+            f"{path}: this is torchvision's {TORCHVISION.entry.file_name}, not the "
+            "Caffe weights; use the torchvision visual model for it"
+        )
     model = VGG19Pool5(CAFFE.preprocessing, digest)
     model.load_conv_state(state)
     return model.eval().requires_grad_(False)
@@ -326,8 +321,10 @@ def build_torchvision(*, weights_file: str | os.PathLike | None = None, seed: in
     state, path = _torchvision_state(weights_file)
     digest = sha256_of(path)
     if digest.startswith(_CAFFE_PTH_PREFIX):
-        raise WeightsError(f"{path}: this is the Caffe-converted vgg19-{_CAFFE_PTH_PREFIX}.pth, "
-                           "not torchvision's weights; use the caffe visual model for it")
+        raise WeightsError(
+            f"{path}: this is the Caffe-converted vgg19-{_CAFFE_PTH_PREFIX}.pth, "
+            "not torchvision's weights; use the caffe visual model for it"
+        )
     model = VGG19Pool5(TORCHVISION.preprocessing, digest)
     model.load_conv_state(state)
     return model.eval().requires_grad_(False)

@@ -7,6 +7,7 @@ Weights load with `torch.load(weights_only=True)` only: a weight file can never 
 Registered builders (keyword-only): AUDIO_MODELS "vggish" (public weights) and "random"
 (seeded, deterministic weights, for tests and dry runs).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,11 +17,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .melspec import EXAMPLE_FRAMES, EXAMPLE_SAMPLES, MEL_BANDS, log_mel_examples
-from .registry import AUDIO_MODELS, random_weights_tag
 from ..core.config import SAMPLE_RATE_HZ
 from ..core.errors import WeightsError
 from ..core.weights import WeightsEntry, resolve_weights, sha256_of
+from .melspec import EXAMPLE_FRAMES, EXAMPLE_SAMPLES, MEL_BANDS, log_mel_examples
+from .registry import AUDIO_MODELS, random_weights_tag
 
 EMBEDDING_SIZE = 128
 
@@ -130,9 +131,7 @@ class VGGishExtractor(nn.Module):
     def front_end(self, waveform: Tensor) -> Tensor:
         """[N, 16000] float waveforms -> [N, 1, 96, 64] float32 log-mel examples."""
         if waveform.dim() != 2 or waveform.shape[1] != SAMPLE_RATE_HZ:
-            raise ValueError(
-                f"expected 1-s 16 kHz segments [N, {SAMPLE_RATE_HZ}], got {tuple(waveform.shape)}"
-            )
+            raise ValueError(f"expected 1-s 16 kHz segments [N, {SAMPLE_RATE_HZ}], got {tuple(waveform.shape)}")
         first = self.network.features[0].weight
         waveform = waveform.to(first.device)
         # 15600 samples make exactly the first 96 frames (the rest of the second is unused)
@@ -314,6 +313,4 @@ def build_random(
         raise WeightsError(f"{weights_file}: the random audio model takes no weight file")
     pca, pca_sha256 = _pca_for(pca_file)
     network = _network(random_state_dict(seed))
-    return VGGishExtractor(
-        network, pca, weights_sha256=random_weights_tag(seed), pca_sha256=pca_sha256
-    )
+    return VGGishExtractor(network, pca, weights_sha256=random_weights_tag(seed), pca_sha256=pca_sha256)

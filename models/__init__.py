@@ -2,5 +2,9 @@
 its own file registers itself when imported, and this package imports them all before any of
 its modules is used, so every model is registered, in one order. Adding a model: its file,
 and its name in the line below."""
-from . import registry  # noqa: F401  (first: the bases the model files subclass)
-from . import psp, cmbs  # noqa: F401,E402  (their decorators register them)
+
+from . import (  # noqa: F401,E402  (their decorators register them)
+    cmbs,
+    psp,
+    registry,  # noqa: F401  (first: the bases the model files subclass)
+)

@@ -15,13 +15,13 @@ class `att_Net`): the three attention projections to and from the 49-wide hidden
 `affine_audio`) and the head (`L1`, `L2`) have one; every weight matrix is xavier-uniform
 initialised; a ReLU is applied to the concatenated Bi-LSTM outputs before `L1`.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .protocols import EpochHook
 from .inference import (
     QueryScores,
     SegmentScores,
@@ -30,6 +30,7 @@ from .inference import (
     check_modality,
     min_distance_window,
 )
+from .protocols import EpochHook
 
 
 def xavier_linear(in_dim: int, out_dim: int, *, bias: bool = True) -> nn.Linear:
@@ -43,10 +44,10 @@ def xavier_linear(in_dim: int, out_dim: int, *, bias: bool = True) -> nn.Linear:
 class AudioGuidedAttention(nn.Module):
     """Weights the N = 7x7 pool5 cells of each segment by its audio:
 
-        v_h = ReLU(W_v v_n + b_v)  (Dv -> Dv),   a_h = ReLU(W_a a + b_a)  (Da -> Dv)
-        z_n = tanh(U_v v_h,n + U_a a_h)    (Dv -> att_hidden each, no bias; Tian's width 49)
-        alpha = softmax_n(w . z_n)          (att_hidden -> 1, no bias)
-        out = sum_n alpha_n v_n             (the raw cells, Dv wide)"""
+    v_h = ReLU(W_v v_n + b_v)  (Dv -> Dv),   a_h = ReLU(W_a a + b_a)  (Da -> Dv)
+    z_n = tanh(U_v v_h,n + U_a a_h)    (Dv -> att_hidden each, no bias; Tian's width 49)
+    alpha = softmax_n(w . z_n)          (att_hidden -> 1, no bias)
+    out = sum_n alpha_n v_n             (the raw cells, Dv wide)"""
 
     def __init__(self, *, audio_dim: int = 128, visual_dim: int = 512, att_hidden: int = 49) -> None:
         super().__init__()
@@ -71,8 +72,15 @@ class LowLevelEncoder(nn.Module):
     audio [B, T, Da], visual [B, T, N, Dv] -> f^A [B, T, 2h], f^V [B, T, 2h].
     `input_dropout`: dropout on the input features (training only; 0 = none, the reference)."""
 
-    def __init__(self, *, audio_dim: int = 128, visual_dim: int = 512, att_hidden: int = 49, lstm_hidden: int = 128,
-                 input_dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        audio_dim: int = 128,
+        visual_dim: int = 512,
+        att_hidden: int = 49,
+        lstm_hidden: int = 128,
+        input_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.input_dropout = nn.Dropout(input_dropout)
         self.attention = AudioGuidedAttention(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden)
@@ -125,8 +133,13 @@ class AVAtt(EpochHook, nn.Module):
         input_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden,
-                                       input_dropout=input_dropout)
+        self.encoder = LowLevelEncoder(
+            audio_dim=audio_dim,
+            visual_dim=visual_dim,
+            att_hidden=att_hidden,
+            lstm_hidden=lstm_hidden,
+            input_dropout=input_dropout,
+        )
         self.head = FusionHead(2 * self.encoder.out_dim, head_hidden, num_classes)
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
@@ -162,7 +175,9 @@ class AVDLN(EpochHook, nn.Module):
 
     task = "cml"
 
-    def __init__(self, *, audio_dim: int = 128, visual_dim: int = 512, hidden: int = 128, dim: int = 64, margin: float = 2.0) -> None:
+    def __init__(
+        self, *, audio_dim: int = 128, visual_dim: int = 512, hidden: int = 128, dim: int = 64, margin: float = 2.0
+    ) -> None:
         super().__init__()
         self.visual_branch = low_level_mlp(visual_dim, hidden, dim)
         self.audio_branch = low_level_mlp(audio_dim, hidden, dim)
@@ -179,7 +194,9 @@ class AVDLN(EpochHook, nn.Module):
         return (y * d.pow(2) + (1 - y) * F.relu(self.margin - d).pow(2)).mean()
 
     @torch.no_grad()
-    def localize(self, audio: torch.Tensor, visual: torch.Tensor, query_mask: torch.Tensor, direction: str) -> torch.Tensor:
+    def localize(
+        self, audio: torch.Tensor, visual: torch.Tensor, query_mask: torch.Tensor, direction: str
+    ) -> torch.Tensor:
         """audio [B, T, Da], visual [B, T, Dv], query_mask [B, T] bool (the l query segments,
         contiguous) -> start [B] of the predicted l-long window in the other modality.
         Only the query modality's masked segments are used."""
@@ -204,5 +221,10 @@ class AVDLN(EpochHook, nn.Module):
         t = (self.visual_branch if audio_query else self.audio_branch)(target)  # (T, dim)
         distances = (q.unsqueeze(1) - t.unsqueeze(0)).norm(dim=-1).double()  # (l, T)
         windows = aligned_window_distances(distances) / distances.shape[0]  # (S,)
-        return QueryScores(distances.mean(0).cpu().numpy(), windows.cpu().numpy(), min_distance_window(distances),
-                           "distance", higher_is_better=False)
+        return QueryScores(
+            distances.mean(0).cpu().numpy(),
+            windows.cpu().numpy(),
+            min_distance_window(distances),
+            "distance",
+            higher_is_better=False,
+        )

@@ -35,6 +35,7 @@ and AV_att. Written from the paper and a reading of the authors' code
 `temporal_suppression=False` / `event_suppression=False` remove the two levels (the paper's
 ablations): no gate scaling and no gate loss / no s^{av} and no CAS loss.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,13 +45,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.config import MAX_SEGMENTS, check_range, option
+from ..core.errors import ConfigError
 from .baselines import LowLevelEncoder
 from .inference import SegmentScores
 from .protocols import EpochHook
 from .registry import MAX_FFN_WIDTH, MAX_HEADS, MAX_LAYERS, MAX_LOSS_WEIGHT, SELConfig, register_model
 from .sel import category_loss, combine_predictions, video_category
-from ..core.config import MAX_SEGMENTS, check_range, option
-from ..core.errors import ConfigError
 
 
 # -- configs ---------------------------------------------------------------------------------
@@ -61,19 +62,28 @@ class CMBSConfig(SELConfig):
 
     task: ClassVar[str] = "sel"
     name: ClassVar[str] = "cmbs"
-    temporal_suppression: bool = option("CMBS: temporal-level background suppression (each modality's per-second "
-                                        "gate scales the other's features; the gate is trained to the event mask)",
-                                        flag="--temporal-suppression/--no-temporal-suppression", default=True)
-    event_suppression: bool = option("CMBS: event-level background suppression (per-modality class activations, "
-                                     "top-k pooled, added to the category logits)",
-                                     flag="--event-suppression/--no-event-suppression", default=True)
+    temporal_suppression: bool = option(
+        "CMBS: temporal-level background suppression (each modality's per-second "
+        "gate scales the other's features; the gate is trained to the event mask)",
+        flag="--temporal-suppression/--no-temporal-suppression",
+        default=True,
+    )
+    event_suppression: bool = option(
+        "CMBS: event-level background suppression (per-modality class activations, "
+        "top-k pooled, added to the category logits)",
+        flag="--event-suppression/--no-event-suppression",
+        default=True,
+    )
     suppression_alpha: float = option("CMBS: alpha, the weight of the cross-modal gate on the features", default=0.1)
-    suppression_gamma: float = option("CMBS: gamma, the weight of the event-level class activations in the category "
-                                      "logits", default=0.3)
-    topk: int = option("CMBS: seconds averaged per class by the event-level pooling (capped at the window's length)",
-                       default=4)
-    relation_heads: int = option("CMBS: attention heads of the relation and interaction layers (must divide "
-                                 "2 x lstm_hidden)", default=4)
+    suppression_gamma: float = option(
+        "CMBS: gamma, the weight of the event-level class activations in the category logits", default=0.3
+    )
+    topk: int = option(
+        "CMBS: seconds averaged per class by the event-level pooling (capped at the window's length)", default=4
+    )
+    relation_heads: int = option(
+        "CMBS: attention heads of the relation and interaction layers (must divide 2 x lstm_hidden)", default=4
+    )
     relation_layers: int = option("CMBS: self-attention encoder layers per modality", default=2)
     relation_ffn: int = option("CMBS: feed-forward width of the relation layers", default=1024)
     relation_dropout: float = option("CMBS: dropout of the relation and interaction layers", default=0.1)
@@ -90,8 +100,11 @@ class CMBSConfig(SELConfig):
         if self.head_hidden != SELConfig.head_hidden:
             raise ConfigError("head_hidden", self.head_hidden, f"does not apply to {self.key} (its heads are linear)")
         if self.matching_width % self.relation_heads:
-            raise ConfigError("relation_heads", self.relation_heads,
-                              f"must divide the feature width 2 x lstm_hidden = {self.matching_width}")
+            raise ConfigError(
+                "relation_heads",
+                self.relation_heads,
+                f"must divide the feature width 2 x lstm_hidden = {self.matching_width}",
+            )
 
 
 @dataclass(frozen=True)
@@ -109,8 +122,9 @@ def topk_mean(scores: torch.Tensor, k: int) -> torch.Tensor:
     return scores.topk(min(k, scores.shape[1]), dim=1).values.mean(1)
 
 
-def cross_gate(q_a: torch.Tensor, q_v: torch.Tensor, g_a: torch.Tensor, g_v: torch.Tensor,
-               alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+def cross_gate(
+    q_a: torch.Tensor, q_v: torch.Tensor, g_a: torch.Tensor, g_v: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Temporal-level suppression: q^A, q^V [B, T, d], gates g^A, g^V [B, T] ->
     q^A (1 + alpha g^V), q^V (1 + alpha g^A)."""
     return q_a * (1 + alpha * g_v.unsqueeze(-1)), q_v * (1 + alpha * g_a.unsqueeze(-1))
@@ -151,17 +165,38 @@ class CMBS(EpochHook, nn.Module):
 
     task = "sel"
 
-    def __init__(self, *, num_classes: int, audio_dim: int = 128, visual_dim: int = 512, att_hidden: int = 49,
-                 lstm_hidden: int = 128, input_dropout: float = 0.0, temporal_suppression: bool = True,
-                 event_suppression: bool = True, alpha: float = 0.1, gamma: float = 0.3, topk: int = 4, heads: int = 4,
-                 layers: int = 2, ffn: int = 1024, dropout: float = 0.1, cas_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        audio_dim: int = 128,
+        visual_dim: int = 512,
+        att_hidden: int = 49,
+        lstm_hidden: int = 128,
+        input_dropout: float = 0.0,
+        temporal_suppression: bool = True,
+        event_suppression: bool = True,
+        alpha: float = 0.1,
+        gamma: float = 0.3,
+        topk: int = 4,
+        heads: int = 4,
+        layers: int = 2,
+        ffn: int = 1024,
+        dropout: float = 0.1,
+        cas_classes: int | None = None,
+    ) -> None:
         super().__init__()
         self.num_events = num_classes - 1
         self.background = self.num_events
         self.temporal_suppression, self.event_suppression = temporal_suppression, event_suppression
         self.alpha, self.gamma, self.topk = alpha, gamma, topk
-        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden,
-                                       lstm_hidden=lstm_hidden, input_dropout=input_dropout)
+        self.encoder = LowLevelEncoder(
+            audio_dim=audio_dim,
+            visual_dim=visual_dim,
+            att_hidden=att_hidden,
+            lstm_hidden=lstm_hidden,
+            input_dropout=input_dropout,
+        )
         d = self.encoder.out_dim
 
         def encoder() -> nn.TransformerEncoder:
@@ -235,8 +270,12 @@ class CMBS(EpochHook, nn.Module):
         relevance = torch.sigmoid(is_event).double().cpu().numpy()
         if not self.temporal_suppression:
             return SegmentScores(probs.cpu().numpy(), relevance)
-        return SegmentScores(probs.cpu().numpy(), relevance, out.audio_gate.double().cpu().numpy(),
-                             out.visual_gate.double().cpu().numpy())
+        return SegmentScores(
+            probs.cpu().numpy(),
+            relevance,
+            out.audio_gate.double().cpu().numpy(),
+            out.visual_gate.double().cpu().numpy(),
+        )
 
 
 class WeakCMBS(CMBS):
@@ -286,12 +325,23 @@ class WeakCMBS(CMBS):
 
 # -- registration ----------------------------------------------------------------------------
 def _cmbs_kwargs(cfg: CMBSConfig) -> dict:
-    return {"num_classes": cfg.num_classes, "audio_dim": cfg.audio_dim, "visual_dim": cfg.visual_dim,
-            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "input_dropout": cfg.input_dropout,
-            "temporal_suppression": cfg.temporal_suppression, "event_suppression": cfg.event_suppression,
-            "alpha": cfg.suppression_alpha, "gamma": cfg.suppression_gamma, "topk": cfg.topk,
-            "heads": cfg.relation_heads, "layers": cfg.relation_layers, "ffn": cfg.relation_ffn,
-            "dropout": cfg.relation_dropout}
+    return {
+        "num_classes": cfg.num_classes,
+        "audio_dim": cfg.audio_dim,
+        "visual_dim": cfg.visual_dim,
+        "att_hidden": cfg.att_hidden,
+        "lstm_hidden": cfg.lstm_hidden,
+        "input_dropout": cfg.input_dropout,
+        "temporal_suppression": cfg.temporal_suppression,
+        "event_suppression": cfg.event_suppression,
+        "alpha": cfg.suppression_alpha,
+        "gamma": cfg.suppression_gamma,
+        "topk": cfg.topk,
+        "heads": cfg.relation_heads,
+        "layers": cfg.relation_layers,
+        "ffn": cfg.relation_ffn,
+        "dropout": cfg.relation_dropout,
+    }
 
 
 @register_model(CMBSConfig)

@@ -19,6 +19,7 @@ The same rule serves the evaluation protocol (`localize`: query and target are t
 modalities of one video, batched) and `avel cml` (`score_query`: a query from one file,
 a target of any length from another).
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,8 @@ from torch import nn
 
 from .dam import DAM, DAMOutput, relevance_loss
 from .embeddings import DEFAULT_EMBEDDING
-from .protocols import EpochHook
 from .inference import QueryScores, check_direction, check_modality, max_contiguous_window, window_sums
+from .protocols import EpochHook
 
 WINDOW_CHUNK = 256  # candidate windows per embedding forward (self matching)
 
@@ -52,8 +53,15 @@ class CMLDAM(EpochHook, nn.Module):
     ) -> None:
         super().__init__()
         self.dam = DAM(
-            audio_dim=audio_dim, visual_dim=visual_dim, dim=dim, proj_hidden=proj_hidden,
-            embedding=embedding, matching=matching, heads=heads, dropout=dropout, ffn_mult=ffn_mult,
+            audio_dim=audio_dim,
+            visual_dim=visual_dim,
+            dim=dim,
+            proj_hidden=proj_hidden,
+            embedding=embedding,
+            matching=matching,
+            heads=heads,
+            dropout=dropout,
+            ffn_mult=ffn_mult,
             scaled=scaled_matching,
         )
 
@@ -97,18 +105,27 @@ class CMLDAM(EpochHook, nn.Module):
         check_modality(query_modality)
         target_modality = "visual" if query_modality == "audio" else "audio"
         l = query.shape[0]
-        g = self._query_global(query.unsqueeze(0), torch.ones(1, l, dtype=torch.bool, device=query.device), query_modality)
+        g = self._query_global(
+            query.unsqueeze(0), torch.ones(1, l, dtype=torch.bool, device=query.device), query_modality
+        )
         f_t = self._target_local(target.unsqueeze(0), target_modality)  # (1, T, d)
         if self.dam.matching == "cross":
             scores = self.dam.score(g, f_t)[0].double()  # (T,)
             windows = window_sums(scores, l) / l  # (S,)
-            return QueryScores(scores.cpu().numpy(), windows.cpu().numpy(), max_contiguous_window(scores, l), "relevance", True)
+            return QueryScores(
+                scores.cpu().numpy(), windows.cpu().numpy(), max_contiguous_window(scores, l), "relevance", True
+            )
         distance = self._window_distances(g[0], f_t[0], l, target_modality)  # (S,)
         ones = torch.ones(1, 1, l, dtype=torch.float64, device=distance.device)
         covering = F.conv1d(distance.view(1, 1, -1), ones, padding=l - 1)[0, 0]  # (T,) sums of covering windows
         count = F.conv1d(torch.ones_like(distance).view(1, 1, -1), ones, padding=l - 1)[0, 0]  # (T,)
-        return QueryScores((covering / count).cpu().numpy(), distance.cpu().numpy(), int(torch.argmin(distance)),
-                           "cosine-distance", False)
+        return QueryScores(
+            (covering / count).cpu().numpy(),
+            distance.cpu().numpy(),
+            int(torch.argmin(distance)),
+            "cosine-distance",
+            False,
+        )
 
     def _query_and_target(self, audio, visual, direction):
         check_direction(direction)
@@ -116,14 +133,18 @@ class CMLDAM(EpochHook, nn.Module):
             return audio, "audio", visual, "visual"
         return visual, "visual", audio, "audio"
 
-    def query_scores(self, audio: torch.Tensor, visual: torch.Tensor, query_mask: torch.Tensor, direction: str) -> torch.Tensor:
+    def query_scores(
+        self, audio: torch.Tensor, visual: torch.Tensor, query_mask: torch.Tensor, direction: str
+    ) -> torch.Tensor:
         """Cross matching, batched: the relevance of every target segment to the query, A2V
         sigma(g_A . f_t^V) with g_A from the audio query segments only, V2A sigma(g_V . f_t^A). -> [B, T]."""
         query, q_mod, target, t_mod = self._query_and_target(audio, visual, direction)
         return self.dam.score(self._query_global(query, query_mask, q_mod), self._target_local(target, t_mod))
 
     @torch.no_grad()
-    def localize(self, audio: torch.Tensor, visual: torch.Tensor, query_mask: torch.Tensor, direction: str) -> torch.Tensor:
+    def localize(
+        self, audio: torch.Tensor, visual: torch.Tensor, query_mask: torch.Tensor, direction: str
+    ) -> torch.Tensor:
         """The evaluation protocol, batched: audio [B, T, Da], visual [B, T, Dv], query_mask
         [B, T] bool (the l query segments of the query modality) -> start [B] of the predicted
         l-long window of the other modality (the rule of `score_query`)."""

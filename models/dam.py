@@ -36,6 +36,7 @@ the same modules, outputs and loss, no parameter) is low when either score is lo
 in the README ("DAM on hard data"). This module defaults to eq. 7; the SEL DAM config
 defaults to geometric (models/registry.py), wsel and CML keep eq. 7.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -15,6 +15,7 @@ a zero vector (e.g. an all-background video during DAM training: sigma(0 . f) = 
 The registry's builders are called as `build(dim=D, heads=H, dropout=P, ffn_mult=M)`;
 embeddings without those hyperparameters ignore them.
 """
+
 from __future__ import annotations
 
 import math
@@ -93,9 +94,7 @@ class _Recurrent(SequenceEmbedding):
         # stable sort puts the masked positions first, each group in temporal order
         order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices  # (B, T)
         compact = torch.gather(x, 1, order.unsqueeze(-1).expand(B, T, D))  # (B, T, D)
-        packed = pack_padded_sequence(
-            compact, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-        )
+        packed = pack_padded_sequence(compact, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D)
         valid = torch.arange(T, device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
@@ -176,5 +175,7 @@ class SelfAttentionEmbedding(SequenceEmbedding):
         return masked_mean(y, mask)  # (B, D)
 
 
-def build_embedding(name: str, *, dim: int, heads: int = 4, dropout: float = 0.1, ffn_mult: int = 4) -> SequenceEmbedding:
+def build_embedding(
+    name: str, *, dim: int, heads: int = 4, dropout: float = 0.1, ffn_mult: int = 4
+) -> SequenceEmbedding:
     return SEQUENCE_EMBEDDINGS.get(name)(dim=dim, heads=heads, dropout=dropout, ffn_mult=ffn_mult)

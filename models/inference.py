@@ -6,6 +6,7 @@ Every SEL model has `score_segments(audio [B, W, Da], visual [B, W, N, Dv]) -> S
 reports) and the batched `localize(...)` of the evaluation protocol. Callers never reach
 into a model's layers: each model owns its inference rule. Pure functions of tensors.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,6 +2,7 @@
 loss and an epoch hook) and the apps' view at inference (`SELModel`, `CMLModel`). Every
 registered model satisfies one of the inference protocols; `EpochHook` gives the no-op
 `start_epoch` to models whose loss does not change over training."""
+
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
@@ -46,7 +47,8 @@ class CMLModel(Protocol):
 
     task: str
 
-    def localize(self, audio: torch.Tensor, visual: torch.Tensor, query_mask: torch.Tensor,
-                 direction: str) -> torch.Tensor: ...
+    def localize(
+        self, audio: torch.Tensor, visual: torch.Tensor, query_mask: torch.Tensor, direction: str
+    ) -> torch.Tensor: ...
 
     def score_query(self, query: torch.Tensor, target: torch.Tensor, query_modality: str) -> QueryScores: ...

@@ -26,6 +26,7 @@ DAM and AV_att. Written from the paper and a reading of the authors' code
         a softmax, BCE against the video labels divided by their sum (the video's class
         distribution); no AVPS loss (it needs per-second labels).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,19 +37,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.config import check_range, option
 from .baselines import LowLevelEncoder, xavier_linear
 from .inference import SegmentScores
 from .protocols import EpochHook
 from .registry import MAX_LOSS_WEIGHT, SELConfig, register_model
-from ..core.config import check_range, option
 
 EPS = 1e-8  # the reference's guard of the L1 normalisations
 
 
 # -- configs ---------------------------------------------------------------------------------
-_THRESHOLD = ("PSP: similarity threshold tau: after the L1 normalisation of each row of the audio-visual affinity, "
-              "entries <= tau are pruned (0 keeps every positive pair); default: 0.099 for sel, 0.095 for wsel (the "
-              "paper's code)")
+_THRESHOLD = (
+    "PSP: similarity threshold tau: after the L1 normalisation of each row of the audio-visual affinity, "
+    "entries <= tau are pruned (0 keeps every positive pair); default: 0.099 for sel, 0.095 for wsel (the "
+    "paper's code)"
+)
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,12 @@ class PSPFields(SELConfig):
     """What supervised and weak PSP share: the threshold, the propagation switch, the dropout."""
 
     psp_threshold: float = option(_THRESHOLD, default=0.099)
-    propagation: bool = option("PSP: propagate the positive samples across the modalities (--no-propagation: the "
-                               "ablation without PSP: each modality keeps its own Bi-LSTM features)",
-                               flag="--propagation/--no-propagation", default=True)
+    propagation: bool = option(
+        "PSP: propagate the positive samples across the modalities (--no-propagation: the "
+        "ablation without PSP: each modality keeps its own Bi-LSTM features)",
+        flag="--propagation/--no-propagation",
+        default=True,
+    )
     psp_dropout: float = option("PSP: dropout in the PSP module (the paper's code: 0.1)", default=0.1)
 
     def validate(self) -> None:
@@ -73,8 +79,10 @@ class PSPConfig(PSPFields):
 
     task: ClassVar[str] = "sel"
     name: ClassVar[str] = "psp"
-    avps_weight: float = option("sel PSP: weight of the audio-visual pair similarity loss (the paper's lambda: 100; "
-                                "0 = CE alone)", default=100.0)
+    avps_weight: float = option(
+        "sel PSP: weight of the audio-visual pair similarity loss (the paper's lambda: 100; 0 = CE alone)",
+        default=100.0,
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -88,9 +96,12 @@ class WeakPSPConfig(PSPFields):
     task: ClassVar[str] = "wsel"
     name: ClassVar[str] = "psp"
     psp_threshold: float = option(_THRESHOLD, default=0.095)
-    temporal_weighting: bool = option("wsel PSP: weight each second's class scores by sigmoid(ReLU(w . s_t)) before "
-                                      "the average over time (the paper's code)",
-                                      flag="--temporal-weighting/--no-temporal-weighting", default=True)
+    temporal_weighting: bool = option(
+        "wsel PSP: weight each second's class scores by sigmoid(ReLU(w . s_t)) before "
+        "the average over time (the paper's code)",
+        flag="--temporal-weighting/--no-temporal-weighting",
+        default=True,
+    )
 
 
 # -- the modules -----------------------------------------------------------------------------
@@ -141,7 +152,9 @@ class PositiveSamplePropagation(nn.Module):
     def forward(self, f_a: torch.Tensor, f_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.propagate:
             beta_va, beta_av = self.affinities(self.project(self.audio_key, f_a), self.project(self.visual_key, f_v))
-            v = f_v + beta_va @ self.project(self.audio_value, f_a)  # (B, T, d): audio positives into each visual second
+            v = f_v + beta_va @ self.project(
+                self.audio_value, f_a
+            )  # (B, T, d): audio positives into each visual second
             a = f_a + beta_av @ self.project(self.visual_value, f_v)  # (B, T, d)
         else:
             v, a = f_v, f_a
@@ -155,16 +168,34 @@ class PSP(EpochHook, nn.Module):
 
     task = "sel"
 
-    def __init__(self, *, num_classes: int, audio_dim: int = 128, visual_dim: int = 512, att_hidden: int = 49,
-                 lstm_hidden: int = 128, head_hidden: int = 64, input_dropout: float = 0.0, threshold: float = 0.099,
-                 dropout: float = 0.1, propagate: bool = True, avps_weight: float = 100.0) -> None:
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        audio_dim: int = 128,
+        visual_dim: int = 512,
+        att_hidden: int = 49,
+        lstm_hidden: int = 128,
+        head_hidden: int = 64,
+        input_dropout: float = 0.0,
+        threshold: float = 0.099,
+        dropout: float = 0.1,
+        propagate: bool = True,
+        avps_weight: float = 100.0,
+    ) -> None:
         super().__init__()
-        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden,
-                                       lstm_hidden=lstm_hidden, input_dropout=input_dropout)
+        self.encoder = LowLevelEncoder(
+            audio_dim=audio_dim,
+            visual_dim=visual_dim,
+            att_hidden=att_hidden,
+            lstm_hidden=lstm_hidden,
+            input_dropout=input_dropout,
+        )
         d = self.encoder.out_dim
         self.psp = PositiveSamplePropagation(d, threshold=threshold, dropout=dropout, propagate=propagate)
-        self.head = nn.Sequential(xavier_linear(d, head_hidden, bias=False), nn.ReLU(),
-                                  xavier_linear(head_hidden, num_classes, bias=False))
+        self.head = nn.Sequential(
+            xavier_linear(d, head_hidden, bias=False), nn.ReLU(), xavier_linear(head_hidden, num_classes, bias=False)
+        )
         self.background = num_classes - 1
         self.avps_weight = avps_weight
 
@@ -222,10 +253,18 @@ class WeakPSP(PSP):
 
 # -- registration ----------------------------------------------------------------------------
 def _psp_kwargs(cfg: PSPFields) -> dict:
-    return {"num_classes": cfg.num_classes, "audio_dim": cfg.audio_dim, "visual_dim": cfg.visual_dim,
-            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "head_hidden": cfg.head_hidden,
-            "input_dropout": cfg.input_dropout, "threshold": cfg.psp_threshold, "dropout": cfg.psp_dropout,
-            "propagate": cfg.propagation}
+    return {
+        "num_classes": cfg.num_classes,
+        "audio_dim": cfg.audio_dim,
+        "visual_dim": cfg.visual_dim,
+        "att_hidden": cfg.att_hidden,
+        "lstm_hidden": cfg.lstm_hidden,
+        "head_hidden": cfg.head_hidden,
+        "input_dropout": cfg.input_dropout,
+        "threshold": cfg.psp_threshold,
+        "dropout": cfg.psp_dropout,
+        "propagate": cfg.propagation,
+    }
 
 
 @register_model(PSPConfig)

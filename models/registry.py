@@ -50,23 +50,25 @@ Their defaults and the reasons:
     are 0, it has no per-second labels) are each config class's own plain defaults, so a
     stored config always holds the values in force.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from torch import nn
 
-from .baselines import AVAtt, AVDLN
+from ..core.config import check_choice, check_range, check_types, from_mapping, option
+from ..core.errors import ConfigError
+from ..core.registry import Registry
+from .baselines import AVDLN, AVAtt
 from .cml import CMLDAM
 from .dam import FUSIONS, MATCHINGS
 from .embeddings import DEFAULT_EMBEDDING, SEQUENCE_EMBEDDINGS
 from .sel import SEL_MATCHINGS, SELDAM
 from .weak import WEAK_RELEVANCE, WeakAVAtt, WeakDAM
-from ..core.config import check_choice, check_range, check_types, from_mapping, option
-from ..core.errors import ConfigError
-from ..core.registry import Registry
 
 TASKS = ("sel", "cml", "wsel")
 SEL_TASKS = ("sel", "wsel")  # tasks whose models are SEL models at test time
@@ -82,16 +84,25 @@ MAX_LOSS_WEIGHT = 10_000.0  # a loss term's weight (PSP's paper: 100): beyond it
 MAX_LAYERS = 64  # stacked layers of one encoder
 
 # help texts shared by the fields that several classes declare (with their own defaults)
-_INPUT_DROPOUT = ("SEL (DAM and AV_att): dropout on the input features; default: 0.2 for SEL DAM (its recipe), 0 for "
-                  "AV_att (as published) and wsel")
-_FUSION = ("SEL and wsel DAM: p_t from p^A and p^V: mean (eq. 7, the paper) | geometric (sqrt(p^A p^V): low when either "
-           "modality is; README 'DAM on hard data'); default: geometric for SEL DAM, mean for wsel DAM")
-_SMOOTHING = ("SEL DAM (not wsel): label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps; 0 = the paper's "
-              "eq. 8)")
-_WARMUP = ("SEL DAM (not wsel): fraction of the training epochs (rounded down) that first train the low-level encoder "
-           "alone with AV_att's per-segment head and loss, before DAM's loss (0 = none, the paper)")
-_SEGMENT_LOSS = ("SEL DAM (not wsel): weight of AV_att's per-segment CE (on the low-level features) added to DAM's loss "
-                 "(0 = none, the paper)")
+_INPUT_DROPOUT = (
+    "SEL (DAM and AV_att): dropout on the input features; default: 0.2 for SEL DAM (its recipe), 0 for "
+    "AV_att (as published) and wsel"
+)
+_FUSION = (
+    "SEL and wsel DAM: p_t from p^A and p^V: mean (eq. 7, the paper) | geometric (sqrt(p^A p^V): low when either "
+    "modality is; README 'DAM on hard data'); default: geometric for SEL DAM, mean for wsel DAM"
+)
+_SMOOTHING = (
+    "SEL DAM (not wsel): label smoothing of the relevance targets (0 -> eps, 1 -> 1 - eps; 0 = the paper's eq. 8)"
+)
+_WARMUP = (
+    "SEL DAM (not wsel): fraction of the training epochs (rounded down) that first train the low-level encoder "
+    "alone with AV_att's per-segment head and loss, before DAM's loss (0 = none, the paper)"
+)
+_SEGMENT_LOSS = (
+    "SEL DAM (not wsel): weight of AV_att's per-segment CE (on the low-level features) added to DAM's loss "
+    "(0 = none, the paper)"
+)
 _PROJ_HIDDEN = "CML DAM and AVDLN: hidden width of the low-level MLPs (DAM: 0 = one Linear)"
 
 
@@ -128,7 +139,7 @@ class ModelConfig:
         return {"task": self.task, "name": self.name, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "model_config") -> "ModelConfig":
+    def from_dict(cls, d: dict, where: str = "model_config") -> ModelConfig:
         """A stored config (pipeline/train/checkpoint.py upgrades older ones first)."""
         return model_config_from_dict(d, where)
 
@@ -159,15 +170,22 @@ class DAMFields:
     """DAM's sequence embedding and matching (Sec. 3.2), shared by SEL DAM and CML DAM."""
 
     MATCHINGS: ClassVar[tuple] = MATCHINGS
-    embedding: str = option("DAM sequence embedding (Table 3)", choices=SEQUENCE_EMBEDDINGS.names,
-                            default=DEFAULT_EMBEDDING)
-    matching: str = option("cross (DAM) | self (ablation, Tables 4-5) | none (SEL without DAM, Table 5)",
-                           choices=SEL_MATCHINGS, default="cross")
+    embedding: str = option(
+        "DAM sequence embedding (Table 3)", choices=SEQUENCE_EMBEDDINGS.names, default=DEFAULT_EMBEDDING
+    )
+    matching: str = option(
+        "cross (DAM) | self (ablation, Tables 4-5) | none (SEL without DAM, Table 5)",
+        choices=SEL_MATCHINGS,
+        default="cross",
+    )
     heads: int = option("self-attention heads (must divide the width)", default=4)
     ffn_mult: int = option("self-attention FFN width / d", default=4)
     dropout: float = option("self-attention dropout", default=0.1)
-    scaled_matching: bool = option("DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
-                                   flag="--scaled-matching/--unscaled-matching", default=True)
+    scaled_matching: bool = option(
+        "DAM score sigma(g.f/sqrt(d)) (scaled) or the literal sigma(g.f) (unscaled)",
+        flag="--scaled-matching/--unscaled-matching",
+        default=True,
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -178,7 +196,9 @@ class DAMFields:
         check_range("dropout", self.dropout, 0.0, 1.0, hi_open=True)
         width = self.matching_width
         if self.embedding == "self-att" and self.ffn_mult * width > MAX_FFN_WIDTH:
-            raise ConfigError("ffn_mult", self.ffn_mult, f"x the self-attention width {width} must be <= {MAX_FFN_WIDTH}")
+            raise ConfigError(
+                "ffn_mult", self.ffn_mult, f"x the self-attention width {width} must be <= {MAX_FFN_WIDTH}"
+            )
         if self.embedding == "self-att" and width % self.heads:
             raise ConfigError("heads", self.heads, f"must divide the self-attention width {width}")
         if self.embedding == "bilstm" and width % 2:
@@ -240,10 +260,13 @@ class WeakDAMConfig(SELDAMConfig):
     relevance_smoothing: float = option(_SMOOTHING, default=0.0)
     warmup: float = option(_WARMUP, default=0.0)
     segment_loss: float = option(_SEGMENT_LOSS, default=0.0)
-    weak_relevance: str = option("wsel DAM: the relevance targets (models/weak.py): agreement (the minimum of the "
-                                 "audio's and the visual's per-second class scores) | fused (their maximum, ablation) | "
-                                 "none (no relevance)",
-                                 choices=WEAK_RELEVANCE, default="agreement")
+    weak_relevance: str = option(
+        "wsel DAM: the relevance targets (models/weak.py): agreement (the minimum of the "
+        "audio's and the visual's per-second class scores) | fused (their maximum, ablation) | "
+        "none (no relevance)",
+        choices=WEAK_RELEVANCE,
+        default="agreement",
+    )
 
     def validate(self) -> None:
         for name in PER_SECOND_RECIPE:  # SEL DAM's recipe steps need per-second labels, which wsel never sees
@@ -312,6 +335,7 @@ MODELS: Registry = Registry("model")
 
 def register_model(config: type, *, recipe: str = "avel", segment_pairs: bool = False) -> Callable:
     """Register the decorated builder `config -> nn.Module` under "<config.task>/<config.name>"."""
+
     def decorate(builder: Callable) -> Callable:
         MODELS.register(f"{config.task}/{config.name}")(ModelEntry(config, builder, recipe, segment_pairs))
         return builder
@@ -380,16 +404,33 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 def _av_att_kwargs(cfg: SELConfig) -> dict:
-    return {"num_classes": cfg.num_classes, "audio_dim": cfg.audio_dim, "visual_dim": cfg.visual_dim,
-            "att_hidden": cfg.att_hidden, "lstm_hidden": cfg.lstm_hidden, "head_hidden": cfg.head_hidden,
-            "input_dropout": cfg.input_dropout}
+    return {
+        "num_classes": cfg.num_classes,
+        "audio_dim": cfg.audio_dim,
+        "visual_dim": cfg.visual_dim,
+        "att_hidden": cfg.att_hidden,
+        "lstm_hidden": cfg.lstm_hidden,
+        "head_hidden": cfg.head_hidden,
+        "input_dropout": cfg.input_dropout,
+    }
 
 
 def _sel_dam_kwargs(cfg: SELDAMConfig) -> dict:
-    return {**_av_att_kwargs(cfg), "embedding": cfg.embedding, "matching": cfg.matching, "lam": cfg.lam,
-            "heads": cfg.heads, "dropout": cfg.dropout, "ffn_mult": cfg.ffn_mult, "scaled_matching": cfg.scaled_matching,
-            "feature_dropout": cfg.feature_dropout, "relevance_smoothing": cfg.relevance_smoothing,
-            "warmup": cfg.warmup, "segment_loss": cfg.segment_loss, "relevance_fusion": cfg.relevance_fusion}
+    return {
+        **_av_att_kwargs(cfg),
+        "embedding": cfg.embedding,
+        "matching": cfg.matching,
+        "lam": cfg.lam,
+        "heads": cfg.heads,
+        "dropout": cfg.dropout,
+        "ffn_mult": cfg.ffn_mult,
+        "scaled_matching": cfg.scaled_matching,
+        "feature_dropout": cfg.feature_dropout,
+        "relevance_smoothing": cfg.relevance_smoothing,
+        "warmup": cfg.warmup,
+        "segment_loss": cfg.segment_loss,
+        "relevance_fusion": cfg.relevance_fusion,
+    }
 
 
 @register_model(SELDAMConfig)
@@ -415,13 +456,21 @@ def _wsel_av_att(cfg: WeakAVAttConfig) -> WeakAVAtt:
 @register_model(CMLDAMConfig)
 def _cml_dam(cfg: CMLDAMConfig) -> CMLDAM:
     return CMLDAM(
-        audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, dim=cfg.dim, proj_hidden=cfg.proj_hidden,
-        embedding=cfg.embedding, matching=cfg.matching, heads=cfg.heads, dropout=cfg.dropout, ffn_mult=cfg.ffn_mult,
+        audio_dim=cfg.audio_dim,
+        visual_dim=cfg.visual_dim,
+        dim=cfg.dim,
+        proj_hidden=cfg.proj_hidden,
+        embedding=cfg.embedding,
+        matching=cfg.matching,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        ffn_mult=cfg.ffn_mult,
         scaled_matching=cfg.scaled_matching,
     )
 
 
 @register_model(AVDLNConfig, recipe="tian-avdln", segment_pairs=True)
 def _cml_avdln(cfg: AVDLNConfig) -> AVDLN:
-    return AVDLN(audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, hidden=cfg.proj_hidden, dim=cfg.avdln_dim, margin=cfg.margin)
-
+    return AVDLN(
+        audio_dim=cfg.audio_dim, visual_dim=cfg.visual_dim, hidden=cfg.proj_hidden, dim=cfg.avdln_dim, margin=cfg.margin
+    )

@@ -23,6 +23,7 @@ matching="none" or lam=1 the relevance is not trained, so it is not used either:
 segment gets the predicted category and the model cannot output background, which is why
 the paper's "w/o matching" row is lower (70.7). With lam=1 the loss is the CE alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,7 +42,9 @@ from .protocols import EpochHook
 SEL_MATCHINGS = ("cross", "self", "none")
 
 
-def combine_predictions(category: torch.Tensor, relevance: torch.Tensor | None, background: int, T: int | None = None) -> torch.Tensor:
+def combine_predictions(
+    category: torch.Tensor, relevance: torch.Tensor | None, background: int, T: int | None = None
+) -> torch.Tensor:
     """category [B] (event class per video), relevance [B, T] or None -> class per segment
     [B, T]: background where relevance < 0.5, the category where relevance >= 0.5 (every
     segment when relevance is None; then T must be given)."""
@@ -115,13 +118,26 @@ class SELDAM(EpochHook, nn.Module):
         self.background = self.num_events
         self.lam = lam
         self.uses_relevance = matching != "none" and lam < 1.0
-        self.encoder = LowLevelEncoder(audio_dim=audio_dim, visual_dim=visual_dim, att_hidden=att_hidden, lstm_hidden=lstm_hidden,
-                                       input_dropout=input_dropout)
+        self.encoder = LowLevelEncoder(
+            audio_dim=audio_dim,
+            visual_dim=visual_dim,
+            att_hidden=att_hidden,
+            lstm_hidden=lstm_hidden,
+            input_dropout=input_dropout,
+        )
         d = self.encoder.out_dim
         self.dam = DAM(
-            audio_dim=d, visual_dim=d, dim=d, proj_hidden=None, embedding=embedding,
-            matching="cross" if matching == "none" else matching, heads=heads, dropout=dropout, ffn_mult=ffn_mult,
-            scaled=scaled_matching, fusion=relevance_fusion,
+            audio_dim=d,
+            visual_dim=d,
+            dim=d,
+            proj_hidden=None,
+            embedding=embedding,
+            matching="cross" if matching == "none" else matching,
+            heads=heads,
+            dropout=dropout,
+            ffn_mult=ffn_mult,
+            scaled=scaled_matching,
+            fusion=relevance_fusion,
         )
         self.classifier = FusionHead(2 * d, head_hidden, self.num_events)
         self.feature_dropout = nn.Dropout(feature_dropout)
@@ -186,5 +202,9 @@ class SELDAM(EpochHook, nn.Module):
         probs = F.softmax(out.category_logits.double(), dim=-1).unsqueeze(1).expand(B, W, -1)  # (B, W, E)
         if out.relevance is None:
             return SegmentScores(probs.cpu().numpy())
-        return SegmentScores(probs.cpu().numpy(), out.relevance.double().cpu().numpy(),
-                             out.dam.audio_relevance.double().cpu().numpy(), out.dam.visual_relevance.double().cpu().numpy())
+        return SegmentScores(
+            probs.cpu().numpy(),
+            out.relevance.double().cpu().numpy(),
+            out.dam.audio_relevance.double().cpu().numpy(),
+            out.dam.visual_relevance.double().cpu().numpy(),
+        )

@@ -27,10 +27,12 @@ models' own, so a weak checkpoint localizes like any SEL checkpoint.
           label alone gives without localization).
     The loss: lam * CE + (1 - lam) * BCE(p_t, pseudo target) + the two classifiers' CE.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from .baselines import AVAtt, FusionHead
 from .dam import relevance_loss
 from .sel import SELDAM, category_loss, selected_cross_entropy

@@ -1,8 +1,9 @@
 """Tiny test media written with PyAV: every video the decoder tests need, made on the fly."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable
 
 import av
 import numpy as np
@@ -109,7 +110,9 @@ def write_audio_with_cover(path, *, duration_s: float = 3.0, audio: AudioFn | No
         v = out.add_stream("mjpeg", rate=1)
         v.width, v.height, v.pix_fmt = 64, 64, "yuvj420p"
         v.disposition = av.stream.Disposition.attached_pic
-        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24").reformat(format="yuvj420p")
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24").reformat(
+            format="yuvj420p"
+        )
         for p in list(v.encode(picture)) + list(v.encode(None)):
             p.pts = p.dts = 0
             out.mux(p)
@@ -117,8 +120,9 @@ def write_audio_with_cover(path, *, duration_s: float = 3.0, audio: AudioFn | No
         mono = (audio or tone(440))(np.arange(n) / 44100).astype(np.float32)
         step = a.codec_context.frame_size or 1152
         for i in range(0, n, step):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.tile(mono[None, i : i + step], (2, 1))),
-                                               format="fltp", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(np.tile(mono[None, i : i + step], (2, 1))), format="fltp", layout="stereo"
+            )
             frame.sample_rate, frame.pts = 44100, i
             out.mux(a.encode(frame))
         out.mux(a.encode(None))

@@ -9,6 +9,7 @@ the real CLI (typer.main.get_command), so an option added later is tested too.
 
 Also: a NUL byte or a newline in the string options that name files or categories, and
 `--engine ray` where Ray's data extras (pandas, pyarrow) cannot be imported."""
+
 from __future__ import annotations
 
 import builtins
@@ -46,8 +47,15 @@ def base_args(command: str, tmp: Path) -> list[str]:
     afile.write_text("not a folder\n")
     return {
         # random networks (no weight file needed); the video is missing: exit 1, "failed: ... no such file"
-        "extract": [str(missing / "v.mp4"), "--out", str(tmp / "f.h5"), "--visual-model", "random",
-                    "--audio-model", "random"],
+        "extract": [
+            str(missing / "v.mp4"),
+            "--out",
+            str(tmp / "f.h5"),
+            "--visual-model",
+            "random",
+            "--audio-model",
+            "random",
+        ],
         "preprocess": [str(missing), "--out", str(tmp / "cache")],
         "merge": [str(missing / "a.h5"), "--out", str(tmp / "m.h5")],
         "export-ave": [str(missing / "c.h5"), "--annotations", str(missing / "A.txt"), "--out", str(tmp / "ave")],
@@ -56,8 +64,14 @@ def base_args(command: str, tmp: Path) -> list[str]:
         "train": ["--data", str(missing), "--out", str(tmp / "m.safetensors")],
         "evaluate": ["sel", "--data", str(missing), "--checkpoint", str(missing / "m.safetensors")],
         "localize": [str(missing / "v.mp4"), "--checkpoint", str(missing / "m.safetensors")],
-        "cml": ["--checkpoint", str(missing / "m.safetensors"), "--query", str(missing / "q.wav"),
-                "--target", str(missing / "t.mp4")],
+        "cml": [
+            "--checkpoint",
+            str(missing / "m.safetensors"),
+            "--query",
+            str(missing / "q.wav"),
+            "--target",
+            str(missing / "t.mp4"),
+        ],
         "export": [str(missing / "r.json"), "--format", "activitynet", "--out", str(tmp / "x.json")],
         "detect-eval": ["--ground-truth", str(missing / "gt.json"), "--results", str(missing / "r.json")],
         "live": [str(missing / "s.ts"), "--checkpoint", str(missing / "m.safetensors")],
@@ -94,11 +108,24 @@ def test_the_walk_finds_the_options_it_should():
     """The walk of the command tree is not empty: the numeric options the issue names are there."""
     found = {(c, f) for c, f, _ in OPTIONS}
     assert model_args("relation_ffn") == ["sel", "--model", "cmbs"] and model_args("epochs") == ["sel"]
-    for expected in [("extract", "--batch-size"), ("extract", "--frames-per-segment"), ("extract", "--workers"),
-                     ("preprocess", "--segments"), ("preprocess", "--decoders"), ("preprocess", "--gpus-per-extractor"),
-                     ("synth", "--videos"), ("synth", "--seed"), ("synth", "--noise"), ("train", "--epochs"),
-                     ("train", "--seeds"), ("train", "--lr"), ("localize", "--stride"), ("cml", "--query-start"),
-                     ("demo", "--videos"), ("demo", "--seed")]:
+    for expected in [
+        ("extract", "--batch-size"),
+        ("extract", "--frames-per-segment"),
+        ("extract", "--workers"),
+        ("preprocess", "--segments"),
+        ("preprocess", "--decoders"),
+        ("preprocess", "--gpus-per-extractor"),
+        ("synth", "--videos"),
+        ("synth", "--seed"),
+        ("synth", "--noise"),
+        ("train", "--epochs"),
+        ("train", "--seeds"),
+        ("train", "--lr"),
+        ("localize", "--stride"),
+        ("cml", "--query-start"),
+        ("demo", "--videos"),
+        ("demo", "--seed"),
+    ]:
         assert expected in found, expected
 
 
@@ -139,33 +166,60 @@ def test_every_numeric_option_is_bounded(command, flag, field, tmp_path, capsys,
         else:  # zero: refused, or accepted and the command ends on its missing input in one line
             assert code in (0, 1, 2), f"avel {' '.join(args)} -> {code}: {text}"
             if code == 2:  # refused, or the missing input named in one line
-                assert len(text.strip().splitlines()) == 1 and text.startswith("error:"), f"avel {' '.join(args)}: {text}"
+                assert len(text.strip().splitlines()) == 1 and text.startswith("error:"), (
+                    f"avel {' '.join(args)}: {text}"
+                )
 
 
 def test_bounds_accept_the_values_at_their_ends(tmp_path, capsys):
     """The bounds are not off by one: the largest seed a torch seed holds and the largest
     frames per segment reach the missing input (exit 1), not a refusal."""
-    for flag, value in (("--seed", str(2**63 - 1)), ("--frames-per-segment", "64"), ("--batch-size", "4096"),
-                        ("--workers", "0"), ("--segments", "86400")):
+    for flag, value in (
+        ("--seed", str(2**63 - 1)),
+        ("--frames-per-segment", "64"),
+        ("--batch-size", "4096"),
+        ("--workers", "0"),
+        ("--segments", "86400"),
+    ):
         code, text = run(capsys, command_line("extract", flag, "", value, tmp_path / f"ok{flag}{value}"))
         assert code == 1 and "no such file" in text, (flag, value, text)
-    for flag, value in (("--seed", str(2**63)), ("--frames-per-segment", "65"), ("--batch-size", "4097"),
-                        ("--workers", "257"), ("--segments", "86401")):
+    for flag, value in (
+        ("--seed", str(2**63)),
+        ("--frames-per-segment", "65"),
+        ("--batch-size", "4097"),
+        ("--workers", "257"),
+        ("--segments", "86401"),
+    ):
         code, text = run(capsys, command_line("extract", flag, "", value, tmp_path / f"no{flag}{value}"))
         assert refused(code, text, flag), (flag, value, text)
 
 
-@pytest.mark.parametrize("command,flag", [
-    ("preprocess", "--annotations"), ("export-ave", "--annotations"), ("extract", "--out"),
-    ("train", "--data"), ("localize", "--checkpoint"), ("preprocess", "--ray-address"), ("preprocess", "--shard"),
-    ("export-ave", "--splits"),
-])
+@pytest.mark.parametrize(
+    "command,flag",
+    [
+        ("preprocess", "--annotations"),
+        ("export-ave", "--annotations"),
+        ("extract", "--out"),
+        ("train", "--data"),
+        ("localize", "--checkpoint"),
+        ("preprocess", "--ray-address"),
+        ("preprocess", "--shard"),
+        ("export-ave", "--splits"),
+    ],
+)
 @pytest.mark.parametrize("bad", ["a\x00b", "a\nb"])
 def test_nul_and_newline_in_string_options(command, flag, bad, tmp_path, capsys, monkeypatch):
     """A NUL byte or a newline in a path or a name: one line (the name escaped), never the catch-all."""
     monkeypatch.delenv("AVEL_DEBUG", raising=False)
-    code, text = run(capsys, [command, *base_args(command, tmp_path), flag, str(tmp_path / bad)
-                              if flag not in ("--ray-address", "--shard", "--splits") else bad])
+    code, text = run(
+        capsys,
+        [
+            command,
+            *base_args(command, tmp_path),
+            flag,
+            str(tmp_path / bad) if flag not in ("--ray-address", "--shard", "--splits") else bad,
+        ],
+    )
     assert CATCH_ALL not in text and "Traceback" not in text, text
     assert code in (1, 2), text
     lines = [l for l in text.splitlines() if l.strip() and not PROGRESS.search(l)]
@@ -226,14 +280,27 @@ def test_values_are_finite_in_the_configs():
     from avel.pipeline.extract.options import ExtractOptions, NetworkOptions
     from avel.pipeline.extract.ray_engine import RayConfig
 
-    cases = [(FeatureSettings, "segments", 86401), (FeatureSettings, "frames_per_segment", 65),
-             (FeatureSettings, "seed", -1), (FeatureSettings, "seed", 2**63), (ExtractOptions, "workers", 257),
-             (ExtractOptions, "commit_every", 10**9), (NetworkOptions, "batch_size", 4097),
-             (RayConfig, "decoders", 10**9), (RayConfig, "extractors", 10**9),
-             (RayConfig, "gpus_per_extractor", math.inf), (RayConfig, "gpus_per_extractor", 1e9),
-             (FeatureSynthConfig, "videos", 10**6 + 1), (FeatureSynthConfig, "seed", -1),
-             (FeatureSynthConfig, "noise", 1e308), (DemoConfig, "videos", 10**6 + 1), (DemoConfig, "seed", -1),
-             (DemoConfig, "seed", 2**63), (DemoConfig, "classes", 29), (DemoConfig, "workers", 0)]
+    cases = [
+        (FeatureSettings, "segments", 86401),
+        (FeatureSettings, "frames_per_segment", 65),
+        (FeatureSettings, "seed", -1),
+        (FeatureSettings, "seed", 2**63),
+        (ExtractOptions, "workers", 257),
+        (ExtractOptions, "commit_every", 10**9),
+        (NetworkOptions, "batch_size", 4097),
+        (RayConfig, "decoders", 10**9),
+        (RayConfig, "extractors", 10**9),
+        (RayConfig, "gpus_per_extractor", math.inf),
+        (RayConfig, "gpus_per_extractor", 1e9),
+        (FeatureSynthConfig, "videos", 10**6 + 1),
+        (FeatureSynthConfig, "seed", -1),
+        (FeatureSynthConfig, "noise", 1e308),
+        (DemoConfig, "videos", 10**6 + 1),
+        (DemoConfig, "seed", -1),
+        (DemoConfig, "seed", 2**63),
+        (DemoConfig, "classes", 29),
+        (DemoConfig, "workers", 0),
+    ]
     for cls, name, value in cases:
         with pytest.raises(ConfigError) as e:
             cls(**{name: value})

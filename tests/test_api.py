@@ -2,6 +2,7 @@
 working directory that holds folders named `pipeline/`, `models/`, `extractors/` and `cli/`
 (each a package that fails when imported), avel still works, because it installs one
 top-level name, `avel`."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -13,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from mediagen import solid, tone, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +22,7 @@ SHADOWS = ("pipeline", "models", "extractors", "core", "cli")
 
 def readme_python_block() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     start = section.index("```python\n") + len("```python\n")
     return section[start : section.index("```", start)]
 
@@ -30,7 +30,9 @@ def readme_python_block() -> str:
 def shadowed_workdir(path: Path) -> Path:
     for name in SHADOWS:
         (path / name).mkdir(parents=True)
-        (path / name / "__init__.py").write_text(f"raise ImportError('the working directory\\'s {name}/ was imported')\n")
+        (path / name / "__init__.py").write_text(
+            f"raise ImportError('the working directory\\'s {name}/ was imported')\n"
+        )
     return path
 
 
@@ -50,15 +52,37 @@ def test_one_top_level_name_and_the_console_script():
 
 def test_the_wheel_installs_only_avel(tmp_path):
     """What `pip install .` puts into site-packages: the wheel's top-level entries."""
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        cwd=tmp_path)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        cwd=tmp_path,
+    )
     [wheel] = tmp_path.glob("avel-*.whl")
     top = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in top if not t.endswith(".dist-info")} == {"avel"}
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"avel/__init__.py", "avel/cli.py", "avel/pipeline/media/decode.py", "avel/models/dam.py",
-            "avel/extractors/vgg19.py", "avel/pipeline/apps/report.py", "avel/core/errors.py", "avel/pipeline/apps/report_assets/page.html",
-            "avel/pipeline/apps/report_assets/report.css", "avel/pipeline/apps/report_assets/report.js"} <= set(names)
+    assert {
+        "avel/__init__.py",
+        "avel/cli.py",
+        "avel/pipeline/media/decode.py",
+        "avel/models/dam.py",
+        "avel/extractors/vgg19.py",
+        "avel/pipeline/apps/report.py",
+        "avel/core/errors.py",
+        "avel/pipeline/apps/report_assets/page.html",
+        "avel/pipeline/apps/report_assets/report.css",
+        "avel/pipeline/apps/report_assets/report.js",
+    } <= set(names)
     assert not any(n.startswith(("avel/tests/", "avel/benchmarks/")) for n in names)
 
 
@@ -79,20 +103,37 @@ def test_readme_python_api_beside_folders_with_avel_like_names(tmp_path):
     write_video(cwd / "clip.mp4", duration_s=3, color=solid((10, 200, 10)), audio=tone(300))
     synthesize(tmp_path / "synth", videos=12, classes=2, seed=1, progress=False)
     jobs, text, splits = annotated_jobs(tmp_path / "synth" / "videos", tmp_path / "synth" / "Annotations.txt")
-    extractor = FeatureExtractor(FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1,
-                                                 segments=10), device="cpu")
+    extractor = FeatureExtractor(
+        FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1, segments=10), device="cpu"
+    )
     run_extraction(jobs, cwd / "cache", extractor, ExtractOptions(progress=False), annotations=text, splits=splits)
 
     block = readme_python_block()
     assert "epochs=60" in block and "from avel import" in block
-    code = block.replace("epochs=60", "epochs=2") + "\nassert loc.error is None and len(loc.segments) == 3, loc\nprint('OK')\n"
+    code = (
+        block.replace("epochs=60", "epochs=2")
+        + "\nassert loc.error is None and len(loc.segments) == 3, loc\nprint('OK')\n"
+    )
     out = run([sys.executable, "-"], cwd, input=code, timeout=600)
     assert out.stdout.strip().endswith("OK")
     assert (cwd / "sel.safetensors").is_file()
 
 
-@pytest.mark.parametrize("name", ["FeatureSettings", "extract_features", "load_data", "train", "TrainConfig",
-                                  "ModelConfig", "save_checkpoint", "load_checkpoint", "localize", "cml_query"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "FeatureSettings",
+        "extract_features",
+        "load_data",
+        "train",
+        "TrainConfig",
+        "ModelConfig",
+        "save_checkpoint",
+        "load_checkpoint",
+        "localize",
+        "cml_query",
+    ],
+)
 def test_public_names(name):
     import avel
 

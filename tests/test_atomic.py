@@ -1,6 +1,10 @@
-import os, pytest
+import os
 from pathlib import Path
-from avel.core.atomic import atomic_open, atomic_path, write_text_atomic, write_bytes_atomic, TEMP_MARK
+
+import pytest
+
+from avel.core.atomic import TEMP_MARK, atomic_open, atomic_path, write_bytes_atomic, write_text_atomic
+
 
 def test_replaces_whole(tmp_path):
     p = tmp_path / "a.json"
@@ -10,6 +14,7 @@ def test_replaces_whole(tmp_path):
     write_bytes_atomic(p, b"\x00\x01")
     assert p.read_bytes() == b"\x00\x01"
     assert os.listdir(tmp_path) == ["a.json"]
+
 
 def test_failure_leaves_target_and_no_temporary(tmp_path):
     p = tmp_path / "rows.csv"
@@ -23,6 +28,7 @@ def test_failure_leaves_target_and_no_temporary(tmp_path):
             tmp.write_text("x")
             raise KeyboardInterrupt
     assert p.read_text() == "old" and os.listdir(tmp_path) == ["rows.csv"]
+
 
 def test_temporary_keeps_the_suffix(tmp_path):
     with atomic_path(tmp_path / "t.png") as tmp:
@@ -62,7 +68,9 @@ def test_a_failed_csv_leaves_the_old_file_and_no_temporary(tmp_path):
     out.write_text("earlier\n")
     second = SecondResult(0, 1, "dog", 0.9, 0.8, 0.7, 0.6)
     good = VideoLocalization(video="dog.mp4", duration_s=1.0, segments=[second])
-    bad = VideoLocalization(video="dog.mp4", duration_s=1.0, segments=[SecondResult(0, 1, "d\udce9g", 0.9, 0.8, 0.7, 0.6)])
+    bad = VideoLocalization(
+        video="dog.mp4", duration_s=1.0, segments=[SecondResult(0, 1, "d\udce9g", 0.9, 0.8, 0.7, 0.6)]
+    )
     with pytest.raises(UnicodeEncodeError):
         write_csv([good, bad], out)
     assert out.read_text() == "earlier\n" and os.listdir(tmp_path) == ["out.csv"]
@@ -122,6 +130,10 @@ def test_every_file_is_written_through_core_atomic():
     files = [ROOT / "__init__.py", ROOT / "cli.py"]
     for folder in ("core", "extractors", "models", "pipeline"):
         files += sorted((ROOT / folder).rglob("*.py"))
-    found = [f"{p.relative_to(ROOT)}:{line}" for p in files if p != ROOT / "core" / "atomic.py"
-             for line in hand_written_renames(p.read_text(encoding="utf-8"))]
+    found = [
+        f"{p.relative_to(ROOT)}:{line}"
+        for p in files
+        if p != ROOT / "core" / "atomic.py"
+        for line in hand_written_renames(p.read_text(encoding="utf-8"))
+    ]
     assert not found, f"files renamed outside core/atomic.py (write them with its atomic_path/atomic_open): {found}"

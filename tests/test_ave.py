@@ -1,5 +1,6 @@
 """The AVE annotation format (core/annotations.py) and the AVE release layout
 (pipeline/data/ave.py), pinned against REFERENCE.md section 1."""
+
 from __future__ import annotations
 
 import h5py
@@ -7,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from avel.pipeline.data import ave
 from avel.core.annotations import (
     HEADER,
     AnnotationRow,
@@ -17,10 +17,11 @@ from avel.core.annotations import (
     split_rows,
     write_annotations,
 )
-from avel.pipeline.data.ave import read_ave_layout, write_ave_layout
 from avel.core.config import FeatureSettings
-from avel.pipeline.data.dataset import AVData
 from avel.core.errors import AnnotationError, AvelError, CacheError
+from avel.pipeline.data import ave
+from avel.pipeline.data.ave import read_ave_layout, write_ave_layout
+from avel.pipeline.data.dataset import AVData
 
 # a hand-written file: an id twice with different categories (like AVE's 45), the zero-length
 # row, a full 0-10 row; first-appearance order is Bark, Cat, Church bell
@@ -264,8 +265,7 @@ def test_export_without_annotations(tmp_path, rows):
     data = _data(rows)
     data.labels[2, 3:5] = 0  # the zero-length row no longer all background
     write_ave_layout(tmp_path / "a", data)  # rows derived from the labels
-    assert [r.key for r in read_annotations(tmp_path / "a" / "Annotations.txt")][:2] == [
-        r.key for r in rows[:2]]
+    assert [r.key for r in read_annotations(tmp_path / "a" / "Annotations.txt")][:2] == [r.key for r in rows[:2]]
     assert read_ave_layout(tmp_path / "a").class_names == NAMES
     write_ave_layout(tmp_path / "b", _data(rows))  # an all-background video: no Annotations.txt
     assert not (tmp_path / "b" / "Annotations.txt").exists()

@@ -5,6 +5,7 @@ resume of a failed batch (item 9); the CML split under AVE's file names (item 8)
 
 The CLI runs in-process through `avel.cli.main` (what the console script calls), so the
 many cases cost no interpreter start-up each."""
+
 from __future__ import annotations
 
 import json
@@ -16,20 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mediagen import tone, write_video
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-
-from mediagen import tone, write_video
 from test_cache import fake
+
 from avel.cli import main
-from avel.models.registry import model_config
 from avel.core.annotations import HEADER, parse_annotations
+from avel.core.config import FeatureSettings
+from avel.core.errors import AvelError
+from avel.models.registry import model_config
 from avel.pipeline.cache.meta import CacheMeta
 from avel.pipeline.cache.store import FeatureCache
-from avel.pipeline.train.checkpoint import save_checkpoint
-from avel.core.config import FeatureSettings
 from avel.pipeline.data.load import load_data
-from avel.core.errors import AvelError
+from avel.pipeline.train.checkpoint import save_checkpoint
 from avel.pipeline.train.loop import TrainConfig, evaluate, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -76,11 +77,28 @@ def work(tmp_path_factory):
     data = load_data(root / "cache")
     for task in ("sel", "cml"):
         result = train(data, TrainConfig(model_config(task=task), epochs=1, device="cpu", progress=False))
-        save_checkpoint(root / f"{task}.safetensors", result.model, result.model_config, data.class_names,
-                        data.settings, result.test)
+        save_checkpoint(
+            root / f"{task}.safetensors",
+            result.model,
+            result.model_config,
+            data.class_names,
+            data.settings,
+            result.test,
+        )
     (root / "Annotations.txt").write_text("\n".join([HEADER, *rows_text()]) + "\n")
-    assert main(["export-ave", str(root / "cache"), "--annotations", str(root / "Annotations.txt"),
-                 "--out", str(root / "ave")]) == 0
+    assert (
+        main(
+            [
+                "export-ave",
+                str(root / "cache"),
+                "--annotations",
+                str(root / "Annotations.txt"),
+                "--out",
+                str(root / "ave"),
+            ]
+        )
+        == 0
+    )
     (root / "clip.mp4").write_bytes(b"not opened: every case fails before reading it")
     return root
 
@@ -130,7 +148,10 @@ def malformed_cases(w: Path) -> list[tuple[list, str]]:
         (["preprocess", V, "--out", out, *fast, "--engine", "spark"], "--engine"),
         (["preprocess", V, "--out", out, *fast, "--engine", "ray", "--extractors", "0"], "--extractors"),
         (["preprocess", V, "--out", out, *fast, "--engine", "ray", "--decoders", "0"], "--decoders"),
-        (["preprocess", V, "--out", out, *fast, "--engine", "ray", "--gpus-per-extractor", "-1"], "--gpus-per-extractor"),
+        (
+            ["preprocess", V, "--out", out, *fast, "--engine", "ray", "--gpus-per-extractor", "-1"],
+            "--gpus-per-extractor",
+        ),
         (["preprocess", V, "--out", out, *fast, "--engine", "ray", "--ray-address", "nowhere"], "--ray-address"),
         (["preprocess", V, "--out", out, *fast, "--extractors", "2"], "--engine ray"),
         (["merge"], "Missing argument"),
@@ -155,7 +176,10 @@ def malformed_cases(w: Path) -> list[tuple[list, str]]:
         (["cml", "--checkpoint", Q, "--query", V, "--target", V, "--query-start", "nan"], "--query-start"),
         (["cml", "--checkpoint", Q, "--query", V, "--target", V, "--query-end", "inf"], "--query-end"),
         (["cml", "--checkpoint", Q, "--query", V, "--target", V, "--query-start", "-1"], "--query-start"),
-        (["cml", "--checkpoint", Q, "--query", V, "--target", V, "--query-start", "4", "--query-end", "2"], "--query-start"),
+        (
+            ["cml", "--checkpoint", Q, "--query", V, "--target", V, "--query-start", "4", "--query-end", "2"],
+            "--query-start",
+        ),
         (["cml", "--checkpoint", Q, "--query", V, "--target", V, "--query-modality", "smell"], "--query-modality"),
         (["cml", "--checkpoint", Q, "--query", V, "--target", V, "--device", "gpu"], "--device"),
         (["cml", "--query", V, "--target", V], "--checkpoint"),
@@ -164,9 +188,22 @@ def malformed_cases(w: Path) -> list[tuple[list, str]]:
         (["demo", "--out", out, "--device", "gpu"], "--device"),
         (["no-such-command"], "no-such-command"),
     ]
-    train_options = [("--embedding", "bogus"), ("--matching", "bogus"), ("--device", "gpu"), ("--dtype-in-ram", "bogus"),
-                     ("--lr", "-1"), ("--lr", "nan"), ("--dropout", "2"), ("--heads", "3"), ("--weight-decay", "-1"),
-                     ("--epochs", "0"), ("--batch-size", "0"), ("--seeds", "0"), ("--lambda", "2"), ("--model", "vgg")]
+    train_options = [
+        ("--embedding", "bogus"),
+        ("--matching", "bogus"),
+        ("--device", "gpu"),
+        ("--dtype-in-ram", "bogus"),
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--dropout", "2"),
+        ("--heads", "3"),
+        ("--weight-decay", "-1"),
+        ("--epochs", "0"),
+        ("--batch-size", "0"),
+        ("--seeds", "0"),
+        ("--lambda", "2"),
+        ("--model", "vgg"),
+    ]
     if not torch.cuda.is_available():
         train_options.append(("--device", "cuda"))
     for task in ("sel", "cml"):
@@ -192,13 +229,25 @@ def test_every_command_refuses_malformed_options_in_one_line(work, capfd):
 
 
 # -- the issue's list of tracebacks --------------------------------------------------------------
-@pytest.mark.parametrize("text", ["", "{bad", "[1, 2]", '{"format": "avel-features/1"}', '"a string"',
-                                  '{"settings": [1]}', '{"settings": {"frames_per_segment": 0}}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{bad",
+        "[1, 2]",
+        '{"format": "avel-features/1"}',
+        '"a string"',
+        '{"settings": [1]}',
+        '{"settings": {"frames_per_segment": 0}}',
+    ],
+)
 def test_a_damaged_cache_json_is_one_line(work, tmp_path, capfd, text):
     shutil.copytree(work / "cache", tmp_path / "c")
     (tmp_path / "c" / "cache.json").write_text(text)
-    for args in (["train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "x.safetensors", "--device", "cpu"],
-                 ["merge", tmp_path / "c", "--out", tmp_path / "m.h5"]):
+    for args in (
+        ["train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "x.safetensors", "--device", "cpu"],
+        ["merge", tmp_path / "c", "--out", tmp_path / "m.h5"],
+    ):
         assert_one_line(*cli(capfd, *args), "cache.json")
 
 
@@ -229,10 +278,27 @@ def test_garbage_in_a_part_is_a_clear_error_or_harmless(work, tmp_path):
 def test_missing_and_unknown_splits_are_one_line(work, tmp_path, capfd):
     shutil.copytree(work / "cache", tmp_path / "c")
     (tmp_path / "c" / "splits" / "val.txt").unlink()
-    assert_one_line(*cli(capfd, "train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "x", "--device", "cpu"),
-                    "'val' split", str(tmp_path / "c"))
-    assert_one_line(*cli(capfd, "evaluate", "sel", "--data", work / "cache", "--checkpoint", work / "sel.safetensors",
-                         "--split", "bogus", "--device", "cpu"), "'bogus' split")
+    assert_one_line(
+        *cli(capfd, "train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "x", "--device", "cpu"),
+        "'val' split",
+        str(tmp_path / "c"),
+    )
+    assert_one_line(
+        *cli(
+            capfd,
+            "evaluate",
+            "sel",
+            "--data",
+            work / "cache",
+            "--checkpoint",
+            work / "sel.safetensors",
+            "--split",
+            "bogus",
+            "--device",
+            "cpu",
+        ),
+        "'bogus' split",
+    )
 
 
 def _edited_checkpoint(src: Path, dst: Path, edit) -> Path:
@@ -252,34 +318,65 @@ def _set(path: str, value):
             d = d[p]
         d[last] = value
         return meta
+
     return edit
 
 
-@pytest.mark.parametrize("edit", [
-    _set("model_config.heads", 0), _set("model_config", None), _set("class_names", None),
-    _set("model_config.num_classes", "abc"), _set("feature_settings", [1]), lambda meta: [meta],
-    _set("metrics", [1]), _set("class_names", [1, 2]), _set("model_config.embedding", "transformer"),
-], ids=["heads-0", "model_config-null", "class_names-null", "num_classes-abc", "feature_settings-list",
-        "metadata-list", "metrics-list", "class_names-ints", "embedding-unknown"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _set("model_config.heads", 0),
+        _set("model_config", None),
+        _set("class_names", None),
+        _set("model_config.num_classes", "abc"),
+        _set("feature_settings", [1]),
+        lambda meta: [meta],
+        _set("metrics", [1]),
+        _set("class_names", [1, 2]),
+        _set("model_config.embedding", "transformer"),
+    ],
+    ids=[
+        "heads-0",
+        "model_config-null",
+        "class_names-null",
+        "num_classes-abc",
+        "feature_settings-list",
+        "metadata-list",
+        "metrics-list",
+        "class_names-ints",
+        "embedding-unknown",
+    ],
+)
 def test_hand_edited_checkpoint_metadata_is_one_line(work, tmp_path, capfd, edit):
     ckpt = _edited_checkpoint(work / "sel.safetensors", tmp_path / "edited.safetensors", edit)
-    line = assert_one_line(*cli(capfd, "evaluate", "sel", "--data", work / "cache", "--checkpoint", ckpt,
-                                "--device", "cpu"), "edited.safetensors", "malformed avel metadata")
+    line = assert_one_line(
+        *cli(capfd, "evaluate", "sel", "--data", work / "cache", "--checkpoint", ckpt, "--device", "cpu"),
+        "edited.safetensors",
+        "malformed avel metadata",
+    )
     assert len(line) < 300, line
 
 
 def test_weights_that_do_not_fit_are_one_short_line(work, tmp_path, capfd):
-    ckpt = _edited_checkpoint(work / "sel.safetensors", tmp_path / "other.safetensors", _set("model_config.lstm_hidden", 64))
-    line = assert_one_line(*cli(capfd, "evaluate", "sel", "--data", work / "cache", "--checkpoint", ckpt, "--device", "cpu"),
-                           "other.safetensors", "weights do not fit", "of another shape")
+    ckpt = _edited_checkpoint(
+        work / "sel.safetensors", tmp_path / "other.safetensors", _set("model_config.lstm_hidden", 64)
+    )
+    line = assert_one_line(
+        *cli(capfd, "evaluate", "sel", "--data", work / "cache", "--checkpoint", ckpt, "--device", "cpu"),
+        "other.safetensors",
+        "weights do not fit",
+        "of another shape",
+    )
     assert len(line) < 300, line
 
 
 def test_ave_layout_settings_that_are_not_an_object(work, tmp_path, capfd):
     shutil.copytree(work / "ave", tmp_path / "ave")
     (tmp_path / "ave" / "avel_settings.json").write_text("[1, 2]")
-    assert_one_line(*cli(capfd, "train", "sel", "--data", tmp_path / "ave", "--out", tmp_path / "x", "--device", "cpu"),
-                    "avel_settings.json")
+    assert_one_line(
+        *cli(capfd, "train", "sel", "--data", tmp_path / "ave", "--out", tmp_path / "x", "--device", "cpu"),
+        "avel_settings.json",
+    )
 
 
 def test_a_read_only_cache_is_refused_before_any_work(work, tmp_path, capfd, monkeypatch):
@@ -295,17 +392,50 @@ def test_a_read_only_cache_is_refused_before_any_work(work, tmp_path, capfd, mon
     monkeypatch.setattr(os, "open", read_only)
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "v.mp4").write_bytes(b"never decoded")
-    line = assert_one_line(*cli(capfd, "preprocess", tmp_path / "src", "--out", tmp_path / "c", "--visual-model", "random",
-                                "--audio-model", "random", "--frames-per-segment", "1", "--segments", str(T), "--device", "cpu"),
-                           "cannot write into this cache", "Read-only file system")
+    line = assert_one_line(
+        *cli(
+            capfd,
+            "preprocess",
+            tmp_path / "src",
+            "--out",
+            tmp_path / "c",
+            "--visual-model",
+            "random",
+            "--audio-model",
+            "random",
+            "--frames-per-segment",
+            "1",
+            "--segments",
+            str(T),
+            "--device",
+            "cpu",
+        ),
+        "cannot write into this cache",
+        "Read-only file system",
+    )
     assert str(tmp_path / "c") in line
 
 
 def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path, capfd):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "bad\nname.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
-    code, lines = cli(capfd, "preprocess", tmp_path / "src", "--out", tmp_path / "c", "--visual-model", "random",
-                      "--audio-model", "random", "--frames-per-segment", "1", "--device", "cpu", "--workers", "0")
+    code, lines = cli(
+        capfd,
+        "preprocess",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "c",
+        "--visual-model",
+        "random",
+        "--audio-model",
+        "random",
+        "--frames-per-segment",
+        "1",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    )
     assert code == 1
     failures = [line for line in lines if "bad\\nname.mp4" in line and not line.startswith("bad\\nname.mp4: 0s [")]
     assert failures and all(line.startswith(("failed: ", "  ")) for line in failures), lines
@@ -317,8 +447,11 @@ def test_nan_features_in_a_cache_are_one_line_naming_the_video(tmp_path, capfd):
     make_cache(tmp_path / "c", nan_in="v03")
     with pytest.raises(AvelError, match="audio features of video 'v03' hold NaN"):
         load_data(tmp_path / "c")
-    assert_one_line(*cli(capfd, "train", "cml", "--data", tmp_path / "c", "--out", tmp_path / "x", "--device", "cpu"),
-                    "'v03'", "NaN")
+    assert_one_line(
+        *cli(capfd, "train", "cml", "--data", tmp_path / "c", "--out", tmp_path / "x", "--device", "cpu"),
+        "'v03'",
+        "NaN",
+    )
 
 
 def test_inf_features_in_the_ave_layout_name_the_row(work, tmp_path):
@@ -339,8 +472,10 @@ def test_an_empty_split_is_an_error_not_nan(work, tmp_path, capfd, empty):
         train(data, TrainConfig(model_config(task="sel"), epochs=1, device="cpu", progress=False))
     shutil.copytree(work / "cache", tmp_path / "c")
     (tmp_path / "c" / "splits" / f"{empty}.txt").write_text("")
-    assert_one_line(*cli(capfd, "train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "x", "--device", "cpu"),
-                    f"'{empty}' split is empty")
+    assert_one_line(
+        *cli(capfd, "train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "x", "--device", "cpu"),
+        f"'{empty}' split is empty",
+    )
 
 
 def test_evaluating_an_empty_split_or_one_cml_cannot_score_is_an_error(work):
@@ -359,8 +494,22 @@ def test_evaluating_an_empty_split_or_one_cml_cannot_score_is_an_error(work):
 def test_a_batch_whose_every_video_failed_exits_1_on_resume(tmp_path, capfd):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
-    args = ["preprocess", tmp_path / "src", "--out", tmp_path / "c", "--visual-model", "random", "--audio-model", "random",
-            "--frames-per-segment", "1", "--device", "cpu", "--workers", "0"]
+    args = [
+        "preprocess",
+        tmp_path / "src",
+        "--out",
+        tmp_path / "c",
+        "--visual-model",
+        "random",
+        "--audio-model",
+        "random",
+        "--frames-per-segment",
+        "1",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+    ]
     code, lines = cli(capfd, *args)
     assert code == 1 and any("0 extracted" in line and "1 failed" in line for line in lines), lines
     code, lines = cli(capfd, *args)  # nothing opens: no model built, nothing written, the failure listed again

@@ -1,5 +1,6 @@
 """The feature cache and batch preprocessing: layout, provenance, refusal of mixed
 settings, failures recorded per video, shards and merge, and a real kill -9 + resume."""
+
 from __future__ import annotations
 
 import os
@@ -12,21 +13,23 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from mediagen import solid, tone, write_video
+
+from avel.core.config import FeatureSettings
+from avel.core.errors import CacheError, SettingsMismatch
 from avel.pipeline.cache.merge import merge_caches
 from avel.pipeline.cache.meta import CacheMeta
 from avel.pipeline.cache.parts import Failure, VideoFeatures
 from avel.pipeline.cache.store import FeatureCache
-from avel.core.config import FeatureSettings
-from avel.core.errors import CacheError, SettingsMismatch
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--visual-model", "random", "--audio-model", "random", "--frames-per-segment", "1", "--device", "cpu"]
 
 
 def avel(*args, check=True, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "avel.cli", *map(str, args)], capture_output=True, text=True, cwd=ROOT, **kw)
+    proc = subprocess.run(
+        [sys.executable, "-m", "avel.cli", *map(str, args)], capture_output=True, text=True, cwd=ROOT, **kw
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"avel {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr}")
     return proc
@@ -36,15 +39,24 @@ def make_videos(folder: Path, n: int, duration_s: float = 2.0) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
     return [
-        Path(write_video(folder / f"v{i:02d}.mp4", duration_s=duration_s, color=solid(colors[i % 6]), audio=tone(300 + 50 * i)))
+        Path(
+            write_video(
+                folder / f"v{i:02d}.mp4", duration_s=duration_s, color=solid(colors[i % 6]), audio=tone(300 + 50 * i)
+            )
+        )
         for i in range(n)
     ]
 
 
 def fake(vid: str, t: int = 3, seed: int = 0) -> VideoFeatures:
     rng = np.random.default_rng(seed)
-    return VideoFeatures(vid, f"/data/{vid}.mp4", float(t), rng.random((t, 7, 7, 512), dtype=np.float32),
-                         rng.random((t, 128), dtype=np.float32))
+    return VideoFeatures(
+        vid,
+        f"/data/{vid}.mp4",
+        float(t),
+        rng.random((t, 7, 7, 512), dtype=np.float32),
+        rng.random((t, 128), dtype=np.float32),
+    )
 
 
 def test_part_layout_and_lazy_reads(tmp_path):
@@ -84,7 +96,9 @@ def test_mixed_settings_refused(tmp_path):
     with pytest.raises(SettingsMismatch, match="visual_model"):
         FeatureCache.create_or_open(tmp_path / "c", CacheMeta(FeatureSettings(visual_model="caffe")))
     with pytest.raises(SettingsMismatch, match="storage_dtype"):
-        FeatureCache.create_or_open(tmp_path / "c", CacheMeta(FeatureSettings(visual_model="random"), storage_dtype="float16"))
+        FeatureCache.create_or_open(
+            tmp_path / "c", CacheMeta(FeatureSettings(visual_model="random"), storage_dtype="float16")
+        )
 
 
 def test_merge_refuses_mixed_and_joins(tmp_path):
@@ -123,7 +137,17 @@ def test_batch_records_failures_and_goes_on(tmp_path):
 def test_shards_are_disjoint_and_merge(tmp_path):
     make_videos(tmp_path / "src", 5)
     for i in range(2):
-        avel("preprocess", tmp_path / "src", "--out", tmp_path / f"shard{i}", "--shard", f"{i}/2", "--workers", "0", *FAST)
+        avel(
+            "preprocess",
+            tmp_path / "src",
+            "--out",
+            tmp_path / f"shard{i}",
+            "--shard",
+            f"{i}/2",
+            "--workers",
+            "0",
+            *FAST,
+        )
     ids = [set(FeatureCache(tmp_path / f"shard{i}").ids()) for i in range(2)]
     assert not ids[0] & ids[1] and len(ids[0] | ids[1]) == 5
     avel("merge", tmp_path / "shard0", tmp_path / "shard1", "--out", tmp_path / "merged.h5")
@@ -137,8 +161,12 @@ def test_kill_minus_nine_then_resume_is_identical(tmp_path):
 
     killed = tmp_path / "killed"
     for delay_s in (0.0, 1.5):  # right after the first part, and again later
-        proc = subprocess.Popen([sys.executable, "-m", "avel.cli", *map(str, args), "--out", str(killed)],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "avel.cli", *map(str, args), "--out", str(killed)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.time() + 120
         start = len(list((killed / "parts").glob("part-*.h5"))) if killed.exists() else 0
         while time.time() < deadline and proc.poll() is None:
@@ -168,8 +196,19 @@ def test_extract_single_file_and_resume(tmp_path):
     cache = FeatureCache(out)
     assert sorted(cache.ids()) == ["v00", "v01"]
     assert not (tmp_path / "features.h5.partial").exists()
-    proc = avel("extract", videos[0], "--out", out, "--visual-model", "random", "--audio-model", "random",
-                "--frames-per-segment", "2", check=False)
+    proc = avel(
+        "extract",
+        videos[0],
+        "--out",
+        out,
+        "--visual-model",
+        "random",
+        "--audio-model",
+        "random",
+        "--frames-per-segment",
+        "2",
+        check=False,
+    )
     assert proc.returncode == 2 and "frames_per_segment" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1  # one clear line
 

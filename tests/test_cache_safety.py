@@ -2,6 +2,7 @@
 (or one video fails, never a part); readers never write; one writer per cache; a full disk is
 one clear error that leaves committed parts intact and nothing behind; storage dtypes are
 checked before any work."""
+
 from __future__ import annotations
 
 import errno
@@ -20,16 +21,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from mediagen import solid, tone, write_video
 from test_cache import FAST, ROOT, avel, fake
+
+from avel.core.config import FeatureSettings
+from avel.core.errors import CacheError, ConfigError
 from avel.pipeline.cache.keys import decode_key, encode_key
 from avel.pipeline.cache.merge import merge_caches
 from avel.pipeline.cache.meta import CacheMeta
 from avel.pipeline.cache.parts import VideoFeatures
 from avel.pipeline.cache.store import FeatureCache
-from avel.core.config import FeatureSettings
-from avel.core.errors import CacheError, ConfigError
 
 META = CacheMeta(FeatureSettings(visual_model="random", audio_model="random"))
 TINY = [*FAST, "--segments", "2", "--workers", "0"]  # 2 one-frame segments a video: about a second each
@@ -55,8 +56,13 @@ def test_ids_that_shared_an_hdf5_name_or_could_not_be_one_are_all_stored(tmp_pat
     src = tmp_path / "src"
     for name, freq in (("x/y.mp4", 300), ("x|y.mp4", 400), ("..mp4", 500), ("ok.mp4", 600)):
         tiny_video(src / name, freq)
-    rows = ["Category&VideoID&Quality&StartTime&EndTime", "a&x/y&good&0&2", "b&x|y&good&0&1", "a&.&good&1&2",
-            "b&ok&good&0&2"]
+    rows = [
+        "Category&VideoID&Quality&StartTime&EndTime",
+        "a&x/y&good&0&2",
+        "b&x|y&good&0&1",
+        "a&.&good&1&2",
+        "b&ok&good&0&2",
+    ]
     (tmp_path / "Annotations.txt").write_text("\n".join(rows) + "\n")
     proc = avel("preprocess", src, "--annotations", tmp_path / "Annotations.txt", "--out", tmp_path / "c", *TINY)
     assert "4 extracted" in proc.stderr
@@ -79,8 +85,26 @@ def test_a_file_name_that_is_not_utf8_round_trips(tmp_path):
 
 
 def test_keys_are_injective_and_round_trip():
-    ids = ["a", "x/y", "x|y", "x%2Fy", "%", "", ".", "..", ".hidden", "a.b", "tab\there", "new\nline", "bad\udcff",
-           "lone\ud800", "caf\u00e9", "\u6f22\u5b57", " space ", "a" * 300]
+    ids = [
+        "a",
+        "x/y",
+        "x|y",
+        "x%2Fy",
+        "%",
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "a.b",
+        "tab\there",
+        "new\nline",
+        "bad\udcff",
+        "lone\ud800",
+        "caf\u00e9",
+        "\u6f22\u5b57",
+        " space ",
+        "a" * 300,
+    ]
     keys = [encode_key(i) for i in ids]
     assert len(set(keys)) == len(ids)
     for vid, key in zip(ids, keys):
@@ -92,7 +116,9 @@ def test_keys_are_injective_and_round_trip():
 
 def test_one_bad_video_never_fails_its_part(tmp_path):
     cache = FeatureCache.create_or_open(tmp_path / "c", META)
-    broken = VideoFeatures("broken", "/data/broken.mp4", 3.0, np.array([["not a number"]]), np.zeros((3, 128), np.float32))
+    broken = VideoFeatures(
+        "broken", "/data/broken.mp4", 3.0, np.array([["not a number"]]), np.zeros((3, 128), np.float32)
+    )
     with cache.writer(max_videos=3) as w:
         w.add(fake("a", seed=0))
         w.add(broken)
@@ -203,8 +229,13 @@ def _lock_record(directory: Path, timeout_s: float = 120) -> dict:
 
 
 def _frozen_writer(args: list) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "avel.cli", *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "avel.cli", *map(str, args)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("command", ["preprocess", "extract"])
@@ -238,13 +269,22 @@ def test_a_second_writer_is_refused_naming_the_first(tmp_path, command):
 
 def test_a_lock_never_outlives_its_process(tmp_path):
     """The kernel drops a killed holder's flock: the next writer goes on."""
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from avel.pipeline.cache.lock import WriteLock
-        lock = WriteLock.acquire({str(tmp_path / 'c')!r}, command="avel preprocess (killed)")
+        lock = WriteLock.acquire({str(tmp_path / "c")!r}, command="avel preprocess (killed)")
         print("held", flush=True)
         time.sleep(120)
-    """)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(CacheError, match=rf"pid {holder.pid} on .*avel preprocess \(killed\)"):
         FeatureCache.create_or_open(tmp_path / "c", META)
@@ -271,8 +311,11 @@ def _fail_writes_after(monkeypatch, budget_bytes: int) -> None:
 
 def _fail_hdf5_writes(monkeypatch) -> None:
     """ENOSPC from HDF5 as a part's features are written (h5py raises OSError for it)."""
+
     def write(self, key, value):
-        raise OSError(errno.ENOSPC, "Can't write data (file write failed: errno = 28, error message = 'No space left on device')")
+        raise OSError(
+            errno.ENOSPC, "Can't write data (file write failed: errno = 28, error message = 'No space left on device')"
+        )
 
     monkeypatch.setattr(h5py.Dataset, "__setitem__", write)
 
@@ -296,8 +339,11 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing(tmp_path, monkeypatch
 
 
 def test_a_full_disk_at_creation_leaves_nothing_that_refuses_the_cache(tmp_path, monkeypatch):
-    meta = CacheMeta(META.settings, annotations="Category&VideoID&Quality&StartTime&EndTime\na&v&good&0&2\n",
-                     splits={"train": "a&v&good&0&2\n"})
+    meta = CacheMeta(
+        META.settings,
+        annotations="Category&VideoID&Quality&StartTime&EndTime\na&v&good&0&2\n",
+        splits={"train": "a&v&good&0&2\n"},
+    )
     _fail_writes_after(monkeypatch, 0)
     with pytest.raises(CacheError, match="^no space left on device while writing"):
         FeatureCache.create_or_open(tmp_path / "c", meta)
@@ -324,8 +370,13 @@ def _can_mount_tmpfs(tmp_path: Path) -> bool:
         return False
     probe = tmp_path / "probe"
     probe.mkdir()
-    ok = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                         f"mount -t tmpfs -o size=64k tmpfs {probe}"], capture_output=True).returncode == 0
+    ok = (
+        subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {probe}"],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     probe.rmdir()
     return ok
 
@@ -391,8 +442,24 @@ def test_a_full_tmpfs_end_to_end(tmp_path):
     (tmp_path / "disk").mkdir()
     script = tmp_path / "disk_full.py"
     script.write_text(DISK_SCRIPT)
-    subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, script, tmp_path / "disk",
-                    tmp_path / "src", tmp_path / "one", tmp_path / "r.json", *TINY], cwd=ROOT, check=True, timeout=600)
+    subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            sys.executable,
+            script,
+            tmp_path / "disk",
+            tmp_path / "src",
+            tmp_path / "one",
+            tmp_path / "r.json",
+            *TINY,
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=600,
+    )
     r = json.loads((tmp_path / "r.json").read_text())
     for run in ("full", "again"):
         assert r[run]["rc"] == 2 and r[run]["lines"] == 1, r[run]
@@ -445,7 +512,9 @@ def test_concurrent_part_writers_while_the_holder_keeps_the_lock(tmp_path):
     finally:
         cache.close()
     parts = sorted((tmp_path / "c" / "parts").iterdir())
-    assert [p.name for p in parts] == sorted(n for ns in names for n in ns) and len(parts) == 4 * 6  # no temporaries left
+    assert [p.name for p in parts] == sorted(n for ns in names for n in ns) and len(
+        parts
+    ) == 4 * 6  # no temporaries left
     ids = groups(tmp_path / "c")
     assert sorted(ids) == sorted(f"w{w}-{i}" for w in range(4) for i in range(12))  # every video once
     with FeatureCache(tmp_path / "c") as c:

@@ -5,6 +5,7 @@ every stored chunk carries a checksum, so a damaged part is one line naming the 
 video, and `preprocess --verify` extracts the damaged videos again.
 
 The CLI runs in-process through `avel.cli.main` (what the console script calls)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from test_cache import FAST, fake, make_videos
+
 from avel.cli import main
 from avel.core.annotations import HEADER
 from avel.core.config import FeatureSettings
@@ -69,8 +70,10 @@ def test_a_rerun_with_corrected_annotations_applies_them_and_says_so(tmp_path, c
     code, lines = cli(capfd, "preprocess", *args, "--annotations", b)
     assert code == 0, lines
     said = [line for line in lines if "annotations" in line]
-    expected = (f"{tmp_path / 'c'}: annotations changed: 1 row relabelled; splits: test changed, train changed -> stored "
-                "(the features are unchanged)")
+    expected = (
+        f"{tmp_path / 'c'}: annotations changed: 1 row relabelled; splits: test changed, train changed -> stored "
+        "(the features are unchanged)"
+    )
     assert said == [expected], lines
     assert (tmp_path / "c" / "annotations.txt").read_text() == b.read_text()
     assert (tmp_path / "c" / "splits" / "test.txt").read_text() == (tmp_path / "b" / "testSet.txt").read_text()
@@ -85,14 +88,14 @@ def test_a_rerun_with_corrected_annotations_applies_them_and_says_so(tmp_path, c
     code, lines = cli(capfd, "preprocess", *args, "--annotations", c2)
     assert code == 0, lines
     assert any("1 extracted" in line for line in lines), lines
-    assert any("annotations changed: 1 row added; splits: train changed -> stored" in line
-               for line in lines), lines
+    assert any("annotations changed: 1 row added; splits: train changed -> stored" in line for line in lines), lines
     data = load_data(tmp_path / "c")
     assert data.video_ids == ["v00", "v01", "v02", "v03", "v04"] and data.splits["train"].tolist() == [0, 4]
 
     # a training run sees the labels stored last
-    code, lines = cli(capfd, "train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "m", "--epochs", 1,
-                      "--device", "cpu")
+    code, lines = cli(
+        capfd, "train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "m", "--epochs", 1, "--device", "cpu"
+    )
     assert code == 0, lines
 
 
@@ -102,8 +105,9 @@ def test_a_rerun_without_split_files_removes_the_stored_ones(tmp_path, capfd):
     args = [videos, "--out", tmp_path / "c", "--segments", T, "--workers", 0, *FAST]
     assert cli(capfd, "preprocess", *args, "--annotations", write_labels(tmp_path / "a", ROWS, {"val": [2]}))[0] == 0
     code, lines = cli(capfd, "preprocess", *args, "--annotations", write_labels(tmp_path / "b", ROWS, {}))
-    assert code == 0 and any(line.endswith("splits: val removed -> stored (the features are unchanged)")
-                             for line in lines), lines
+    assert code == 0 and any(
+        line.endswith("splits: val removed -> stored (the features are unchanged)") for line in lines
+    ), lines
     assert not list((tmp_path / "c" / "splits").glob("*.txt"))
 
 
@@ -144,10 +148,18 @@ def test_merging_an_id_with_different_features_is_refused_or_resolved(tmp_path, 
 
 def test_identical_duplicates_merge_as_one_and_labels_are_merged(tmp_path):
     x = fake("x", seed=1)
-    s0 = shard(tmp_path / "s0", [x, fake("y", seed=3)], ["dog&x&good&0&1", "cat&y&good&1&3"],
-               {"train": ["dog&x&good&0&1"], "test": ["cat&y&good&1&3"]})
-    s1 = shard(tmp_path / "s1", [x, fake("z", seed=4)], ["dog&x&good&0&1", "dog&z&good&0&3"],
-               {"train": ["dog&x&good&0&1", "dog&z&good&0&3"]})
+    s0 = shard(
+        tmp_path / "s0",
+        [x, fake("y", seed=3)],
+        ["dog&x&good&0&1", "cat&y&good&1&3"],
+        {"train": ["dog&x&good&0&1"], "test": ["cat&y&good&1&3"]},
+    )
+    s1 = shard(
+        tmp_path / "s1",
+        [x, fake("z", seed=4)],
+        ["dog&x&good&0&1", "dog&z&good&0&3"],
+        {"train": ["dog&x&good&0&1", "dog&z&good&0&3"]},
+    )
     assert merge_caches([s0, s1], tmp_path / "m.h5") == (3, 0)
     with FeatureCache(tmp_path / "m.h5") as m:
         assert sorted(m.ids()) == ["x", "y", "z"]
@@ -197,9 +209,13 @@ def test_a_damaged_chunk_is_one_line_everywhere_and_verify_extracts_it_again(tmp
 
     with pytest.raises(CacheError) as e:
         load_data(tmp_path / "c")
-    assert str(e.value).startswith(f"{part}: the stored features of video 'v02' are damaged") and "\n" not in str(e.value)
-    for command in (["export-ave", tmp_path / "c", "--annotations", a, "--out", tmp_path / "ave"],
-                    ["train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "m", "--epochs", 1, "--device", "cpu"]):
+    assert str(e.value).startswith(f"{part}: the stored features of video 'v02' are damaged") and "\n" not in str(
+        e.value
+    )
+    for command in (
+        ["export-ave", tmp_path / "c", "--annotations", a, "--out", tmp_path / "ave"],
+        ["train", "sel", "--data", tmp_path / "c", "--out", tmp_path / "m", "--epochs", 1, "--device", "cpu"],
+    ):
         code, lines = cli(capfd, *command)
         assert code == 2 and len(lines) == 1, lines
         assert lines[0].startswith(f"error: {part}: the stored features of video 'v02' are damaged"), lines

@@ -2,6 +2,7 @@
 checkpoint per registered model written by main before the per-model configs (checkpoint
 version 1, one ModelConfig of every model's fields), and the old code's outputs on a fixed
 input (tests/fixtures/make_checkpoints.py wrote both, running the old code)."""
+
 from __future__ import annotations
 
 import json
@@ -55,13 +56,22 @@ def test_old_checkpoint_loads_with_its_values_and_predicts_as_the_old_code(name)
 
 
 def test_upgrade_is_the_one_place_for_old_metadata():
-    v1 = {"format": "avel-checkpoint", "version": 1, "task": "sel",
-          "model_config": {"task": "sel", "model": "dam", "margin": 2.0, "warmup": 0.6}}
+    v1 = {
+        "format": "avel-checkpoint",
+        "version": 1,
+        "task": "sel",
+        "model_config": {"task": "sel", "model": "dam", "margin": 2.0, "warmup": 0.6},
+    }
     new = upgrade(v1)
     assert new["version"] == CHECKPOINT_VERSION == 2 and new["train_config"] is None
     # "model" -> "name"; fields written before they existed -> the published form; AVDLN's margin dropped
-    assert new["model_config"] == {"task": "sel", "name": "dam", "relevance_fusion": "mean", "input_dropout": 0.0,
-                                   "warmup": 0.6}
+    assert new["model_config"] == {
+        "task": "sel",
+        "name": "dam",
+        "relevance_fusion": "mean",
+        "input_dropout": 0.0,
+        "warmup": 0.6,
+    }
     assert v1["model_config"]["model"] == "dam"  # the input is not changed
     assert upgrade(new) == new
     with pytest.raises(ValueError, match="version 3"):

@@ -8,6 +8,7 @@ and PIXEL_MAX at worst of swscale's (its 14-bit fixed-point filters round differ
 grain is where they differ most); a picture enlarged to 224 within UPSCALE_MEAN / UPSCALE_MAX
 (swscale's enlarged chroma sits about a level higher); pool5 features of a video with
 cosine >= FEATURE_COSINE to swscale's."""
+
 from __future__ import annotations
 
 import av
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 from av.video.reformatter import VideoReformatter
-
 from mediagen import tone, write_video
+
 from avel.core.config import FeatureSettings
 from avel.core.errors import ConfigError
 from avel.pipeline.cache.store import FeatureCache
@@ -80,20 +81,31 @@ def test_the_frames_matrix_is_the_one_used(matrix, other):
     """Read with the other matrix, the same planes land far outside the tolerance."""
     frame = yuv_frame(matrix, "limited")
     frame.colorspace = MATRICES[other][1]
-    assert difference(device_rgb(frame), RgbConverter(224, threads=1)(yuv_frame(matrix, "limited"))).mean() > 2 * PIXEL_MEAN
+    assert (
+        difference(device_rgb(frame), RgbConverter(224, threads=1)(yuv_frame(matrix, "limited"))).mean()
+        > 2 * PIXEL_MEAN
+    )
 
 
 def test_the_frames_range_is_the_one_used():
     frame = yuv_frame("bt601", "full")
     frame.color_range = RANGES["limited"][1]
-    assert difference(device_rgb(frame), RgbConverter(224, threads=1)(yuv_frame("bt601", "full"))).mean() > 4 * PIXEL_MEAN
+    assert (
+        difference(device_rgb(frame), RgbConverter(224, threads=1)(yuv_frame("bt601", "full"))).mean() > 4 * PIXEL_MEAN
+    )
 
 
 @pytest.mark.parametrize("range_", list(RANGES))
-@pytest.mark.parametrize("size, mean, worst", [((224, 224), PIXEL_MEAN, 3), ((401, 301), PIXEL_MEAN, PIXEL_MAX),
-                                               ((320, 180), UPSCALE_MEAN, UPSCALE_MAX),
-                                               ((160, 120), UPSCALE_MEAN, UPSCALE_MAX),
-                                               ((99, 75), UPSCALE_MEAN, UPSCALE_MAX)])
+@pytest.mark.parametrize(
+    "size, mean, worst",
+    [
+        ((224, 224), PIXEL_MEAN, 3),
+        ((401, 301), PIXEL_MEAN, PIXEL_MAX),
+        ((320, 180), UPSCALE_MEAN, UPSCALE_MAX),
+        ((160, 120), UPSCALE_MEAN, UPSCALE_MAX),
+        ((99, 75), UPSCALE_MEAN, UPSCALE_MAX),
+    ],
+)
 def test_other_sizes_match_swscale(size, mean, worst, range_):
     """Already 224 x 224 (no resize), odd sizes (chroma rounded up), and pictures whose
     chroma is enlarged to 224 rows (320 x 180 and smaller)."""
@@ -111,8 +123,9 @@ def test_other_pixel_formats_become_yuv420p_at_their_size():
     fmt = convert.format
     assert (fmt.width, fmt.height, fmt.kr, fmt.full_range) == (640, 360, 0.2126, True)
     want = VideoReformatter().reformat(frame, format="yuv420p", dst_color_range="JPEG")
-    packed = [np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:, :w].ravel()
-              for p, w in zip(want.planes, (640, 320, 320))]
+    packed = [
+        np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:, :w].ravel() for p, w in zip(want.planes, (640, 320, 320))
+    ]
     np.testing.assert_array_equal(planes, np.concatenate(packed))
 
 
@@ -139,8 +152,14 @@ SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_p
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> str:
     frames = {t: picture(320, 180, seed=t) for t in range(4)}
-    return write_video(tmp_path_factory.mktemp("convert") / "v.mp4", duration_s=3, fps=8, size=(320, 180),
-                       image=lambda t: frames[int(t)], audio=tone(600))
+    return write_video(
+        tmp_path_factory.mktemp("convert") / "v.mp4",
+        duration_s=3,
+        fps=8,
+        size=(320, 180),
+        image=lambda t: frames[int(t)],
+        audio=tone(600),
+    )
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -163,8 +182,9 @@ def test_decoder_sends_planes_of_the_decoded_size(video):
 def test_features_with_convert_device_match_swscales(video):
     feats = {}
     for convert in ("swscale", "device"):
-        extractor = FeatureExtractor(FeatureSettings(**{**SETTINGS.to_dict(), "convert": convert}), device="cpu",
-                                     batch_size=4)
+        extractor = FeatureExtractor(
+            FeatureSettings(**{**SETTINGS.to_dict(), "convert": convert}), device="cpu", batch_size=4
+        )
         feats[convert] = np.concatenate([v for _, v in FeatureStream(video, extractor, audio=False).batches()])
     assert feats["device"].shape == feats["swscale"].shape == (3, 7, 7, 512)
     assert cosine(feats["device"], feats["swscale"]) >= FEATURE_COSINE
@@ -177,8 +197,9 @@ def test_batch_job_with_decoder_processes(video, tmp_path):
     device = FeatureSettings(**{**SETTINGS.to_dict(), "convert": "device"})
     for name, settings, workers in (("pool", device, 1), ("thread", device, 0), ("swscale", SETTINGS, 1)):
         extractor = FeatureExtractor(settings, device="cpu", batch_size=4)
-        summary = run_extraction([Job("v", video)], tmp_path / name, extractor,
-                                 ExtractOptions(workers=workers, progress=False))
+        summary = run_extraction(
+            [Job("v", video)], tmp_path / name, extractor, ExtractOptions(workers=workers, progress=False)
+        )
         assert summary.done == 1
     pool, thread, swscale = (FeatureCache(tmp_path / n).read("v") for n in ("pool", "thread", "swscale"))
     np.testing.assert_array_equal(pool[0], thread[0])

@@ -3,19 +3,20 @@
 CPU's. bf16 / fp16 against fp32: tests/test_precision.py. Skipped without a CUDA device;
 benchmarks/gpu_check.sh runs them on a GPU machine. The context that turns TF32 off is
 checked everywhere."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from mediagen import tone, write_video
-from avel.pipeline.cache.store import FeatureCache
+
 from avel.core.config import FeatureSettings
-from avel.pipeline.media.decode import DecodeOptions, decode_video
-from avel.pipeline.extract.local import Job, run_extraction
+from avel.pipeline.cache.store import FeatureCache
 from avel.pipeline.extract.features import FeatureExtractor, ieee_fp32
+from avel.pipeline.extract.local import Job, run_extraction
 from avel.pipeline.extract.options import ExtractOptions
+from avel.pipeline.media.decode import DecodeOptions, decode_video
 
 SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=4)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -27,8 +28,13 @@ def close(got: np.ndarray, want: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> str:
-    return write_video(tmp_path_factory.mktemp("cuda") / "v.mp4", duration_s=3, size=(160, 120),
-                       color=lambda t: (int(70 * t), 90, 200 - int(50 * t)), audio=tone(700))
+    return write_video(
+        tmp_path_factory.mktemp("cuda") / "v.mp4",
+        duration_s=3,
+        size=(160, 120),
+        color=lambda t: (int(70 * t), 90, 200 - int(50 * t)),
+        audio=tone(700),
+    )
 
 
 def test_ieee_fp32_context_restores_the_setting():
@@ -56,8 +62,9 @@ def test_fp32_cuda_features_equal_the_cpus(video):
 def test_batch_job_on_the_gpu_equals_the_cpus(video, tmp_path):
     for device in ("cpu", "cuda"):
         extractor = FeatureExtractor(SETTINGS, device=device)
-        summary = run_extraction([Job("v", video)], tmp_path / device, extractor,
-                                 ExtractOptions(workers=1, pooled=True, progress=False))
+        summary = run_extraction(
+            [Job("v", video)], tmp_path / device, extractor, ExtractOptions(workers=1, pooled=True, progress=False)
+        )
         assert summary.done == 1
     cpu, gpu = FeatureCache(tmp_path / "cpu"), FeatureCache(tmp_path / "cuda")
     for want, got in zip(cpu.read("v"), gpu.read("v")):
@@ -91,8 +98,8 @@ def test_pinned_staging_keeps_batches_apart(video):
 def test_convert_device_cuda_equals_the_cpus(video, tmp_path):
     """--convert device: the planes converted on the GPU are the CPU's conversion within one
     level (float rounding at .5), and the batch job's features the CPU's within 1e-4 relative."""
-    from avel.pipeline.media.decode import BatchReader
     from avel.pipeline.extract.yuv import planes_to_rgb
+    from avel.pipeline.media.decode import BatchReader
 
     batch = next(iter(BatchReader(video, DecodeOptions(frames_per_segment=4, convert="device"), 3)))
     flat = torch.from_numpy(batch.frames.reshape(-1, batch.frames.shape[-1])[:, : batch.planes.nbytes].copy())
@@ -102,8 +109,9 @@ def test_convert_device_cuda_equals_the_cpus(video, tmp_path):
     settings = FeatureSettings(**{**SETTINGS.to_dict(), "convert": "device"})
     for device in ("cpu", "cuda"):
         extractor = FeatureExtractor(settings, device=device)
-        summary = run_extraction([Job("v", video)], tmp_path / device, extractor,
-                                 ExtractOptions(workers=1, pooled=True, progress=False))
+        summary = run_extraction(
+            [Job("v", video)], tmp_path / device, extractor, ExtractOptions(workers=1, pooled=True, progress=False)
+        )
         assert summary.done == 1
     cpu, gpu = FeatureCache(tmp_path / "cpu"), FeatureCache(tmp_path / "cuda")
     for want, got in zip(cpu.read("v"), gpu.read("v")):

@@ -1,5 +1,6 @@
 """Decoding: segment counts, frame choice by time stamp, audio slicing, odd sources and
 every bad input. All media are generated here with PyAV."""
+
 from __future__ import annotations
 
 import os
@@ -8,11 +9,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from mediagen import quiet_noise, solid, tone, write_audio_with_cover, write_video
-from avel.pipeline.media.decode import DecodeOptions, SegmentReader, decode_audio_file, decode_video
+
 from avel.core.errors import CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile, NoVideoStream, TooShort
 from avel.core.sampling import frame_sample_times, latest_at_or_before, segment_count
+from avel.pipeline.media.decode import DecodeOptions, SegmentReader, decode_audio_file, decode_video
 
 LEVEL = 12  # frame n is painted with R = LEVEL * (n % 20), G = LEVEL * (n // 20): robust to lossy coding
 
@@ -81,8 +82,12 @@ def test_variable_frame_rate_and_start_offset(tmp_path):
     times = np.cumsum(rng.uniform(0.02, 0.12, 80))
     times = list(np.round(times[times < 4.0] - times[0], 3))
     path = write_video(
-        tmp_path / "vfr.mp4", frame_times_s=times, duration_s=4.0, color=indexed_color(times),
-        audio=tone(300), start_offset_s=0.5,
+        tmp_path / "vfr.mp4",
+        frame_times_s=times,
+        duration_s=4.0,
+        color=indexed_color(times),
+        audio=tone(300),
+        start_offset_s=0.5,
     )
     reader = SegmentReader(path, DecodeOptions(frames_per_segment=8))
     segments = list(reader)
@@ -121,7 +126,9 @@ def test_audio_slices_aligned_and_resampled(tmp_path):
 
 @pytest.mark.parametrize("rate", [44100, 48000])
 def test_stereo_44k_48k_to_16k(tmp_path, rate):
-    path = write_video(tmp_path / f"s{rate}.mp4", duration_s=2, audio=tone(440, 0.5), audio_rate=rate, audio_layout="stereo")
+    path = write_video(
+        tmp_path / f"s{rate}.mp4", duration_s=2, audio=tone(440, 0.5), audio_rate=rate, audio_layout="stereo"
+    )
     x = decode_audio_file(path)
     assert abs(x.shape[0] - 32000) < 1200
     seg = x[4000:20000]
@@ -269,10 +276,10 @@ def test_audio_file_with_cover_art_says_what_it_is(tmp_path, name):
 def test_memory_is_bounded_whatever_the_frame_rate(tmp_path, one_thread):
     """Three frames in a minute (a declared rate of 0.05 fps) make 90 one-second segments of
     the same pictures. Extraction holds a batch of segments at a time, never the video."""
-    from avel.pipeline.cache.store import FeatureCache
     from avel.core.config import FeatureSettings
-    from avel.pipeline.extract.local import Job, run_extraction
+    from avel.pipeline.cache.store import FeatureCache
     from avel.pipeline.extract.features import FeatureExtractor
+    from avel.pipeline.extract.local import Job, run_extraction
     from avel.pipeline.extract.options import ExtractOptions
 
     path = write_video(tmp_path / "slow.mp4", frame_times_s=[0.0, 30.0, 60.0], duration_s=60.5, audio=tone(440))
@@ -280,7 +287,9 @@ def test_memory_is_bounded_whatever_the_frame_rate(tmp_path, one_thread):
     extractor = FeatureExtractor(settings, device="cpu", batch_size=4)  # 2 segments a batch
     largest = []
     visual_features = extractor.visual_features
-    extractor.visual_features = lambda frames: largest.append(frames.shape[0] * frames.shape[1]) or visual_features(frames)
+    extractor.visual_features = lambda frames: (
+        largest.append(frames.shape[0] * frames.shape[1]) or visual_features(frames)
+    )
     tracemalloc.start()
     try:
         summary = run_extraction([Job("slow", path)], tmp_path / "cache", extractor, ExtractOptions(progress=False))
@@ -300,8 +309,16 @@ def test_chosen_frames_are_pyavs_own_conversion(tmp_path):
     frame) of the frames chosen by the AVE rule, and the 16-kHz audio is the whole track's."""
     import av
 
-    path = write_video(tmp_path / "v.mp4", duration_s=3, fps=30, size=(160, 120), audio=tone(440), audio_rate=44100,
-                       audio_layout="stereo", color=lambda t: (int(80 * t) % 256, 40, 255 - int(60 * t)))
+    path = write_video(
+        tmp_path / "v.mp4",
+        duration_s=3,
+        fps=30,
+        size=(160, 120),
+        audio=tone(440),
+        audio_rate=44100,
+        audio_layout="stereo",
+        color=lambda t: (int(80 * t) % 256, 40, 255 - int(60 * t)),
+    )
     with av.open(path) as container:
         frames = list(container.decode(video=0))
     times = np.array([f.time for f in frames]) - frames[0].time
@@ -316,8 +333,9 @@ def test_chosen_frames_are_pyavs_own_conversion(tmp_path):
 # -- names FFmpeg would read as URLs (issue #23) --------------------------------------------------------------
 def _colored(tmp_path, name: str, rgb) -> str:
     """A video of one color under `name` (written under a plain name: the writer would read it as a URL too)."""
-    plain = write_video(tmp_path / f"plain-{len(os.listdir(tmp_path))}.mp4", duration_s=2, color=solid(rgb),
-                        audio=tone(440))
+    plain = write_video(
+        tmp_path / f"plain-{len(os.listdir(tmp_path))}.mp4", duration_s=2, color=solid(rgb), audio=tone(440)
+    )
     os.rename(plain, tmp_path / name)
     return str(tmp_path / name)
 
@@ -340,12 +358,21 @@ def test_pipe_name_does_not_read_stdin(tmp_path):
     import sys
 
     _colored(tmp_path, "pipe:0.mp4", (200, 30, 30))
-    code = ("import sys; from avel.pipeline.media.decode import decode_video, DecodeOptions; "
-            "v = decode_video(sys.argv[1], DecodeOptions(frames_per_segment=2, frame_size=32)); "
-            "print(v.num_segments, int(v.frames[0, 0, ..., 0].mean()))")
+    code = (
+        "import sys; from avel.pipeline.media.decode import decode_video, DecodeOptions; "
+        "v = decode_video(sys.argv[1], DecodeOptions(frames_per_segment=2, frame_size=32)); "
+        "print(v.num_segments, int(v.frames[0, 0, ..., 0].mean()))"
+    )
     try:
-        out = subprocess.run([sys.executable, "-c", code, "pipe:0.mp4"], stdin=subprocess.PIPE, capture_output=True,
-                             text=True, timeout=60, cwd=tmp_path, check=False)
+        out = subprocess.run(
+            [sys.executable, "-c", code, "pipe:0.mp4"],
+            stdin=subprocess.PIPE,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("decoding pipe:0.mp4 waited on standard input")
     assert out.returncode == 0, out.stderr[-2000:]

@@ -3,12 +3,13 @@ lose their second half without a word (the restarted time stamps were skipped as
 non-increasing). The decoder reports such a file in one line naming it and the time where
 the jump happens; files whose time line is whole decode as before. The media are generated
 here with PyAV, their colours and times chosen by hand."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from mediagen import solid, tone, write_video
+
 from avel.core.errors import CorruptMedia
 from avel.pipeline.media.decode import DecodeOptions, decode_video
 
@@ -69,8 +70,14 @@ def test_a_step_back_of_a_frame_is_still_an_earlier_frame_kept(clips):
     """A second part that starts a frame before the first one ends (red 0-2.9 s, then blue from
     2.8 s: back 0.1 s) is not a restart: the frames that do not move time on are skipped, as
     before, and the blue ones from 3 s on follow."""
-    blue = write_video(clips["root"] / "overlap.ts", duration_s=3.2, fps=10, color=solid(BLUE), start_offset_s=2.8,
-                       audio=tone(300, 0.3))
+    blue = write_video(
+        clips["root"] / "overlap.ts",
+        duration_s=3.2,
+        fps=10,
+        color=solid(BLUE),
+        start_offset_s=2.8,
+        audio=tone(300, 0.3),
+    )
     joined = clips["root"] / "overlapping.ts"
     joined.write_bytes((clips["root"] / "red.ts").read_bytes() + (clips["root"] / "overlap.ts").read_bytes())
     video = decode_video(joined, OPTIONS)

@@ -2,6 +2,7 @@
 worked out by hand from the published rules: ActivityNet's detection mAP
 (Evaluation/eval_detection.py: greedy matching by score, VOC 2011 interpolated AP) and
 AVVP/LFAV's segment-level and event-level F1; and the ActivityNet JSON reader."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,13 @@ import pytest
 from avel.core.errors import AnnotationError
 from avel.pipeline.data.activitynet import Detection, Segment, parse_ground_truth, read_ground_truth, read_results
 from avel.pipeline.train.detection import (
-    TIOU_THRESHOLDS, class_average_precision, detection_map, event_f1, interpolated_ap, segment_f1, segment_iou,
+    TIOU_THRESHOLDS,
+    class_average_precision,
+    detection_map,
+    event_f1,
+    interpolated_ap,
+    segment_f1,
+    segment_iou,
 )
 
 K = len(TIOU_THRESHOLDS)
@@ -32,8 +39,9 @@ def test_thresholds_are_the_fields_linspace():
 
 
 def test_segment_iou():
-    np.testing.assert_allclose(segment_iou((0, 10), np.array([[0, 10], [5, 15], [10, 20], [2, 4]])),
-                               [1.0, 5 / 15, 0.0, 0.2])
+    np.testing.assert_allclose(
+        segment_iou((0, 10), np.array([[0, 10], [5, 15], [10, 20], [2, 4]])), [1.0, 5 / 15, 0.0, 0.2]
+    )
 
 
 def test_perfect_prediction_is_one():
@@ -146,20 +154,29 @@ def truth_as_det(truth):
 
 
 def test_reader_round_trip_and_errors(tmp_path):
-    doc = {"version": "1.3", "taxonomy": [], "database": {
-        "v": {"subset": "testing", "duration": 12.5, "annotations": [{"segment": [1, 3.5], "label": "dog"}]},
-        "w": {"subset": "validation", "duration": 4, "annotations": []}}}
+    doc = {
+        "version": "1.3",
+        "taxonomy": [],
+        "database": {
+            "v": {"subset": "testing", "duration": 12.5, "annotations": [{"segment": [1, 3.5], "label": "dog"}]},
+            "w": {"subset": "validation", "duration": 4, "annotations": []},
+        },
+    }
     p = tmp_path / "gt.json"
     p.write_text(json.dumps(doc))
     truth, durations = read_ground_truth(p, subset="testing")
     assert truth == [Segment("v", 1.0, 3.5, "dog")] and durations == {"v": 12.5}
     assert read_ground_truth(p)[1] == {"v": 12.5, "w": 4.0}
     r = tmp_path / "res.json"
-    r.write_text(json.dumps({"version": "x", "results": {"v": [{"label": "dog", "score": 0.5, "segment": [1, 3]}]},
-                             "external_data": {}}))
+    r.write_text(
+        json.dumps(
+            {"version": "x", "results": {"v": [{"label": "dog", "score": 0.5, "segment": [1, 3]}]}, "external_data": {}}
+        )
+    )
     assert read_results(r) == [Detection("v", 1.0, 3.0, "dog", 0.5)]
-    bad = dict(doc, database={"v": {"subset": "testing", "duration": 3, "annotations": [{"segment": [3, 3],
-                                                                                        "label": "dog"}]}})
+    bad = dict(
+        doc, database={"v": {"subset": "testing", "duration": 3, "annotations": [{"segment": [3, 3], "label": "dog"}]}}
+    )
     with pytest.raises(AnnotationError, match="start < end"):
         parse_ground_truth(bad, "gt.json")
     r.write_text(json.dumps({"results": {"v": [{"label": "dog", "score": None, "segment": [1, 3]}]}}))

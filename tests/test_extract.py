@@ -1,18 +1,19 @@
 """Stage one end to end: decoded segments through both extractors, pinned against what
 the signal must do to the features (segment alignment of a visual change and of a sound)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 from mediagen import solid, tone, write_video
-from avel.extractors.melspec import log_mel_examples
+
 from avel.core.config import FeatureSettings
-from avel.pipeline.media.decode import DecodeOptions, decode_video
 from avel.core.errors import AvelError
-from avel.pipeline.extract.local import Job, jobs_from_paths
+from avel.extractors.melspec import log_mel_examples
 from avel.pipeline.extract.features import FeatureExtractor
+from avel.pipeline.extract.local import Job, jobs_from_paths
+from avel.pipeline.media.decode import DecodeOptions, decode_video
 
 SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=2)
 
@@ -36,8 +37,13 @@ def test_colour_change_at_second_5_changes_only_later_segments(tmp_path, extract
 
 
 def test_tone_burst_in_second_3_lands_in_segment_3(tmp_path, extractor):
-    path = write_video(tmp_path / "burst.mp4", duration_s=6, audio=tone(1000, 0.5, start_s=3, end_s=4), audio_rate=44100,
-                       audio_layout="stereo")
+    path = write_video(
+        tmp_path / "burst.mp4",
+        duration_s=6,
+        audio=tone(1000, 0.5, start_s=3, end_s=4),
+        audio_rate=44100,
+        audio_layout="stereo",
+    )
     video = decode_video(path, DecodeOptions(frames_per_segment=2))
     mel = log_mel_examples(torch.from_numpy(video.audio))  # [T, 1, 96, 64]
     energy = mel.exp().sum(dim=(1, 2, 3))

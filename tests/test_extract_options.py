@@ -2,14 +2,15 @@
 options.py, batch.py): shards disjoint and covering, every bad option refused in one line
 naming it, the batch report's wording, and the single-file extraction that resumes,
 refuses other settings before any work, and leaves no side directory."""
+
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
 import pytest
-
 from mediagen import solid, tone, write_video
+
 from avel.core.config import FeatureSettings
 from avel.core.errors import AvelError, ConfigError
 from avel.pipeline.cache.parts import Failure
@@ -42,18 +43,21 @@ def test_parse_shard(text, expected):
     assert ExtractOptions(shard=text).part == expected
 
 
-@pytest.mark.parametrize("fields, field", [
-    ({"workers": -1}, "workers"),
-    ({"commit_every": 0}, "commit_every"),
-    ({"shard": "2/2"}, "shard"),
-    ({"shard": "x"}, "shard"),
-    ({"shard": "-1/2"}, "shard"),
-    ({"shard": "0/0"}, "shard"),
-    ({"shard": "0/2/3"}, "shard"),
-    ({"storage_dtype": "int8"}, "storage_dtype"),
-    ({"pooled": "yes"}, "pooled"),
-    ({"workers": 1.5}, "workers"),
-])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"workers": -1}, "workers"),
+        ({"commit_every": 0}, "commit_every"),
+        ({"shard": "2/2"}, "shard"),
+        ({"shard": "x"}, "shard"),
+        ({"shard": "-1/2"}, "shard"),
+        ({"shard": "0/0"}, "shard"),
+        ({"shard": "0/2/3"}, "shard"),
+        ({"storage_dtype": "int8"}, "storage_dtype"),
+        ({"pooled": "yes"}, "pooled"),
+        ({"workers": 1.5}, "workers"),
+    ],
+)
 def test_extract_options_refuse_bad_values_in_one_line(fields, field):
     with pytest.raises(ConfigError) as e:
         ExtractOptions(**fields)
@@ -72,8 +76,13 @@ def test_extract_option_messages():
 def test_network_options():
     n = NetworkOptions(visual_weights_file=Path("w/vgg19.h5"), device="cpu", batch_size=2)
     assert n.visual_weights_file == "w/vgg19.h5" and n.audio_weights_file is None
-    assert n.as_kwargs() == {"visual_weights_file": "w/vgg19.h5", "audio_weights_file": None, "audio_pca_file": None,
-                             "device": "cpu", "batch_size": 2}
+    assert n.as_kwargs() == {
+        "visual_weights_file": "w/vgg19.h5",
+        "audio_weights_file": None,
+        "audio_pca_file": None,
+        "device": "cpu",
+        "batch_size": 2,
+    }
     with pytest.raises(ConfigError) as e:
         NetworkOptions(batch_size=0)
     assert (e.value.field, e.value.problem) == ("batch_size", "must be >= 1")
@@ -102,8 +111,10 @@ def test_summary_lines():
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")
-    return [write_video(folder / f"c{k}.mp4", duration_s=2, color=solid((40 * k, 90, 200)), audio=tone(300 + 100 * k))
-            for k in range(3)]
+    return [
+        write_video(folder / f"c{k}.mp4", duration_s=2, color=solid((40 * k, 90, 200)), audio=tone(300 + 100 * k))
+        for k in range(3)
+    ]
 
 
 def test_extract_to_file_resumes_and_leaves_no_side_directory(tmp_path, clips):
@@ -124,16 +135,27 @@ def test_extract_to_file_refuses_other_settings_before_any_work(tmp_path, clips)
     with pytest.raises(AvelError, match="seed"):
         extract_to_file([Job("c1", str(clips[1]))], out, other, QUIET)
     with pytest.raises(AvelError, match="storage_dtype"):
-        extract_videos(clips[1:2], out, SETTINGS, NetworkOptions(device="cpu"), ExtractOptions(storage_dtype="float16",
-                                                                                                progress=False))
+        extract_videos(
+            clips[1:2],
+            out,
+            SETTINGS,
+            NetworkOptions(device="cpu"),
+            ExtractOptions(storage_dtype="float16", progress=False),
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.h5"]
     assert list(FeatureCache(out).ids()) == ["c0"]
 
 
 def test_preprocess_refuses_ray_settings_on_the_local_engine_before_reading(tmp_path):
     with pytest.raises(ConfigError) as e:
-        preprocess(tmp_path / "missing", tmp_path / "cache", SETTINGS, NetworkOptions(device="cpu"), QUIET,
-                   ray_config=RayConfig(extractors=2, decoders=3))
+        preprocess(
+            tmp_path / "missing",
+            tmp_path / "cache",
+            SETTINGS,
+            NetworkOptions(device="cpu"),
+            QUIET,
+            ray_config=RayConfig(extractors=2, decoders=3),
+        )
     assert (e.value.field, e.value.problem) == ("engine", "--decoders, --extractors need --engine ray")
     with pytest.raises(AvelError, match="missing: no such folder or list file"):
         preprocess(tmp_path / "missing", tmp_path / "cache", SETTINGS, NetworkOptions(device="cpu"), QUIET)
@@ -143,7 +165,12 @@ def test_preprocess_refuses_ray_settings_on_the_local_engine_before_reading(tmp_
 def test_preprocess_takes_its_shard(tmp_path, clips):
     caches = [tmp_path / f"shard{i}" for i in range(2)]
     for i, cache in enumerate(caches):
-        s = preprocess(Path(clips[0]).parent, cache, SETTINGS, NetworkOptions(device="cpu"),
-                       ExtractOptions(shard=f"{i}/2", progress=False))
+        s = preprocess(
+            Path(clips[0]).parent,
+            cache,
+            SETTINGS,
+            NetworkOptions(device="cpu"),
+            ExtractOptions(shard=f"{i}/2", progress=False),
+        )
         assert not s.failed
     assert [sorted(FeatureCache(c).ids()) for c in caches] == [["c0", "c2"], ["c1"]]

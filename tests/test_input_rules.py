@@ -3,6 +3,7 @@ the reserved category `background`, control characters in a field, line ends, la
 that is not one-hot, splits that overlap, and mil_labels.h5 read only where it is needed.
 Every refusal is one line naming the file (and line); the expected texts are written here
 by hand, not taken from the code."""
+
 from __future__ import annotations
 
 import h5py
@@ -40,8 +41,18 @@ def one_line_error(code: int, lines: list[str], *needles: str) -> str:
 
 
 # -- the reserved category ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["background", "Background", "BACKGROUND", "  background\t",
-                                  "background\u200b", "\u00a0Background", "\uff42\uff41\uff43\uff4b\uff47\uff52\uff4f\uff55\uff4e\uff44"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "background",
+        "Background",
+        "BACKGROUND",
+        "  background\t",
+        "background\u200b",
+        "\u00a0Background",
+        "\uff42\uff41\uff43\uff4b\uff47\uff52\uff4f\uff55\uff4e\uff44",
+    ],
+)
 def test_a_category_that_reads_background_is_refused_naming_file_and_line(tmp_path, name):
     path = tmp_path / "Annotations.txt"
     path.write_text(f"{HEADER}\nBark&v1&good&0&3\n{name}&v2&good&1&4\n", encoding="utf-8")
@@ -67,7 +78,7 @@ REFUSED = ["\x00", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u
 def test_a_control_character_in_a_field_is_refused_naming_file_and_line(tmp_path, char, field):
     category, vid = ("Ba" + char + "rk", "v2") if field == "category" else ("Bark", "v" + char + "2")
     path = tmp_path / "a.txt"
-    path.write_bytes(f"Cat&v1&good&0&3\n{category}&{vid}&good&1&4\nCat&v3&good&0&1\n".encode("utf-8"))
+    path.write_bytes(f"Cat&v1&good&0&3\n{category}&{vid}&good&1&4\nCat&v3&good&0&1\n".encode())
     with pytest.raises(AnnotationError) as e:
         read_annotations(path)
     # one line, the line of the file (str.splitlines would have split line 2 in two), the character
@@ -97,8 +108,19 @@ def test_preprocess_refuses_a_nul_category_before_any_video(tmp_path, capfd):
     (tmp_path / "videos" / "v1.mp4").write_bytes(b"never decoded: the annotations are refused first")
     ann = tmp_path / "Annotations.txt"
     ann.write_bytes(b"Bark\x00&v1&good&0&3\n")
-    code, lines = cli(capfd, "preprocess", tmp_path / "videos", "--annotations", ann, "--out", tmp_path / "cache",
-                      "--visual-model", "random", "--audio-model", "random")
+    code, lines = cli(
+        capfd,
+        "preprocess",
+        tmp_path / "videos",
+        "--annotations",
+        ann,
+        "--out",
+        tmp_path / "cache",
+        "--visual-model",
+        "random",
+        "--audio-model",
+        "random",
+    )
     one_line_error(code, lines, f"{ann}:1: category 'Bark\\x00'", "U+0000")
     assert not (tmp_path / "cache").exists()
 
@@ -109,9 +131,14 @@ def _layout(path, lines=LINES, splits=SPLITS):
     names = category_index(rows)
     g = torch.Generator().manual_seed(0)
     V = len(rows)
-    data = AVData(torch.rand(V, 10, 7, 7, 512, generator=g), torch.rand(V, 10, 128, generator=g),
-                  torch.from_numpy(np.stack([labels_for(r, names) for r in rows])), names, [r.video_id for r in rows],
-                  {k: torch.tensor(v) for k, v in splits.items()})
+    data = AVData(
+        torch.rand(V, 10, 7, 7, 512, generator=g),
+        torch.rand(V, 10, 128, generator=g),
+        torch.from_numpy(np.stack([labels_for(r, names) for r in rows])),
+        names,
+        [r.video_id for r in rows],
+        {k: torch.tensor(v) for k, v in splits.items()},
+    )
     write_ave_layout(path, data, annotations=rows)
     return path
 
@@ -131,12 +158,15 @@ def test_the_layouts_annotations_refuse_a_background_class(tmp_path, capfd):
     one_line_error(code, lines, f"{ave / 'Annotations.txt'}:3:", "reserved")
 
 
-@pytest.mark.parametrize("edit, problem", [
-    (lambda y: y.__setitem__((3, 5, 0), 1), "multi-hot"),  # a class and background (or two classes) at once
-    (lambda y: y.__setitem__((3, 5, 0), -1), "negative"),
-    (lambda y: y.__setitem__((3, 5), 0), "all zero"),
-    (lambda y: y.__setitem__((3, 5), 0.5), "fractional"),
-])
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda y: y.__setitem__((3, 5, 0), 1), "multi-hot"),  # a class and background (or two classes) at once
+        (lambda y: y.__setitem__((3, 5, 0), -1), "negative"),
+        (lambda y: y.__setitem__((3, 5), 0), "all zero"),
+        (lambda y: y.__setitem__((3, 5), 0.5), "fractional"),
+    ],
+)
 def test_labels_that_are_not_one_hot_are_refused_naming_the_file(tmp_path, capfd, edit, problem):
     ave = _layout(tmp_path / "ave")
     with h5py.File(ave / "labels.h5", "r") as f:
@@ -151,8 +181,9 @@ def test_labels_that_are_not_one_hot_are_refused_naming_the_file(tmp_path, capfd
     one_line_error(code, lines, "labels.h5", "video 3, second 5")
 
 
-@pytest.mark.parametrize("a, b, family", [("train", "test", ""), ("train", "val", ""), ("val", "test", ""),
-                                          ("train", "test", "_match")])
+@pytest.mark.parametrize(
+    "a, b, family", [("train", "test", ""), ("train", "val", ""), ("val", "test", ""), ("train", "test", "_match")]
+)
 def test_overlapping_split_orders_are_refused_naming_both_files(tmp_path, capfd, a, b, family):
     splits = {f"{k}{family}": list(v) for k, v in SPLITS.items()}
     splits[f"{b}{family}"] = splits[f"{b}{family}"] + [splits[f"{a}{family}"][1]]  # one row in both
@@ -160,8 +191,10 @@ def test_overlapping_split_orders_are_refused_naming_both_files(tmp_path, capfd,
     fa, fb = ave / f"{a}_order{family}.h5", ave / f"{b}_order{family}.h5"
     with pytest.raises(DataError) as e:
         read_ave_layout(ave)
-    assert str(e.value) == (f"{fa} and {fb} share 1 rows (first: row {SPLITS[a][1]}); "
-                            f"the {a}{family} and {b}{family} splits must not overlap")
+    assert str(e.value) == (
+        f"{fa} and {fb} share 1 rows (first: row {SPLITS[a][1]}); "
+        f"the {a}{family} and {b}{family} splits must not overlap"
+    )
     code, lines = cli(capfd, "train", "sel", "--data", ave, "--out", tmp_path / "x.safetensors", "--device", "cpu")
     one_line_error(code, lines, str(fa), str(fb))
 
@@ -185,16 +218,28 @@ def test_mil_labels_are_read_only_by_weak_supervision(tmp_path, capfd):
     (ave / "mil_labels.h5").write_bytes(b"not HDF5: train sel never needs it")
     data = load_data(ave)  # not read here
     assert data.labels.shape == (10, 10)
-    code, lines = cli(capfd, "train", "sel", "--data", ave, "--out", tmp_path / "sel.safetensors", "--device", "cpu",
-                      "--epochs", "1")
+    code, lines = cli(
+        capfd, "train", "sel", "--data", ave, "--out", tmp_path / "sel.safetensors", "--device", "cpu", "--epochs", "1"
+    )
     assert code == 0, lines
     assert (tmp_path / "sel.safetensors").is_file()
-    code, lines = cli(capfd, "train", "wsel", "--data", ave, "--out", tmp_path / "wsel.safetensors", "--device", "cpu",
-                      "--epochs", "1")
+    code, lines = cli(
+        capfd,
+        "train",
+        "wsel",
+        "--data",
+        ave,
+        "--out",
+        tmp_path / "wsel.safetensors",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+    )
     one_line_error(code, lines, str(ave / "mil_labels.h5"), "HDF5")
     _rewrite(ave / "mil_labels.h5", "avadataset", np.full((10, 3), 2.0, np.float32))  # not 0/1
     with pytest.raises(CacheError, match="mil_labels.h5: avadataset must be 0/1"):
-        load_data(ave).video_labels
+        _ = load_data(ave).video_labels  # read on first use
 
 
 def test_well_formed_mil_labels_still_reach_weak_supervision(tmp_path):

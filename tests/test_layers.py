@@ -115,7 +115,7 @@ def test_imports_point_down(module):
 def test_imports_inside_the_package_are_relative():
     """A checkout is readable by tools before it is installed: no `avel.` import in the package."""
     absolute = []
-    for module, path in sources().items():
+    for path in sources().values():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("avel"):
                 absolute.append(f"{path.relative_to(ROOT)}:{node.lineno}")

@@ -1,5 +1,6 @@
 """benchmarks/learning_curves.py (issue #11): its tiniest grid end to end, the aggregation and
 the bar check against hand-made numbers."""
+
 import importlib.util
 import json
 import statistics
@@ -22,19 +23,54 @@ def lc():
 
 
 def test_tiniest_grid_runs_resumes_and_reports(lc, tmp_path, capsys):
-    argv = ["--noise", "1.0", "--sizes", "4", "8", "--seeds", "0", "1", "--epochs", "1", "--visual-dim", "8",
-            "--classes", "3", "--val-videos", "8", "--test-videos", "8", "--probe-videos", "8", "--threads", "1",
-            "--variants", "av_att", "dam-warmup", "cml-dam", "cml-avdln", "--bar-dam", "dam-warmup", "--out", str(tmp_path)]
+    argv = [
+        "--noise",
+        "1.0",
+        "--sizes",
+        "4",
+        "8",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--visual-dim",
+        "8",
+        "--classes",
+        "3",
+        "--val-videos",
+        "8",
+        "--test-videos",
+        "8",
+        "--probe-videos",
+        "8",
+        "--threads",
+        "1",
+        "--variants",
+        "av_att",
+        "dam-warmup",
+        "cml-dam",
+        "cml-avdln",
+        "--bar-dam",
+        "dam-warmup",
+        "--out",
+        str(tmp_path),
+    ]
     assert lc.main(argv) == 0
     rows = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     runs = {(r["size"], r["seed"], r["variant"]) for r in rows}
-    assert runs == {(s, seed, v) for s in (4, 8) for seed in (0, 1) for v in ("av_att", "dam-warmup", "cml-dam", "cml-avdln")} | {
-        (0, 0, "probe"), (0, 1, "probe")}
+    assert runs == {
+        (s, seed, v) for s in (4, 8) for seed in (0, 1) for v in ("av_att", "dam-warmup", "cml-dam", "cml-avdln")
+    } | {(0, 0, "probe"), (0, 1, "probe")}
     by = {(r["size"], r["seed"], r["variant"]): r for r in rows}
     assert by[(4, 0, "av_att")]["epochs"] == 2 and by[(8, 0, "av_att")]["epochs"] == 1  # same batches at every size
     assert by[(8, 0, "cml-avdln")]["epochs"] == 20  # AVDLN keeps its reference recipe
-    assert set(by[(8, 1, "dam-warmup")]["diagnostics"]) == {"category_train", "category_test", "relevance_background_test",
-                                                              "relevance_event_test"}
+    assert set(by[(8, 1, "dam-warmup")]["diagnostics"]) == {
+        "category_train",
+        "category_test",
+        "relevance_background_test",
+        "relevance_event_test",
+    }
     out = capsys.readouterr().out
     # the table's cell is the mean +- sample std of the two seeds' test accuracies
     acc = [by[(8, seed, "av_att")]["test"]["accuracy"] for seed in (0, 1)]
@@ -53,11 +89,16 @@ def test_tiniest_grid_runs_resumes_and_reports(lc, tmp_path, capsys):
 
 def test_bar_check_by_hand(lc):
     summary = {
-        (1.0, 640, "av_att", "accuracy"): (0.80, 0.01, 3), (1.0, 640, "dam-warmup", "accuracy"): (0.791, 0.02, 3),
-        (2.0, 640, "av_att", "accuracy"): (0.70, 0.01, 3), (2.0, 640, "dam-warmup", "accuracy"): (0.68, 0.02, 3),
-        (3.0, 640, "av_att", "accuracy"): (0.40, 0.01, 3), (3.0, 640, "dam-warmup", "accuracy"): (0.20, 0.02, 3),
-        (1.0, 640, "cml-dam", "a2v"): (0.5, 0, 3), (1.0, 640, "cml-avdln", "a2v"): (0.4, 0, 3),
-        (1.0, 640, "cml-dam", "v2a"): (0.3, 0, 3), (1.0, 640, "cml-avdln", "v2a"): (0.3, 0, 3),
+        (1.0, 640, "av_att", "accuracy"): (0.80, 0.01, 3),
+        (1.0, 640, "dam-warmup", "accuracy"): (0.791, 0.02, 3),
+        (2.0, 640, "av_att", "accuracy"): (0.70, 0.01, 3),
+        (2.0, 640, "dam-warmup", "accuracy"): (0.68, 0.02, 3),
+        (3.0, 640, "av_att", "accuracy"): (0.40, 0.01, 3),
+        (3.0, 640, "dam-warmup", "accuracy"): (0.20, 0.02, 3),
+        (1.0, 640, "cml-dam", "a2v"): (0.5, 0, 3),
+        (1.0, 640, "cml-avdln", "a2v"): (0.4, 0, 3),
+        (1.0, 640, "cml-dam", "v2a"): (0.3, 0, 3),
+        (1.0, 640, "cml-avdln", "v2a"): (0.3, 0, 3),
     }
     lines = lc.bar_check(summary, [1.0, 2.0, 3.0], [640], "dam-warmup")
     # noise 1: SEL 0.791 >= 0.80 - 0.01, A2V above, V2A equal (not above); noise 2: 0.68 < 0.69;

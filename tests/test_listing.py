@@ -3,6 +3,7 @@ every video of a folder, whatever its container's extension, under an id of its 
 is the same on every machine; files that are not videos listed as skipped with their
 reason; a run whose files cannot be opened, or whose cache another run is writing, refused
 before any model is built; Ctrl-C while starting one line and exit 130."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mediagen import solid, tone, write_video
+
 from avel.cli import main
 from avel.core.config import FeatureSettings
 from avel.core.errors import CacheLocked
@@ -58,14 +59,19 @@ def test_ids_do_not_depend_on_where_the_folder_is(tmp_path):
     files = sorted(str(p.relative_to(tmp_path / "one")) for p in (tmp_path / "one").rglob("*.mp4"))
     os.chdir(tmp_path / "one")
     assert sorted(j.id for j in jobs_from_paths(files)) == ["a/clip", "b/clip", "solo", "talk"]
-    assert sorted(j.id for j in jobs_from_paths([tmp_path / "elsewhere" / "two" / f for f in files])) == \
-        ["a/clip", "b/clip", "solo", "talk"]
+    assert sorted(j.id for j in jobs_from_paths([tmp_path / "elsewhere" / "two" / f for f in files])) == [
+        "a/clip",
+        "b/clip",
+        "solo",
+        "talk",
+    ]
 
 
 # -- a folder of every kind of file ---------------------------------------------------------------------
 def _media(folder: Path) -> dict[str, str]:
     """Videos in containers PyAV writes, some under extensions only a probe recognises; the
     id each must get."""
+
     def clip(name: str, rename: str | None = None, **kw) -> None:
         target = folder / (rename or name)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,8 +89,18 @@ def _media(folder: Path) -> dict[str, str]:
     clip("w.ts", "w.m2ts")
     clip("cam.ts", "cam.dat")  # an extension nothing knows: probed
     clip("bare.mp4", "bare")  # no extension: probed
-    return {"talk.mp4": "talk.mp4", "talk.webm": "talk.webm", "a/clip.mp4": "a/clip", "b/clip.mp4": "b/clip",
-            "x.ogv": "x", "y.mts": "y", "z.asf": "z", "w.m2ts": "w", "cam.dat": "cam", "bare": "bare"}
+    return {
+        "talk.mp4": "talk.mp4",
+        "talk.webm": "talk.webm",
+        "a/clip.mp4": "a/clip",
+        "b/clip.mp4": "b/clip",
+        "x.ogv": "x",
+        "y.mts": "y",
+        "z.asf": "z",
+        "w.m2ts": "w",
+        "cam.dat": "cam",
+        "bare": "bare",
+    }
 
 
 def test_preprocess_takes_every_video_and_lists_what_it_skips(tmp_path, capfd):
@@ -100,8 +116,10 @@ def test_preprocess_takes_every_video_and_lists_what_it_skips(tmp_path, capfd):
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "/10 [" not in ln]
     assert code == 0, err
     assert lines[0].startswith("10 extracted, 0 already done, 0 failed"), lines
-    assert lines[1] == ("skipped 5 files: 1 dangling symlink (link.mp4), 2 not media (meta.json, notes.txt), "
-                        "1 FIFO (pipe.mp4), 1 no video stream (song.ogg)"), lines
+    assert lines[1] == (
+        "skipped 5 files: 1 dangling symlink (link.mp4), 2 not media (meta.json, notes.txt), "
+        "1 FIFO (pipe.mp4), 1 no video stream (song.ogg)"
+    ), lines
     cache = FeatureCache(tmp_path / "cache")
     assert sorted(cache.ids()) == sorted(expected.values())
     for name, vid in expected.items():
@@ -155,9 +173,16 @@ def test_a_second_writer_is_refused_before_the_models(tmp_path, no_models):
     (tmp_path / "cache").mkdir()
     write_video(tmp_path / "src" / "v.mp4", duration_s=2, audio=tone(300))
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from avel.pipeline.cache.lock import WriteLock; "
-         "lock = WriteLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)", str(tmp_path / "cache")],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from avel.pipeline.cache.lock import WriteLock; "
+            "lock = WriteLock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            str(tmp_path / "cache"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(CacheLocked, match="another avel run is writing this cache"):
@@ -184,9 +209,24 @@ def folder(tmp_path_factory) -> Path:
 def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, folder, after_s):
     """SIGINT to the process group (a terminal's Ctrl-C) while the modules load, the models
     are built or the decoder processes start."""
-    proc = subprocess.Popen([sys.executable, "-m", "avel.cli", "preprocess", str(folder), "--out", str(tmp_path / "c"),
-                             "--workers", "2", *FAST], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "avel.cli",
+            "preprocess",
+            str(folder),
+            "--out",
+            str(tmp_path / "c"),
+            "--workers",
+            "2",
+            *FAST,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     chunks: list[bytes] = []
     reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stderr.read1(4096), b"")), daemon=True)
     reader.start()

@@ -5,6 +5,7 @@ their events must equal the same rule's run over the saved stream (`live_offline
 one second. Stalls, the end of a stream, dropped seconds and Ctrl-C are each one record (or
 line) and a summary. Extractors are the seeded random ones at 64x64, one frame a second;
 the SEL model has random weights."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from avel.cli import main
 from avel.core.config import FeatureSettings
 from avel.extractors.registry import random_weights_tag
@@ -29,8 +31,13 @@ from avel.pipeline.media.paced import event_clip, play
 from avel.pipeline.train.checkpoint import save_checkpoint
 
 SETTINGS = FeatureSettings(
-    visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64, segments=4,
-    visual_weights_sha256=random_weights_tag(0), audio_weights_sha256=random_weights_tag(0),
+    visual_model="random",
+    audio_model="random",
+    frames_per_segment=1,
+    frame_size=64,
+    segments=4,
+    visual_weights_sha256=random_weights_tag(0),
+    audio_weights_sha256=random_weights_tag(0),
 )
 CLASSES = ["alpha", "beta", "gamma"]
 RUN = dict(device="cpu", batch_size=16)
@@ -56,9 +63,10 @@ def work(tmp_path_factory):
 
 def writer(fd_or_file, clip, **kw) -> threading.Thread:
     """Play `clip` into a pipe in a thread (a reader that leaves early breaks the pipe: fine)."""
+
     def run():
         try:
-            with (os.fdopen(fd_or_file, "wb") if isinstance(fd_or_file, int) else fd_or_file) as f:
+            with os.fdopen(fd_or_file, "wb") if isinstance(fd_or_file, int) else fd_or_file as f:
                 play(f, clip, **kw)
         except (BrokenPipeError, OSError, ValueError):
             pass
@@ -96,8 +104,10 @@ def test_the_causal_rule_by_hand():
     assert [r["relevance"] for r in seconds] == [0, 0.5, 1, 0.5, 0, 0.5]
     assert [r["label"] for r in seconds] == ["background", "x", "x", "x", "background", "x"]
     assert [r["context"] for r in seconds] == [1, 2, 2, 2, 2, 2]
-    assert events_of(recs) == [{"start_s": 1, "end_s": 4, "label": "x", "score": round((0.4 + 0.8 + 0.4) / 3, 6)},
-                               {"start_s": 5, "end_s": 6, "label": "x", "score": 0.4}]
+    assert events_of(recs) == [
+        {"start_s": 1, "end_s": 4, "label": "x", "score": round((0.4 + 0.8 + 0.4) / 3, 6)},
+        {"start_s": 5, "end_s": 6, "label": "x", "score": 0.4},
+    ]
     starts = [r for r in recs if r["type"] == "event_start"]
     assert [(r["start_s"], r["label"]) for r in starts] == [(1, "x"), (5, "x")]
     assert recs.index(starts[0]) == recs.index(seconds[1]) + 1  # said as soon as its first second is decided
@@ -111,14 +121,18 @@ def test_lookahead_revises_each_second_once_and_events_follow_the_revision():
     assert [r["relevance"] for r in revisions] == [0.5, 1, 0.5, 0, 0.5]
     assert [r["changed"] for r in revisions] == [True, False, False, True, True]
     assert [r["was"] for r in revisions] == ["background", "x", "x", "x", "background"]
-    assert events_of(recs) == [{"start_s": 0, "end_s": 3, "label": "x", "score": round((0.4 + 0.8 + 0.4) / 3, 6)},
-                               {"start_s": 4, "end_s": 6, "label": "x", "score": 0.4}]
+    assert events_of(recs) == [
+        {"start_s": 0, "end_s": 3, "label": "x", "score": round((0.4 + 0.8 + 0.4) / 3, 6)},
+        {"start_s": 4, "end_s": 6, "label": "x", "score": 0.4},
+    ]
 
 
 def test_a_dropped_second_ends_the_running_event_and_leaves_the_window():
     recs = feed(CausalDecider(coded_scorer, ("x", "y"), window=2), [1, 1, 1, 1, 1], drop={2})
-    assert events_of(recs) == [{"start_s": 0, "end_s": 2, "label": "x", "score": 0.8},
-                               {"start_s": 3, "end_s": 5, "label": "x", "score": 0.8}]
+    assert events_of(recs) == [
+        {"start_s": 0, "end_s": 2, "label": "x", "score": 0.8},
+        {"start_s": 3, "end_s": 5, "label": "x", "score": 0.8},
+    ]
     assert [r["context"] for r in recs if r["type"] == "second"] == [1, 2, 1, 2]  # second 2 is not in 3's window
 
 
@@ -210,7 +224,9 @@ def test_the_live_page_serves_the_records_on_loopback():
         for t in range(3):
             page.add({"type": "second", "t": t, "label": "background", "probability": 0.5})
         assert json.loads(urlopen(page.url + "records?since=0", timeout=10).read()) == {
-            "records": [{"type": "second", "t": t, "label": "background", "probability": 0.5} for t in range(3)], "next": 3}
+            "records": [{"type": "second", "t": t, "label": "background", "probability": 0.5} for t in range(3)],
+            "next": 3,
+        }
         page.add({"type": "event_end", "start_s": 1, "end_s": 3, "label": "x", "score": 0.5})
         later = json.loads(urlopen(page.url + "records?since=3", timeout=10).read())
         assert [r["type"] for r in later["records"]] == ["event_end"] and later["next"] == 4
@@ -222,8 +238,14 @@ def test_the_live_page_serves_the_records_on_loopback():
 # the command
 def cli(args, clip=None, **play_kw) -> tuple[subprocess.Popen, threading.Thread | None]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from avel.cli import main; sys.exit(main())", "live", *args],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from avel.cli import main; sys.exit(main())", "live", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=False,
+    )
     th = writer(proc.stdin, clip, **play_kw) if clip is not None else None
     return proc, th
 
@@ -239,8 +261,11 @@ def lines(data: bytes) -> list[dict]:
 
 
 def test_cli_an_ended_stream_gives_every_second_the_summary_and_exit_0(work):
-    proc, _ = cli(["-", "--checkpoint", work["sel"], "--device", "cpu", "--lookahead", "1", "--max-pending", "8"],
-                   event_clip(3, fps=4, width=64, height=48), speed=2.0)
+    proc, _ = cli(
+        ["-", "--checkpoint", work["sel"], "--device", "cpu", "--lookahead", "1", "--max-pending", "8"],
+        event_clip(3, fps=4, width=64, height=48),
+        speed=2.0,
+    )
     out, err = finish(proc)
     assert proc.returncode == 0, err.decode()[-2000:]
     recs = lines(out)
@@ -252,8 +277,11 @@ def test_cli_an_ended_stream_gives_every_second_the_summary_and_exit_0(work):
 
 
 def test_cli_a_stall_ends_the_run_with_on_stall_end(work):
-    proc, _ = cli(["-", "--checkpoint", work["sel"], "--device", "cpu", "--stall-s", "1", "--on-stall", "end"],
-                   event_clip(6, fps=4, width=64, height=48), pause=(2.2, 20.0))
+    proc, _ = cli(
+        ["-", "--checkpoint", work["sel"], "--device", "cpu", "--stall-s", "1", "--on-stall", "end"],
+        event_clip(6, fps=4, width=64, height=48),
+        pause=(2.2, 20.0),
+    )
     out, err = finish(proc)
     assert proc.returncode == 0, err.decode()[-2000:]
     stream = [r for r in lines(out) if r["type"] == "stream"]

@@ -6,6 +6,7 @@ Extractors are the seeded random ones, one frame a segment at 64x64 (pool5 2x2),
 of video costs milliseconds; SEL models have random weights (the windowing is checked
 against the model itself), the CML model that must find the planted content is built by
 hand from a catalogue video (see `planted_cml`)."""
+
 from __future__ import annotations
 
 import csv
@@ -17,26 +18,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from mediagen import tone, write_video
-from avel.extractors.registry import random_weights_tag
-from avel.models.registry import model_config, build_model
+
 from avel.core.config import FeatureSettings
 from avel.core.errors import AvelError, CheckpointError, NoAudioStream, SettingsMismatch
-from avel.pipeline.extract.features import FeatureExtractor
+from avel.extractors.registry import random_weights_tag
 from avel.models.inference import SegmentScores
-from avel.pipeline.extract.stream import FeatureStream
+from avel.models.registry import build_model, model_config
 from avel.pipeline.apps.localize import localize
 from avel.pipeline.apps.outputs import CSV_COLUMNS, format_table, write_csv, write_json
-from avel.pipeline.apps.windows import WindowedScorer, label_seconds, merge_intervals, window_starts
 from avel.pipeline.apps.query import QueryError, cml_query, format_query, query_segments, score_query, write_query_json
-from avel.pipeline.apps.timeline import plot_query
-from avel.pipeline.apps.timeline import plot_timeline
+from avel.pipeline.apps.timeline import plot_query, plot_timeline
+from avel.pipeline.apps.windows import WindowedScorer, label_seconds, merge_intervals, window_starts
+from avel.pipeline.extract.features import FeatureExtractor
+from avel.pipeline.extract.stream import FeatureStream
 from avel.pipeline.train.checkpoint import save_checkpoint
 
 SETTINGS = FeatureSettings(
-    visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64, segments=10,
-    visual_weights_sha256=random_weights_tag(0), audio_weights_sha256=random_weights_tag(0),
+    visual_model="random",
+    audio_model="random",
+    frames_per_segment=1,
+    frame_size=64,
+    segments=10,
+    visual_weights_sha256=random_weights_tag(0),
+    audio_weights_sha256=random_weights_tag(0),
 )
 CLASSES = ["alpha", "beta", "gamma"]
 BATCH = 16  # frames per VGG-19 forward (small: CPU)
@@ -60,8 +65,9 @@ def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("localize")
     paths = {}
     for seconds in (3, 10, 60):
-        paths[seconds] = write_video(d / f"clip{seconds}.mp4", duration_s=seconds, fps=2, color=colour_at,
-                                     audio=tone(440 + 20 * seconds))
+        paths[seconds] = write_video(
+            d / f"clip{seconds}.mp4", duration_s=seconds, fps=2, color=colour_at, audio=tone(440 + 20 * seconds)
+        )
     paths["bad"] = str(d / "not a video.mp4")
     with open(paths["bad"], "w") as f:
         f.write("this is text\n")
@@ -88,19 +94,22 @@ def extractor():
 
 # ---------------------------------------------------------------------------------------
 # pure functions
-@pytest.mark.parametrize("n, window, stride, expected", [
-    (0, 10, 5, []),
-    (1, 10, 5, [0]),
-    (3, 10, 5, [0]),
-    (10, 10, 5, [0]),
-    (11, 10, 5, [0, 1]),
-    (15, 10, 5, [0, 5]),
-    (20, 10, 5, [0, 5, 10]),
-    (23, 10, 5, [0, 5, 10, 13]),
-    (23, 10, 10, [0, 10, 13]),
-    (12, 4, 1, list(range(9))),
-    (60, 10, 5, list(range(0, 51, 5))),
-])
+@pytest.mark.parametrize(
+    "n, window, stride, expected",
+    [
+        (0, 10, 5, []),
+        (1, 10, 5, [0]),
+        (3, 10, 5, [0]),
+        (10, 10, 5, [0]),
+        (11, 10, 5, [0, 1]),
+        (15, 10, 5, [0, 5]),
+        (20, 10, 5, [0, 5, 10]),
+        (23, 10, 5, [0, 5, 10, 13]),
+        (23, 10, 10, [0, 10, 13]),
+        (12, 4, 1, list(range(9))),
+        (60, 10, 5, list(range(0, 51, 5))),
+    ],
+)
 def test_window_starts_hand_cases(n, window, stride, expected):
     assert window_starts(n, window, stride) == expected
 
@@ -240,8 +249,18 @@ def test_json_schema_csv_rows_and_table(results, tmp_path):
     seg_keys = {"start_s", "end_s", "label", "probability", "relevance", "audio_relevance", "visual_relevance"}
     assert all(set(s) == seg_keys for s in doc[2]["segments"]) and len(doc[2]["segments"]) == 60
     assert all(set(e) == {"start_s", "end_s", "label", "score"} for d in doc for e in d["events"])
-    assert set(doc[0]["model"]) == {"task", "model", "embedding", "matching", "window", "stride", "checkpoint",
-                                    "classes", "features_from_checkpoint", "threshold"}
+    assert set(doc[0]["model"]) == {
+        "task",
+        "model",
+        "embedding",
+        "matching",
+        "window",
+        "stride",
+        "checkpoint",
+        "classes",
+        "features_from_checkpoint",
+        "threshold",
+    }
     summary = doc[2]["summary"]
     assert set(summary) == {"num_events", "event_seconds", "top_label"} and doc[3]["summary"] is None
     assert summary["num_events"] == len(doc[2]["events"])
@@ -251,7 +270,7 @@ def test_json_schema_csv_rows_and_table(results, tmp_path):
     assert doc[3]["error"] and doc[3]["segments"] == []
     # the documented schema (docs/localization.md, the one place it is written) names exactly these keys
     readme = (Path(__file__).resolve().parents[1] / "docs" / "localization.md").read_text()
-    block = readme[readme.index("`--json` has this schema:"):]
+    block = readme[readme.index("`--json` has this schema:") :]
     block = block[block.index("```") + 3 : block.index("```", block.index("```") + 3)]
     documented = set(re.findall(r'"(\w+)":', block))
     written = top | seg_keys | {"start_s", "end_s", "label", "score"} | set(doc[0]["model"]) | set(summary)
@@ -329,8 +348,15 @@ def plan_video(path, plan: str, *, video: bool = True, audio: bool = True) -> st
         freq = np.array([TONES_HZ[plan[i]] for i in np.minimum(t.astype(int), len(plan) - 1)])
         return 0.4 * np.sin(2 * np.pi * freq * t)
 
-    return write_video(path, duration_s=len(plan), fps=4, image=image if video else None, video=video,
-                       audio=sound if audio else None, size=(W_PX, H_PX))
+    return write_video(
+        path,
+        duration_s=len(plan),
+        fps=4,
+        image=image if video else None,
+        video=video,
+        audio=sound if audio else None,
+        size=(W_PX, H_PX),
+    )
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, ridge: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -382,21 +408,41 @@ def test_a2v_query_from_an_audio_file_finds_the_planted_seconds(planted, tmp_pat
     write_query_json(r, tmp_path / "q.json")
     doc = json.loads((tmp_path / "q.json").read_text())
     assert doc["best"] == {"start_s": 4, "end_s": 7, "score": round(r.best.score, 6)} and len(doc["seconds"]) == 10
-    assert {"query", "target", "direction", "query_start_s", "query_end_s", "query_length_s", "window_scores",
-            "score_kind", "higher_is_better", "model", "features", "target_duration_s"} <= set(doc)
+    assert {
+        "query",
+        "target",
+        "direction",
+        "query_start_s",
+        "query_end_s",
+        "query_length_s",
+        "window_scores",
+        "score_kind",
+        "higher_is_better",
+        "model",
+        "features",
+        "target_duration_s",
+    } <= set(doc)
     plot_query(r, tmp_path / "q.png")
     assert (tmp_path / "q.png").read_bytes().startswith(PNG_MAGIC)
     assert "4-7 s" in format_query(r)
 
 
 def test_v2a_query_from_a_video_range_finds_the_planted_seconds(planted):
-    r = cml_query(planted["ckpt"], planted["query_video"], planted["target"], query_start_s=2, query_end_s=5,
-                  device="cpu")
+    r = cml_query(
+        planted["ckpt"], planted["query_video"], planted["target"], query_start_s=2, query_end_s=5, device="cpu"
+    )
     assert (r.direction, r.query_start_s, r.query_end_s) == ("v2a", 2, 5)
     assert (r.best.start_s, r.best.end_s) == (4, 7)
     # the same video's sound as the query (A2V) finds the same place
-    r = cml_query(planted["ckpt"], planted["query_video"], planted["target"], query_start_s=2.0, query_end_s=4.5,
-                  query_modality="audio", device="cpu")
+    r = cml_query(
+        planted["ckpt"],
+        planted["query_video"],
+        planted["target"],
+        query_start_s=2.0,
+        query_end_s=4.5,
+        query_modality="audio",
+        device="cpu",
+    )
     assert (r.direction, r.query_length_s) == ("a2v", 3) and (r.best.start_s, r.best.end_s) == (4, 7)
 
 
@@ -443,8 +489,11 @@ def test_score_query_agrees_with_the_models_own_cml_inference(matching, model_na
         best = np.argmax(scores.windows) if scores.higher_is_better else np.argmin(scores.windows)
         assert best == scores.best
         if matching == "cross":
-            assert np.allclose(scores.per_second, model.query_scores(audio[None], visual[None], mask, direction)[0].detach().numpy(),
-                               atol=1e-6)
+            assert np.allclose(
+                scores.per_second,
+                model.query_scores(audio[None], visual[None], mask, direction)[0].detach().numpy(),
+                atol=1e-6,
+            )
 
 
 def test_av_att_windows_have_no_relevance_and_match_its_own_prediction():
@@ -453,8 +502,10 @@ def test_av_att_windows_have_no_relevance_and_match_its_own_prediction():
 
     torch.manual_seed(2)
     model = build_model(model_config(task="sel", name="av_att", num_classes=len(CLASSES) + 1, visual_dim=32)).eval()
-    audio, visual = np.random.default_rng(0).standard_normal((2, 10, 128)).astype(np.float32), \
-        np.random.default_rng(1).standard_normal((10, 4, 32)).astype(np.float32)
+    audio, visual = (
+        np.random.default_rng(0).standard_normal((2, 10, 128)).astype(np.float32),
+        np.random.default_rng(1).standard_normal((10, 4, 32)).astype(np.float32),
+    )
     scorer = WindowedScorer(segment_scorer(model, torch.device("cpu")), 10, 5)
     for t in range(10):
         scorer.push(audio[0, t], visual[t])

@@ -2,6 +2,7 @@
 smoothing, gap filling, minimum length, event scores, --min-score) against hand-computed
 cases, and localization from features (pipeline/apps/localize.py: localize_features) against
 the model run directly on the window."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,17 @@ from avel.models.inference import SegmentScores
 from avel.models.registry import build_model, model_config
 from avel.pipeline.apps.localize import localize_features
 from avel.pipeline.apps.outputs import ModelInfo
-from avel.pipeline.apps.windows import (Event, LocalizeRule, WindowedScorer, apply_rule, centre_weights, fill_gaps,
-                                        merge_intervals, smooth_seconds, window_starts)
+from avel.pipeline.apps.windows import (
+    Event,
+    LocalizeRule,
+    WindowedScorer,
+    apply_rule,
+    centre_weights,
+    fill_gaps,
+    merge_intervals,
+    smooth_seconds,
+    window_starts,
+)
 
 BG = "background"
 
@@ -39,7 +49,7 @@ class PositionStub:
 
 def run(scorer_model, n, window, stride, combine):
     scorer = WindowedScorer(scorer_model, window, stride, batch=3, combine=combine)
-    for t in range(n):
+    for _ in range(n):
         scorer.push(np.zeros(4), np.zeros((2, 3)))
     return scorer.finish()
 
@@ -101,7 +111,9 @@ def test_event_scores_min_length_and_min_score_by_hand():
     rel = np.array([1.0, 0.5, 0.2, 1.0, 0.1, 0.1, 1.0])
 
     def events(**kw):
-        return [(e.start_s, e.end_s, e.label, round(e.score, 6)) for e in apply_rule(labels, prob, rel, LocalizeRule(**kw))]
+        return [
+            (e.start_s, e.end_s, e.label, round(e.score, 6)) for e in apply_rule(labels, prob, rel, LocalizeRule(**kw))
+        ]
 
     # gap filling: [0, 4) is one "a" event; its seconds' p x r: 0.8, 0.3, 0.18, 1.0
     assert events(gap_s=1) == [(0, 4, "a", round((0.8 + 0.3 + 0.18 + 1.0) / 4, 6)), (6, 7, "b", 0.4)]
@@ -113,9 +125,21 @@ def test_event_scores_min_length_and_min_score_by_hand():
     assert events(min_score=0.56) == [(3, 4, "a", 1.0)]
 
 
-@pytest.mark.parametrize("kw", [dict(combine="median"), dict(smooth="max"), dict(event_score="sum"), dict(stride_s=0),
-                                dict(smooth_k=-1), dict(gap_s=1.5), dict(min_event_s=0), dict(min_score=1.5),
-                                dict(min_score=float("nan")), dict(min_score=True)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(combine="median"),
+        dict(smooth="max"),
+        dict(event_score="sum"),
+        dict(stride_s=0),
+        dict(smooth_k=-1),
+        dict(gap_s=1.5),
+        dict(min_event_s=0),
+        dict(min_score=1.5),
+        dict(min_score=float("nan")),
+        dict(min_score=True),
+    ],
+)
 def test_rule_refuses_bad_knobs(kw):
     with pytest.raises(ConfigError, match=next(iter(kw))):
         LocalizeRule(**kw)
@@ -133,8 +157,17 @@ def dam():
 
 
 def info(window=10, stride=5):
-    return ModelInfo(task="sel", model="dam", embedding=None, matching=None, window=window, stride=stride,
-                     checkpoint="in-memory", classes=tuple(CLASSES), features_from_checkpoint=False)
+    return ModelInfo(
+        task="sel",
+        model="dam",
+        embedding=None,
+        matching=None,
+        window=window,
+        stride=stride,
+        checkpoint="in-memory",
+        classes=tuple(CLASSES),
+        features_from_checkpoint=False,
+    )
 
 
 def features(T, seed=0):

@@ -2,6 +2,7 @@
 localizes, chooses a rule on validation and writes its records; the clips it trains on carry
 the plans' labels; the chosen rule is never worse than today's on validation (today's rule is
 one of the candidates, so choosing by validation cannot lose there)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,8 +44,31 @@ def test_clips_carry_the_plans_labels(lv):
 
 
 def test_runs_end_to_end(lv, tmp_path):
-    assert lv.main(["--out", str(tmp_path), "--models", "dam", "--epochs", "1", "--train-videos", "1", "--train-length",
-                    "60", "--clip-eval-videos", "1", "--long-videos", "1", "--lengths", "60", "--threads", "1"]) == 0
+    assert (
+        lv.main(
+            [
+                "--out",
+                str(tmp_path),
+                "--models",
+                "dam",
+                "--epochs",
+                "1",
+                "--train-videos",
+                "1",
+                "--train-length",
+                "60",
+                "--clip-eval-videos",
+                "1",
+                "--long-videos",
+                "1",
+                "--lengths",
+                "60",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     (run,) = [json.loads(line) for line in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert run["rules_tried"] == 96 and set(run["test"]) == {"60", "all"}
     assert run["validation_average_map"]["chosen"] >= run["validation_average_map"]["today"]

@@ -2,6 +2,7 @@
 cases hostile testing found (Matroska's millisecond time stamps, empty packets, start offsets,
 audio that starts before or after the video). Every file is generated here with PyAV: tiny
 frames, a few seconds, so the whole matrix runs in seconds."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -9,10 +10,10 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from mediagen import write_video
-from avel.core.sampling import frame_sample_times, latest_at_or_before
+
 from avel.core.errors import TooShort
+from avel.core.sampling import frame_sample_times, latest_at_or_before
 from avel.pipeline.media.decode import DecodeOptions, SegmentReader, decode_video
 
 K = 4  # frames per segment
@@ -40,6 +41,7 @@ def second_of(rgb: np.ndarray) -> int:
 
 def burst(start_s: float, end_s: float, freq_hz: float = 1000.0):
     """A tone during [start_s, end_s) of the file's clock over a quiet hum."""
+
     def f(t: np.ndarray) -> np.ndarray:
         on = (t >= start_s) & (t < end_s)
         return 0.5 * np.sin(2 * np.pi * freq_hz * t) * on + 0.01 * np.sin(2 * np.pi * 220 * t) * ~on
@@ -47,10 +49,23 @@ def burst(start_s: float, end_s: float, freq_hz: float = 1000.0):
     return f
 
 
-def write_media(path, *, fmt: str | None = None, vcodec: str = "libx264", acodec: str | None = "aac",
-                fps: float | Fraction = 24, duration_s: float = 3.0, size: tuple[int, int] = (32, 32),
-                video_start_s: float = 0.0, audio_start_s: float = 0.0, audio=None, audio_rate: int = 48000,
-                audio_duration_s: float | None = None, color=second_color, empty_every: int | None = None) -> str:
+def write_media(
+    path,
+    *,
+    fmt: str | None = None,
+    vcodec: str = "libx264",
+    acodec: str | None = "aac",
+    fps: float | Fraction = 24,
+    duration_s: float = 3.0,
+    size: tuple[int, int] = (32, 32),
+    video_start_s: float = 0.0,
+    audio_start_s: float = 0.0,
+    audio=None,
+    audio_rate: int = 48000,
+    audio_duration_s: float | None = None,
+    color=second_color,
+    empty_every: int | None = None,
+) -> str:
     """A video of round(duration_s * fps) frames (frame i at video_start_s + i / fps, painted
     color(i, i / fps)), and audio from audio_start_s (audio(t) of the file's clock t). With
     `empty_every`, every so many frames is an empty packet (a repeated frame) instead."""
@@ -117,8 +132,9 @@ RATES = [Fraction(24000, 1001), 24, 25, Fraction(30000, 1001), 30, 60]
 @pytest.mark.parametrize("container", ["mkv", "webm"])
 def test_millisecond_time_stamps_keep_the_last_second(tmp_path, container, seconds, fps):
     codecs = dict(vcodec="libx264", acodec="aac") if container == "mkv" else dict(vcodec="libvpx", acodec="libopus")
-    path = write_media(tmp_path / f"clip.{container}", fps=fps, duration_s=seconds, audio_duration_s=min(seconds, 2),
-                       **codecs)
+    path = write_media(
+        tmp_path / f"clip.{container}", fps=fps, duration_s=seconds, audio_duration_s=min(seconds, 2), **codecs
+    )
     with av.open(path) as c:
         assert c.streams.video[0].time_base == Fraction(1, 1000)  # the case at hand: whole milliseconds
     reader = SegmentReader(path, DecodeOptions(**SMALL))
@@ -138,8 +154,9 @@ def test_thirty_second_matroska_gives_thirty_segments(tmp_path, fps):
 def test_forced_count_takes_the_real_tenth_second_of_a_webm(tmp_path):
     """A 10-s WebM measures 9.999 s: with --segments 10 its tenth second is real content,
     not a repeat of the ninth."""
-    path = write_media(tmp_path / "ave.webm", vcodec="libvpx", acodec="libopus", fps=24, duration_s=10,
-                       audio=burst(9.0, 10.0))
+    path = write_media(
+        tmp_path / "ave.webm", vcodec="libvpx", acodec="libopus", fps=24, duration_s=10, audio=burst(9.0, 10.0)
+    )
     video = decode_video(path, DecodeOptions(segments=10, **SMALL))
     assert video.num_segments == 10
     assert_seconds_right(video.frames, 10)
@@ -167,8 +184,15 @@ def test_empty_packets_are_repeated_frames(tmp_path, fmt, vcodec):
     if not encoder(vcodec):
         pytest.skip(f"this PyAV build has no {vcodec} encoder")
     fps, n = 24, 72  # every third packet empty, the last one too
-    path = write_media(tmp_path / f"repeat.{fmt}", fmt=fmt, vcodec=vcodec, fps=fps, duration_s=n / fps,
-                       color=frame_color, empty_every=3)
+    path = write_media(
+        tmp_path / f"repeat.{fmt}",
+        fmt=fmt,
+        vcodec=vcodec,
+        fps=fps,
+        duration_s=n / fps,
+        color=frame_color,
+        empty_every=3,
+    )
     with av.open(path) as c:
         sizes = [p.size for p in c.demux(video=0) if p.pts is not None]
     if fmt == "ogg" and 0 not in sizes:
@@ -192,20 +216,35 @@ def test_start_offset_is_accepted_in_every_container(tmp_path, name):
     assert video.num_segments == 3
     assert_seconds_right(video.frames, 3)
     # video-only, and the mediagen layout (video from 2 s, audio from 0 s)
-    silent = write_media(tmp_path / f"silent_{name}", acodec=None, video_start_s=2.0, duration_s=3, **codecs
-                         ) if not name.endswith("webm") else None
+    silent = (
+        write_media(tmp_path / f"silent_{name}", acodec=None, video_start_s=2.0, duration_s=3, **codecs)
+        if not name.endswith("webm")
+        else None
+    )
     if silent:
         assert decode_video(silent, DecodeOptions(on_missing_audio="silence", **SMALL)).num_segments == 3
-        mixed = write_video(tmp_path / f"mixed_{name}", duration_s=3, fps=24, audio=lambda t: 0.1 * np.sin(t),
-                            start_offset_s=2.0, size=(32, 32))
+        mixed = write_video(
+            tmp_path / f"mixed_{name}",
+            duration_s=3,
+            fps=24,
+            audio=lambda t: 0.1 * np.sin(t),
+            start_offset_s=2.0,
+            size=(32, 32),
+        )
         assert decode_video(mixed, DecodeOptions(**SMALL)).num_segments == 3
 
 
 def test_matroska_cut_short_with_a_start_offset_still_is_corrupt(tmp_path):
     from avel.core.errors import CorruptMedia
 
-    whole = write_media(tmp_path / "whole.mkv", video_start_s=2.0, audio_start_s=2.0, duration_s=10, size=(96, 64),
-                        color=lambda i, t: (i * 37 % 256, i * 91 % 256, i * 13 % 256))
+    whole = write_media(
+        tmp_path / "whole.mkv",
+        video_start_s=2.0,
+        audio_start_s=2.0,
+        duration_s=10,
+        size=(96, 64),
+        color=lambda i, t: (i * 37 % 256, i * 91 % 256, i * 13 % 256),
+    )
     data = (tmp_path / "whole.mkv").read_bytes()
     assert whole.endswith("whole.mkv")
     cut = tmp_path / "cut.mkv"
@@ -215,15 +254,25 @@ def test_matroska_cut_short_with_a_start_offset_still_is_corrupt(tmp_path):
 
 
 # -- 5. audio on the video's time line -----------------------------------------------------------------
-@pytest.mark.parametrize("name,vcodec,acodec", [("a.mp4", "libx264", "aac"), ("a.mkv", "libx264", "aac"),
-                                                ("a.asf", "wmv2", "wmav2")])
+@pytest.mark.parametrize(
+    "name,vcodec,acodec", [("a.mp4", "libx264", "aac"), ("a.mkv", "libx264", "aac"), ("a.asf", "wmv2", "wmav2")]
+)
 @pytest.mark.parametrize("video_start_s,audio_start_s", [(0.0, 0.687), (0.7, 0.0), (1.0, 1.5)])
 def test_audio_is_aligned_to_the_video_by_start_times(tmp_path, name, vcodec, acodec, video_start_s, audio_start_s):
     """A tone during the video's second 2 (file clock video_start + 2 .. + 3) is segment 2's
     audio, whichever stream starts first; audio that starts late is preceded by silence."""
     v0 = video_start_s
-    path = write_media(tmp_path / name, vcodec=vcodec, acodec=acodec, video_start_s=v0, audio_start_s=audio_start_s,
-                       duration_s=5, audio_duration_s=5, audio=burst(v0 + 2, v0 + 3), audio_rate=44100)
+    path = write_media(
+        tmp_path / name,
+        vcodec=vcodec,
+        acodec=acodec,
+        video_start_s=v0,
+        audio_start_s=audio_start_s,
+        duration_s=5,
+        audio_duration_s=5,
+        audio=burst(v0 + 2, v0 + 3),
+        audio_rate=44100,
+    )
     video = decode_video(path, DecodeOptions(**SMALL))
     assert video.num_segments == 5
     energy = (video.audio.astype(np.float64) ** 2).sum(axis=1)
@@ -232,7 +281,7 @@ def test_audio_is_aligned_to_the_video_by_start_times(tmp_path, name, vcodec, ac
     if late_s > 0:  # silence until the audio starts (less the codec's own lead-in, a few ms)
         lead = int((late_s - 0.05) * 16000)
         assert not video.audio[0, :lead].any()
-        assert np.abs(video.audio[0, int((late_s + 0.05) * 16000):]).max() > 0.005  # the hum, once it starts
+        assert np.abs(video.audio[0, int((late_s + 0.05) * 16000) :]).max() > 0.005  # the hum, once it starts
 
 
 # -- 6. the matrix ---------------------------------------------------------------------------------------------
@@ -261,8 +310,16 @@ def test_matrix(tmp_path, ext, fmt, vcodec, acodec, fps):
     for codec in (vcodec, acodec):
         if not encoder(codec):
             pytest.skip(f"this PyAV build has no {codec} encoder")
-    path = write_media(tmp_path / f"m.{ext}", fmt=fmt, vcodec=vcodec, acodec=acodec, fps=fps, duration_s=3,
-                       audio=burst(1.0, 2.0), audio_rate=44100 if acodec in ("libmp3lame", "mp2", "vorbis") else 48000)
+    path = write_media(
+        tmp_path / f"m.{ext}",
+        fmt=fmt,
+        vcodec=vcodec,
+        acodec=acodec,
+        fps=fps,
+        duration_s=3,
+        audio=burst(1.0, 2.0),
+        audio_rate=44100 if acodec in ("libmp3lame", "mp2", "vorbis") else 48000,
+    )
     video = decode_video(path, DecodeOptions(**SMALL))
     assert video.num_segments == 3, video.duration_s
     assert_seconds_right(video.frames, 3)

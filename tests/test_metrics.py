@@ -1,4 +1,5 @@
 """The metrics against brute force and hand-computed cases."""
+
 from __future__ import annotations
 
 import itertools

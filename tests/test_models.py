@@ -1,5 +1,6 @@
 """Models: shapes, masks, the DAM formulas on hand-set numbers, the SEL decision rule, the
 baselines' formulas, and the registry."""
+
 from __future__ import annotations
 
 import math
@@ -8,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from avel.models.baselines import AVAtt, AVDLN, AudioGuidedAttention
+from avel.core.errors import ConfigError
+from avel.models.baselines import AVDLN, AudioGuidedAttention, AVAtt
 from avel.models.cml import CMLDAM
 from avel.models.dam import DAM, fuse, relevance_loss
 from avel.models.embeddings import SEQUENCE_EMBEDDINGS, build_embedding
 from avel.models.protocols import CMLModel, SELModel, Trainable
 from avel.models.registry import MODELS, ModelConfig, build_model, model_config, model_names
-from avel.pipeline.train.checkpoint import upgrade
 from avel.models.sel import SELDAM, combine_predictions, video_category
-from avel.core.errors import ConfigError
+from avel.pipeline.train.checkpoint import upgrade
 
 
 def sigma(z: float) -> float:
@@ -459,6 +460,7 @@ def test_model_dependent_defaults_resolve_when_the_config_is_made():
     """SEL DAM's recipe (geometric fusion, input dropout 0.2, warm-up 0.6); AV_att and wsel DAM
     keep the published mean / no input dropout; explicit values win; the config stores the
     values in force, and a stored config from before these fields loads as it was trained."""
+
     def fields(cfg):
         return getattr(cfg, "relevance_fusion", None), cfg.input_dropout  # AV_att has no relevance
 

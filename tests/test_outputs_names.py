@@ -9,10 +9,10 @@ import csv
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
+from mediagen import tone, write_video
 
 from avel.cli import main
 from avel.core.config import FeatureSettings
@@ -20,22 +20,29 @@ from avel.extractors.registry import random_weights_tag
 from avel.models.registry import build_model, model_config
 from avel.pipeline.apps.save import distinct_names, plot_paths
 from avel.pipeline.train.checkpoint import save_checkpoint
-from mediagen import tone, write_video
 
 SETTINGS = FeatureSettings(
-    visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64, segments=10,
-    visual_weights_sha256=random_weights_tag(0), audio_weights_sha256=random_weights_tag(0),
+    visual_model="random",
+    audio_model="random",
+    frames_per_segment=1,
+    frame_size=64,
+    segments=10,
+    visual_weights_sha256=random_weights_tag(0),
+    audio_weights_sha256=random_weights_tag(0),
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("videos, names", [
-    (["a/clip.mp4", "b/clip.mp4", "x/y.mp4"], ["a-clip.mp4", "b-clip.mp4", "y"]),
-    (["clip.mp4", "clip.webm"], ["clip.mp4", "clip.webm"]),
-    (["/r/a/c/v.mp4", "/r/b/c/v.mp4"], ["a-c-v.mp4", "b-c-v.mp4"]),
-    (["v.mp4", "v.mp4"], ["v.mp4-1", "v.mp4-2"]),
-    (["one.mp4"], ["one"]),
-])
+@pytest.mark.parametrize(
+    "videos, names",
+    [
+        (["a/clip.mp4", "b/clip.mp4", "x/y.mp4"], ["a-clip.mp4", "b-clip.mp4", "y"]),
+        (["clip.mp4", "clip.webm"], ["clip.mp4", "clip.webm"]),
+        (["/r/a/c/v.mp4", "/r/b/c/v.mp4"], ["a-c-v.mp4", "b-c-v.mp4"]),
+        (["v.mp4", "v.mp4"], ["v.mp4-1", "v.mp4-2"]),
+        (["one.mp4"], ["one"]),
+    ],
+)
 def test_distinct_names(videos, names):
     assert distinct_names(videos) == names
     assert len(set(plot_paths("tl.png", videos))) == len(videos)
@@ -60,8 +67,19 @@ def work(tmp_path_factory):
 
 def test_two_videos_with_one_stem_get_two_timelines(work):
     d = work["dir"]
-    code = main(["localize", str(d / "a" / "clip.mp4"), str(d / "b" / "clip.mp4"), "--checkpoint", work["sel"],
-                 "--device", "cpu", "--plot", str(d / "tl.png")])
+    code = main(
+        [
+            "localize",
+            str(d / "a" / "clip.mp4"),
+            str(d / "b" / "clip.mp4"),
+            "--checkpoint",
+            work["sel"],
+            "--device",
+            "cpu",
+            "--plot",
+            str(d / "tl.png"),
+        ]
+    )
     assert code == 0
     for name in ("tl-a-clip.mp4.png", "tl-b-clip.mp4.png"):
         assert (d / name).read_bytes().startswith(PNG_MAGIC)
@@ -70,8 +88,24 @@ def test_two_videos_with_one_stem_get_two_timelines(work):
 def test_names_that_are_not_utf8_are_written_escaped(work, capsys):
     d = work["dir"]
     out = d / "out"
-    code = main(["localize", work["bad"], "--checkpoint", work["sel"], "--device", "cpu", "--json", str(out / "r.json"),
-                 "--csv", str(out / "r.csv"), "--html", str(out / "r.html"), "--plot", str(out / "r.png")])
+    code = main(
+        [
+            "localize",
+            work["bad"],
+            "--checkpoint",
+            work["sel"],
+            "--device",
+            "cpu",
+            "--json",
+            str(out / "r.json"),
+            "--csv",
+            str(out / "r.csv"),
+            "--html",
+            str(out / "r.html"),
+            "--plot",
+            str(out / "r.png"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "unexpected" not in err
@@ -86,9 +120,29 @@ def test_names_that_are_not_utf8_are_written_escaped(work, capsys):
     assert (out / "r.png").read_bytes().startswith(PNG_MAGIC)
     assert sorted(p.name for p in out.iterdir()) == ["r.csv", "r.html", "r.json", "r.png"]  # no temporary left
 
-    code = main(["cml", "--checkpoint", work["cml"], "--query", work["bad"], "--query-start", "0", "--query-end", "1",
-                 "--target", str(d / "clip.mp4"), "--device", "cpu", "--json", str(out / "q.json"),
-                 "--html", str(out / "q.html"), "--plot", str(out / "q.png")])
+    code = main(
+        [
+            "cml",
+            "--checkpoint",
+            work["cml"],
+            "--query",
+            work["bad"],
+            "--query-start",
+            "0",
+            "--query-end",
+            "1",
+            "--target",
+            str(d / "clip.mp4"),
+            "--device",
+            "cpu",
+            "--json",
+            str(out / "q.json"),
+            "--html",
+            str(out / "q.html"),
+            "--plot",
+            str(out / "q.png"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert json.loads((out / "q.json").read_text(encoding="utf-8"))["query"].endswith(escaped)

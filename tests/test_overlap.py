@@ -3,6 +3,7 @@ run_extraction with its writer thread holds exactly what the sequential path (ex
 into the PartWriter, one batch after the other) writes; a slow writer does not hold the
 model up; the queue between them stays within its bound; a write error still stops the run
 with its CacheError."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,8 @@ import time
 
 import numpy as np
 import pytest
-
 from mediagen import solid, tone, write_video
+
 from avel.core.config import FeatureSettings
 from avel.core.errors import CacheError
 from avel.pipeline.cache import parts
@@ -39,7 +40,9 @@ def jobs(tmp_path_factory) -> list[Job]:
     folder = tmp_path_factory.mktemp("overlap")
     out = []
     for i in range(4):
-        write_video(folder / f"v{i}.mp4", duration_s=3, color=solid((60 * i, 90, 200 - 40 * i)), audio=tone(300 + 90 * i))
+        write_video(
+            folder / f"v{i}.mp4", duration_s=3, color=solid((60 * i, 90, 200 - 40 * i)), audio=tone(300 + 90 * i)
+        )
         out.append(Job(f"v{i}", str(folder / f"v{i}.mp4")))
     out.insert(2, Job("missing", str(folder / "missing.mp4")))  # fails: its failure is recorded in order
     return out
@@ -56,8 +59,15 @@ def sequential(jobs, cache_dir, extractor) -> None:
 
 def contents(cache_dir) -> dict:
     with FeatureCache(cache_dir) as cache:
-        out = {i: (*cache.read(i), cache.read(i, pooled=True)[0], cache.entries[i].num_segments,
-                   cache.entries[i].duration_s) for i in cache.ids()}
+        out = {
+            i: (
+                *cache.read(i),
+                cache.read(i, pooled=True)[0],
+                cache.entries[i].num_segments,
+                cache.entries[i].duration_s,
+            )
+            for i in cache.ids()
+        }
         return out, {k: (f.kind, f.error) for k, f in cache.failures.items()}
 
 
@@ -66,8 +76,13 @@ def test_written_behind_equals_the_sequential_path(tmp_path, extractor, jobs, wo
     monkeypatch.setattr(behind_module, "FLUSH_SEGMENTS", flush)  # 2: a video's batches gathered, then one append
     sequential(jobs, tmp_path / "seq", extractor)
     seen = []
-    summary = run_extraction(jobs, tmp_path / "behind", extractor, dataclasses.replace(OPTIONS, workers=workers),
-                             on_video=lambda job, failure: seen.append((job.id, failure is None)))
+    summary = run_extraction(
+        jobs,
+        tmp_path / "behind",
+        extractor,
+        dataclasses.replace(OPTIONS, workers=workers),
+        on_video=lambda job, failure: seen.append((job.id, failure is None)),
+    )
     assert seen == [(j.id, j.id != "missing") for j in jobs]  # reported in order, each once
     assert summary.done == 4 and [f.id for f in summary.failed] == ["missing"]
     (a, fa), (b, fb) = contents(tmp_path / "seq"), contents(tmp_path / "behind")

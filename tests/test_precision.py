@@ -14,6 +14,7 @@ VGGish 0.99998 here; 0.99997 / 0.99997 (minimum over 20 segments) in
 were not available to measure with. On a CUDA machine the same bound is checked for fp16
 and bf16 autocast (not measured yet: no GPU here).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,14 +22,14 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from mediagen import tone, write_video
-from avel.pipeline.cache.store import FeatureCache
+
 from avel.core.config import FeatureSettings
-from avel.pipeline.media.decode import DecodeOptions, decode_video
-from avel.pipeline.extract.local import Job, run_extraction
+from avel.pipeline.cache.store import FeatureCache
 from avel.pipeline.extract.features import FeatureExtractor
+from avel.pipeline.extract.local import Job, run_extraction
 from avel.pipeline.extract.options import ExtractOptions
+from avel.pipeline.media.decode import DecodeOptions, decode_video
 
 BF16_MIN_COSINE = 0.999
 # 64 x 64 frames (pool5 2 x 2): the same code path as 224 x 224 at a twelfth of the cost
@@ -55,8 +56,11 @@ def single():
 def videos(tmp_path_factory):
     """Three short videos (2, 1 and 2 s) of different content."""
     root = tmp_path_factory.mktemp("precision")
-    specs = [(2, 300, lambda t: (200, int(80 * t), 30)), (1, 700, lambda t: (30, 160, int(90 * t))),
-             (2, 1500, lambda t: (90, 90, 220))]
+    specs = [
+        (2, 300, lambda t: (200, int(80 * t), 30)),
+        (1, 700, lambda t: (30, 160, int(90 * t))),
+        (2, 1500, lambda t: (90, 90, 220)),
+    ]
     return [
         write_video(root / f"v{i}.mp4", duration_s=d, color=c, audio=tone(f), size=(64, 48))
         for i, (d, f, c) in enumerate(specs)
@@ -75,7 +79,9 @@ def test_vggish_video_at_once_equals_segment_by_segment(videos, single):
 def test_run_extraction_equals_direct_calls(videos, single, tmp_path, workers):
     batched = FeatureExtractor(SETTINGS, device="cpu", batch_size=3)  # chunks cross segment boundaries
     jobs = [Job(f"v{i}", p) for i, p in enumerate(videos)]
-    summary = run_extraction(jobs, tmp_path / "cache", batched, ExtractOptions(workers=workers, pooled=True, progress=False))
+    summary = run_extraction(
+        jobs, tmp_path / "cache", batched, ExtractOptions(workers=workers, pooled=True, progress=False)
+    )
     assert summary.done == 3 and not summary.failed
     with FeatureCache(tmp_path / "cache") as cache:
         for job in jobs:
@@ -104,8 +110,13 @@ def bf16_supported() -> bool:
 REDUCED = [
     pytest.param("cpu", "bf16", marks=pytest.mark.skipif(not bf16_supported(), reason="no bf16 autocast on this CPU")),
     pytest.param("cuda", "fp16", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
-    pytest.param("cuda", "bf16", marks=pytest.mark.skipif(
-        not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()), reason="needs a CUDA device with bf16")),
+    pytest.param(
+        "cuda",
+        "bf16",
+        marks=pytest.mark.skipif(
+            not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()), reason="needs a CUDA device with bf16"
+        ),
+    ),
 ]
 
 

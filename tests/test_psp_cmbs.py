@@ -1,6 +1,7 @@
 """PSP and CMBS (issue #26, models/psp.py and models/cmbs.py): their maths by hand on small
 tensors, the checkpoint round trip, `avel train` and `avel localize` through the CLI, and the
 options of one model refused for another."""
+
 from __future__ import annotations
 
 import math
@@ -170,8 +171,12 @@ def test_cmbs_loss_terms_by_hand():
     is_event, logits, out = model(audio, visual)
     mask = (labels != 3).float()
     s_av = (topk_mean(out.audio_cas, 4) + topk_mean(out.visual_cas, 4)) / 2
-    expected = (F.binary_cross_entropy_with_logits(is_event, mask) + F.cross_entropy(logits[:1], torch.tensor([1]))
-                + F.binary_cross_entropy(out.gate, mask) + F.cross_entropy(s_av[:1], torch.tensor([1])))
+    expected = (
+        F.binary_cross_entropy_with_logits(is_event, mask)
+        + F.cross_entropy(logits[:1], torch.tensor([1]))
+        + F.binary_cross_entropy(out.gate, mask)
+        + F.cross_entropy(s_av[:1], torch.tensor([1]))
+    )
     torch.testing.assert_close(model.loss(audio, visual, labels), expected)
     off = build_model(model_config("sel", "cmbs", temporal_suppression=False, event_suppression=False, **CMBS_SMALL))
     off.load_state_dict(model.state_dict())
@@ -214,16 +219,25 @@ def test_registered_for_sel_and_wsel_with_the_papers_defaults():
     assert (cmbs.suppression_alpha, cmbs.suppression_gamma, cmbs.topk, cmbs.relation_heads) == (0.1, 0.3, 4, 4)
 
 
-@pytest.mark.parametrize("task,name,field,value,message", [
-    ("sel", "dam", "psp_threshold", 0.1, r"^psp_threshold 0.1: does not apply to sel/dam \(PSP: similarity threshold"),
-    ("sel", "av_att", "propagation", False, "propagation False: does not apply to sel/av_att"),
-    ("wsel", "psp", "avps_weight", 1.0, "avps_weight 1.0: does not apply to wsel/psp"),
-    ("sel", "psp", "temporal_suppression", False, "does not apply to sel/psp"),
-    ("sel", "cmbs", "lam", 0.3, "lam 0.3: does not apply to sel/cmbs"),
-    ("sel", "psp", "psp_threshold", 1.0, "psp_threshold 1.0: must be < 1.0"),
-    ("sel", "cmbs", "relation_heads", 3, "relation_heads 3: must divide the feature width"),
-    ("sel", "cmbs", "head_hidden", 32, "head_hidden 32: does not apply to sel/cmbs"),
-])
+@pytest.mark.parametrize(
+    "task,name,field,value,message",
+    [
+        (
+            "sel",
+            "dam",
+            "psp_threshold",
+            0.1,
+            r"^psp_threshold 0.1: does not apply to sel/dam \(PSP: similarity threshold",
+        ),
+        ("sel", "av_att", "propagation", False, "propagation False: does not apply to sel/av_att"),
+        ("wsel", "psp", "avps_weight", 1.0, "avps_weight 1.0: does not apply to wsel/psp"),
+        ("sel", "psp", "temporal_suppression", False, "does not apply to sel/psp"),
+        ("sel", "cmbs", "lam", 0.3, "lam 0.3: does not apply to sel/cmbs"),
+        ("sel", "psp", "psp_threshold", 1.0, "psp_threshold 1.0: must be < 1.0"),
+        ("sel", "cmbs", "relation_heads", 3, "relation_heads 3: must divide the feature width"),
+        ("sel", "cmbs", "head_hidden", 32, "head_hidden 32: does not apply to sel/cmbs"),
+    ],
+)
 def test_options_a_model_lacks_or_bad_values_are_refused(task, name, field, value, message):
     with pytest.raises(ConfigError, match=message):
         model_config(task, name, **{field: value})
@@ -240,7 +254,9 @@ def test_checkpoint_round_trip_gives_the_same_predictions(tmp_path, task, name):
     assert back.model_config == cfg and type(back.model) is type(model)
     audio, visual = torch.randn(3, 7, 6), torch.randn(3, 7, 4, 8)
     assert torch.equal(back.model.predict(audio, visual), model.predict(audio, visual))
-    np.testing.assert_array_equal(back.model.score_segments(audio, visual).probs, model.score_segments(audio, visual).probs)
+    np.testing.assert_array_equal(
+        back.model.score_segments(audio, visual).probs, model.score_segments(audio, visual).probs
+    )
 
 
 # --- through the CLI -------------------------------------------------------------------------
@@ -251,17 +267,37 @@ def features(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("task,name,flags", [
-    ("sel", "psp", ["--no-propagation"]),
-    ("sel", "psp", ["--psp-threshold", "0.05"]),
-    ("sel", "cmbs", ["--relation-layers", "1", "--no-event-suppression"]),
-    ("wsel", "psp", []),
-    ("wsel", "cmbs", ["--relation-layers", "1"]),
-])
+@pytest.mark.parametrize(
+    "task,name,flags",
+    [
+        ("sel", "psp", ["--no-propagation"]),
+        ("sel", "psp", ["--psp-threshold", "0.05"]),
+        ("sel", "cmbs", ["--relation-layers", "1", "--no-event-suppression"]),
+        ("wsel", "psp", []),
+        ("wsel", "cmbs", ["--relation-layers", "1"]),
+    ],
+)
 def test_avel_train_end_to_end(features, tmp_path, capsys, task, name, flags):
     out = tmp_path / "m.safetensors"
-    code = main(["train", task, "--model", name, "--data", str(features), "--out", str(out), "--epochs", "2",
-                 "--batch-size", "8", "--device", "cpu", *flags])
+    code = main(
+        [
+            "train",
+            task,
+            "--model",
+            name,
+            "--data",
+            str(features),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            *flags,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     ckpt = load_checkpoint(out)
     assert (ckpt.model_config.task, ckpt.model_config.name) == (task, name)
@@ -273,17 +309,33 @@ def test_avel_train_end_to_end(features, tmp_path, capsys, task, name, flags):
 
 
 def test_cli_refuses_a_psp_option_given_to_dam(tmp_path, capsys):
-    code = main(["train", "sel", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "x.safetensors"),
-                 "--psp-threshold", "0.2"])
+    code = main(
+        [
+            "train",
+            "sel",
+            "--data",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "x.safetensors"),
+            "--psp-threshold",
+            "0.2",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --psp-threshold 0.2: does not apply to sel/dam (PSP: similarity")
     assert err.count("\n") == 1 and not (tmp_path / "x.safetensors").exists()
 
 
 def test_localize_with_a_psp_checkpoint(tmp_path):
-    settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64,
-                               segments=10, visual_weights_sha256=random_weights_tag(0),
-                               audio_weights_sha256=random_weights_tag(0))
+    settings = FeatureSettings(
+        visual_model="random",
+        audio_model="random",
+        frames_per_segment=1,
+        frame_size=64,
+        segments=10,
+        visual_weights_sha256=random_weights_tag(0),
+        audio_weights_sha256=random_weights_tag(0),
+    )
     video = write_video(tmp_path / "clip.mp4", duration_s=12, fps=2, color=lambda t: (200, 30, 30), audio=tone(440))
     classes = ["alpha", "beta", "gamma"]
     for name in ("psp", "cmbs"):
@@ -299,6 +351,16 @@ def test_localize_with_a_psp_checkpoint(tmp_path):
                 assert s.relevance is None
             else:  # CMBS: DAM's rule on sigma(is-event)
                 assert (s.label == "background") == (s.relevance < 0.5)
-    code = main(["localize", str(video), "--checkpoint", str(tmp_path / "psp.safetensors"), "--json",
-                 str(tmp_path / "out.json"), "--device", "cpu"])
+    code = main(
+        [
+            "localize",
+            str(video),
+            "--checkpoint",
+            str(tmp_path / "psp.safetensors"),
+            "--json",
+            str(tmp_path / "out.json"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0 and (tmp_path / "out.json").exists()

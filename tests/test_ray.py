@@ -7,13 +7,14 @@ Every test runs in a private network namespace where loopback is the only interf
 Ray falls back to 127.0.0.1 (checked: every `ray.nodes()` address), no request can leave the
 machine, and whatever the test started dies with it even when it fails (`ray stop --force`
 sees only the namespace's processes). The local engine's reference run is made once, outside."""
+
 from __future__ import annotations
 
 import functools
 import os
 import re
-import shutil
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,12 +25,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_cache import FAST, avel
+from test_cache_safety import groups  # every stored id over all parts (twice when stored twice); each part opens
 
 from avel.core.annotations import read_annotations, write_annotations
 from avel.pipeline.cache.store import FeatureCache
 from avel.pipeline.media.synth import synthesize
-from test_cache import FAST, avel
-from test_cache_safety import groups  # every stored id over all parts (twice when stored twice); each part opens
 
 INSIDE = os.environ.get("AVEL_TEST_NETNS") == "1"
 DATA_ENV = "AVEL_TEST_RAY_DATA"
@@ -50,8 +51,25 @@ def isolated(test):
                 pytest.fail(f"{why} (CI runs as root; .ci/run installs unshare and ip)")
             pytest.skip(why)
         node = f"{Path(__file__).resolve()}::{test.__name__}"
-        cmd = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-               sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", node]
+        cmd = [
+            "unshare",
+            "--net",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "sh",
+            "-c",
+            'ip link set lo up && exec "$@"',
+            "sh",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            node,
+        ]
         # Ray's token authentication with a token of the test's own (never ~/.ray/auth_token, which others share)
         env = {**os.environ, "AVEL_TEST_NETNS": "1", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -75,8 +93,18 @@ def data(tmp_path_factory) -> Path:
     (root / "good").mkdir()
     for r in rows[:-1]:
         (root / "good" / f"{r.video_id}.mp4").symlink_to(root / "videos" / f"{r.video_id}.mp4")
-    proc = avel("preprocess", root / "videos", "--annotations", root / "Annotations.txt", "--out", root / "local",
-                "--workers", "0", *FAST, check=False)
+    proc = avel(
+        "preprocess",
+        root / "videos",
+        "--annotations",
+        root / "Annotations.txt",
+        "--out",
+        root / "local",
+        "--workers",
+        "0",
+        *FAST,
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr  # the corrupt video
     os.environ[DATA_ENV] = str(root)
     return root
@@ -99,10 +127,14 @@ class Cluster:
         self.port = port
 
     def start(self, *, cpus: int, head: bool) -> None:
-        args = (["--head", "--port", str(self.port), "--temp-dir", self.temp, "--include-dashboard", "false"] if head
-                else ["--address", self.address])
-        proc = subprocess.run([*RAY, "start", "--num-cpus", str(cpus), "--disable-usage-stats", *args],
-                              capture_output=True, text=True)
+        args = (
+            ["--head", "--port", str(self.port), "--temp-dir", self.temp, "--include-dashboard", "false"]
+            if head
+            else ["--address", self.address]
+        )
+        proc = subprocess.run(
+            [*RAY, "start", "--num-cpus", str(cpus), "--disable-usage-stats", *args], capture_output=True, text=True
+        )
         assert proc.returncode == 0, f"ray start {' '.join(args)}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
 
     def nodes(self) -> set[str]:
@@ -129,8 +161,19 @@ def assert_same_features(cache: Path, reference: Path) -> None:
 
 
 def ray_preprocess(data: Path, out: Path, *extra, source: str = "videos", popen: bool = False):
-    args = [sys.executable, "-m", "avel.cli", "preprocess", str(data / source), "--out", str(out), "--engine", "ray",
-            *FAST, *map(str, extra)]
+    args = [
+        sys.executable,
+        "-m",
+        "avel.cli",
+        "preprocess",
+        str(data / source),
+        "--out",
+        str(out),
+        "--engine",
+        "ray",
+        *FAST,
+        *map(str, extra),
+    ]
     if source == "videos":
         args += ["--annotations", str(data / "Annotations.txt")]
     else:
@@ -204,8 +247,17 @@ def test_two_nodes_both_actors_write_parts(data, tmp_path):
         cluster.start(cpus=1, head=False)
         wait_for(lambda: len(cluster.nodes()) == 2, 90, "the second node")
         nodes = cluster.nodes()
-        proc = ray_preprocess(data, tmp_path / "ray", "--ray-address", cluster.address, "--extractors", "2",
-                              "--commit-every", "1", source="good")
+        proc = ray_preprocess(
+            data,
+            tmp_path / "ray",
+            "--ray-address",
+            cluster.address,
+            "--extractors",
+            "2",
+            "--commit-every",
+            "1",
+            source="good",
+        )
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stderr
@@ -226,7 +278,9 @@ def run_until_first_part(cluster: Cluster, data: Path, out: Path) -> subprocess.
     """A one-node, two-CPU cluster and a run on it, a part at a video, caught after its first part."""
     cluster.start(cpus=2, head=True)
     cluster.nodes()
-    driver = ray_preprocess(data, out, "--ray-address", cluster.address, "--commit-every", "1", source="good", popen=True)
+    driver = ray_preprocess(
+        data, out, "--ray-address", cluster.address, "--commit-every", "1", source="good", popen=True
+    )
     wait_for(lambda: committed(out) >= 1 or driver.poll() is not None, 120, "a first committed part")
     assert driver.poll() is None, "the run ended before it could be killed"
     return driver

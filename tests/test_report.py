@@ -14,6 +14,7 @@ seconds), so every position on screen is checked against the JSON, not against t
 The browser tests are skipped only where Chromium or Playwright is absent, and fail
 instead when AVEL_BROWSER_TESTS=required (or CI=true): `.ci/run` sets it.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,27 +28,44 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 import torch
-
 from mediagen import tone, write_video
+
 from avel.cli import main
-from avel.extractors.registry import random_weights_tag
-from avel.models.registry import model_config, build_model
-from avel.pipeline.train.checkpoint import save_checkpoint
 from avel.core.config import FeatureSettings
+from avel.extractors.registry import random_weights_tag
+from avel.models.registry import build_model, model_config
 from avel.pipeline.apps.outputs import ModelInfo, SecondResult, VideoLocalization, write_json
-from avel.pipeline.apps.windows import event_summary, merge_intervals
 from avel.pipeline.apps.query import QueryResult, Window
 from avel.pipeline.apps.report import media_src, script_json, write_localization_report, write_query_report
+from avel.pipeline.apps.windows import event_summary, merge_intervals
+from avel.pipeline.train.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("AVEL_CHROMIUM", "/usr/bin/chromium")
 BROWSER_REQUIRED = os.environ.get("AVEL_BROWSER_TESTS") == "required" or os.environ.get("CI") == "true"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 CLASSES = ("dog", "car", "bell")
-INFO = ModelInfo(task="sel", model="dam", embedding="self-att", matching="cross", window=10, stride=5,
-                 checkpoint="sel.safetensors", classes=CLASSES, features_from_checkpoint=True)
+INFO = ModelInfo(
+    task="sel",
+    model="dam",
+    embedding="self-att",
+    matching="cross",
+    window=10,
+    stride=5,
+    checkpoint="sel.safetensors",
+    classes=CLASSES,
+    features_from_checkpoint=True,
+)
 # a 12.5-s scene: 12 whole seconds, a dog at 2-5 s, a car at 7-10 s
 SCENE = ["background"] * 2 + ["dog"] * 3 + ["background"] * 2 + ["car"] * 3 + ["background"] * 2
 RELEVANCE = [0.12, 0.31, 0.82, 0.91, 0.74, 0.36, 0.21, 0.71, 0.86, 0.67, 0.26, 0.1]
@@ -56,11 +74,19 @@ SIZE = (160, 120)
 
 
 def localization(video, labels=SCENE, relevance=RELEVANCE, duration_s=SCENE_S) -> VideoLocalization:
-    segments = [SecondResult(t, t + 1, label, round(0.55 + 0.03 * t, 3), rel, min(1.0, rel + 0.09), max(0.0, rel - 0.14))
-                for t, (label, rel) in enumerate(zip(labels, relevance))]
+    segments = [
+        SecondResult(t, t + 1, label, round(0.55 + 0.03 * t, 3), rel, min(1.0, rel + 0.09), max(0.0, rel - 0.14))
+        for t, (label, rel) in enumerate(zip(labels, relevance))
+    ]
     events = merge_intervals(labels, [s.relevance * s.probability for s in segments])
-    return VideoLocalization(video=str(video), duration_s=duration_s, segments=segments, events=events, model=INFO,
-                             features={"visual_model": "random"})
+    return VideoLocalization(
+        video=str(video),
+        duration_s=duration_s,
+        segments=segments,
+        events=events,
+        model=INFO,
+        features={"visual_model": "random"},
+    )
 
 
 def scene_image(t: float) -> np.ndarray:
@@ -73,7 +99,7 @@ def scene_image(t: float) -> np.ndarray:
     label = SCENE[min(int(t), len(SCENE) - 1)]
     if label == "dog":
         cx = 20 + (t - 2) / 3 * (w - 40)
-        img[(xx - cx) ** 2 + (yy - 0.62 * h) ** 2 <= 13 ** 2] = (230, 130, 40)
+        img[(xx - cx) ** 2 + (yy - 0.62 * h) ** 2 <= 13**2] = (230, 130, 40)
     elif label == "car":
         cx = w - 20 - (t - 7) / 3 * (w - 40)
         img[(abs(xx - cx) <= 24) & (abs(yy - 0.7 * h) <= 10)] = (40, 80, 220)
@@ -85,10 +111,22 @@ def site(tmp_path_factory):
     """A folder with the report's media inside it (the browser tests refuse any other request)."""
     root = tmp_path_factory.mktemp("site")
     (root / "clips").mkdir()
-    scene = write_video(root / "clips" / "street scene.mp4", duration_s=SCENE_S, fps=16, image=scene_image, size=SIZE,
-                        audio=tone(440, 0.3))
-    other = write_video(root / "clips" / "other.mp4", duration_s=4, fps=8, color=lambda t: (60, 60, 200), size=(64, 48),
-                        audio=tone(300, 0.3))
+    scene = write_video(
+        root / "clips" / "street scene.mp4",
+        duration_s=SCENE_S,
+        fps=16,
+        image=scene_image,
+        size=SIZE,
+        audio=tone(440, 0.3),
+    )
+    other = write_video(
+        root / "clips" / "other.mp4",
+        duration_s=4,
+        fps=8,
+        color=lambda t: (60, 60, 200),
+        size=(64, 48),
+        audio=tone(300, 0.3),
+    )
     return {"root": root, "scene": scene, "other": other}
 
 
@@ -107,14 +145,25 @@ def test_event_summary_hand_cases():
         return Event(start, end, label, 0.5)
 
     assert event_summary([]) == {"num_events": 0, "event_seconds": 0, "top_label": None}
-    assert event_summary([ev(0, 2, "a"), ev(3, 6, "b"), ev(7, 9, "a")]) == {"num_events": 3, "event_seconds": 7, "top_label": "a"}
+    assert event_summary([ev(0, 2, "a"), ev(3, 6, "b"), ev(7, 9, "a")]) == {
+        "num_events": 3,
+        "event_seconds": 7,
+        "top_label": "a",
+    }
     assert event_summary([ev(0, 2, "b"), ev(3, 5, "a")])["top_label"] == "b"  # a tie: the first to appear
 
 
 def test_page_embeds_the_json_once_inline_and_references_videos_relatively(site, tmp_path):
-    results = [localization(site["scene"]), localization(site["other"], SCENE[:4], RELEVANCE[:4], 4.0),
-               VideoLocalization(video=str(tmp_path / "gone.mp4"), model=INFO, error=f"{tmp_path / 'gone.mp4'}: no such file",
-                                 error_kind="not-found")]
+    results = [
+        localization(site["scene"]),
+        localization(site["other"], SCENE[:4], RELEVANCE[:4], 4.0),
+        VideoLocalization(
+            video=str(tmp_path / "gone.mp4"),
+            model=INFO,
+            error=f"{tmp_path / 'gone.mp4'}: no such file",
+            error_kind="not-found",
+        ),
+    ]
     page_path = tmp_path / "reports" / "report.html"
     write_localization_report(results, page_path)
     write_json(results, tmp_path / "out.json")
@@ -123,7 +172,10 @@ def test_page_embeds_the_json_once_inline_and_references_videos_relatively(site,
     assert doc["report"] == "localization"
     assert doc["data"] == json.loads((tmp_path / "out.json").read_text())  # the --json output, as it is
     assert [d["summary"] for d in doc["data"]] == [
-        {"num_events": 2, "event_seconds": 6, "top_label": "dog"}, {"num_events": 1, "event_seconds": 2, "top_label": "dog"}, None]
+        {"num_events": 2, "event_seconds": 6, "top_label": "dog"},
+        {"num_events": 1, "event_seconds": 2, "top_label": "dog"},
+        None,
+    ]
     assert doc["data"][0]["model"]["threshold"] == 0.5
     # every video relative to the page's folder, percent-encoded, never copied or inlined
     for entry, r in zip(doc["media"], results):
@@ -158,12 +210,31 @@ def query_result(query: str, target: str) -> QueryResult:
     scores = [0.2, 0.25, 0.3, 0.35, 0.93, 0.95, 0.91, 0.3, 0.2, 0.22]
     l = 3
     windows = [float(np.mean(scores[s : s + l])) for s in range(len(scores) - l + 1)]
-    return QueryResult(query=query, target=target, direction="v2a", query_modality="visual", target_modality="audio",
-                       query_start_s=2, query_end_s=5, target_duration_s=10.0,
-                       seconds=[Window(i, i + 1, x) for i, x in enumerate(scores)], window_scores=windows,
-                       best=Window(4, 7, windows[4]), score_kind="relevance", higher_is_better=True,
-                       model={"task": "cml", "model": "dam", "embedding": "self-att", "matching": "cross",
-                              "checkpoint": "cml.safetensors"}, features={}, query_range_given=True, query_duration_s=6.0)
+    return QueryResult(
+        query=query,
+        target=target,
+        direction="v2a",
+        query_modality="visual",
+        target_modality="audio",
+        query_start_s=2,
+        query_end_s=5,
+        target_duration_s=10.0,
+        seconds=[Window(i, i + 1, x) for i, x in enumerate(scores)],
+        window_scores=windows,
+        best=Window(4, 7, windows[4]),
+        score_kind="relevance",
+        higher_is_better=True,
+        model={
+            "task": "cml",
+            "model": "dam",
+            "embedding": "self-att",
+            "matching": "cross",
+            "checkpoint": "cml.safetensors",
+        },
+        features={},
+        query_range_given=True,
+        query_duration_s=6.0,
+    )
 
 
 def test_query_json_matches_its_documented_schema():
@@ -171,7 +242,7 @@ def test_query_json_matches_its_documented_schema():
     import avel.pipeline.apps.query as query
 
     doc = query.__doc__
-    block = doc[doc.index("JSON schema"):]
+    block = doc[doc.index("JSON schema") :]
     documented = set(re.findall(r'"(\w+)":', block))
     d = query_result("q.mp4", "t.mp4").to_dict()
     written = set(d) | set(d["best"]) | set(d["seconds"][0]) | set(d["model"])
@@ -179,8 +250,15 @@ def test_query_json_matches_its_documented_schema():
     assert d["score_range"] == [0.0, 1.0] and d["query_duration_s"] == 6.0
 
 
-SETTINGS = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64, segments=10,
-                           visual_weights_sha256=random_weights_tag(0), audio_weights_sha256=random_weights_tag(0))
+SETTINGS = FeatureSettings(
+    visual_model="random",
+    audio_model="random",
+    frames_per_segment=1,
+    frame_size=64,
+    segments=10,
+    visual_weights_sha256=random_weights_tag(0),
+    audio_weights_sha256=random_weights_tag(0),
+)
 
 
 def test_cli_localize_and_cml_write_the_page_with_the_json_data(site, tmp_path, one_thread):
@@ -190,17 +268,48 @@ def test_cli_localize_and_cml_write_the_page_with_the_json_data(site, tmp_path, 
     sel_ckpt = save_checkpoint(tmp_path / "sel.safetensors", build_model(sel), sel, list(CLASSES), SETTINGS, {})
     cml_ckpt = save_checkpoint(tmp_path / "cml.safetensors", build_model(cml), cml, [], SETTINGS, {})
     out = tmp_path / "out"
-    code = main(["localize", site["other"], str(tmp_path / "missing.mp4"), "--checkpoint", str(sel_ckpt), "--device", "cpu",
-                 "--json", str(tmp_path / "loc.json"), "--html", str(out / "report.html")])
+    code = main(
+        [
+            "localize",
+            site["other"],
+            str(tmp_path / "missing.mp4"),
+            "--checkpoint",
+            str(sel_ckpt),
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "loc.json"),
+            "--html",
+            str(out / "report.html"),
+        ]
+    )
     assert code == 1  # one video failed: recorded, listed in the page, the other one localized
     doc = embedded((out / "report.html").read_text())
     assert doc["data"] == json.loads((tmp_path / "loc.json").read_text())
     assert doc["data"][0]["error"] is None and doc["data"][1]["error_kind"] == "not-found"
     assert doc["media"][0]["src"] == os.path.relpath(site["other"], out)
 
-    code = main(["cml", "--checkpoint", str(cml_ckpt), "--query", site["other"], "--query-start", "1", "--query-end", "3",
-                 "--target", site["scene"], "--device", "cpu", "--json", str(tmp_path / "q.json"),
-                 "--html", str(out / "match.html")])
+    code = main(
+        [
+            "cml",
+            "--checkpoint",
+            str(cml_ckpt),
+            "--query",
+            site["other"],
+            "--query-start",
+            "1",
+            "--query-end",
+            "3",
+            "--target",
+            site["scene"],
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "q.json"),
+            "--html",
+            str(out / "match.html"),
+        ]
+    )
     assert code == 0
     doc = embedded((out / "match.html").read_text())
     assert doc["report"] == "cml" and doc["data"] == json.loads((tmp_path / "q.json").read_text())
@@ -228,8 +337,11 @@ def netns_wrapper(folder: Path) -> tuple[Path, Path]:
     as_user = [] if os.geteuid() == 0 else ["--map-root-user"]
     inner = 'ip link set lo up && readlink /proc/self/ns/net > "$0" && exec ' + shlex.quote(CHROMIUM) + ' "$@"'
     script = folder / "chromium-netns"
-    script.write_text("#!/bin/sh\nexec " + " ".join(["unshare", "--net", *as_user, "--", "sh", "-c", shlex.quote(inner),
-                                                    shlex.quote(str(record))]) + ' "$@"\n')
+    script.write_text(
+        "#!/bin/sh\nexec "
+        + " ".join(["unshare", "--net", *as_user, "--", "sh", "-c", shlex.quote(inner), shlex.quote(str(record))])
+        + ' "$@"\n'
+    )
     script.chmod(0o755)
     return script, record
 
@@ -247,7 +359,10 @@ def browser(tmp_path_factory):
     wrapper, record = netns_wrapper(folder)
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(folder / "profile"), executable_path=str(wrapper), headless=True, args=CHROMIUM_FLAGS,
+            str(folder / "profile"),
+            executable_path=str(wrapper),
+            headless=True,
+            args=CHROMIUM_FLAGS,
             viewport={"width": 1280, "height": 900},
         )
         try:
@@ -305,14 +420,19 @@ def open_page(browser):
 
 def band(page: Page, section: str = "#video-0") -> dict:
     """The per-second label band of a section: left edge and width of one second (screen px)."""
-    boxes = page.js("""(sel) => [...document.querySelectorAll(sel + ' .labels rect.second')]
-                       .map(r => { const b = r.getBoundingClientRect(); return [b.left, b.right, b.top, b.bottom]; })""", section)
+    boxes = page.js(
+        """(sel) => [...document.querySelectorAll(sel + ' .labels rect.second')]
+                       .map(r => { const b = r.getBoundingClientRect(); return [b.left, b.right, b.top, b.bottom]; })""",
+        section,
+    )
     left, right = boxes[0][0], boxes[-1][1]
     return {"left": left, "second": (right - left) / len(boxes), "n": len(boxes), "y": (boxes[0][2] + boxes[0][3]) / 2}
 
 
-RECORD_SEEKS = ("window.seeks = []; { const v = document.querySelector('#video-0 video'); "
-                "v.addEventListener('seeking', () => seeks.push(v.currentTime)); }")  # where each seek went
+RECORD_SEEKS = (
+    "window.seeks = []; { const v = document.querySelector('#video-0 video'); "
+    "v.addEventListener('seeking', () => seeks.push(v.currentTime)); }"
+)  # where each seek went
 PLAYHEAD_X = "(sel) => document.querySelector(sel + ' .playhead line').getBoundingClientRect().left"
 VIDEO = "document.querySelector('#video-0 video')"
 
@@ -343,12 +463,16 @@ def test_the_page_plays_the_video_and_the_playhead_follows_it(scene_page, site):
     for t in (0.0, 2.5, 9.25, 12.0):  # seeking the video moves the playhead to t seconds along the band
         page.js(f"(t) => {{ {VIDEO}.currentTime = t; }}", t)
         page.wait(f"(t) => !{VIDEO}.seeking && Math.abs({VIDEO}.currentTime - t) < 1e-3", t)
-        page.wait("(t) => document.querySelector('#video-0 .timeline svg').getAttribute('aria-valuenow') == t.toFixed(2)", t)
+        page.wait(
+            "(t) => document.querySelector('#video-0 .timeline svg').getAttribute('aria-valuenow') == t.toFixed(2)", t
+        )
         assert page.js(PLAYHEAD_X, "#video-0") == pytest.approx(b["left"] + t * b["second"], abs=1.0)
     # while it plays, the playhead keeps up with the video's time
     page.js(f"{VIDEO}.currentTime = 1; {VIDEO}.play()")
     page.wait(f"{VIDEO}.currentTime > 1.6")
-    x, now = page.js(f"[document.querySelector('#video-0 .playhead line').getBoundingClientRect().left, {VIDEO}.currentTime]")
+    x, now = page.js(
+        f"[document.querySelector('#video-0 .playhead line').getBoundingClientRect().left, {VIDEO}.currentTime]"
+    )
     page.js(f"{VIDEO}.pause()")
     assert x == pytest.approx(b["left"] + now * b["second"], abs=0.15 * b["second"])
 
@@ -409,8 +533,10 @@ def test_a_moved_video_shows_one_line_naming_the_file(site, open_page, monkeypat
     page.wait("document.querySelector('#video-0[data-rendered]')")
     page.page.locator("#video-0 .media-error").wait_for(state="visible")
     texts = page.js("[...document.querySelectorAll('#video-0 .media-error')].map(p => p.textContent)")
-    assert texts == ["cannot play clips/moved away.mp4 (relative to this page): "
-                     "the file is missing (moved or deleted?) or not playable here"]
+    assert texts == [
+        "cannot play clips/moved away.mp4 (relative to this page): "
+        "the file is missing (moved or deleted?) or not playable here"
+    ]
     assert page.js("document.querySelector('#video-0 video').nextElementSibling.className") == "media-error"
     # the browser's own note of the failed load is expected here, and nothing else
     page.problems[:] = [p for p in page.problems if "ERR_FILE_NOT_FOUND" not in p]
@@ -452,8 +578,14 @@ def test_hovering_a_second_shows_its_label_probability_and_relevances(scene_page
     tip.wait_for(state="visible")
     second = localization("x").segments[3]
     text = tip.inner_text()
-    for part in ("0:03", "dog", f"probability {second.probability:.3f}", f"relevance {second.relevance:.3f}",
-                 f"audio {second.audio_relevance:.3f}", f"visual {second.visual_relevance:.3f}"):
+    for part in (
+        "0:03",
+        "dog",
+        f"probability {second.probability:.3f}",
+        f"relevance {second.relevance:.3f}",
+        f"audio {second.audio_relevance:.3f}",
+        f"visual {second.visual_relevance:.3f}",
+    ):
         assert part in text, (part, text)
     page.page.mouse.move(b["left"] + 0.5 * b["second"], b["y"])
     page.wait("document.querySelector('#video-0 .tip').textContent.includes('background')")
@@ -462,9 +594,13 @@ def test_hovering_a_second_shows_its_label_probability_and_relevances(scene_page
 def test_the_index_links_to_lazily_rendered_sections(site, open_page):
     """Two hundred videos (and one that failed): an index row for each, few players made
     until a section comes near the viewport, and each index link shows its video."""
-    results = [localization(site["scene"]) if k % 2 else localization(site["other"], SCENE[:4], RELEVANCE[:4], 4.0)
-               for k in range(200)]
-    results.insert(3, VideoLocalization(video="lost.mp4", model=INFO, error="lost.mp4: no such file", error_kind="not-found"))
+    results = [
+        localization(site["scene"]) if k % 2 else localization(site["other"], SCENE[:4], RELEVANCE[:4], 4.0)
+        for k in range(200)
+    ]
+    results.insert(
+        3, VideoLocalization(video="lost.mp4", model=INFO, error="lost.mp4: no such file", error_kind="not-found")
+    )
     path = site["root"] / "many.html"
     write_localization_report(results, path)
     page = open_page(path)
@@ -527,24 +663,36 @@ def test_cml_page_marks_the_query_range_and_the_best_match(site, open_page):
     r = query_result(site["other"], site["scene"])
     write_query_report(r, path)
     page = open_page(path)
-    page.wait("document.querySelector('#target video').readyState >= 1 && document.querySelector('#query video').readyState >= 1")
+    page.wait(
+        "document.querySelector('#target video').readyState >= 1 && document.querySelector('#query video').readyState >= 1"
+    )
 
     def bar(sel):
-        return page.js(f"(() => {{ const b = document.querySelector('{sel} .bar').getBoundingClientRect(); return [b.left, b.right]; }})()")
+        return page.js(
+            f"(() => {{ const b = document.querySelector('{sel} .bar').getBoundingClientRect(); return [b.left, b.right]; }})()"
+        )
 
     def axis(sel):  # the time axis line: x of 0 s and of the end
-        return page.js(f"(() => {{ const b = document.querySelector('{sel} .axis line').getBoundingClientRect(); return [b.left, b.right]; }})()")
+        return page.js(
+            f"(() => {{ const b = document.querySelector('{sel} .axis line').getBoundingClientRect(); return [b.left, b.right]; }})()"
+        )
 
     q0, q1 = axis("#query")
     left, right = bar("#query")
-    assert left == pytest.approx(q0 + 2 / 6 * (q1 - q0), abs=1.5) and right == pytest.approx(q0 + 5 / 6 * (q1 - q0), abs=1.5)
+    assert left == pytest.approx(q0 + 2 / 6 * (q1 - q0), abs=1.5) and right == pytest.approx(
+        q0 + 5 / 6 * (q1 - q0), abs=1.5
+    )
     t0, t1 = axis("#target")
     left, right = bar("#target")
-    assert left == pytest.approx(t0 + 4 / 10 * (t1 - t0), abs=1.5) and right == pytest.approx(t0 + 7 / 10 * (t1 - t0), abs=1.5)
+    assert left == pytest.approx(t0 + 4 / 10 * (t1 - t0), abs=1.5) and right == pytest.approx(
+        t0 + 7 / 10 * (t1 - t0), abs=1.5
+    )
     assert "best match 4" in page.js("document.querySelector('#target g.match text:not(.ylabel)').textContent")
     assert page.js("document.querySelectorAll('#target path.curve.score').length") == 1
     page.page.locator("#target ol.events button").click()
-    page.wait("!document.querySelector('#target video').paused && document.querySelector('#target video').currentTime >= 4")
+    page.wait(
+        "!document.querySelector('#target video').paused && document.querySelector('#target video').currentTime >= 4"
+    )
     page.js("document.querySelector('#target video').pause()")
     page.page.locator("#query ol.events button").click()
     page.wait("document.querySelector('#query video').currentTime >= 2")
@@ -555,8 +703,12 @@ def test_cml_page_marks_the_query_range_and_the_best_match(site, open_page):
     write_query_report(query_result(site["scene"], site["scene"]), path)
     page = open_page(path)
     page.wait("document.querySelector('#target g.own .bar')")
-    left, right = page.js("(() => { const b = document.querySelector('#target g.own .bar').getBoundingClientRect(); return [b.left, b.right]; })()")
-    assert left == pytest.approx(t0 + 2 / 10 * (t1 - t0), abs=1.5) and right == pytest.approx(t0 + 5 / 10 * (t1 - t0), abs=1.5)
+    left, right = page.js(
+        "(() => { const b = document.querySelector('#target g.own .bar').getBoundingClientRect(); return [b.left, b.right]; })()"
+    )
+    assert left == pytest.approx(t0 + 2 / 10 * (t1 - t0), abs=1.5) and right == pytest.approx(
+        t0 + 5 / 10 * (t1 - t0), abs=1.5
+    )
 
 
 def test_a_model_without_relevance_shows_the_probability_and_no_threshold(site, open_page):

@@ -1,19 +1,20 @@
 """Generated videos -> `avel preprocess` -> cache -> `avel export-ave` -> read back, with an
 id annotated twice (rows, not files, are the unit) as in AVE."""
+
 from __future__ import annotations
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from test_cache import FAST, avel
 
 from avel.core.annotations import read_annotations, write_annotations
-from avel.pipeline.data.ave import read_ave_layout
-from avel.pipeline.cache.store import FeatureCache
-from avel.pipeline.data.load import load_data
 from avel.core.errors import CacheError
+from avel.pipeline.cache.store import FeatureCache
+from avel.pipeline.data.ave import read_ave_layout
+from avel.pipeline.data.load import load_data
 from avel.pipeline.media.synth import synthesize
-from test_cache import FAST, avel
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,17 @@ def dataset(tmp_path_factory):
     other = next(r.category for r in rows if r.category != dup.category)
     rows = rows + [type(dup)(other, dup.video_id, dup.quality, 0, 10)]
     write_annotations(root / "synth" / "Annotations.txt", rows)
-    avel("preprocess", root / "synth" / "videos", "--annotations", root / "synth" / "Annotations.txt",
-         "--out", root / "cache", "--workers", "1", *FAST)
+    avel(
+        "preprocess",
+        root / "synth" / "videos",
+        "--annotations",
+        root / "synth" / "Annotations.txt",
+        "--out",
+        root / "cache",
+        "--workers",
+        "1",
+        *FAST,
+    )
     return root, rows
 
 
@@ -47,9 +57,18 @@ def test_rows_are_the_unit(dataset):
 def test_export_layout_and_read_back(dataset, tmp_path):
     root, rows = dataset
     synth_dir = root / "synth"
-    avel("export-ave", root / "cache", "--annotations", synth_dir / "Annotations.txt", "--out", tmp_path / "ave",
-         "--splits", f"{synth_dir / 'trainSet.txt'},{synth_dir / 'valSet.txt'},{synth_dir / 'testSet.txt'}",
-         "--dtype", "float64")
+    avel(
+        "export-ave",
+        root / "cache",
+        "--annotations",
+        synth_dir / "Annotations.txt",
+        "--out",
+        tmp_path / "ave",
+        "--splits",
+        f"{synth_dir / 'trainSet.txt'},{synth_dir / 'valSet.txt'},{synth_dir / 'testSet.txt'}",
+        "--dtype",
+        "float64",
+    )
     V, K1 = 7, 4
     expected = {
         "visual_feature.h5": ("avadataset", (V, 10, 7, 7, 512), np.float64),
@@ -98,10 +117,22 @@ def test_streaming_dataset_equals_ram(dataset):
 def test_train_and_evaluate_cli_on_cache_and_ave_layout(dataset, tmp_path):
     root, rows = dataset
     synth_dir = root / "synth"
-    avel("export-ave", root / "cache", "--annotations", synth_dir / "Annotations.txt", "--out", tmp_path / "ave",
-         "--splits", f"{synth_dir / 'trainSet.txt'},{synth_dir / 'valSet.txt'},{synth_dir / 'testSet.txt'}")
-    runs = [(root / "cache", "sel", "dam"), (root / "cache", "cml", "avdln"),
-            (tmp_path / "ave", "sel", "av_att"), (tmp_path / "ave", "cml", "dam")]
+    avel(
+        "export-ave",
+        root / "cache",
+        "--annotations",
+        synth_dir / "Annotations.txt",
+        "--out",
+        tmp_path / "ave",
+        "--splits",
+        f"{synth_dir / 'trainSet.txt'},{synth_dir / 'valSet.txt'},{synth_dir / 'testSet.txt'}",
+    )
+    runs = [
+        (root / "cache", "sel", "dam"),
+        (root / "cache", "cml", "avdln"),
+        (tmp_path / "ave", "sel", "av_att"),
+        (tmp_path / "ave", "cml", "dam"),
+    ]
     for data, task, model in runs:
         ckpt = tmp_path / f"{data.name}-{task}-{model}.safetensors"
         avel("train", task, "--data", data, "--out", ckpt, "--model", model, "--epochs", "1", "--device", "cpu")
@@ -114,7 +145,15 @@ def test_export_lists_missing_videos(dataset, tmp_path):
     root, rows = dataset
     extra = rows + [type(rows[0])(rows[0].category, "not-extracted", "good", 0, 10)]
     write_annotations(tmp_path / "Annotations.txt", extra)
-    proc = avel("export-ave", root / "cache", "--annotations", tmp_path / "Annotations.txt", "--out", tmp_path / "ave", check=False)
+    proc = avel(
+        "export-ave",
+        root / "cache",
+        "--annotations",
+        tmp_path / "Annotations.txt",
+        "--out",
+        tmp_path / "ave",
+        check=False,
+    )
     assert proc.returncode == 2 and "not-extracted" in proc.stderr
     with pytest.raises(CacheError, match="not-extracted"):
         from avel.pipeline.data.load import load_cache

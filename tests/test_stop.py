@@ -3,6 +3,7 @@ process group (as a terminal and a service manager do) commit what is finished a
 130 with one line; the next run resumes. Decoder processes share memory with the model
 process without a name in /dev/shm, never import torch, and one that dies fails its video
 only. A killed model process leaves no decoder behind."""
+
 from __future__ import annotations
 
 import itertools
@@ -17,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from mediagen import solid, tone, write_video
+
+from avel.core.errors import DecoderCrashed
 from avel.pipeline.cache.store import FeatureCache
 from avel.pipeline.media.decode import DecodeOptions, decode_video
 from avel.pipeline.media.pool import DecoderPool
-from avel.core.errors import DecoderCrashed
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--visual-model", "random", "--audio-model", "random", "--frames-per-segment", "1", "--device", "cpu"]
@@ -69,8 +70,13 @@ class Run:
     its stderr read as it comes."""
 
     def __init__(self, *args) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "avel.cli", "preprocess", *map(str, args), *FAST],
-                                     cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "avel.cli", "preprocess", *map(str, args), *FAST],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         self.stderr = b""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -101,7 +107,7 @@ class Run:
         self._reader.join(timeout=10)
         return rc
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *exc) -> None:  # whatever happened, nothing of it keeps running
@@ -137,8 +143,13 @@ def test_signal_to_the_process_group_commits_and_resumes(tmp_path, videos, sig):
     committed = FeatureCache(cache)
     assert len(committed) >= finished and not committed.failures
     assert not list((cache / "parts").glob(".tmp-*"))
-    resumed = subprocess.run([sys.executable, "-m", "avel.cli", "preprocess", str(videos), "--out", str(cache), *FAST],
-                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "avel.cli", "preprocess", str(videos), "--out", str(cache), *FAST],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "already done" in resumed.stderr and f"{VIDEOS - len(committed)} extracted" in resumed.stderr
     assert len(FeatureCache(cache)) == VIDEOS
@@ -168,8 +179,10 @@ def _running(pid: int) -> bool:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> list[str]:
     folder = tmp_path_factory.mktemp("clips")
-    return [write_video(folder / f"c{i}.mp4", duration_s=3, color=solid((60 * i, 30, 200)), audio=tone(500 + 100 * i))
-            for i in range(3)]
+    return [
+        write_video(folder / f"c{i}.mp4", duration_s=3, color=solid((60 * i, 30, 200)), audio=tone(500 + 100 * i))
+        for i in range(3)
+    ]
 
 
 OPTIONS = DecodeOptions(frames_per_segment=2, frame_size=64, threads=1)

@@ -1,5 +1,6 @@
 """`avel synth` (pipeline/media/synth.py): real, decodable mp4s in the AVE annotation format whose
 class looks and sounds are really there, second by second, and the same for the same seed."""
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 promises, read back from the features themselves (noise 0 and no scene: a class dim is 1.5
 where its modality carries the class, 0.5 elsewhere), the noise knob, determinism, and the
 AVE layout."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,9 +14,9 @@ import pytest
 import torch
 
 from avel.cli import main
-from avel.pipeline.data.ave import read_ave_layout
 from avel.core.errors import ConfigError
 from avel.pipeline.data import synth as module
+from avel.pipeline.data.ave import read_ave_layout
 from avel.pipeline.data.synth import FeatureSynthConfig, prototypes, synth_features, write_features
 
 TINY = dict(audio_dim=32, visual_dim=48, audio_active=8, visual_active=8)
@@ -33,7 +34,7 @@ def steps(x: torch.Tensor, active: np.ndarray) -> torch.Tensor:
     """x [V, T, ..., D] -> [V, T, ...] bool: the class's prototype is there (its dims at
     0.5 + 1, not 0.5)."""
     level = x[..., active].float().mean(-1)  # (V, T, ...)
-    assert ((level - 0.5).abs() < 1e-6) .logical_or((level - 1.5).abs() < 1e-6).all()
+    assert ((level - 0.5).abs() < 1e-6).logical_or((level - 1.5).abs() < 1e-6).all()
     return level > 1.0
 
 
@@ -85,10 +86,15 @@ def test_background_kinds_and_distractors(clean):
     cfg, data, mixed = clean
     a_proto, v_proto = prototypes(cfg)
     for d, expect_one in ((data, True), (mixed, False)):
-        sound = torch.stack([steps(d.audio[v : v + 1], np.flatnonzero(a_proto[int(d.labels[v].min())]))[0]
-                             for v in range(cfg.videos)])
-        seen = torch.stack([steps(d.visual[v : v + 1].flatten(2, 3), np.flatnonzero(v_proto[int(d.labels[v].min())]))[0].any(1)
-                            for v in range(cfg.videos)])
+        sound = torch.stack(
+            [steps(d.audio[v : v + 1], np.flatnonzero(a_proto[int(d.labels[v].min())]))[0] for v in range(cfg.videos)]
+        )
+        seen = torch.stack(
+            [
+                steps(d.visual[v : v + 1].flatten(2, 3), np.flatnonzero(v_proto[int(d.labels[v].min())]))[0].any(1)
+                for v in range(cfg.videos)
+            ]
+        )
         background = d.labels == d.background
         one = (sound ^ seen)[background].float().mean().item()
         neither = (~sound & ~seen)[background].float().mean().item()
@@ -125,9 +131,19 @@ def test_config_is_validated():
 def test_ave_layout_and_cli(tmp_path, capsys):
     cfg = FeatureSynthConfig(videos=12, classes=3, noise=1.5, seed=4)
     files = write_features(tmp_path / "api", cfg, progress=False)
-    assert {f.name for f in files} >= {"visual_feature.h5", "audio_feature.h5", "labels.h5", "labels_closs.h5",
-                                       "mil_labels.h5", "visual_feature_vec.h5", "train_order.h5", "val_order.h5",
-                                       "test_order.h5", "Annotations.txt", "features.json"}
+    assert {f.name for f in files} >= {
+        "visual_feature.h5",
+        "audio_feature.h5",
+        "labels.h5",
+        "labels_closs.h5",
+        "mil_labels.h5",
+        "visual_feature_vec.h5",
+        "train_order.h5",
+        "val_order.h5",
+        "test_order.h5",
+        "Annotations.txt",
+        "features.json",
+    }
     back = read_ave_layout(tmp_path / "api")
     data = synth_features(cfg)
     assert torch.equal(back.visual, data.visual) and torch.equal(back.audio, data.audio)
@@ -141,8 +157,12 @@ def test_ave_layout_and_cli(tmp_path, capsys):
     assert json.loads((tmp_path / "api" / "features.json").read_text())["config"]["noise"] == 1.5
     # the CLI writes the same set
     out = tmp_path / "cli"
-    assert main(["synth", str(out), "--features-only", "--videos", "12", "--classes", "3", "--noise", "1.5",
-                 "--seed", "4"]) == 0
+    assert (
+        main(
+            ["synth", str(out), "--features-only", "--videos", "12", "--classes", "3", "--noise", "1.5", "--seed", "4"]
+        )
+        == 0
+    )
     cli = read_ave_layout(out)
     assert torch.equal(cli.visual, data.visual) and torch.equal(cli.labels, data.labels)
     # generator options without --features-only: one line, exit 2, nothing written

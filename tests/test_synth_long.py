@@ -1,6 +1,7 @@
 """Long generated feature sets (pipeline/data/synth_long.py): deterministic for a seed, the
 event statistics the plan promises, distractors carrying exactly one modality, the
 ActivityNet ground truth readable by avel's reader."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,14 @@ import numpy as np
 from avel.pipeline.data.activitynet import parse_ground_truth, read_ground_truth
 from avel.pipeline.data.synth import prototypes
 from avel.pipeline.data.synth_long import (
-    BLOCK_S, LongSynthConfig, class_names, feature_blocks, ground_truth, long_plans, video_features, write_ground_truth,
+    BLOCK_S,
+    LongSynthConfig,
+    class_names,
+    feature_blocks,
+    ground_truth,
+    long_plans,
+    video_features,
+    write_ground_truth,
 )
 
 SMALL = dict(videos=4, classes=4, min_duration_s=130, max_duration_s=200, max_gap_s=20)
@@ -63,7 +71,7 @@ def test_distractors_carry_one_modality():
         for s, e, *_ in list(p.events) + list(p.distractors):
             busy[s:e] = True
         bg = int(np.nonzero(~busy)[0][0])
-        for s, e, c, modality, cells in p.distractors:
+        for s, _e, c, modality, cells in p.distractors:
             da, dx = a[s] - a[bg], x[s].reshape(49, 512) - x[bg].reshape(49, 512)
             # (a dim whose scene is below -1.5 stays 0 after the ReLU: changed dims are a subset)
             if modality == "audio":

@@ -1,6 +1,7 @@
 """The training loop knows no task and no model by name: a task registered here (a toy one,
 with its own model) trains through train(); and the CLI refuses a model option that does not
 apply to the chosen model in one line."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,9 +17,9 @@ from avel.core.config import option
 from avel.core.errors import ConfigError
 from avel.models.protocols import EpochHook
 from avel.models.registry import MODELS, ModelConfig, ModelEntry, model_config
+from avel.pipeline.data.dataset import AVData
 from avel.pipeline.train.loop import TrainConfig, train
 from avel.pipeline.train.tasks import TASK_REGISTRY, SELTask
-from avel.pipeline.data.dataset import AVData
 
 
 @dataclass(frozen=True)
@@ -100,17 +101,26 @@ def test_train_config_is_resolved_when_made():
     assert TrainConfig.from_dict(sel.to_dict(), sel.model) == sel
 
 
-@pytest.mark.parametrize("args,message", [
-    (["sel", "--margin", "3"], "error: --margin 3.0: does not apply to sel/dam (AVDLN: contrastive margin)"),
-    (["sel", "--model", "av_att", "--heads", "2"], "error: --heads 2: does not apply to sel/av_att (self-attention heads "
-                                                   "(must divide the width))"),
-    (["cml", "--model", "avdln", "--lambda", "0.3"], "error: --lambda 0.3: does not apply to cml/avdln (SEL: weight of "
-                                                     "the category CE in the loss (eq. 8))"),
-    (["wsel", "--warmup", "0.3"], "error: --warmup 0.3: needs per-second labels (task sel); wsel has none"),
-    (["sel", "--model", "avdln"], "error: --model 'avdln': choose one of: dam, av_att, psp, cmbs"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["sel", "--margin", "3"], "error: --margin 3.0: does not apply to sel/dam (AVDLN: contrastive margin)"),
+        (
+            ["sel", "--model", "av_att", "--heads", "2"],
+            "error: --heads 2: does not apply to sel/av_att (self-attention heads (must divide the width))",
+        ),
+        (
+            ["cml", "--model", "avdln", "--lambda", "0.3"],
+            "error: --lambda 0.3: does not apply to cml/avdln (SEL: weight of the category CE in the loss (eq. 8))",
+        ),
+        (["wsel", "--warmup", "0.3"], "error: --warmup 0.3: needs per-second labels (task sel); wsel has none"),
+        (["sel", "--model", "avdln"], "error: --model 'avdln': choose one of: dam, av_att, psp, cmbs"),
+    ],
+)
 def test_cli_refuses_an_option_the_model_lacks_in_one_line(tmp_path, capsys, args, message):
-    code = main(["train", args[0], "--data", str(tmp_path / "none"), "--out", str(tmp_path / "x.safetensors"), *args[1:]])
+    code = main(
+        ["train", args[0], "--data", str(tmp_path / "none"), "--out", str(tmp_path / "x.safetensors"), *args[1:]]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err == message + "\n"
     assert not (tmp_path / "x.safetensors").exists()
@@ -121,8 +131,15 @@ def test_a_checkpoint_stores_the_train_config_in_force(tmp_path):
 
     cfg = TrainConfig(model_config("cml", "avdln", proj_hidden=4, avdln_dim=3), epochs=2, device="cpu", progress=False)
     result = train(toy_data(), cfg)
-    save_checkpoint(tmp_path / "c.safetensors", result.model, result.model_config, ["a", "b"], None, None,
-                    train_config=result.config)
+    save_checkpoint(
+        tmp_path / "c.safetensors",
+        result.model,
+        result.model_config,
+        ["a", "b"],
+        None,
+        None,
+        train_config=result.config,
+    )
     ckpt = load_checkpoint(tmp_path / "c.safetensors")
     assert ckpt.model_config == result.model_config and ckpt.model_config.audio_dim == 5  # the data's widths
     assert ckpt.train_config == dataclasses.replace(cfg, model=result.model_config)  # the model: the one in force

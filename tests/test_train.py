@@ -6,6 +6,7 @@ and its visual pattern fills a 3x3 block of cells at a random place; a backgroun
 noise, or the class's sound alone, or its look alone, so that, as in AVE, neither modality
 alone tells event from background.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,15 +20,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from avel.models.registry import ModelConfig, build_model, model_config
 from avel.core.config import FeatureSettings
-from avel.pipeline.data.dataset import AVData
-from avel.core.errors import CheckpointError, SettingsMismatch
-from avel.pipeline.train.metrics import cml_queries
-from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from avel.core.errors import CheckpointError, ConfigError, SettingsMismatch
 from avel.models.baselines import AVDLN
+from avel.models.registry import ModelConfig, build_model, model_config
 from avel.models.sel import SELDAM
-from avel.core.errors import ConfigError
+from avel.pipeline.data.dataset import AVData
+from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from avel.pipeline.train.loop import (
     RECIPES,
     TrainConfig,
@@ -36,7 +35,7 @@ from avel.pipeline.train.loop import (
     train,
     train_seeds,
 )
-
+from avel.pipeline.train.metrics import cml_queries
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -72,7 +71,9 @@ def make_avdata(
     perm = torch.randperm(n_videos, generator=g)
     a, b = int(0.6 * n_videos), int(0.8 * n_videos)
     splits = {"train": perm[:a], "val": perm[a:b], "test": perm[b:]}
-    return AVData(visual, audio, labels, [f"class{i}" for i in range(n_events)], [f"vid{i}" for i in range(n_videos)], splits)
+    return AVData(
+        visual, audio, labels, [f"class{i}" for i in range(n_events)], [f"vid{i}" for i in range(n_videos)], splits
+    )
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +231,9 @@ def test_float16_in_ram():
 
 def test_cml_uses_match_splits():
     small = make_avdata(n_videos=60, hw=(3, 3), visual_dim=16, audio_dim=16, seed=5)
-    small.splits.update({"train_match": torch.arange(0, 30), "val_match": torch.arange(30, 38), "test_match": torch.arange(38, 60)})
+    small.splits.update(
+        {"train_match": torch.arange(0, 30), "val_match": torch.arange(30, 38), "test_match": torch.arange(38, 60)}
+    )
     assert small.task_split("cml", "val") == "val_match"
     assert small.task_split("sel", "val") == "val"
     result = train(small, TrainConfig(model_config(task="cml", name="avdln"), epochs=1, progress=False))
@@ -252,9 +255,21 @@ def test_train_seeds_mean_and_std():
 CONFIGS = [
     model_config(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2),
     model_config(task="sel", name="av_att", num_classes=6, visual_dim=16, audio_dim=16),
-    model_config(task="sel", name="dam", num_classes=6, visual_dim=16, audio_dim=16, heads=2, warmup=0.3,
-                segment_loss=0.5, relevance_smoothing=0.1, feature_dropout=0.2, input_dropout=0.1, embedding="avg",
-                relevance_fusion="geometric"),
+    model_config(
+        task="sel",
+        name="dam",
+        num_classes=6,
+        visual_dim=16,
+        audio_dim=16,
+        heads=2,
+        warmup=0.3,
+        segment_loss=0.5,
+        relevance_smoothing=0.1,
+        feature_dropout=0.2,
+        input_dropout=0.1,
+        embedding="avg",
+        relevance_fusion="geometric",
+    ),
     model_config(task="cml", name="dam", visual_dim=16, audio_dim=16, embedding="bilstm", dim=32),
     model_config(task="cml", name="avdln", visual_dim=16, audio_dim=16),
 ]
@@ -341,7 +356,11 @@ def test_checkpoint_refuses_other_files(tmp_path):
     # avel metadata whose weights do not fit the model it describes
     cfg = CONFIGS[3]
     bad = tmp_path / "bad.safetensors"
-    save_file({"w": torch.zeros(3)}, str(bad), metadata={"avel": json.dumps({"format": "avel-checkpoint", "model_config": cfg.to_dict()})})
+    save_file(
+        {"w": torch.zeros(3)},
+        str(bad),
+        metadata={"avel": json.dumps({"format": "avel-checkpoint", "model_config": cfg.to_dict()})},
+    )
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(bad)
 

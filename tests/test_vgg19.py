@@ -1,6 +1,7 @@
 """VGG-19 pool5 extractor: weight files in their real formats (Keras HDF5 as released,
 Caffe-converted and torchvision state dicts), preprocessing pinned by hand, pool5 pinned
 against an independent NHWC numpy implementation of the Keras model."""
+
 from __future__ import annotations
 
 import io
@@ -17,6 +18,7 @@ import torchvision
 from torchvision.transforms import functional as TF
 
 import avel.extractors.vgg19 as vgg19
+from avel.core.errors import WeightsError
 from avel.extractors.registry import VISUAL_MODELS
 from avel.extractors.vgg19 import (
     build_caffe,
@@ -24,7 +26,6 @@ from avel.extractors.vgg19 import (
     build_torchvision,
     pool5_to_vector,
 )
-from avel.core.errors import WeightsError
 
 LAYERS = [f"block{b}_conv{i}" for b, n in zip(range(1, 6), (2, 2, 4, 4, 4)) for i in range(1, n + 1)]
 INDICES = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
@@ -104,7 +105,7 @@ def conv_same_relu(x: np.ndarray, k: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Keras Conv2D(3x3, padding='same') + ReLU on one NHWC image [H, W, Cin], kernel HWIO."""
     h, w, cin = x.shape
     xp = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-    cols = np.stack([xp[i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=2)
+    cols = np.stack([xp[i : i + h, j : j + w, :] for i in range(3) for j in range(3)], axis=2)
     y = cols.reshape(h * w, 9 * cin) @ k.astype(np.float64).reshape(9 * cin, -1) + b
     return np.maximum(y, 0.0).reshape(h, w, -1)
 
@@ -202,7 +203,7 @@ def test_first_conv_matches_numpy_nhwc_reference(caffe_model, weights):
     xp = np.pad(x, ((1, 1), (1, 1), (0, 0)))
     for yy in range(12):
         for xx in range(10):
-            ref[yy, xx] = np.einsum("ijc,ijco->o", xp[yy:yy + 3, xx:xx + 3], k.astype(np.float64)) + b
+            ref[yy, xx] = np.einsum("ijc,ijco->o", xp[yy : yy + 3, xx : xx + 3], k.astype(np.float64)) + b
     ref = np.maximum(ref, 0)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-3)
 
@@ -275,14 +276,17 @@ def test_torchvision_normalisation_matches_torchvision(tmp_path):
     frames[0, 0, 0] = torch.tensor([0, 128, 255], dtype=torch.uint8)
     x = model.preprocess(frames)
     # the weights' own preset: convert_image_dtype (/255) then normalize, on NCHW RGB
-    ref = TF.normalize(TF.convert_image_dtype(frames.permute(0, 3, 1, 2), torch.float),
-                       mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    ref = TF.normalize(
+        TF.convert_image_dtype(frames.permute(0, 3, 1, 2), torch.float),
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+    )
     assert torch.equal(x, ref)
     hand = [(0 - 0.485) / 0.229, (128 / 255 - 0.456) / 0.224, (1 - 0.406) / 0.225]
     np.testing.assert_allclose(x[0, :, 0, 0].numpy(), hand, rtol=1e-6)
     # pool5 equals torchvision's own VGG-19 features with the same state dict
     tv = torchvision.models.vgg19(weights=None).features.eval()
-    tv.load_state_dict({k[len("features."):]: v for k, v in vgg19.random_state(5).items()})
+    tv.load_state_dict({k[len("features.") :]: v for k, v in vgg19.random_state(5).items()})
     with torch.no_grad():
         ref5 = tv(ref).permute(0, 2, 3, 1)
         got = model(frames)
@@ -344,8 +348,11 @@ def test_hdf5_with_wrong_kernel_shape(tmp_path):
     shapes = {n: (3, 3, ci, co) for n, ci, co in zip(LAYERS, CHANNELS[:-1], CHANNELS[1:])}
     shapes["block3_conv2"] = (3, 3, 128, 256)
     write_keras_h5(path, lazy, shapes=shapes)
-    raises_one_line(lambda: build_caffe(weights_file=path), path,
-                    "block3_conv2 kernel has shape (3,3,128,256), expected (3,3,256,256)")
+    raises_one_line(
+        lambda: build_caffe(weights_file=path),
+        path,
+        "block3_conv2 kernel has shape (3,3,128,256), expected (3,3,256,256)",
+    )
 
 
 def test_hdf5_not_keras(tmp_path):
@@ -364,8 +371,11 @@ def test_state_dict_missing_keys_and_wrong_shape(tmp_path):
     sd = vgg19.random_state(0)
     sd["features.7.weight"] = torch.zeros(128, 64, 3, 3)
     torch.save(sd, path)
-    raises_one_line(lambda: build_torchvision(weights_file=path), path,
-                    "features.7.weight has shape (128,64,3,3), expected (128,128,3,3)")
+    raises_one_line(
+        lambda: build_torchvision(weights_file=path),
+        path,
+        "features.7.weight has shape (128,64,3,3), expected (128,128,3,3)",
+    )
 
 
 class _Payload:
@@ -394,8 +404,8 @@ def test_malicious_pickle_is_refused_not_executed(tmp_path):
     legacy_torch = tmp_path / "evil-legacy-torch.pth"
     legacy_torch.write_bytes(buf.getvalue())
     for path in (zipped, legacy, legacy_torch):
-        raises_one_line(lambda: build_caffe(weights_file=path), path)
-        raises_one_line(lambda: build_torchvision(weights_file=path), path)
+        raises_one_line(lambda p=path: build_caffe(weights_file=p), path)
+        raises_one_line(lambda p=path: build_torchvision(weights_file=p), path)
     assert not marker.exists()
 
 
@@ -409,12 +419,22 @@ def test_wrong_public_file_for_the_model(tmp_path, monkeypatch):
 
 
 def test_offline_without_weights_names_the_file(offline):
-    raises_one_line(build_caffe, "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                    "https://github.com/fchollet/deep-learning-models/releases/download/v0.1/",
-                    "--visual-weights-file", offline / "empty-weights", "AVEL_OFFLINE=1")
-    raises_one_line(build_torchvision, "vgg19-dcbb9e9d.pth",
-                    "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-                    "--visual-weights-file", offline / "empty-weights", "AVEL_OFFLINE=1")
+    raises_one_line(
+        build_caffe,
+        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "https://github.com/fchollet/deep-learning-models/releases/download/v0.1/",
+        "--visual-weights-file",
+        offline / "empty-weights",
+        "AVEL_OFFLINE=1",
+    )
+    raises_one_line(
+        build_torchvision,
+        "vgg19-dcbb9e9d.pth",
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        "--visual-weights-file",
+        offline / "empty-weights",
+        "AVEL_OFFLINE=1",
+    )
 
 
 def test_offline_torchvision_defaults_to_torch_hub_dir(offline, monkeypatch):
@@ -451,7 +471,7 @@ def test_torchvision_from_cache_dir_offline(offline):
 def test_random_weights_are_seeded():
     a, b, c = build_random(seed=0), build_random(seed=0), build_random(seed=1)
     assert a.weights_sha256 == "random-seed-0" and c.weights_sha256 == "random-seed-1"
-    for (ka, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (ka, va), vb, _vc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(va, vb), ka
     assert not torch.equal(a.features[0].weight, c.features[0].weight)
     # spec: N(0, 2 / fan_out) drawn in layer order from a CPU torch.Generator(seed)

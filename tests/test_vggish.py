@@ -2,6 +2,7 @@
 port of VGGish (torchvggish 0.2: numpy front end of the TF release, VGG module,
 Postprocessor) and against the facts of REFERENCE.md section 2 -- never against our own
 output. No weights are downloaded: the tests write their own weight files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +24,10 @@ except ImportError:  # pragma: no cover - only when soundfile is absent
 from torchvggish import mel_features, vggish_input  # noqa: E402
 from torchvggish.torchvggish import VGG, Postprocessor, make_layers  # noqa: E402
 
+from avel.core.errors import WeightsError  # noqa: E402
 from avel.extractors.melspec import log_mel_examples, log_mel_frames, mel_matrix  # noqa: E402
 from avel.extractors.registry import AUDIO_MODELS, random_weights_tag  # noqa: E402
 from avel.extractors.vggish import VGGishPCA, load_pca  # noqa: E402
-from avel.core.errors import WeightsError  # noqa: E402
 
 SR = 16000
 FRONT_END_TOL = 1e-4  # max abs error of log-mel values
@@ -71,9 +72,7 @@ def reference_examples(x: np.ndarray) -> torch.Tensor:
 
 
 # --- front end ------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "signal", [white_noise(3.0), chirp(2.0), long_mix()], ids=["noise", "chirp", "7.3s-mix"]
-)
+@pytest.mark.parametrize("signal", [white_noise(3.0), chirp(2.0), long_mix()], ids=["noise", "chirp", "7.3s-mix"])
 def test_log_mel_examples_match_reference(signal):
     ref = reference_examples(signal)  # [E, 96, 64]
     ours = log_mel_examples(torch.from_numpy(signal)[None])  # [1, E, 96, 64]
@@ -85,9 +84,14 @@ def test_log_mel_examples_match_reference(signal):
 def test_log_mel_frames_match_reference_including_tail():
     x = long_mix(2.345)
     ref = mel_features.log_mel_spectrogram(
-        x.astype(np.float64), audio_sample_rate=SR, log_offset=0.01,
-        window_length_secs=0.025, hop_length_secs=0.010,
-        num_mel_bins=64, lower_edge_hertz=125, upper_edge_hertz=7500,
+        x.astype(np.float64),
+        audio_sample_rate=SR,
+        log_offset=0.01,
+        window_length_secs=0.025,
+        hop_length_secs=0.010,
+        num_mel_bins=64,
+        lower_edge_hertz=125,
+        upper_edge_hertz=7500,
     )  # [F, 64]
     ours = log_mel_frames(torch.from_numpy(x)[None])[0]
     assert ours.shape == ref.shape == (1 + (len(x) - 400) // 160, 64)
@@ -114,8 +118,11 @@ def test_short_input_gives_no_examples():
 )
 def test_mel_matrix_matches_reference(bands, bins, sr, lo, hi):
     ref = mel_features.spectrogram_to_mel_matrix(
-        num_mel_bins=bands, num_spectrogram_bins=bins, audio_sample_rate=sr,
-        lower_edge_hertz=lo, upper_edge_hertz=hi,
+        num_mel_bins=bands,
+        num_spectrogram_bins=bins,
+        audio_sample_rate=sr,
+        lower_edge_hertz=lo,
+        upper_edge_hertz=hi,
     )
     ours = mel_matrix(num_bands=bands, num_fft_bins=bins, sample_rate_hz=sr, lower_hz=lo, upper_hz=hi)
     assert ours.shape == (bins, bands)
@@ -253,8 +260,9 @@ def test_pca_file_written_by_numpy_1_loads(tmp_path):
     """The public PCA file predates numpy 2: its pickle names numpy.core.multiarray."""
     eigen, means = _pca_params(10, np.random.default_rng(10).uniform(0, 3, size=(64, 128)))
     modern = tmp_path / "modern.pth"
-    torch.save({"pca_eigen_vectors": eigen, "pca_means": means.reshape(-1, 1)}, modern,
-               _use_new_zipfile_serialization=False)
+    torch.save(
+        {"pca_eigen_vectors": eigen, "pca_means": means.reshape(-1, 1)}, modern, _use_new_zipfile_serialization=False
+    )
     raw = modern.read_bytes()
     if b"numpy._core.multiarray" in raw:
         raw = raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")

@@ -4,6 +4,7 @@ per-second labels of the training and validation splits: the checkpoint stays bi
 the test split is scored by the SEL protocol, the MIL pooling of AV_att weak is Tian et
 al.'s, a weak checkpoint evaluates and localizes like a SEL one, and bad input is one line
 with exit 2."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,26 +16,27 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from avel.cli import main
-from avel.extractors.registry import random_weights_tag
-from avel.models.registry import model_config, build_model
-from avel.models.weak import WeakAVAtt, WeakDAM, mil_pool, pseudo_relevance
 from avel.core.annotations import AnnotationRow
-from avel.pipeline.data.ave import read_ave_layout, write_ave_layout
+from avel.core.config import FeatureSettings
+from avel.core.errors import CheckpointError, DataError
+from avel.extractors.registry import random_weights_tag
+from avel.models.registry import build_model, model_config
+from avel.models.weak import WeakAVAtt, WeakDAM, mil_pool, pseudo_relevance
 from avel.pipeline.cache.meta import CacheMeta
 from avel.pipeline.cache.parts import VideoFeatures
 from avel.pipeline.cache.store import FeatureCache
-from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
-from avel.core.config import FeatureSettings
-from avel.pipeline.data.load import load_data
+from avel.pipeline.data.ave import read_ave_layout, write_ave_layout
 from avel.pipeline.data.dataset import video_labels_from_classes
-from avel.core.errors import CheckpointError, DataError
+from avel.pipeline.data.load import load_data
 from avel.pipeline.data.synth import (
     FeatureSynthConfig,
     annotation_rows,
     synth_features,
     video_contents,
 )
+from avel.pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 from avel.pipeline.train.loop import TrainConfig, prepare_features, train
 from avel.pipeline.train.weak import WeakFeatures, whole_video_accuracy
 
@@ -89,15 +91,27 @@ def test_ave_layout_gives_mil_labels_and_a_cache_gives_its_rows_categories(tmp_p
     (tmp_path / "ave" / "mil_labels.h5").unlink()
     assert read_ave_layout(tmp_path / "ave").video_labels is None
     # a cache: one category per annotation row; a zero-length row (no event) is background
-    rows = [AnnotationRow("dog", "a", "good", 0, 3), AnnotationRow("cat", "b", "good", 1, 2),
-            AnnotationRow("dog", "c", "good", 2, 2)]
-    meta = CacheMeta(FeatureSettings(visual_model="random", audio_model="random"),
-                     annotations="".join(r.to_line() + "\n" for r in rows))
+    rows = [
+        AnnotationRow("dog", "a", "good", 0, 3),
+        AnnotationRow("cat", "b", "good", 1, 2),
+        AnnotationRow("dog", "c", "good", 2, 2),
+    ]
+    meta = CacheMeta(
+        FeatureSettings(visual_model="random", audio_model="random"),
+        annotations="".join(r.to_line() + "\n" for r in rows),
+    )
     rng = np.random.default_rng(0)
     with FeatureCache.create_or_open(tmp_path / "cache", meta).writer() as w:
         for r in rows:
-            w.add(VideoFeatures(r.video_id, f"/{r.video_id}.mp4", 3.0, rng.random((3, 7, 7, 512), dtype=np.float32),
-                                rng.random((3, 128), dtype=np.float32)))
+            w.add(
+                VideoFeatures(
+                    r.video_id,
+                    f"/{r.video_id}.mp4",
+                    3.0,
+                    rng.random((3, 7, 7, 512), dtype=np.float32),
+                    rng.random((3, 128), dtype=np.float32),
+                )
+            )
     cached = load_data(tmp_path / "cache")
     assert cached.class_names == ["dog", "cat"]
     assert cached.video_labels.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]
@@ -109,7 +123,9 @@ def test_av_att_weak_pools_segment_scores_by_max_over_time_as_tian():
     scores = torch.tensor([[[1.0, 5.0, 0.0], [3.0, -1.0, 2.0]]])  # (B=1, T=2, C=3)
     assert mil_pool(scores).tolist() == [[3.0, 5.0, 2.0]]
     torch.manual_seed(0)
-    model = WeakAVAtt(num_classes=3, audio_dim=6, visual_dim=5, **{k: SMALL[k] for k in ("att_hidden", "lstm_hidden", "head_hidden")})
+    model = WeakAVAtt(
+        num_classes=3, audio_dim=6, visual_dim=5, **{k: SMALL[k] for k in ("att_hidden", "lstm_hidden", "head_hidden")}
+    )
     audio, visual = torch.rand(2, 4, 6), torch.rand(2, 4, 9, 5)
     target = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
     seg = model(audio, visual)  # (B, T, C)
@@ -142,8 +158,10 @@ def test_dam_weak_pseudo_targets_follow_the_agreement_of_both_modalities():
     p_a[1, :, 0] = torch.tensor([0.6, 0.7, 0.8, 0.9])  # video 1, class 0
     p_v[1, :, 0] = torch.tensor([0.1, 0.7, 0.9, 0.2])
     # ... divided by its maximum over the video's seconds
-    expected = {"agreement": [[1.0, 0.375, 0.125, 0.125], [0.125, 0.875, 1.0, 0.25]],
-                "fused": [[1.0, 1.0, 1.0, 0.2 / 0.9], [0.6 / 0.9, 0.7 / 0.9, 1.0, 1.0]]}
+    expected = {
+        "agreement": [[1.0, 0.375, 0.125, 0.125], [0.125, 0.875, 1.0, 0.25]],
+        "fused": [[1.0, 1.0, 1.0, 0.2 / 0.9], [0.6 / 0.9, 0.7 / 0.9, 1.0, 1.0]],
+    }
     classes = torch.tensor([1, 0])
     for relevance, want_targets in expected.items():
         torch.testing.assert_close(pseudo_relevance(p_a, p_v, classes, relevance), torch.tensor(want_targets))
@@ -182,7 +200,12 @@ def test_scrambled_second_labels_of_train_and_val_give_the_same_model():
     scrambled = dataclasses.replace(data, labels=scramble_seconds(data.labels, rows, data.num_classes))
     assert not torch.equal(scrambled.labels, data.labels)
     for name in ("dam", "av_att"):
-        cfg = TrainConfig(model_config(task="wsel", name=name, **(SMALL if name == "dam" else SMALL_AV_ATT)), epochs=3, batch_size=16, progress=False)
+        cfg = TrainConfig(
+            model_config(task="wsel", name=name, **(SMALL if name == "dam" else SMALL_AV_ATT)),
+            epochs=3,
+            batch_size=16,
+            progress=False,
+        )
         a, b = train(data, cfg), train(scrambled, cfg)
         assert a.history == b.history and a.test == b.test and "video_accuracy" in a.val
         sa, sb = a.model.state_dict(), b.model.state_dict()
@@ -201,11 +224,39 @@ def test_cli_checkpoint_is_bit_identical_when_the_ave_folder_second_labels_are_s
     with h5py.File(tmp_path / "scrambled" / "labels.h5", "r+") as f:
         seconds = scramble_seconds(data.labels, rows, data.num_classes)
         f["avadataset"][...] = F.one_hot(seconds, data.num_classes).numpy()
-    args = ["--model", "dam", "--epochs", "2", "--lstm-hidden", "8", "--att-hidden", "4", "--head-hidden", "8",
-            "--heads", "2", "--seeds", "2"]
+    args = [
+        "--model",
+        "dam",
+        "--epochs",
+        "2",
+        "--lstm-hidden",
+        "8",
+        "--att-hidden",
+        "4",
+        "--head-hidden",
+        "8",
+        "--heads",
+        "2",
+        "--seeds",
+        "2",
+    ]
     for name in ("clean", "scrambled"):
-        assert main(["train", "wsel", "--data", str(tmp_path / name), "--out", str(tmp_path / f"{name}.safetensors"),
-                     "--json", str(tmp_path / f"{name}.json"), *args]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "wsel",
+                    "--data",
+                    str(tmp_path / name),
+                    "--out",
+                    str(tmp_path / f"{name}.safetensors"),
+                    "--json",
+                    str(tmp_path / f"{name}.json"),
+                    *args,
+                ]
+            )
+            == 0
+        )
     assert sha256(tmp_path / "clean.safetensors") == sha256(tmp_path / "scrambled.safetensors")
     assert sha256(tmp_path / "clean-seed1.safetensors") == sha256(tmp_path / "scrambled-seed1.safetensors")
     report = json.loads((tmp_path / "clean.json").read_text())
@@ -214,8 +265,12 @@ def test_cli_checkpoint_is_bit_identical_when_the_ave_folder_second_labels_are_s
     assert "test over 2 seeds: accuracy" in out
     # evaluate wsel: the SEL protocol with the full labels of the test split
     capsys.readouterr()
-    assert main(["evaluate", "wsel", "--data", str(tmp_path / "clean"), "--checkpoint",
-                 str(tmp_path / "clean.safetensors")]) == 0
+    assert (
+        main(
+            ["evaluate", "wsel", "--data", str(tmp_path / "clean"), "--checkpoint", str(tmp_path / "clean.safetensors")]
+        )
+        == 0
+    )
     assert f"accuracy {report['runs'][0]['test']['accuracy']:.4f}" in capsys.readouterr().out
     ckpt = load_checkpoint(tmp_path / "clean.safetensors", expected_task="wsel")
     assert isinstance(ckpt.model, WeakDAM) and ckpt.model_config.task == "wsel"
@@ -255,12 +310,19 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys):
 
 
 def test_localize_accepts_a_weak_checkpoint(tmp_path):
-    from avel.pipeline.apps.localize import localize
     from mediagen import tone, write_video
 
-    settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=1, frame_size=64,
-                               segments=10, visual_weights_sha256=random_weights_tag(0),
-                               audio_weights_sha256=random_weights_tag(0))
+    from avel.pipeline.apps.localize import localize
+
+    settings = FeatureSettings(
+        visual_model="random",
+        audio_model="random",
+        frames_per_segment=1,
+        frame_size=64,
+        segments=10,
+        visual_weights_sha256=random_weights_tag(0),
+        audio_weights_sha256=random_weights_tag(0),
+    )
     video = write_video(tmp_path / "clip.mp4", duration_s=3, fps=2, color=lambda t: (200, 30, 30), audio=tone(440))
     for name in ("dam", "av_att"):
         cfg = model_config(task="wsel", name=name, num_classes=3)
@@ -268,6 +330,10 @@ def test_localize_accepts_a_weak_checkpoint(tmp_path):
         path = save_checkpoint(tmp_path / f"{name}.safetensors", build_model(cfg), cfg, ["a", "b"], settings, {})
         (result,) = localize([video], path, batch_size=16, progress=False, device="cpu")
         assert not result.error and len(result.segments) == 3 and result.model.task == "wsel"
-    assert main(["localize", str(video), "--checkpoint", str(path), "--device", "cpu", "--json",
-                 str(tmp_path / "out.json")]) == 0
+    assert (
+        main(
+            ["localize", str(video), "--checkpoint", str(path), "--device", "cpu", "--json", str(tmp_path / "out.json")]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "out.json").read_text())

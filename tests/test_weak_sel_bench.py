@@ -1,5 +1,6 @@
 """benchmarks/weak_sel.py (issue #15): the localization shares against a model whose predictions
 are set by hand, and its smallest run end to end into the table."""
+
 import importlib.util
 import json
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from avel.pipeline.data.dataset import AVData
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,10 +37,18 @@ class Fixed(torch.nn.Module):
 def test_localization_counts_background_found_events_found_and_exact(ws):
     # 2 classes + background (2); 2 test videos of 4 seconds
     labels = torch.tensor([[0, 0, 2, 2], [2, 1, 1, 1]])
-    data = AVData(torch.zeros(2, 4, 7, 7, 3), torch.zeros(2, 4, 5), labels, ["a", "b"], ["v0", "v1"],
-                  {"test": torch.tensor([0, 1])})
-    pred = [[0, 1, 2, 0],  # events: exact, wrong class (still an event); background: found, missed
-            [1, 1, 2, 1]]  # background missed; events: exact, missed (said background), exact
+    data = AVData(
+        torch.zeros(2, 4, 7, 7, 3),
+        torch.zeros(2, 4, 5),
+        labels,
+        ["a", "b"],
+        ["v0", "v1"],
+        {"test": torch.tensor([0, 1])},
+    )
+    pred = [
+        [0, 1, 2, 0],  # events: exact, wrong class (still an event); background: found, missed
+        [1, 1, 2, 1],
+    ]  # background missed; events: exact, missed (said background), exact
     got = ws.localization(Fixed(pred), data, "test")
     assert got["background_seconds"] == 3 and got["event_seconds"] == 5
     assert got["background_as_background"] == pytest.approx(1 / 3)
@@ -48,9 +58,31 @@ def test_localization_counts_background_found_events_found_and_exact(ws):
 
 def test_smallest_run_writes_the_figures_and_the_table(ws, tmp_path, capsys, monkeypatch):
     out = tmp_path / "r.json"
-    monkeypatch.setattr(sys, "argv", ["weak_sel.py", "run", "--videos", "40", "--classes", "3", "--visual-dim", "32",
-                                      "--epochs", "1", "--seeds", "2", "--threads", "1", "--runs", "sel/dam", "wsel/dam",
-                                      "--out", str(out)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "weak_sel.py",
+            "run",
+            "--videos",
+            "40",
+            "--classes",
+            "3",
+            "--visual-dim",
+            "32",
+            "--epochs",
+            "1",
+            "--seeds",
+            "2",
+            "--threads",
+            "1",
+            "--runs",
+            "sel/dam",
+            "wsel/dam",
+            "--out",
+            str(out),
+        ],
+    )
     ws.main()
     r = json.loads(out.read_text())
     assert set(r["runs"]) == {"sel/dam", "wsel/dam"}
@@ -71,7 +103,10 @@ def test_run_specs_and_the_side_by_side_runs(ws):
     assert ws.run_spec("sel/psp") == ("sel", "psp", {})
     assert ws.run_spec("wsel/dam:none") == ("wsel", "dam", {"weak_relevance": "none"})
     assert ws.run_spec("sel/psp:propagation=false,psp_threshold=0.05") == (
-        "sel", "psp", {"propagation": False, "psp_threshold": 0.05})
+        "sel",
+        "psp",
+        {"propagation": False, "psp_threshold": 0.05},
+    )
     assert ws.run_spec("sel/cmbs:topk=2") == ("sel", "cmbs", {"topk": 2})
     assert {s.split("/")[1] for s in ws.SIDE_BY_SIDE} == {"dam", "av_att", "psp", "cmbs"}
     assert {s.split("/")[0] for s in ws.SIDE_BY_SIDE} == {"sel", "wsel"} and len(ws.SIDE_BY_SIDE) == 8

@@ -1,6 +1,7 @@
 """`avel demo`: the whole pipeline on a small generated dataset, offline, in a few minutes
 on 2 CPU cores: synth -> preprocess (random-weight extractors) -> train SEL and CML ->
 evaluate -> localize a held-out video -> one folder with everything."""
+
 from __future__ import annotations
 
 import time
@@ -10,23 +11,31 @@ from pathlib import Path
 
 import torch
 
-from ...models.registry import model_config
 from ...core import jsonio
 from ...core.atomic import write_text_atomic
-from ...core.config import (DEVICE_HELP, DEVICE_PATTERN, MAX_FRAMES_PER_SEGMENT, MAX_SEED, MAX_WORKERS, FeatureSettings,
-                            check_range, check_types)
+from ...core.config import (
+    DEVICE_HELP,
+    DEVICE_PATTERN,
+    MAX_FRAMES_PER_SEGMENT,
+    MAX_SEED,
+    MAX_WORKERS,
+    FeatureSettings,
+    check_range,
+    check_types,
+)
 from ...core.errors import ConfigError
+from ...models.registry import model_config
 from ..data.load import load_data
-from ..extract.local import annotated_jobs, run_extraction
 from ..extract.features import FeatureExtractor
+from ..extract.local import annotated_jobs, run_extraction
 from ..extract.options import ExtractOptions
+from ..media.synth import MAX_CLASSES, MAX_VIDEOS, synthesize
+from ..train.checkpoint import save_checkpoint
+from ..train.loop import MAX_EPOCHS, TrainConfig, train
 from .localize import localize
 from .outputs import format_table, write_json
 from .report import write_localization_report
-from ..media.synth import MAX_CLASSES, MAX_VIDEOS, synthesize
 from .timeline import plot_timeline
-from ..train.checkpoint import save_checkpoint
-from ..train.loop import MAX_EPOCHS, TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -80,34 +89,66 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
 
     step(f"generating {cfg.videos} videos of {cfg.classes} classes")
     dataset = out / "dataset"
-    synthesize(dataset, videos=cfg.videos, classes=cfg.classes, seed=cfg.seed, progress=False,
-               split_fractions=cfg.split_fractions, full_event_fraction=cfg.full_event_fraction)
+    synthesize(
+        dataset,
+        videos=cfg.videos,
+        classes=cfg.classes,
+        seed=cfg.seed,
+        progress=False,
+        split_fractions=cfg.split_fractions,
+        full_event_fraction=cfg.full_event_fraction,
+    )
 
     step("extracting features (random-weight VGG-19 and VGGish)")
-    settings = FeatureSettings(visual_model="random", audio_model="random", frames_per_segment=cfg.frames_per_segment,
-                               segments=10, seed=cfg.seed)
+    settings = FeatureSettings(
+        visual_model="random",
+        audio_model="random",
+        frames_per_segment=cfg.frames_per_segment,
+        segments=10,
+        seed=cfg.seed,
+    )
     extractor = FeatureExtractor(settings, device=cfg.device)
     jobs, text, splits = annotated_jobs(dataset / "videos", dataset / "Annotations.txt")
-    summary = run_extraction(jobs, out / "cache", extractor, ExtractOptions(workers=cfg.workers, pooled=True),
-                             annotations=text, splits=splits)
+    summary = run_extraction(
+        jobs,
+        out / "cache",
+        extractor,
+        ExtractOptions(workers=cfg.workers, pooled=True),
+        annotations=text,
+        splits=splits,
+    )
     if summary.failed:
         raise RuntimeError(f"{len(summary.failed)} generated videos failed: {summary.failed[0].error}")
 
     data = load_data(out / "cache")
-    metrics: dict = {"data": {"videos": len(data.video_ids), "classes": data.class_names,
-                              "splits": {k: len(v) for k, v in data.splits.items()}}}
+    metrics: dict = {
+        "data": {
+            "videos": len(data.video_ids),
+            "classes": data.class_names,
+            "splits": {k: len(v) for k, v in data.splits.items()},
+        }
+    }
     checkpoints = {}
     for task, epochs in (("sel", cfg.sel_epochs), ("cml", cfg.cml_epochs)):
         step(f"training {task.upper()} (DAM, {epochs} epochs)")
-        result = train(data, TrainConfig(model_config(task=task), epochs=epochs, seed=cfg.seed, device=cfg.device,
-                                         progress=False))
-        checkpoints[task] = save_checkpoint(out / f"{task}.safetensors", result.model, result.model_config,
-                                            data.class_names, data.settings, {"val": result.val, "test": result.test},
-                                            train_config=result.config)
+        result = train(
+            data, TrainConfig(model_config(task=task), epochs=epochs, seed=cfg.seed, device=cfg.device, progress=False)
+        )
+        checkpoints[task] = save_checkpoint(
+            out / f"{task}.safetensors",
+            result.model,
+            result.model_config,
+            data.class_names,
+            data.settings,
+            {"val": result.val, "test": result.test},
+            train_config=result.config,
+        )
         metrics[task] = {"best_epoch": result.best_epoch, "val": result.val, "test": result.test}
     metrics["sel"]["majority_baseline_test"] = majority_accuracy(data, "test")
     metrics["sel"]["chance"] = 1.0 / data.num_classes
-    write_text_atomic(out / "metrics.json", jsonio.dumps(metrics, indent=2) + "\n")  # a NaN metric (nothing to score): null
+    write_text_atomic(
+        out / "metrics.json", jsonio.dumps(metrics, indent=2) + "\n"
+    )  # a NaN metric (nothing to score): null
 
     held_out = data.video_ids[int(data.split("test")[0])]
     video = dataset / "videos" / f"{held_out}.mp4"
@@ -138,8 +179,10 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log=print) -> dict[str, Path]:
     log(format_table(loc))
     log(f"ground truth: {truth}")
     log("")
-    log(f"SEL test accuracy {sel_acc:.3f} (majority baseline {metrics['sel']['majority_baseline_test']:.3f}, "
-        f"chance {metrics['sel']['chance']:.3f})")
+    log(
+        f"SEL test accuracy {sel_acc:.3f} (majority baseline {metrics['sel']['majority_baseline_test']:.3f}, "
+        f"chance {metrics['sel']['chance']:.3f})"
+    )
     log(f"CML test accuracy A2V {cml['a2v']:.3f}, V2A {cml['v2a']:.3f} over {cml['n_videos']} videos")
     step(f"done: {out}")
     for name, what in files.items():

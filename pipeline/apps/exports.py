@@ -30,17 +30,18 @@ given per video (a mapping) or for all.
 Videos that failed (`.error`) have no events and are left out of every export. A score
 that is not a finite number is refused (JSON has no NaN). Files go through the atomic
 writer."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ...core import jsonio
-from ...core.config import check_range
 from ...core.atomic import write_text_atomic
+from ...core.config import check_range
 from ...core.errors import AnnotationError, ConfigError, shown
 from ..data.activitynet import parse_results, read_ground_truth, read_results
 from ..train.detection import detection_map, event_f1, segment_f1
@@ -83,7 +84,9 @@ def _dump(doc) -> str:
 
 
 # -- ActivityNet -------------------------------------------------------------------------------
-def _ids(results: Sequence[VideoLocalization], video_ids: Mapping[str, str] | None) -> list[tuple[str, VideoLocalization]]:
+def _ids(
+    results: Sequence[VideoLocalization], video_ids: Mapping[str, str] | None
+) -> list[tuple[str, VideoLocalization]]:
     """(video id, result) of the decoded videos: `video_ids[path]`, else the file's stem."""
     out, owner = [], {}
     for r in _done(results):
@@ -95,12 +98,15 @@ def _ids(results: Sequence[VideoLocalization], video_ids: Mapping[str, str] | No
     return out
 
 
-def activitynet_results(results: Sequence[VideoLocalization], *, video_ids: Mapping[str, str] | None = None,
-                        version: str = "avel") -> dict:
+def activitynet_results(
+    results: Sequence[VideoLocalization], *, video_ids: Mapping[str, str] | None = None, version: str = "avel"
+) -> dict:
     out: dict[str, list] = {}
     for vid, r in _ids(results, video_ids):
-        out[vid] = [{"label": e.label, "score": _score(r, e.score), "segment": [float(e.start_s), float(e.end_s)]}
-                    for e in r.events]
+        out[vid] = [
+            {"label": e.label, "score": _score(r, e.score), "segment": [float(e.start_s), float(e.end_s)]}
+            for e in r.events
+        ]
     return {"version": version, "results": out, "external_data": {}}
 
 
@@ -110,20 +116,35 @@ def write_activitynet(results: Sequence[VideoLocalization], path: str | os.PathL
 
 
 # -- FiftyOne ----------------------------------------------------------------------------------
-def fiftyone_dataset(results: Sequence[VideoLocalization], *, frame_rate: float | Mapping[str, float],
-                     video_ids: Mapping[str, str] | None = None) -> tuple[dict, dict]:
+def fiftyone_dataset(
+    results: Sequence[VideoLocalization],
+    *,
+    frame_rate: float | Mapping[str, float],
+    video_ids: Mapping[str, str] | None = None,
+) -> tuple[dict, dict]:
     """(labels.json, data.json) of a FiftyOneTemporalDetectionDataset."""
     labels, data = {}, {}
     for vid, r in _ids(results, video_ids):
         rate = _rate(frame_rate, r.video)
         data[vid] = os.path.abspath(r.video)
-        labels[vid] = [{"label": e.label, "support": list(frame_support(e.start_s, e.end_s, rate)),
-                        "confidence": _score(r, e.score)} for e in r.events]
+        labels[vid] = [
+            {
+                "label": e.label,
+                "support": list(frame_support(e.start_s, e.end_s, rate)),
+                "confidence": _score(r, e.score),
+            }
+            for e in r.events
+        ]
     return {"classes": None, "labels": labels}, data
 
 
-def write_fiftyone(results: Sequence[VideoLocalization], out_dir: str | os.PathLike, *,
-                   frame_rate: float | Mapping[str, float], video_ids: Mapping[str, str] | None = None) -> Path:
+def write_fiftyone(
+    results: Sequence[VideoLocalization],
+    out_dir: str | os.PathLike,
+    *,
+    frame_rate: float | Mapping[str, float],
+    video_ids: Mapping[str, str] | None = None,
+) -> Path:
     """A FiftyOneTemporalDetectionDataset folder (labels.json, data.json); returns the folder."""
     labels, data = fiftyone_dataset(results, frame_rate=frame_rate, video_ids=video_ids)
     out = Path(out_dir)
@@ -137,13 +158,17 @@ def write_fiftyone(results: Sequence[VideoLocalization], out_dir: str | os.PathL
 def labelstudio_config(classes: Sequence[str], frame_rate: float) -> str:
     """The labeling config the tasks of `labelstudio_tasks` are made for."""
     from xml.sax.saxutils import quoteattr
+
     labels = "".join(f"<Label value={quoteattr(c)}/>" for c in classes)
-    return (f'<View><Video name="{LS_TO_NAME}" value="$video" frameRate="{frame_rate:g}"/>'
-            f'<TimelineLabels name="{LS_FROM_NAME}" toName="{LS_TO_NAME}">{labels}</TimelineLabels></View>')
+    return (
+        f'<View><Video name="{LS_TO_NAME}" value="$video" frameRate="{frame_rate:g}"/>'
+        f'<TimelineLabels name="{LS_FROM_NAME}" toName="{LS_TO_NAME}">{labels}</TimelineLabels></View>'
+    )
 
 
-def labelstudio_tasks(results: Sequence[VideoLocalization], *, frame_rate: float | Mapping[str, float],
-                      model_version: str | None = None) -> list[dict]:
+def labelstudio_tasks(
+    results: Sequence[VideoLocalization], *, frame_rate: float | Mapping[str, float], model_version: str | None = None
+) -> list[dict]:
     tasks = []
     for r in _done(results):
         rate = _rate(frame_rate, r.video)
@@ -151,13 +176,21 @@ def labelstudio_tasks(results: Sequence[VideoLocalization], *, frame_rate: float
         result = []
         for i, e in enumerate(r.events):
             first, last = frame_support(e.start_s, e.end_s, rate)
-            result.append({"id": f"event{i}", "from_name": LS_FROM_NAME, "to_name": LS_TO_NAME,
-                           "type": "timelinelabels", "origin": "prediction",
-                           "value": {"ranges": [{"start": first, "end": last}], "timelinelabels": [e.label]},
-                           "score": _score(r, e.score)})
+            result.append(
+                {
+                    "id": f"event{i}",
+                    "from_name": LS_FROM_NAME,
+                    "to_name": LS_TO_NAME,
+                    "type": "timelinelabels",
+                    "origin": "prediction",
+                    "value": {"ranges": [{"start": first, "end": last}], "timelinelabels": [e.label]},
+                    "score": _score(r, e.score),
+                }
+            )
         score = round(sum(x["score"] for x in result) / len(result), 6) if result else 0.0
-        tasks.append({"data": {"video": r.video},
-                      "predictions": [{"model_version": version, "score": score, "result": result}]})
+        tasks.append(
+            {"data": {"video": r.video}, "predictions": [{"model_version": version, "score": score, "result": result}]}
+        )
     return tasks
 
 
@@ -174,8 +207,12 @@ def _event(e, where: str) -> Event:
     if not isinstance(e, dict):
         raise AnnotationError(f"{where}: an event must be an object")
     start, end, label, score = e.get("start_s"), e.get("end_s"), e.get("label"), e.get("score")
-    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (start, end, score)):
-        raise AnnotationError(f"{where}: start_s, end_s and score must be finite numbers, got {start!r}, {end!r}, {score!r}")
+    if not all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in (start, end, score)
+    ):
+        raise AnnotationError(
+            f"{where}: start_s, end_s and score must be finite numbers, got {start!r}, {end!r}, {score!r}"
+        )
     if not isinstance(label, str) or not start < end:
         raise AnnotationError(f"{where}: needs a 'label' string and start_s < end_s")
     return Event(start, end, label, float(score))
@@ -190,7 +227,9 @@ def read_localizations(path: str | os.PathLike) -> list[VideoLocalization]:
     except FileNotFoundError:
         raise AnnotationError(f"{where}: no such file") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise AnnotationError(f"{where}: not a JSON file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise AnnotationError(
+            f"{where}: not a JSON file ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     docs = [doc] if isinstance(doc, dict) and "video" in doc else doc
     if not isinstance(docs, list):
         raise AnnotationError(f"{where}: not `avel localize --json` output (a result object or a list of them)")
@@ -206,8 +245,11 @@ def read_localizations(path: str | os.PathLike) -> list[VideoLocalization]:
             except TypeError:
                 model = None  # an older or foreign model record: the exports only name it
         events = [_event(e, f"{where}: result {i} ({d['video']}), event {k}") for k, e in enumerate(d["events"])]
-        out.append(VideoLocalization(video=d["video"], duration_s=d.get("duration_s"), events=events, model=model,
-                                     error=d.get("error")))
+        out.append(
+            VideoLocalization(
+                video=d["video"], duration_s=d.get("duration_s"), events=events, model=model, error=d.get("error")
+            )
+        )
     return out
 
 
@@ -233,7 +275,9 @@ def _detections(path) -> list:
     if isinstance(doc, dict) and "results" in doc:
         return read_results(path)
     if not (isinstance(doc, list) or isinstance(doc, dict) and "video" in doc):
-        raise AnnotationError(f"{shown(path)}: neither ActivityNet results (no 'results' object) nor `avel localize --json` output")
+        raise AnnotationError(
+            f"{shown(path)}: neither ActivityNet results (no 'results' object) nor `avel localize --json` output"
+        )
     return parse_results(activitynet_results(read_localizations(path)), shown(path))
 
 
@@ -247,17 +291,25 @@ def evaluate_files(ground_truth: str | os.PathLike, results: str | os.PathLike, 
         raise AnnotationError(f"{shown(ground_truth)}: no video" + (f" in subset {subset!r}" if subset else ""))
     detections = [d for d in _detections(results) if d.video in durations]
     scores = detection_map(truth, detections)
-    return {"videos": len(durations), "events": len(truth), "detections": len(detections),
-            "map": {f"{t:.1f}": float(m) for t, m in zip(scores.thresholds, scores.map)},
-            "average_map": float(scores.average_map), "segment_f1": segment_f1(truth, detections, durations).to_dict(),
-            "event_f1": event_f1(truth, detections, durations).to_dict(), "unknown_labels": list(scores.unknown_labels)}
+    return {
+        "videos": len(durations),
+        "events": len(truth),
+        "detections": len(detections),
+        "map": {f"{t:.1f}": float(m) for t, m in zip(scores.thresholds, scores.map)},
+        "average_map": float(scores.average_map),
+        "segment_f1": segment_f1(truth, detections, durations).to_dict(),
+        "event_f1": event_f1(truth, detections, durations).to_dict(),
+        "unknown_labels": list(scores.unknown_labels),
+    }
 
 
 def format_evaluation(report: dict) -> str:
     """The report of `evaluate_files` as a few lines of text."""
     maps = "  ".join(f"{t} {100 * m:.1f}" for t, m in report["map"].items())
     seg, ev = report["segment_f1"], report["event_f1"]
-    return (f"{report['videos']} videos, {report['events']} events, {report['detections']} detections\n"
-            f"mAP (%) at tIoU: {maps}\naverage mAP 0.1:0.9: {100 * report['average_map']:.1f}\n"
-            f"segment F1: {100 * seg['f1']:.1f} (micro {100 * seg['micro_f1']:.1f})   "
-            f"event F1: {100 * ev['f1']:.1f} (micro {100 * ev['micro_f1']:.1f})")
+    return (
+        f"{report['videos']} videos, {report['events']} events, {report['detections']} detections\n"
+        f"mAP (%) at tIoU: {maps}\naverage mAP 0.1:0.9: {100 * report['average_map']:.1f}\n"
+        f"segment F1: {100 * seg['f1']:.1f} (micro {100 * seg['micro_f1']:.1f})   "
+        f"event F1: {100 * ev['f1']:.1f} (micro {100 * ev['micro_f1']:.1f})"
+    )

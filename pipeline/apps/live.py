@@ -35,6 +35,7 @@ the last W + L seconds, the reader's bounded queue, and a float per second for t
 The offline twin, `live_offline(path, checkpoint)`: the same rule over a saved file decoded by
 SegmentReader, for the equality test (events of the live run = events of the file).
 """
+
 from __future__ import annotations
 
 import os
@@ -49,16 +50,16 @@ from typing import TextIO
 import numpy as np
 
 from ...core import jsonio
+from ...core.annotations import BACKGROUND
 from ...core.config import MAX_SEGMENTS, SAMPLE_RATE_HZ, check_range
 from ...core.errors import ConfigError, Interrupted
 from ...models.registry import SEL_TASKS
 from ..media.decode import DecodeOptions, SegmentReader
 from ..media.live import LiveOptions, LiveReader, LiveSegment
 from ..train.checkpoint import load_checkpoint
-from ...core.annotations import BACKGROUND
 from .localize import checkpoint_window, segment_scorer
-from .windows import Scorer, label_seconds
 from .predictor import Predictor
+from .windows import Scorer, label_seconds
 
 
 def _num(x) -> float | None:
@@ -81,8 +82,12 @@ class LiveConfig:
         check_range("lookahead", self.lookahead_s, 0, MAX_SEGMENTS)
         if self.context_s is not None and self.lookahead_s >= self.context_s:
             raise ConfigError("lookahead", self.lookahead_s, f"must be shorter than the context ({self.context_s} s)")
-        LiveOptions(frames_per_segment=self.frames_per_segment or 1, on_stall=self.on_stall, stall_s=self.stall_s,
-                    max_pending=self.max_pending)  # the reader's checks
+        LiveOptions(
+            frames_per_segment=self.frames_per_segment or 1,
+            on_stall=self.on_stall,
+            stall_s=self.stall_s,
+            max_pending=self.max_pending,
+        )  # the reader's checks
 
 
 # -- the causal rule -------------------------------------------------------------------------------
@@ -114,11 +119,17 @@ class CausalDecider:
 
         rel = part(out.relevance)
         labels, prob = label_seconds(np.asarray(out.probs)[0, i : i + 1], rel, self.classes)
-        return {"t": t, "start_s": t, "end_s": t + 1, "label": labels[0], "probability": _num(prob[0]),
-                "relevance": _num(None if rel is None else rel[0]),
-                "audio_relevance": _num(None if part(out.audio_relevance) is None else part(out.audio_relevance)[0]),
-                "visual_relevance": _num(None if part(out.visual_relevance) is None else part(out.visual_relevance)[0]),
-                "context": len(times)}
+        return {
+            "t": t,
+            "start_s": t,
+            "end_s": t + 1,
+            "label": labels[0],
+            "probability": _num(prob[0]),
+            "relevance": _num(None if rel is None else rel[0]),
+            "audio_relevance": _num(None if part(out.audio_relevance) is None else part(out.audio_relevance)[0]),
+            "visual_relevance": _num(None if part(out.visual_relevance) is None else part(out.visual_relevance)[0]),
+            "context": len(times),
+        }
 
     def push(self, t: int, audio: np.ndarray, visual: np.ndarray) -> list[dict]:
         """Second t's features (audio [Da], visual [N, Dv]) -> its records (and those of
@@ -138,8 +149,9 @@ class CausalDecider:
             if old["t"] < t - self.lookahead:
                 out += self._final(old)  # its lookahead second was dropped: the causal values stand
                 continue
-            new = dict(type="revision", **self._scored(t, old["t"]), lookahead_s=self.lookahead,
-                       changed=None, was=old["label"])
+            new = dict(
+                type="revision", **self._scored(t, old["t"]), lookahead_s=self.lookahead, changed=None, was=old["label"]
+            )
             new["changed"] = new["label"] != old["label"]
             self.revised += 1
             self.changed += new["changed"]
@@ -211,18 +223,34 @@ class LiveRun:
     """An iterable of records (dicts) over a live source; `summary()` at any time, final at
     the end. Built by `live`."""
 
-    def __init__(self, source, checkpoint, config: LiveConfig, *, video_device: str | None = None,
-                 audio_device: str | None = None, **options) -> None:
+    def __init__(
+        self,
+        source,
+        checkpoint,
+        config: LiveConfig,
+        *,
+        video_device: str | None = None,
+        audio_device: str | None = None,
+        **options,
+    ) -> None:
         self.config = config
         self.predictor, self.window = _predictor(checkpoint, config, options)
         settings = self.predictor.settings
         self.reader_options = LiveOptions(
-            frames_per_segment=config.frames_per_segment or settings.frames_per_segment, frame_size=settings.frame_size,
-            on_missing_audio=settings.on_missing_audio, stall_s=config.stall_s, on_stall=config.on_stall,
-            max_pending=config.max_pending)
+            frames_per_segment=config.frames_per_segment or settings.frames_per_segment,
+            frame_size=settings.frame_size,
+            on_missing_audio=settings.on_missing_audio,
+            stall_s=config.stall_s,
+            on_stall=config.on_stall,
+            max_pending=config.max_pending,
+        )
         self.reader = LiveReader(source, self.reader_options, video_device=video_device, audio_device=audio_device)
-        self.decider = CausalDecider(segment_scorer(self.predictor.model, self.predictor.extractor.device),
-                                     tuple(self.predictor.checkpoint.class_names), self.window, config.lookahead_s)
+        self.decider = CausalDecider(
+            segment_scorer(self.predictor.model, self.predictor.extractor.device),
+            tuple(self.predictor.checkpoint.class_names),
+            self.window,
+            config.lookahead_s,
+        )
         self._warm_up()
         self.delays = array("d")  # a float a second: 29 KB an hour
         self.compute = array("d")  # the features and the model, per second
@@ -235,8 +263,11 @@ class LiveRun:
         """One silent black second through the extractors and the model before the stream
         starts: the first forward's allocations are not charged to the first second."""
         o = self.reader_options
-        a, v = _features(self.predictor, np.zeros((o.frames_per_segment, o.frame_size, o.frame_size, 3), np.uint8),
-                         np.zeros(SAMPLE_RATE_HZ, np.float32))
+        a, v = _features(
+            self.predictor,
+            np.zeros((o.frames_per_segment, o.frame_size, o.frame_size, 3), np.uint8),
+            np.zeros(SAMPLE_RATE_HZ, np.float32),
+        )
         self.decider.score(a[None, None], v[None, None])
 
     def __iter__(self) -> Iterator[dict]:
@@ -267,7 +298,9 @@ class LiveRun:
                 if item.kind == "ended":
                     self.ended = item.message
                     yield from stamp(self.decider.finish(), None)
-                yield from stamp([{"type": "stream", "kind": item.kind, "at_s": item.at_s, "message": item.message}], None)
+                yield from stamp(
+                    [{"type": "stream", "kind": item.kind, "at_s": item.at_s, "message": item.message}], None
+                )
 
     def close(self) -> None:
         self.reader.close()
@@ -276,19 +309,40 @@ class LiveRun:
         def q(x, p):
             return round(float(np.percentile(np.asarray(x), p)), 4) if len(x) else None
 
-        return {"type": "summary", "source": self.reader.name, "seconds": self.decider.decided,
-                "dropped": self.decider.dropped, "revised": self.decider.revised, "changed": self.decider.changed,
-                "events": list(self.decider.events), "delay_s": {"median": q(self.delays, 50), "p95": q(self.delays, 95), "max": q(self.delays, 100)},
-                "compute_s": {"median": q(self.compute, 50), "p95": q(self.compute, 95)},
-                "stalls": self.stalls, "audio_lost": self.audio_lost, "ended": self.ended or "interrupted",
-                "context_s": self.window, "lookahead_s": self.config.lookahead_s,
-                "frames_per_segment": self.reader_options.frames_per_segment}
+        return {
+            "type": "summary",
+            "source": self.reader.name,
+            "seconds": self.decider.decided,
+            "dropped": self.decider.dropped,
+            "revised": self.decider.revised,
+            "changed": self.decider.changed,
+            "events": list(self.decider.events),
+            "delay_s": {"median": q(self.delays, 50), "p95": q(self.delays, 95), "max": q(self.delays, 100)},
+            "compute_s": {"median": q(self.compute, 50), "p95": q(self.compute, 95)},
+            "stalls": self.stalls,
+            "audio_lost": self.audio_lost,
+            "ended": self.ended or "interrupted",
+            "context_s": self.window,
+            "lookahead_s": self.config.lookahead_s,
+            "frames_per_segment": self.reader_options.frames_per_segment,
+        }
 
 
-def live(source, checkpoint, *, context_s: int | None = None, lookahead_s: int = 0, on_stall: str = "wait",
-         stall_s: float = 5.0, frames_per_segment: int | None = None, max_pending: int = 2,
-         on_missing_audio: str | None = None, video_device: str | None = None, audio_device: str | None = None,
-         **options) -> LiveRun:
+def live(
+    source,
+    checkpoint,
+    *,
+    context_s: int | None = None,
+    lookahead_s: int = 0,
+    on_stall: str = "wait",
+    stall_s: float = 5.0,
+    frames_per_segment: int | None = None,
+    max_pending: int = 2,
+    on_missing_audio: str | None = None,
+    video_device: str | None = None,
+    audio_device: str | None = None,
+    **options,
+) -> LiveRun:
     """Localize events in a live source (`-`, a file object or fd, a URL, a FIFO, or
     `video_device` + `audio_device`) with a SEL checkpoint: iterate over the result for the
     records, then call its `summary()`. `options`: Predictor.build's (device, weight files,
@@ -298,17 +352,34 @@ def live(source, checkpoint, *, context_s: int | None = None, lookahead_s: int =
     return LiveRun(source, checkpoint, config, video_device=video_device, audio_device=audio_device, **options)
 
 
-def live_offline(path: str | os.PathLike, checkpoint, *, context_s: int | None = None, lookahead_s: int = 0,
-                 frames_per_segment: int | None = None, on_missing_audio: str | None = None, **options) -> list[dict]:
+def live_offline(
+    path: str | os.PathLike,
+    checkpoint,
+    *,
+    context_s: int | None = None,
+    lookahead_s: int = 0,
+    frames_per_segment: int | None = None,
+    on_missing_audio: str | None = None,
+    **options,
+) -> list[dict]:
     """The causal rule over a saved file (decoded by SegmentReader): the records `live`
     gives for the same stream, less the delays and stream records."""
-    config = LiveConfig(context_s, lookahead_s, frames_per_segment=frames_per_segment, on_missing_audio=on_missing_audio)
+    config = LiveConfig(
+        context_s, lookahead_s, frames_per_segment=frames_per_segment, on_missing_audio=on_missing_audio
+    )
     predictor, window = _predictor(checkpoint, config, options)
     settings = predictor.settings
-    decoding = DecodeOptions(frames_per_segment=frames_per_segment or settings.frames_per_segment,
-                             frame_size=settings.frame_size, on_missing_audio=settings.on_missing_audio)
-    decider = CausalDecider(segment_scorer(predictor.model, predictor.extractor.device),
-                            tuple(predictor.checkpoint.class_names), window, lookahead_s)
+    decoding = DecodeOptions(
+        frames_per_segment=frames_per_segment or settings.frames_per_segment,
+        frame_size=settings.frame_size,
+        on_missing_audio=settings.on_missing_audio,
+    )
+    decider = CausalDecider(
+        segment_scorer(predictor.model, predictor.extractor.device),
+        tuple(predictor.checkpoint.class_names),
+        window,
+        lookahead_s,
+    )
     records = []
     for seg in SegmentReader(path, decoding):
         records += decider.push(seg.index, *_features(predictor, seg.frames, seg.audio))
@@ -321,9 +392,18 @@ def events_of(records) -> list[dict]:
 
 
 # -- the command ------------------------------------------------------------------------------------
-def run_live_command(source, checkpoint, config: LiveConfig, *, html_port: int | None = None, out: TextIO = sys.stdout,
-                     err: TextIO = sys.stderr, video_device: str | None = None, audio_device: str | None = None,
-                     **options) -> dict:
+def run_live_command(
+    source,
+    checkpoint,
+    config: LiveConfig,
+    *,
+    html_port: int | None = None,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    video_device: str | None = None,
+    audio_device: str | None = None,
+    **options,
+) -> dict:
     """`avel live`: JSON lines on `out`, the summary on `err` at the end. Ctrl-C: the summary,
     then Interrupted (exit 130)."""
     run = LiveRun(source, checkpoint, config, video_device=video_device, audio_device=audio_device, **options)

@@ -3,6 +3,7 @@ timeline, a cell a second coloured by its label, growing as the stream plays, th
 current second, and the events so far. The page polls `/records?since=N` (JSON: the records
 after the N-th, and the next N) twice a second; the server is http.server in a thread.
 The last MAX_RECORDS records are kept (a page opened late sees the last two hours)."""
+
 from __future__ import annotations
 
 import threading

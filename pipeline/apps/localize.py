@@ -53,22 +53,23 @@ Output (pipeline/apps/outputs.py): the JSON schema is the README's ("Localizing 
 your videos"); `to_dict` writes it and tests/test_localize.py checks it against the README's
 example. The windows and the rules above that combine them: pipeline/apps/windows.py.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from ...core.errors import AvelError, CheckpointError, ConfigError, NonFiniteScores, shown
 from ...models.inference import SegmentScores
 from ...models.protocols import SELModel
 from ...models.registry import SEL_TASKS
-from ..train.checkpoint import Checkpoint, load_checkpoint
-from ...core.errors import AvelError, CheckpointError, ConfigError, NonFiniteScores, shown
-from .predictor import Predictor
 from ..extract.stream import FeatureStream
+from ..train.checkpoint import Checkpoint, load_checkpoint
 from .outputs import ModelInfo, SecondResult, VideoLocalization
+from .predictor import Predictor
 from .windows import LocalizeRule, PerSecond, Scorer, WindowedScorer, apply_rule, label_seconds, smooth_seconds
 
 AVE_WINDOW_S = 10  # AVE's T: the length of every training sequence
@@ -83,7 +84,9 @@ def segment_scorer(model: SELModel, device: torch.device) -> Scorer:
         raise CheckpointError(f"no localization rule for the SEL model {type(model).__name__}")
 
     def score(audio: np.ndarray, visual: np.ndarray) -> SegmentScores:
-        return model.score_segments(torch.from_numpy(audio).to(device).float(), torch.from_numpy(visual).to(device).float())
+        return model.score_segments(
+            torch.from_numpy(audio).to(device).float(), torch.from_numpy(visual).to(device).float()
+        )
 
     return score
 
@@ -102,19 +105,29 @@ def checkpoint_window(checkpoint: Checkpoint) -> int:
 # -----------------------------------------------------------------------------------------
 # localization
 def _check_finite(per: PerSecond, where: str) -> None:
-    for name, x in (("class", per.probs), ("relevance", per.relevance), ("audio relevance", per.audio_relevance),
-                    ("visual relevance", per.visual_relevance)):  # NaN would label every second an event
+    for name, x in (
+        ("class", per.probs),
+        ("relevance", per.relevance),
+        ("audio relevance", per.audio_relevance),
+        ("visual relevance", per.visual_relevance),
+    ):  # NaN would label every second an event
         if x is not None and not np.isfinite(x).all():
             t = int(np.flatnonzero(~np.isfinite(x).reshape(len(x), -1).all(1))[0])
-            raise NonFiniteScores(f"{where}: the model's {name} scores are NaN or infinite (first at second "
-                                  f"{t}); no events given (broken weights, or an fp16 overflow?)")
+            raise NonFiniteScores(
+                f"{where}: the model's {name} scores are NaN or infinite (first at second "
+                f"{t}); no events given (broken weights, or an fp16 overflow?)"
+            )
 
 
-def result_from_scores(path: str, duration_s: float, per: PerSecond, info: ModelInfo, rule: LocalizeRule,
-            features: dict | None) -> VideoLocalization:
+def result_from_scores(
+    path: str, duration_s: float, per: PerSecond, info: ModelInfo, rule: LocalizeRule, features: dict | None
+) -> VideoLocalization:
     """Per-second window outputs -> the video's result, by `rule`."""
     _check_finite(per, shown(path))
-    probs, rel = smooth_seconds(per.probs, rule.smooth_k, rule.smooth), smooth_seconds(per.relevance, rule.smooth_k, rule.smooth)
+    probs, rel = (
+        smooth_seconds(per.probs, rule.smooth_k, rule.smooth),
+        smooth_seconds(per.relevance, rule.smooth_k, rule.smooth),
+    )
     audio_rel = smooth_seconds(per.audio_relevance, rule.smooth_k, rule.smooth)
     visual_rel = smooth_seconds(per.visual_relevance, rule.smooth_k, rule.smooth)
     labels, prob = label_seconds(probs, rel, info.classes)
@@ -126,31 +139,50 @@ def result_from_scores(path: str, duration_s: float, per: PerSecond, info: Model
         SecondResult(t, t + 1, labels[t], float(prob[t]), at(rel, t), at(audio_rel, t), at(visual_rel, t))
         for t in range(len(labels))
     ]
-    return VideoLocalization(video=path, duration_s=float(duration_s), segments=seconds,
-                             events=apply_rule(labels, prob, rel, rule), model=info, features=features)
+    return VideoLocalization(
+        video=path,
+        duration_s=float(duration_s),
+        segments=seconds,
+        events=apply_rule(labels, prob, rel, rule),
+        model=info,
+        features=features,
+    )
 
 
-def _localize_one(path: str, predictor: Predictor, info: ModelInfo, progress: bool, rule: LocalizeRule) -> VideoLocalization:
-    scorer = WindowedScorer(segment_scorer(predictor.model, predictor.extractor.device), info.window, info.stride,
-                            combine=rule.combine)
+def _localize_one(
+    path: str, predictor: Predictor, info: ModelInfo, progress: bool, rule: LocalizeRule
+) -> VideoLocalization:
+    scorer = WindowedScorer(
+        segment_scorer(predictor.model, predictor.extractor.device), info.window, info.stride, combine=rule.combine
+    )
     stream = FeatureStream(path, predictor.extractor, progress=progress)
     for audio, visual in stream:
         scorer.push(audio, visual.reshape(-1, visual.shape[-1]))  # (N = h*w cells, Dv)
     return result_from_scores(path, stream.duration_s, scorer.finish(), info, rule, predictor.settings.to_dict())
 
 
-def model_info(checkpoint: str | os.PathLike, ckpt: Checkpoint, stride_s: int, window_s: int | None = None) -> ModelInfo:
+def model_info(
+    checkpoint: str | os.PathLike, ckpt: Checkpoint, stride_s: int, window_s: int | None = None
+) -> ModelInfo:
     """What a result says of the model that made it; ConfigError for a window or stride out of range."""
     if window_s is not None and window_s < 1:
         raise ConfigError("window", window_s, "must be >= 1 s")
     path = os.fspath(checkpoint)
     window = int(window_s) if window_s is not None else checkpoint_window(ckpt)
     if not 1 <= stride_s <= window:
-        raise ConfigError("stride", stride_s, f"must lie in 1..{window} s (the window length), or seconds would be skipped")
+        raise ConfigError(
+            "stride", stride_s, f"must lie in 1..{window} s (the window length), or seconds would be skipped"
+        )
     cfg = ckpt.model_config
     info = ModelInfo(
-        task=cfg.task, model=cfg.name, embedding=getattr(cfg, "embedding", None), matching=getattr(cfg, "matching", None),
-        window=window, stride=int(stride_s), checkpoint=path, classes=tuple(ckpt.class_names),
+        task=cfg.task,
+        model=cfg.name,
+        embedding=getattr(cfg, "embedding", None),
+        matching=getattr(cfg, "matching", None),
+        window=window,
+        stride=int(stride_s),
+        checkpoint=path,
+        classes=tuple(ckpt.class_names),
         features_from_checkpoint=ckpt.feature_settings is not None,
     )
     if len(info.classes) != cfg.num_classes - 1:
@@ -158,8 +190,15 @@ def model_info(checkpoint: str | os.PathLike, ckpt: Checkpoint, stride_s: int, w
     return info
 
 
-def localize_features(video: str, blocks, model: SELModel, info: ModelInfo, rule: LocalizeRule | None = None, *,
-                      device: str | torch.device = "cpu") -> VideoLocalization:
+def localize_features(
+    video: str,
+    blocks,
+    model: SELModel,
+    info: ModelInfo,
+    rule: LocalizeRule | None = None,
+    *,
+    device: str | torch.device = "cpu",
+) -> VideoLocalization:
     """Localize events in a video given as features, with no decoding: `blocks` yields
     (audio [B, Da], visual [B, h, w, Dv] or [B, N, Dv]) blocks of consecutive seconds (e.g.
     pipeline/data/synth_long.py's `feature_blocks`, without their start; or one block, the
@@ -220,6 +259,9 @@ def localize(
         try:
             results.append(_localize_one(path, predictor, info, progress, rule))
         except Exception as e:  # anything an odd file can raise: recorded, never fatal (as in extract)
-            results.append(VideoLocalization(video=path, model=info, error=error_line(path, e),
-                                             error_kind=getattr(e, "kind", "error")))
+            results.append(
+                VideoLocalization(
+                    video=path, model=info, error=error_line(path, e), error_kind=getattr(e, "kind", "error")
+                )
+            )
     return results

@@ -6,17 +6,18 @@ the README's, checked by tests/test_localize.py), the CSV (`write_csv`) and the 
 CSV (`write_csv`): one row per second of every decoded video, columns
 video,start_s,end_s,label,probability,relevance,audio_relevance,visual_relevance
 (null -> empty cell; failed videos have no rows)."""
+
 from __future__ import annotations
 
 import csv
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ...core import jsonio
-from ...core.errors import shown
 from ...core.atomic import atomic_open, write_text_atomic
+from ...core.errors import shown
 from .windows import RELEVANCE_THRESHOLD, Event, event_summary, rounded
 
 
@@ -32,9 +33,13 @@ class SecondResult:
 
     def to_dict(self) -> dict:
         return {
-            "start_s": self.start_s, "end_s": self.end_s, "label": self.label,
-            "probability": rounded(self.probability), "relevance": rounded(self.relevance),
-            "audio_relevance": rounded(self.audio_relevance), "visual_relevance": rounded(self.visual_relevance),
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+            "label": self.label,
+            "probability": rounded(self.probability),
+            "relevance": rounded(self.relevance),
+            "audio_relevance": rounded(self.audio_relevance),
+            "visual_relevance": rounded(self.visual_relevance),
         }
 
 
@@ -158,6 +163,8 @@ def format_table(result: VideoLocalization, *, seconds: bool | None = None) -> s
         lines.append("")
         lines.append(f"  {'second':>8}  {'label':<{width}}  {'prob':>5}  {'rel':>5}  {'audio':>5}  {'visual':>6}")
         for s in result.segments:
-            lines.append(f"  {clock(s.start_s):>8}  {s.label:<{width}}  {f(s.probability)}  {f(s.relevance)}  "
-                         f"{f(s.audio_relevance)}  {f(s.visual_relevance):>6}")
+            lines.append(
+                f"  {clock(s.start_s):>8}  {s.label:<{width}}  {f(s.probability)}  {f(s.relevance)}  "
+                f"{f(s.audio_relevance)}  {f(s.visual_relevance):>6}"
+            )
     return "\n".join(lines)

@@ -11,33 +11,39 @@ make the features it was trained on (`avel localize`, `avel cml`).
     Precision and the missing-audio policy may be overridden (neither changes what a
     feature is).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass
 
-from ...models.protocols import CMLModel, SELModel
-
-from ..train.checkpoint import Checkpoint, load_checkpoint
 from ...core.config import FeatureSettings
 from ...core.errors import SettingsMismatch
+from ...models.protocols import CMLModel, SELModel
 from ..extract.features import FeatureExtractor
+from ..train.checkpoint import Checkpoint, load_checkpoint
 
 HASH_FIELDS = ("visual_weights_sha256", "audio_weights_sha256", "audio_pca_sha256")
 
 
-def extraction_settings(checkpoint: Checkpoint, *, precision: str | None = None, on_missing_audio: str | None = None) -> FeatureSettings:
+def extraction_settings(
+    checkpoint: Checkpoint, *, precision: str | None = None, on_missing_audio: str | None = None
+) -> FeatureSettings:
     """The checkpoint's feature settings (AVE defaults when it has none) for videos of any
     length (no forced segment count), with the overrides that do not change features."""
     base = checkpoint.feature_settings if checkpoint.feature_settings is not None else FeatureSettings()
     return dataclasses.replace(
-        base, segments=None, precision=precision or base.precision,
+        base,
+        segments=None,
+        precision=precision or base.precision,
         on_missing_audio=on_missing_audio or base.on_missing_audio,
     )
 
 
-def check_weights(checkpoint_path: str, saved: FeatureSettings | None, used: FeatureSettings, files: dict[str, str | None]) -> None:
+def check_weights(
+    checkpoint_path: str, saved: FeatureSettings | None, used: FeatureSettings, files: dict[str, str | None]
+) -> None:
     """SettingsMismatch when the weights in use are not those of the checkpoint's features.
     `files`: hash field -> the file the caller gave (named in the message)."""
     if saved is None:
@@ -50,7 +56,9 @@ def check_weights(checkpoint_path: str, saved: FeatureSettings | None, used: Fea
             where = f" ({given})" if given else " (the default weights)"
             problems.append(f"{name}: checkpoint {want[:16]!r} != given {got[:16]!r}{where}")
     if problems:
-        raise SettingsMismatch(f"{checkpoint_path}: the weights given are not the ones its features were made with: {'; '.join(problems)}")
+        raise SettingsMismatch(
+            f"{checkpoint_path}: the weights given are not the ones its features were made with: {'; '.join(problems)}"
+        )
 
 
 def _opt(p: str | os.PathLike | None) -> str | None:
@@ -65,7 +73,7 @@ class Predictor:
     model: SELModel | CMLModel  # the checkpoint's model (an nn.Module), in eval mode on the extractor's device
 
     @classmethod
-    def load(cls, checkpoint: str | os.PathLike, task: str, **options) -> "Predictor":
+    def load(cls, checkpoint: str | os.PathLike, task: str, **options) -> Predictor:
         """Load a `task` checkpoint (CheckpointError: no such file, another task...) and
         build its extractors (`build`)."""
         return cls.build(checkpoint, load_checkpoint(os.fspath(checkpoint), expected_task=task), **options)
@@ -83,16 +91,22 @@ class Predictor:
         precision: str | None = None,
         on_missing_audio: str | None = None,
         batch_size: int | None = None,  # the device's default (features.DEVICE_DEFAULTS)
-    ) -> "Predictor":
+    ) -> Predictor:
         """The extractors of the loaded checkpoint `ckpt` (read from `checkpoint`). Raises
         before any video is read: SettingsMismatch (weights), ConfigError (device, precision)."""
         path = os.fspath(checkpoint)
-        files = {"visual_weights_sha256": _opt(visual_weights_file), "audio_weights_sha256": _opt(audio_weights_file),
-                 "audio_pca_sha256": _opt(audio_pca_file)}
+        files = {
+            "visual_weights_sha256": _opt(visual_weights_file),
+            "audio_weights_sha256": _opt(audio_weights_file),
+            "audio_pca_sha256": _opt(audio_pca_file),
+        }
         extractor = FeatureExtractor(
             extraction_settings(ckpt, precision=precision, on_missing_audio=on_missing_audio),
-            visual_weights_file=files["visual_weights_sha256"], audio_weights_file=files["audio_weights_sha256"],
-            audio_pca_file=files["audio_pca_sha256"], device=device, batch_size=batch_size,
+            visual_weights_file=files["visual_weights_sha256"],
+            audio_weights_file=files["audio_weights_sha256"],
+            audio_pca_file=files["audio_pca_sha256"],
+            device=device,
+            batch_size=batch_size,
         )
         check_weights(path, ckpt.feature_settings, extractor.settings, files)
         return cls(path, ckpt, extractor, ckpt.model.to(extractor.device).eval())

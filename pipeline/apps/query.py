@@ -48,6 +48,7 @@ JSON schema (`write_query_json`):
       "features": {...}                    the FeatureSettings used
     }
 """
+
 from __future__ import annotations
 
 import math
@@ -57,17 +58,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ...models.inference import MODALITIES, QueryScores
 from ...core import jsonio
-from ...models.protocols import CMLModel
-from ...core.config import MAX_SEGMENTS, SAMPLE_RATE_HZ
-from ..media.decode import DecodeOptions, SegmentReader, decode_audio_file
-from ...core.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort, shown
-from ..extract.features import FeatureExtractor
 from ...core.atomic import write_text_atomic
+from ...core.config import MAX_SEGMENTS, SAMPLE_RATE_HZ
+from ...core.errors import AvelError, CheckpointError, NoAudioStream, NoVideoStream, TooShort, shown
+from ...models.inference import MODALITIES, QueryScores
+from ...models.protocols import CMLModel
+from ..extract.features import FeatureExtractor
+from ..extract.stream import FeatureStream, prefetch
+from ..media.decode import DecodeOptions, SegmentReader, decode_audio_file
 from .outputs import clock
 from .predictor import Predictor
-from ..extract.stream import FeatureStream, prefetch
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aif", ".aiff", ".mka"}
 TIME_EPS_S = 1e-6
@@ -79,7 +80,9 @@ class QueryError(AvelError):
 
 # -----------------------------------------------------------------------------------------
 # pure helpers
-def query_segments(start_s: float | None, end_s: float | None, available: int, duration_s: float, path: str) -> tuple[int, int]:
+def query_segments(
+    start_s: float | None, end_s: float | None, available: int, duration_s: float, path: str
+) -> tuple[int, int]:
     """The query's segments [first, last) for a range in seconds (None: the file's start /
     its last whole second): the 1-s segments overlapping [start, end). QueryError when the
     range is empty, negative or outside the file's `available` whole seconds."""
@@ -89,8 +92,10 @@ def query_segments(start_s: float | None, end_s: float | None, available: int, d
     if last > available or first >= available:
         s = 0 if start_s is None else start_s
         e = available if end_s is None else end_s
-        raise QueryError(f"{path}: query range {s:g}-{e:g} s lies outside the file ({duration_s:.2f} s long, "
-                         f"{available} whole 1-s segments)")
+        raise QueryError(
+            f"{path}: query range {s:g}-{e:g} s lies outside the file ({duration_s:.2f} s long, "
+            f"{available} whole 1-s segments)"
+        )
     return first, last
 
 
@@ -181,15 +186,24 @@ class QueryResult:
 
     def to_dict(self) -> dict:
         return {
-            "query": shown(self.query), "target": shown(self.target), "direction": self.direction,
-            "query_modality": self.query_modality, "target_modality": self.target_modality,
-            "query_start_s": self.query_start_s, "query_end_s": self.query_end_s, "query_length_s": self.query_length_s,
+            "query": shown(self.query),
+            "target": shown(self.target),
+            "direction": self.direction,
+            "query_modality": self.query_modality,
+            "target_modality": self.target_modality,
+            "query_start_s": self.query_start_s,
+            "query_end_s": self.query_end_s,
+            "query_length_s": self.query_length_s,
             "query_duration_s": None if self.query_duration_s is None else round(self.query_duration_s, 6),
-            "target_duration_s": round(self.target_duration_s, 6), "score_kind": self.score_kind,
-            "higher_is_better": self.higher_is_better, "score_range": [round(x, 6) for x in self.score_range],
+            "target_duration_s": round(self.target_duration_s, 6),
+            "score_kind": self.score_kind,
+            "higher_is_better": self.higher_is_better,
+            "score_range": [round(x, 6) for x in self.score_range],
             "seconds": [s.to_dict() for s in self.seconds],
-            "window_scores": [round(float(x), 6) for x in self.window_scores], "best": self.best.to_dict(),
-            "model": self.model, "features": self.features,
+            "window_scores": [round(float(x), 6) for x in self.window_scores],
+            "best": self.best.to_dict(),
+            "model": self.model,
+            "features": self.features,
         }
 
 
@@ -236,10 +250,13 @@ def _audio_file_query(path: str, extractor: FeatureExtractor, start_s, end_s) ->
     return np.concatenate(feats), first, last, duration
 
 
-def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s, end_s) -> tuple[np.ndarray, int, int, float]:
+def _video_query(
+    path: str, extractor: FeatureExtractor, modality: str, start_s, end_s
+) -> tuple[np.ndarray, int, int, float]:
     """Features of the query segments of a video; only those are extracted, a chunk at a time."""
-    opts = DecodeOptions.from_settings(extractor.settings, segments=None,
-                                       on_missing_audio="error" if modality == "audio" else "silence")
+    opts = DecodeOptions.from_settings(
+        extractor.settings, segments=None, on_missing_audio="error" if modality == "audio" else "silence"
+    )
     reader = SegmentReader(path, opts)
     first = 0 if start_s is None else int(math.floor(start_s + TIME_EPS_S))
     last = None if end_s is None else int(math.ceil(end_s - TIME_EPS_S))
@@ -272,10 +289,12 @@ def _video_query(path: str, extractor: FeatureExtractor, modality: str, start_s,
 
 def _target_features(path: str, extractor: FeatureExtractor, modality: str, progress: bool) -> tuple[np.ndarray, float]:
     """[T, D] features of the target's `modality` (visual: pool5 mean over cells), streamed."""
-    opts = DecodeOptions.from_settings(extractor.settings, segments=None,
-                                       on_missing_audio="error" if modality == "audio" else "silence")
-    stream = FeatureStream(path, extractor, visual=modality == "visual", audio=modality == "audio", options=opts,
-                           progress=progress)
+    opts = DecodeOptions.from_settings(
+        extractor.settings, segments=None, on_missing_audio="error" if modality == "audio" else "silence"
+    )
+    stream = FeatureStream(
+        path, extractor, visual=modality == "visual", audio=modality == "audio", options=opts, progress=progress
+    )
     rows = []
     try:
         for audio, visual in stream:
@@ -332,21 +351,33 @@ def cml_query(
     t, duration = _target_features(target, extractor, target_modality, progress)
     l, T = q.shape[0], t.shape[0]
     if l > T:
-        raise QueryError(f"{query}: the query ({l} s, {first}-{last} s) is longer than the target {target} "
-                         f"({T} whole seconds)")
+        raise QueryError(
+            f"{query}: the query ({l} s, {first}-{last} s) is longer than the target {target} ({T} whole seconds)"
+        )
     scores = score_query(predictor.model, torch.from_numpy(q), torch.from_numpy(t), modality)
     cfg = predictor.checkpoint.model_config
     return QueryResult(
-        query=query, target=target, direction="a2v" if modality == "audio" else "v2a",
-        query_modality=modality, target_modality=target_modality, query_start_s=first, query_end_s=last,
+        query=query,
+        target=target,
+        direction="a2v" if modality == "audio" else "v2a",
+        query_modality=modality,
+        target_modality=target_modality,
+        query_start_s=first,
+        query_end_s=last,
         target_duration_s=duration,
         seconds=[Window(i, i + 1, float(x)) for i, x in enumerate(scores.per_second)],
         window_scores=[float(x) for x in scores.windows],
         best=Window(scores.best, scores.best + l, float(scores.windows[scores.best])),
-        score_kind=scores.kind, higher_is_better=scores.higher_is_better,
-        model={"task": cfg.task, "model": cfg.name, "embedding": getattr(cfg, "embedding", None),
-               "matching": getattr(cfg, "matching", None),
-               "checkpoint": ckpt_path},
+        score_kind=scores.kind,
+        higher_is_better=scores.higher_is_better,
+        model={
+            "task": cfg.task,
+            "model": cfg.name,
+            "embedding": getattr(cfg, "embedding", None),
+            "matching": getattr(cfg, "matching", None),
+            "checkpoint": ckpt_path,
+        },
         features=extractor.settings.to_dict(),
-        query_range_given=query_start_s is not None or query_end_s is not None, query_duration_s=query_duration,
+        query_range_given=query_start_s is not None or query_end_s is not None,
+        query_duration_s=query_duration,
     )

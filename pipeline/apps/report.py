@@ -36,14 +36,16 @@ the CML score scale is `score_range`). What the page shows:
     ranges are buttons (Tab, Enter); labels are written on the bars; the layout reflows
     down to a phone's width.
 """
+
 from __future__ import annotations
 
 import html
 import os
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ...core import jsonio
@@ -90,12 +92,16 @@ def script_json(obj) -> str:
 
 def render_page(title: str, envelope: dict) -> str:
     """The page: the template with its title, the inlined CSS and JavaScript and the data."""
-    parts = {"title": html.escape(title), "css": asset("report.css"), "js": asset("report.js"),
-             "data": script_json(envelope)}
+    parts = {
+        "title": html.escape(title),
+        "css": asset("report.css"),
+        "js": asset("report.js"),
+        "data": script_json(envelope),
+    }
     return re.sub(r"\{\{(\w+)\}\}", lambda m: parts[m.group(1)], asset("page.html"))
 
 
-def localization_envelope(results: Sequence["VideoLocalization"], page_path: str | os.PathLike) -> dict:
+def localization_envelope(results: Sequence[VideoLocalization], page_path: str | os.PathLike) -> dict:
     classes: list[str] = []
     for r in results:
         for name in r.model.classes if r.model is not None else ():
@@ -109,16 +115,18 @@ def localization_envelope(results: Sequence["VideoLocalization"], page_path: str
     }
 
 
-def write_localization_report(results: "VideoLocalization | Sequence[VideoLocalization]",
-                              path: str | os.PathLike) -> None:
+def write_localization_report(
+    results: VideoLocalization | Sequence[VideoLocalization], path: str | os.PathLike
+) -> None:
     """One page for the videos of `avel localize` (failed ones are listed with their error)."""
     results = [results] if hasattr(results, "to_dict") else list(results)
-    title = (f"avel: {shown(os.path.basename(results[0].video))}" if len(results) == 1
-             else f"avel: {len(results)} videos")
+    title = (
+        f"avel: {shown(os.path.basename(results[0].video))}" if len(results) == 1 else f"avel: {len(results)} videos"
+    )
     _write(path, render_page(title, localization_envelope(results, path)))
 
 
-def query_envelope(result: "QueryResult", page_path: str | os.PathLike) -> dict:
+def query_envelope(result: QueryResult, page_path: str | os.PathLike) -> dict:
     return {
         "report": "cml",
         "media": {"query": media_entry(result.query, page_path), "target": media_entry(result.target, page_path)},
@@ -126,7 +134,7 @@ def query_envelope(result: "QueryResult", page_path: str | os.PathLike) -> dict:
     }
 
 
-def write_query_report(result: "QueryResult", path: str | os.PathLike) -> None:
+def write_query_report(result: QueryResult, path: str | os.PathLike) -> None:
     """One page for an `avel cml` query: the query with its range, the target with the match."""
     title = f"avel {result.direction.upper()}: {shown(os.path.basename(result.query))} in {shown(os.path.basename(result.target))}"
     _write(path, render_page(title, query_envelope(result, path)))

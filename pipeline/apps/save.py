@@ -4,8 +4,8 @@ for, each through the atomic writer, named so that no two videos share a file.""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePath
-from typing import Sequence
 
 from .outputs import VideoLocalization, write_csv, write_json
 from .query import QueryResult, write_query_json
@@ -47,8 +47,9 @@ def plot_paths(plot: str | os.PathLike, videos: Sequence[str]) -> list[Path]:
     return [plot.with_name(f"{plot.stem}-{name}{plot.suffix}") for name in distinct_names(videos)]
 
 
-def save_localizations(results: Sequence[VideoLocalization], *, json_path=None, csv_path=None, plot=None,
-                       html=None) -> None:
+def save_localizations(
+    results: Sequence[VideoLocalization], *, json_path=None, csv_path=None, plot=None, html=None
+) -> None:
     """The files `avel localize` was asked for: JSON (every video, failures included), CSV,
     timelines and the HTML report (the videos that worked)."""
     ok = [r for r in results if r.ok]

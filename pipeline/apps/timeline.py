@@ -13,11 +13,13 @@ Timeline of a video (x: seconds, m:ss past two minutes):
     names written inside runs wide enough to hold them; a legend maps colours to labels.
 Labels are thinned by the room they need, so a 3-s clip and a 10-min video both read.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -50,7 +52,7 @@ def label_colours(classes: Sequence[str], background: str = "background") -> dic
     for i, name in enumerate(classes):
         hue = (0.58 + i * 0.381966) % 1.0
         rgb = hsv_to_rgb((hue, 0.42 if i % 2 == 0 else 0.55, 0.97 if i % 2 == 0 else 0.88))
-        colours[name] = "#%02x%02x%02x" % tuple(int(round(255 * c)) for c in rgb)
+        colours[name] = "#" + "".join(f"{int(round(255 * c)):02x}" for c in rgb)
     colours[background] = BACKGROUND_COLOUR
     return colours
 
@@ -99,7 +101,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> None:
         fig.savefig(tmp, dpi=110, format=fmt if fmt in canvas.get_supported_filetypes() else "png")
 
 
-def plot_timeline(result: "VideoLocalization", path: str | os.PathLike) -> None:
+def plot_timeline(result: VideoLocalization, path: str | os.PathLike) -> None:
     """PNG timeline of one localized video (see the module docstring)."""
     if not result.ok:
         raise ValueError(f"{result.video}: nothing to plot ({result.error})")
@@ -130,9 +132,17 @@ def plot_timeline(result: "VideoLocalization", path: str | os.PathLike) -> None:
         centre = min(max((e.start_s + e.end_s) / 2, half), max(duration - half, half))  # inside the axis
         for row in (0, 1):
             if centre - half >= row_end[row]:
-                ax.text(centre, 1.03 + 0.075 * row, text, transform=ax.get_xaxis_transform(), ha="center",
-                        va="bottom", fontsize=8.5, clip_on=False,
-                        bbox=dict(boxstyle="round,pad=0.2", fc=colour, lw=0))
+                ax.text(
+                    centre,
+                    1.03 + 0.075 * row,
+                    text,
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8.5,
+                    clip_on=False,
+                    bbox=dict(boxstyle="round,pad=0.2", fc=colour, lw=0),
+                )
                 row_end[row] = centre + half
                 break
 
@@ -167,19 +177,33 @@ def plot_timeline(result: "VideoLocalization", path: str | os.PathLike) -> None:
     band.set_ylabel("label", rotation=0, ha="right", va="center")
     _time_axis(band, duration)
     present = [c for c in classes if c in set(labels)] + ["background"]
-    band.legend(handles=[Patch(color=colours[c], label=c) for c in present], loc="upper left",
-                bbox_to_anchor=(1.01, 1.25), fontsize=8.5, frameon=False, title="label per second", title_fontsize=8.5)
+    band.legend(
+        handles=[Patch(color=colours[c], label=c) for c in present],
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.25),
+        fontsize=8.5,
+        frameon=False,
+        title="label per second",
+        title_fontsize=8.5,
+    )
 
     name = shown(os.path.basename(result.video))
     n = len(result.events)
     model = f"{info.task}/{info.model}, window {info.window} s, stride {info.stride} s" if info is not None else ""
-    fig.text(0.06, 0.955, f"{name}: {n} event{'s' if n != 1 else ''} in {result.duration_s:.1f} s", ha="left",
-             va="center", fontsize=12, fontweight="bold")
+    fig.text(
+        0.06,
+        0.955,
+        f"{name}: {n} event{'s' if n != 1 else ''} in {result.duration_s:.1f} s",
+        ha="left",
+        va="center",
+        fontsize=12,
+        fontweight="bold",
+    )
     fig.text(0.83, 0.955, model, fontsize=8.5, color="#555555", ha="right", va="center")
     _save(fig, path)
 
 
-def plot_query(result: "QueryResult", path: str | os.PathLike) -> None:
+def plot_query(result: QueryResult, path: str | os.PathLike) -> None:
     """PNG of a CML query: the target's per-second score (relevance to the query, or a
     distance), the best window shaded, and, when the query was cut from the target itself,
     the query's own seconds hatched."""
@@ -190,12 +214,30 @@ def plot_query(result: "QueryResult", path: str | os.PathLike) -> None:
     ax = fig.add_axes([0.095, 0.15, 0.735, 0.66])
 
     best = result.best
-    ax.axvspan(best.start_s, best.end_s, color="#2ca02c", alpha=0.22, lw=0, label=f"best {best.end_s - best.start_s}-s window")
-    ax.text((best.start_s + best.end_s) / 2, 1.02, f"best match {best.start_s}-{best.end_s} s", transform=ax.get_xaxis_transform(),
-            ha="center", va="bottom", fontsize=8.5, clip_on=False, bbox=dict(boxstyle="round,pad=0.2", fc="#2ca02c", alpha=0.3, lw=0))
+    ax.axvspan(
+        best.start_s, best.end_s, color="#2ca02c", alpha=0.22, lw=0, label=f"best {best.end_s - best.start_s}-s window"
+    )
+    ax.text(
+        (best.start_s + best.end_s) / 2,
+        1.02,
+        f"best match {best.start_s}-{best.end_s} s",
+        transform=ax.get_xaxis_transform(),
+        ha="center",
+        va="bottom",
+        fontsize=8.5,
+        clip_on=False,
+        bbox=dict(boxstyle="round,pad=0.2", fc="#2ca02c", alpha=0.3, lw=0),
+    )
     if _same_file(result.query, result.target):
-        ax.axvspan(result.query_start_s, result.query_end_s, fill=False, hatch="//", edgecolor="#888888", lw=0,
-                   label="the query's own seconds")
+        ax.axvspan(
+            result.query_start_s,
+            result.query_end_s,
+            fill=False,
+            hatch="//",
+            edgecolor="#888888",
+            lw=0,
+            label="the query's own seconds",
+        )
     x, y = _steps([s.score for s in secs])
     ax.plot(x, y, drawstyle="steps-post", color="black", lw=1.6 if T > 90 else 2.2, label=result.score_label)
     if result.score_kind == "relevance":
@@ -210,12 +252,26 @@ def plot_query(result: "QueryResult", path: str | os.PathLike) -> None:
     _time_axis(ax, duration)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False)
     q = shown(os.path.basename(result.query))
-    fig.text(0.095, 0.94, f"{result.direction.upper()}: {result.query_modality} of {q} ({result.query_start_s}-"
-             f"{result.query_end_s} s) -> {result.target_modality} of {shown(os.path.basename(result.target))}",
-             ha="left", va="center", fontsize=12, fontweight="bold")
+    fig.text(
+        0.095,
+        0.94,
+        f"{result.direction.upper()}: {result.query_modality} of {q} ({result.query_start_s}-"
+        f"{result.query_end_s} s) -> {result.target_modality} of {shown(os.path.basename(result.target))}",
+        ha="left",
+        va="center",
+        fontsize=12,
+        fontweight="bold",
+    )
     model = result.model
-    fig.text(0.83, 0.94, f"{model.get('task', '')}/{model.get('model', '')}, {result.score_kind}; best window "
-             f"score {best.score:.3f}", fontsize=8.5, color="#555555", ha="right", va="center")
+    fig.text(
+        0.83,
+        0.94,
+        f"{model.get('task', '')}/{model.get('model', '')}, {result.score_kind}; best window score {best.score:.3f}",
+        fontsize=8.5,
+        color="#555555",
+        ha="right",
+        va="center",
+    )
     _save(fig, path)
 
 

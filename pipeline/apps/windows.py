@@ -3,11 +3,12 @@ where the windows start (`window_starts`), the model's window outputs averaged p
 the segments stream in (`WindowedScorer`, given any `Scorer`), a label per second by DAM's
 rule (`label_seconds`) and the events those labels make (`merge_intervals`, `event_summary`).
 pipeline/apps/localize.py runs them on a video; the rules are stated in its docstring."""
+
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -85,7 +86,10 @@ def event_summary(events: Sequence[Event]) -> dict:
 
 
 def label_seconds(
-    probs: np.ndarray, relevance: np.ndarray | None, class_names: Sequence[str], background: str = BACKGROUND,
+    probs: np.ndarray,
+    relevance: np.ndarray | None,
+    class_names: Sequence[str],
+    background: str = BACKGROUND,
 ) -> tuple[list[str], np.ndarray]:
     """probs [T, C] (C = len(class_names): event categories; C = len + 1: the last column is
     background, AV_att), relevance [T] or None -> labels and the probability of the chosen
@@ -118,7 +122,9 @@ class WindowedScorer:
     window is complete, and averages the outputs per second. Holds the features of the last
     `window` segments only (plus up to WINDOW_BATCH pending windows)."""
 
-    def __init__(self, score: Scorer, window: int, stride: int, batch: int = WINDOW_BATCH, combine: str = "mean") -> None:
+    def __init__(
+        self, score: Scorer, window: int, stride: int, batch: int = WINDOW_BATCH, combine: str = "mean"
+    ) -> None:
         if window < 1 or not 1 <= stride <= window:
             raise ValueError(f"need window >= 1 and 1 <= stride <= window, got window {window}, stride {stride}")
         if combine not in COMBINES:
@@ -167,7 +173,9 @@ class WindowedScorer:
             grow = max(self._len, 2 * self._n.shape[0]) - self._n.shape[0]
             self._n = np.concatenate([self._n, np.zeros(grow, dtype=np.int64)])
             fill = -np.inf if self.combine == "max" else 0.0
-            self._sums = [None if s is None else np.concatenate([s, np.full((grow,) + s.shape[1:], fill)]) for s in self._sums]
+            self._sums = [
+                None if s is None else np.concatenate([s, np.full((grow,) + s.shape[1:], fill)]) for s in self._sums
+            ]
             self._weights = np.concatenate([self._weights, np.zeros(grow)])
         if self.combine == "mean":
             for b, s in enumerate(starts):
@@ -251,19 +259,27 @@ class LocalizeRule:
     min_score: float = 0.0
 
     def __post_init__(self) -> None:
-        for name, value, choices in (("combine", self.combine, COMBINES), ("smooth", self.smooth, SMOOTHINGS),
-                                     ("event_score", self.event_score, EVENT_SCORES)):
+        for name, value, choices in (
+            ("combine", self.combine, COMBINES),
+            ("smooth", self.smooth, SMOOTHINGS),
+            ("event_score", self.event_score, EVENT_SCORES),
+        ):
             if value not in choices:
                 raise ConfigError(name, value, f"must be one of {', '.join(choices)}")
         for name, low in (("stride_s", 1), ("smooth_k", 0), ("gap_s", 0), ("min_event_s", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(name, value, f"must be an integer >= {low}")
-        if isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float)) or not 0 <= self.min_score <= 1:
+        if (
+            isinstance(self.min_score, bool)
+            or not isinstance(self.min_score, (int, float))
+            or not 0 <= self.min_score <= 1
+        ):
             raise ConfigError("min_score", self.min_score, "must be a number in [0, 1]")
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
+
         return asdict(self)
 
 
@@ -293,8 +309,26 @@ def fill_gaps(labels: Sequence[str], gap_s: int, background: str = BACKGROUND) -
     return out
 
 
-def apply_rule(labels: Sequence[str], prob: np.ndarray, relevance: np.ndarray | None, rule: LocalizeRule,
-               background: str = BACKGROUND) -> list[Event]:
+def event_score(kind: str, prob: np.ndarray, relevance: np.ndarray, confidence: np.ndarray) -> float:
+    """One event's score from its seconds' probabilities, relevances and confidences (their
+    product): "mean" confidence (today's), "mean_prob", "prob_x_relevance" (mean prob x mean
+    relevance) or "max" confidence."""
+    if kind == "mean":
+        return confidence.mean()
+    if kind == "mean_prob":
+        return prob.mean()
+    if kind == "prob_x_relevance":
+        return prob.mean() * relevance.mean()
+    return confidence.max()
+
+
+def apply_rule(
+    labels: Sequence[str],
+    prob: np.ndarray,
+    relevance: np.ndarray | None,
+    rule: LocalizeRule,
+    background: str = BACKGROUND,
+) -> list[Event]:
     """Per-second labels, chosen-category probabilities and relevances -> the rule's events.
     The default rule gives exactly `merge_intervals(labels, prob x relevance)`."""
     confidence = prob * relevance if relevance is not None else prob
@@ -305,7 +339,6 @@ def apply_rule(labels: Sequence[str], prob: np.ndarray, relevance: np.ndarray | 
         events = []
         for e in merge_intervals(fill_gaps(labels, rule.gap_s, background), confidence.tolist(), background):
             p, r, c = (np.asarray(x[e.start_s : e.end_s], dtype=np.float64) for x in (prob, rel, confidence))
-            score = {"mean": lambda: c.mean(), "mean_prob": lambda: p.mean(), "prob_x_relevance": lambda: p.mean() * r.mean(),
-                     "max": lambda: c.max()}[rule.event_score]()
+            score = event_score(rule.event_score, p, r, c)
             events.append(Event(e.start_s, e.end_s, e.label, float(score)))
     return [e for e in events if e.end_s - e.start_s >= rule.min_event_s and e.score >= rule.min_score]

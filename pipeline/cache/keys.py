@@ -5,6 +5,7 @@ that are not UTF-8), so every id, whatever file name it came from, has a group o
 (`text_attr`: a UTF-8 string, or its bytes when it is not valid UTF-8; `attr_text` reads it).
 Readers take ids from the attrs and remember each group's name, so caches written with the
 older rule ('/' -> '|') stay readable."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -3,6 +3,7 @@ ones the cache stores (`label_changes`), and a difference is applied (`apply_lab
 features stay, annotations.txt and splits/*.txt are replaced (each file atomically; a crash
 half way is finished by the next run, which compares again), and one line names the change.
 A job without annotations (a folder of videos) compares nothing."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -96,4 +97,3 @@ def apply_labels(path: Path, stored: CacheMeta, given: CacheMeta) -> str | None:
     write_cache_file(path / "annotations.txt", given.annotations.encode("utf-8"))
     stored.annotations, stored.splits = given.annotations, dict(given.splits)
     return change
-

@@ -7,6 +7,7 @@ time in clock ticks after boot); `writer_is_dead`, the proof a clean-up needs be
 removes someone's temporary file; and `write_cache_file`, a cache's own files through core's
 atomic writer under such a name, with ENOSPC turned into one clear CacheError.
 """
+
 from __future__ import annotations
 
 import errno
@@ -77,8 +78,10 @@ def writer_is_dead(name: str) -> bool:
 
 def write_error(e: OSError, target: Path) -> CacheError:
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return CacheError(f"no space left on device while writing {shown(target)} (what was committed before is "
-                          "intact; free some space and run again to resume)")
+        return CacheError(
+            f"no space left on device while writing {shown(target)} (what was committed before is "
+            "intact; free some space and run again to resume)"
+        )
     return CacheError(f"{shown(target)}: cannot be written ({e.strerror or e})")
 
 
@@ -94,7 +97,7 @@ def write_cache_file(path: Path, data: bytes) -> None:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
     except OSError as e:
@@ -150,8 +153,10 @@ def _command() -> str:
 def _holder(fd: int) -> str:
     try:
         record = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
-        return (f"pid {record['pid']} on {record['host']}, since {record['since']}: "
-                f"{shown(str(record.get('command', '?')))}")
+        return (
+            f"pid {record['pid']} on {record['host']}, since {record['since']}: "
+            f"{shown(str(record.get('command', '?')))}"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return "holder unknown"
 
@@ -165,7 +170,7 @@ class WriteLock:
         holding.count += 1
 
     @classmethod
-    def acquire(cls, directory: str | os.PathLike, command: str | None = None) -> "WriteLock":
+    def acquire(cls, directory: str | os.PathLike, command: str | None = None) -> WriteLock:
         """Take the lock of the cache `directory` (created if missing), or raise CacheLocked
         naming the holder. The first acquisition in a process removes the temporary files of
         dead writers (rule 3 of pipeline/cache/__init__.py)."""
@@ -182,8 +187,13 @@ class WriteLock:
                 return cls(directory, holding)
             holding = _Holding(key, _lock(directory))
             _HELD[key] = weakref.ref(holding)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command or _command(),
-                  "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "start": _process_start(os.getpid())}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": command or _command(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "start": _process_start(os.getpid()),
+        }
         try:
             os.ftruncate(holding.fd, 0)
             os.pwrite(holding.fd, (jsonio.dumps(record, nonfinite="refuse") + "\n").encode(), 0)
@@ -204,7 +214,7 @@ class WriteLock:
             if holding.count == 0:
                 holding.close()
 
-    def __enter__(self) -> "WriteLock":
+    def __enter__(self) -> WriteLock:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -231,12 +241,16 @@ def _lock(directory: Path) -> int:
         except BlockingIOError:
             holder = _holder(fd)
             os.close(fd)
-            raise CacheLocked(f"{shown(directory)}: another avel run is writing this cache ({holder}); one writer per "
-                              "cache: wait for it to end, or stop it") from None
+            raise CacheLocked(
+                f"{shown(directory)}: another avel run is writing this cache ({holder}); one writer per "
+                "cache: wait for it to end, or stop it"
+            ) from None
         except OSError as e:
             os.close(fd)
-            raise CacheError(f"{shown(directory)}: the filesystem cannot lock {LOCK_FILE} ({e.strerror or e}); "
-                             "a cache is written on a filesystem with file locks (local, NFSv4)") from None
+            raise CacheError(
+                f"{shown(directory)}: the filesystem cannot lock {LOCK_FILE} ({e.strerror or e}); "
+                "a cache is written on a filesystem with file locks (local, NFSv4)"
+            ) from None
         try:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 return fd

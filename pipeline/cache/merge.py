@@ -3,6 +3,7 @@ cache, copied group by group inside HDF5. An id held by more than one cache is m
 when its features are identical, else refused or resolved as `on_conflict` says (fail |
 first | last); annotations and splits are merged row by row (`merge_rows`), refused when two
 caches give one id different rows."""
+
 from __future__ import annotations
 
 import os
@@ -49,9 +50,9 @@ def same_features(vid: str, a: tuple[FeatureCache, Entry], b: tuple[FeatureCache
             return False
         for i in range(0, da.shape[0], _ROWS_A_SLICE):
             with reading(ea.part, vid):
-                xa = da[i:i + _ROWS_A_SLICE]
+                xa = da[i : i + _ROWS_A_SLICE]
             with reading(eb.part, vid):
-                xb = db[i:i + _ROWS_A_SLICE]
+                xb = db[i : i + _ROWS_A_SLICE]
             if xa.tobytes() != xb.tobytes():
                 return False
     return True
@@ -78,9 +79,11 @@ def merge_rows(texts: list[tuple[str, str]], what: str, *, header: bool = True) 
             by_id[r.video_id].append(r)
         for vid, rs in by_id.items():
             if vid in rows and rows[vid] != rs:
-                raise CacheError(f"merge: video {shown(vid)!r} has other {what} rows in {shown(where)} than in "
-                                 f"{shown(source[vid])} ({' | '.join(r.to_line() for r in rs)} != "
-                                 f"{' | '.join(r.to_line() for r in rows[vid])}); correct one of them")
+                raise CacheError(
+                    f"merge: video {shown(vid)!r} has other {what} rows in {shown(where)} than in "
+                    f"{shown(source[vid])} ({' | '.join(r.to_line() for r in rs)} != "
+                    f"{' | '.join(r.to_line() for r in rows[vid])}); correct one of them"
+                )
             rows.setdefault(vid, rs)
             source.setdefault(vid, where)
     lines = [HEADER] if header else []
@@ -93,16 +96,22 @@ def merged_meta(caches: list[FeatureCache]) -> CacheMeta:
     meta = caches[0].meta
     for c in caches[1:]:
         c.meta.check_compatible(meta, str(c.path))
-    annotations = merge_rows([(str(c.path), c.meta.annotations) for c in caches if c.meta.annotations is not None],
-                             "annotation")
+    annotations = merge_rows(
+        [(str(c.path), c.meta.annotations) for c in caches if c.meta.annotations is not None], "annotation"
+    )
     names = sorted({name for c in caches for name in c.meta.splits})
-    splits = {name: merge_rows([(str(c.path), c.meta.splits[name]) for c in caches if name in c.meta.splits],
-                               f"{name} split", header=False) for name in names}
+    splits = {
+        name: merge_rows(
+            [(str(c.path), c.meta.splits[name]) for c in caches if name in c.meta.splits], f"{name} split", header=False
+        )
+        for name in names
+    }
     return CacheMeta(meta.settings, meta.storage_dtype, annotations, splits)
 
 
-def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike, *,
-                 on_conflict: str = "fail") -> tuple[int, int]:
+def merge_caches(
+    sources: list[str | os.PathLike], out: str | os.PathLike, *, on_conflict: str = "fail"
+) -> tuple[int, int]:
     """Join caches (directories or files) into one single-file cache `out`, written
     atomically and copied group by group inside HDF5 (nothing is loaded whole); mixed
     settings, disagreeing annotations or splits, and a disk without room for the result, are
@@ -128,8 +137,10 @@ def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike, *,
                 elif same_features(vid, held, (c, e)):
                     continue  # the same video twice (e.g. overlapping shards): kept once
                 elif on_conflict == "fail":
-                    raise CacheError(f"merge: video {shown(vid)!r} has different features in {shown(held[0].path)} and "
-                                     f"{shown(c.path)}; keep one with --on-conflict first|last")
+                    raise CacheError(
+                        f"merge: video {shown(vid)!r} has different features in {shown(held[0].path)} and "
+                        f"{shown(c.path)}; keep one with --on-conflict first|last"
+                    )
                 elif on_conflict == "last":
                     chosen[vid] = (c, e)
             for vid, x in c.failures.items():
@@ -141,8 +152,10 @@ def merge_caches(sources: list[str | os.PathLike], out: str | os.PathLike, *,
         needed = sum(_stored_bytes(c, e) for c, e in chosen.values()) + (1 << 20) + 4096 * len(chosen)
         free = shutil.disk_usage(out.parent).free
         if free < needed:
-            raise CacheError(f"no space left on device while writing {shown(out)}: it needs about {needed >> 20} MiB, "
-                             f"{free >> 20} MiB are free (nothing was written)")
+            raise CacheError(
+                f"no space left on device while writing {shown(out)}: it needs about {needed >> 20} MiB, "
+                f"{free >> 20} MiB are free (nothing was written)"
+            )
         with AtomicH5(out, meta) as f:
             for vid, (c, e) in chosen.items():
                 src = c.open_part(e.part)

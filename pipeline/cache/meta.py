@@ -2,6 +2,7 @@
 annotation and split rows the job had), read from a part's root attributes (`read_meta`),
 written there (`write_root`) or read from a directory cache's cache.json, annotations.txt and
 splits/*.txt (`read_cache_json`); `check_compatible` refuses features made with other settings."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ class CacheMeta:
             raise ConfigError("feature_settings", self.settings, "must be a FeatureSettings")
         check_choice("storage_dtype", self.storage_dtype, STORAGE_DTYPES)
 
-    def check_compatible(self, other: "CacheMeta", where: str) -> None:
+    def check_compatible(self, other: CacheMeta, where: str) -> None:
         diffs = self.settings.differences(other.settings)
         if self.storage_dtype != other.storage_dtype:
             diffs.append(f"storage_dtype: {self.storage_dtype!r} != {other.storage_dtype!r}")
@@ -56,9 +57,14 @@ def read_meta(h5: h5py.File, where: str) -> CacheMeta:
     if "feature_settings" not in h5.attrs:
         raise CacheError(f"{shown(where)}: no feature_settings attribute")
     ann = h5.attrs.get("annotations")
-    splits = {k[len("split."):]: str(v) for k, v in h5.attrs.items() if k.startswith("split.")}
-    return _meta_from(where, h5.attrs["feature_settings"], str(h5.attrs.get("storage_dtype", "float32")),
-                      None if ann is None else str(ann), splits)
+    splits = {k[len("split.") :]: str(v) for k, v in h5.attrs.items() if k.startswith("split.")}
+    return _meta_from(
+        where,
+        h5.attrs["feature_settings"],
+        str(h5.attrs.get("storage_dtype", "float32")),
+        None if ann is None else str(ann),
+        splits,
+    )
 
 
 def _read_text(path: Path) -> str:
@@ -76,18 +82,21 @@ def read_cache_json(path: Path) -> CacheMeta:
     try:
         d = json.loads(_read_text(meta_file))
     except ValueError as e:
-        raise CacheError(f"{shown(meta_file)}: not valid JSON ({e}); a cache.json is written once, atomically: "
-                         "was it edited by hand?") from None
+        raise CacheError(
+            f"{shown(meta_file)}: not valid JSON ({e}); a cache.json is written once, atomically: "
+            "was it edited by hand?"
+        ) from None
     if not isinstance(d, dict):
         raise CacheError(f"{shown(meta_file)}: a JSON {type(d).__name__}, expected an object with the cache's settings")
     if d.get("format", FORMAT) != FORMAT:
         raise CacheError(f"{shown(meta_file)}: format {d.get('format')!r}, expected {FORMAT!r}")
     if "settings" not in d:
-        raise CacheError(f"{shown(meta_file)}: no \"settings\" (the FeatureSettings of the cache)")
+        raise CacheError(f'{shown(meta_file)}: no "settings" (the FeatureSettings of the cache)')
     ann = path / "annotations.txt"
     splits = {split_key(p.name): _read_text(p) for p in sorted((path / "splits").glob("*.txt"))}
-    return _meta_from(meta_file, d["settings"], d.get("storage_dtype", "float32"),
-                      _read_text(ann) if ann.is_file() else None, splits)
+    return _meta_from(
+        meta_file, d["settings"], d.get("storage_dtype", "float32"), _read_text(ann) if ann.is_file() else None, splits
+    )
 
 
 def write_root(f: h5py.File, meta: CacheMeta) -> None:

@@ -2,14 +2,16 @@
 read back), the part writer (`PartWriter`, a video at a time through `VideoSink`), its commit
 rule (rule 2 of pipeline/cache/__init__.py: a temporary file that names its writer, fsynced
 and renamed by `AtomicH5`) and the index of one part read from its attributes (`part_index`)."""
+
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -61,8 +63,7 @@ def add_failure(f: h5py.File, x: Failure) -> None:
     if key in f["failures"]:
         del f["failures"][key]
     g = f["failures"].create_group(key)
-    g.attrs.update(id=text_attr(x.id), source_path=text_attr(x.source_path), kind=shown(x.kind),
-                   error=shown(x.error))
+    g.attrs.update(id=text_attr(x.id), source_path=text_attr(x.source_path), kind=shown(x.kind), error=shown(x.error))
 
 
 class VideoSink:
@@ -74,7 +75,7 @@ class VideoSink:
     # so that a 10 s video takes no more room than its features (1 MiB chunks doubled an AVE video)
     CHUNK_BYTES, CHUNK_ROWS = 1 << 16, 16
 
-    def __init__(self, writer: "PartWriter", video_id: str, source_path: str) -> None:
+    def __init__(self, writer: PartWriter, video_id: str, source_path: str) -> None:
         self.writer, self.id, self.source_path = writer, video_id, source_path
         self.dtype = np.dtype(writer.meta.storage_dtype)
         self.key = encode_key(video_id)
@@ -100,8 +101,14 @@ class VideoSink:
                     row = int(np.prod(x.shape[1:])) * self.dtype.itemsize
                     # fletcher32: a checksum a chunk, verified by HDF5 on every read (a damaged chunk fails)
                     rows = min(self.CHUNK_ROWS, max(1, self.CHUNK_BYTES // max(1, row)))
-                    self.group.create_dataset(name, shape=(0, *x.shape[1:]), maxshape=(None, *x.shape[1:]),
-                                              dtype=self.dtype, chunks=(rows, *x.shape[1:]), fletcher32=True)
+                    self.group.create_dataset(
+                        name,
+                        shape=(0, *x.shape[1:]),
+                        maxshape=(None, *x.shape[1:]),
+                        dtype=self.dtype,
+                        chunks=(rows, *x.shape[1:]),
+                        fletcher32=True,
+                    )
                 d = self.group[name]
                 d.resize(self.num_segments + n, axis=0)
                 d[self.num_segments :] = np.asarray(x, dtype=self.dtype)
@@ -191,11 +198,15 @@ def reading(part: Path, video_id: str | None = None) -> Iterator[None]:
         raise
     except (OSError, RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as e:
         if video_id is not None:
-            raise CacheError(f"{shown(part)}: the stored features of video {shown(video_id)!r} are damaged "
-                             f"({type(e).__name__}: {e}); `avel preprocess --verify` into this cache extracts "
-                             "them again") from None
-        raise CacheError(f"{shown(part)}: a damaged part file ({type(e).__name__}: {e}); move it away and run "
-                         "the job again to redo its videos") from None
+            raise CacheError(
+                f"{shown(part)}: the stored features of video {shown(video_id)!r} are damaged "
+                f"({type(e).__name__}: {e}); `avel preprocess --verify` into this cache extracts "
+                "them again"
+            ) from None
+        raise CacheError(
+            f"{shown(part)}: a damaged part file ({type(e).__name__}: {e}); move it away and run "
+            "the job again to redo its videos"
+        ) from None
 
 
 def part_index(f: h5py.File, part: Path) -> tuple[dict[str, Entry], dict[str, Failure]]:
@@ -206,7 +217,9 @@ def part_index(f: h5py.File, part: Path) -> tuple[dict[str, Entry], dict[str, Fa
         for key, g in f.get("videos", {}).items():
             a = g.attrs
             vid = attr_text(a["id"])
-            videos[vid] = Entry(vid, attr_text(a["source_path"]), float(a["duration_s"]), int(a["num_segments"]), part, key)
+            videos[vid] = Entry(
+                vid, attr_text(a["source_path"]), float(a["duration_s"]), int(a["num_segments"]), part, key
+            )
         for g in f.get("failures", {}).values():
             a = g.attrs
             vid = attr_text(a["id"])
@@ -230,7 +243,7 @@ class PartWriter:
     meta: CacheMeta
     max_videos: int = 64
     max_seconds: float = 30.0
-    cache: "FeatureCache | None" = None  # its index follows the commits
+    cache: FeatureCache | None = None  # its index follows the commits
     seq: int = 0  # the next part's sequence number (names stay unique without it: 64 random bits)
     provenance: dict[str, str] = field(default_factory=dict)  # who wrote the part (root attrs provenance.NAME)
     committed: list[Path] = field(default_factory=list)
@@ -265,7 +278,9 @@ class PartWriter:
     def _open_part(self) -> AtomicH5:
         if self._part is None:
             try:
-                self._part = AtomicH5(Path(self.directory) / "parts" / new_part_name(self.seq), self.meta, self.provenance)
+                self._part = AtomicH5(
+                    Path(self.directory) / "parts" / new_part_name(self.seq), self.meta, self.provenance
+                )
             except CacheError as e:
                 self._broken = e
                 raise
@@ -310,7 +325,10 @@ class PartWriter:
         self._maybe_commit()
 
     def _maybe_commit(self) -> None:
-        if len(self._videos) + len(self._failed) >= self.max_videos or time.monotonic() - self._since >= self.max_seconds:
+        if (
+            len(self._videos) + len(self._failed) >= self.max_videos
+            or time.monotonic() - self._since >= self.max_seconds
+        ):
             self.commit()
 
     def commit(self) -> None:
@@ -335,7 +353,7 @@ class PartWriter:
         self._videos, self._failed = [], []
         self._since = time.monotonic()
 
-    def __enter__(self) -> "PartWriter":
+    def __enter__(self) -> PartWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,6 +2,7 @@
 cached read-only handles: its settings, the ids and failures it holds (from attributes only)
 and each video's arrays; `create_or_open` makes a directory cache or opens one for writing,
 under the write lock (the layout and the writer rules: pipeline/cache/__init__.py)."""
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,7 @@ class FeatureCache:
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create_or_open(cls, path: str | os.PathLike, meta: CacheMeta, *, verify: bool = False) -> "FeatureCache":
+    def create_or_open(cls, path: str | os.PathLike, meta: CacheMeta, *, verify: bool = False) -> FeatureCache:
         """Open the directory cache at `path` for writing, creating it with `meta` if it does not
         exist; the returned cache holds the write lock until `close()` (CacheLocked when another
         process holds it). An existing cache made with other settings is refused; annotations and
@@ -168,7 +169,7 @@ class FeatureCache:
                     for ds in g.values():
                         if isinstance(ds, h5py.Dataset):
                             for i in range(0, max(1, ds.shape[0]), 64):
-                                ds[i:i + 64]
+                                ds[i : i + 64]
             except CacheError:
                 found.setdefault(entry.part, []).append(vid)
         return found
@@ -192,7 +193,7 @@ class FeatureCache:
         """`repair` of one part: its intact videos and failures into a new part, then the part
         renamed damaged-NAME; the line that says so."""
         f = self.open_part(part)
-        provenance = {k[len("provenance."):]: str(v) for k, v in f.attrs.items() if k.startswith("provenance.")}
+        provenance = {k[len("provenance.") :]: str(v) for k, v in f.attrs.items() if k.startswith("provenance.")}
         kept = [e for e in self.entries.values() if e.part == part and e.id not in ids]
         failed = list(part_index(f, part)[1].values())
         if kept or failed:
@@ -212,8 +213,10 @@ class FeatureCache:
         self.parts.remove(part)
         self._index = self._failures = None
         shown_ids = ", ".join(repr(shown(i)) for i in ids[:5]) + (" ..." if len(ids) > 5 else "")
-        return (f"{shown(part)}: {len(ids)} damaged video{'' if len(ids) == 1 else 's'} ({shown_ids}) taken out "
-                f"(the part is now {shown(part.with_name('damaged-' + part.name).name)}); the job extracts them again")
+        return (
+            f"{shown(part)}: {len(ids)} damaged video{'' if len(ids) == 1 else 's'} ({shown_ids}) taken out "
+            f"(the part is now {shown(part.with_name('damaged-' + part.name).name)}); the job extracts them again"
+        )
 
     def close(self) -> None:
         for f in self._handles.values():
@@ -223,14 +226,14 @@ class FeatureCache:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> "FeatureCache":
+    def __enter__(self) -> FeatureCache:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     # -- writing ----------------------------------------------------------------------------------
-    def writer(self, max_videos: int = 64, max_seconds: float = 30.0) -> "PartWriter":
+    def writer(self, max_videos: int = 64, max_seconds: float = 30.0) -> PartWriter:
         if not self.path.is_dir():
             raise CacheError(f"{shown(self.path)}: a single-file cache is read-only; write into a directory")
         if self._lock is None:
@@ -260,7 +263,9 @@ def _check_fresh_or_cache(path: Path) -> None:
     if (path / "parts").is_dir() and any((path / "parts").glob("part-*.h5")):
         foreign.append("parts/part-*.h5 without cache.json")
     if foreign:
-        raise CacheError(f"{shown(path)}: exists and is not an avel feature cache (holds {shown(', '.join(sorted(foreign)[:5]))})")
+        raise CacheError(
+            f"{shown(path)}: exists and is not an avel feature cache (holds {shown(', '.join(sorted(foreign)[:5]))})"
+        )
 
 
 def _create(path: Path, meta: CacheMeta) -> None:
@@ -273,4 +278,6 @@ def _create(path: Path, meta: CacheMeta) -> None:
         for name, text in meta.splits.items():
             write_cache_file(path / "splits" / f"{name}.txt", text.encode("utf-8"))
     doc = {"format": FORMAT, "settings": meta.settings.to_dict(), "storage_dtype": meta.storage_dtype}
-    write_cache_file(path / "cache.json", jsonio.dumps(doc, nonfinite="refuse", indent=2, sort_keys=True).encode("utf-8"))
+    write_cache_file(
+        path / "cache.json", jsonio.dumps(doc, nonfinite="refuse", indent=2, sort_keys=True).encode("utf-8")
+    )

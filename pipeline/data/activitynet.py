@@ -10,6 +10,7 @@ truth (`{"version", "taxonomy", "database": {video_id: {"subset", "duration",
 The records (`Segment`, `Detection`) are what pipeline/train/detection.py scores. A
 malformed file is an AnnotationError naming the file and the entry; a segment must have
 finite times with start < end (a zero-length segment has no temporal IoU)."""
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,11 @@ def _load(path) -> dict:
 
 
 def _segment(value, where: str) -> tuple[float, float]:
-    if (not isinstance(value, (list, tuple)) or len(value) != 2
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)):
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 2
+        or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    ):
         raise AnnotationError(f"{where}: segment must be [start, end] in seconds, got {value!r}")
     start, end = float(value[0]), float(value[1])
     if not (math.isfinite(start) and math.isfinite(end)) or not start < end:
@@ -65,8 +69,9 @@ def _segment(value, where: str) -> tuple[float, float]:
     return start, end
 
 
-def parse_ground_truth(doc: dict, where: str = "ground truth", subset: str | None = None
-                       ) -> tuple[list[Segment], dict[str, float]]:
+def parse_ground_truth(
+    doc: dict, where: str = "ground truth", subset: str | None = None
+) -> tuple[list[Segment], dict[str, float]]:
     """The segments and the durations (seconds) of the videos of `subset` (all when None) of
     an ActivityNet ground-truth document. A video without annotations still counts (its
     duration is kept: its seconds are all background)."""
@@ -126,5 +131,6 @@ def read_results(path: str | os.PathLike) -> list[Detection]:
 def taxonomy(class_names) -> list[dict]:
     """A flat ActivityNet taxonomy: every class a child of one root node."""
     nodes = [{"nodeId": 0, "nodeName": "Root", "parentId": None, "parentName": None}]
-    return nodes + [{"nodeId": k + 1, "nodeName": name, "parentId": 0, "parentName": "Root"}
-                    for k, name in enumerate(class_names)]
+    return nodes + [
+        {"nodeId": k + 1, "nodeName": name, "parentId": 0, "parentName": "Root"} for k, name in enumerate(class_names)
+    ]

@@ -14,12 +14,13 @@ with the FeatureSettings when they are known); `read_ave_layout` reads it into `
 the real released files included: the 7.7-GB float64 visual file is read in row chunks and
 converted chunk by chunk, never held whole in float64.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -34,8 +35,8 @@ from ...core.annotations import (
 )
 from ...core.atomic import atomic_path, write_text_atomic
 from ...core.config import FeatureSettings
-from .dataset import AVData, check_disjoint_splits
 from ...core.errors import AnnotationError, CacheError, DataError
+from .dataset import AVData, check_disjoint_splits
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +159,11 @@ def write_ave_layout(
     elif rows is not None and category_index(rows) != list(data.class_names):
         rows = None  # first-appearance order would not give back data.class_names
     if rows is None:
-        log.warning("no Annotations.txt written for %s: labels are not one contiguous event per video "
-                    "or do not name every class in order; readers will see class_i names", out)
+        log.warning(
+            "no Annotations.txt written for %s: labels are not one contiguous event per video "
+            "or do not name every class in order; readers will see class_i names",
+            out,
+        )
 
     written: list[Path] = []
 
@@ -170,8 +174,13 @@ def write_ave_layout(
     emit(VISUAL, KEY, data.visual.shape, np_dtype, lambda ds: _write_chunked(ds, data.visual))
     emit(AUDIO, KEY, data.audio.shape, np_dtype, lambda ds: _write_chunked(ds, data.audio))
     if visual_vec:
-        emit(VISUAL_VEC, KEY, (V, T, 512), np_dtype,
-             lambda ds: _write_chunked(ds, data.visual, lambda x: x.to(torch.float64).mean(dim=(2, 3))))
+        emit(
+            VISUAL_VEC,
+            KEY,
+            (V, T, 512),
+            np_dtype,
+            lambda ds: _write_chunked(ds, data.visual, lambda x: x.to(torch.float64).mean(dim=(2, 3))),
+        )
     onehot = np.zeros((V, T, K1), dtype=np_dtype)
     np.put_along_axis(onehot, labels.numpy()[..., None], 1, axis=-1)
     emit(LABELS, KEY, onehot.shape, np_dtype, lambda ds: ds.__setitem__(Ellipsis, onehot))
@@ -259,8 +268,10 @@ def _one_hot_labels(path: Path, onehot: np.ndarray) -> np.ndarray:
     if not ok.all():
         v, t = (int(i) for i in np.argwhere(~ok)[0])
         row = ", ".join(f"{x:g}" for x in onehot[v, t].tolist())
-        raise CacheError(f"{path}: {KEY} is not one-hot at video {v}, second {t} ([{row:.80}]); every second "
-                         f"needs exactly one 1 over the {onehot.shape[-1]} classes, background (the last) included")
+        raise CacheError(
+            f"{path}: {KEY} is not one-hot at video {v}, second {t} ([{row:.80}]); every second "
+            f"needs exactly one 1 over the {onehot.shape[-1]} classes, background (the last) included"
+        )
     return onehot.argmax(axis=-1).astype(np.int64)
 
 
@@ -332,8 +343,12 @@ def read_ave_layout(
             )
         video_ids = [row.video_id for row in rows]
     else:
-        log.warning("%s: no Annotations.txt; classes are named class_0..class_%d and videos row_0..row_%d",
-                    d, background - 1, V - 1)
+        log.warning(
+            "%s: no Annotations.txt; classes are named class_0..class_%d and videos row_0..row_%d",
+            d,
+            background - 1,
+            V - 1,
+        )
         class_names = [f"class_{k}" for k in range(background)]
         video_ids = [f"row_{v}" for v in range(V)]
 

@@ -1,9 +1,10 @@
 """`AVData`: the in-memory form of a labelled feature set that training and evaluation
 consume, whichever storage it came from (a feature cache or the AVE release layout)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -80,11 +81,13 @@ def check_disjoint_splits(splits: dict[str, torch.Tensor], source: Callable[[str
     for family in DISJOINT_SPLITS:
         present = [name for name in family if name in splits]
         for i, a in enumerate(present):
-            for b in present[i + 1:]:
+            for b in present[i + 1 :]:
                 shared = np.intersect1d(np.asarray(splits[a]), np.asarray(splits[b]))
                 if shared.size:
-                    raise DataError(f"{source(a)} and {source(b)} share {shared.size} rows (first: row "
-                                    f"{int(shared[0])}); the {a} and {b} splits must not overlap")
+                    raise DataError(
+                        f"{source(a)} and {source(b)} share {shared.size} rows (first: row "
+                        f"{int(shared[0])}); the {a} and {b} splits must not overlap"
+                    )
 
 
 def video_labels_from_classes(classes: list[int], num_events: int) -> torch.Tensor:

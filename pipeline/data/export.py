@@ -4,8 +4,8 @@ order) taken from an Annotations.txt, its splits from the split files given."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ...core.annotations import read_annotations, split_key
 from ...core.errors import AvelError
@@ -25,8 +25,14 @@ def read_split_files(paths: Sequence[str | os.PathLike]) -> dict[str, str]:
     return texts
 
 
-def export_ave(cache: str | os.PathLike, annotations: str | os.PathLike, out: str | os.PathLike, *,
-               split_files: Sequence[str | os.PathLike] = (), dtype: str = "float32") -> tuple[int, list[Path]]:
+def export_ave(
+    cache: str | os.PathLike,
+    annotations: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    split_files: Sequence[str | os.PathLike] = (),
+    dtype: str = "float32",
+) -> tuple[int, list[Path]]:
     """Write `cache` in the AVE release layout under `out`: (rows written, files written)."""
     rows = read_annotations(annotations)
     data = load_cache(Path(cache), rows=rows, split_texts=read_split_files(split_files))

@@ -1,20 +1,21 @@
 """One data interface for training and evaluation: `load_data(path)` turns a feature cache
 (directory or .h5 file) or a directory in the AVE release layout into `AVData`, loaded
 once into RAM in float32 or float16. Storage formats are registered by name."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from ...core.annotations import AnnotationRow, category_index, labels_for, parse_annotations, split_rows
-from ..cache.store import FeatureCache
-from .dataset import AVData, check_disjoint_splits, video_labels_from_classes
 from ...core.errors import CacheError, DataError, shown
 from ...core.registry import Registry
+from ..cache.store import FeatureCache
+from .dataset import AVData, check_disjoint_splits, video_labels_from_classes
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ def load_cache(
             )
         lengths = {cache.entries[r.video_id].num_segments for r in rows}
         if len(lengths) != 1:
-            raise CacheError(f"{path}: annotated videos have different segment counts {sorted(lengths)}; extract with --segments N")
+            raise CacheError(
+                f"{path}: annotated videos have different segment counts {sorted(lengths)}; extract with --segments N"
+            )
         T = lengths.pop()
         V = len(rows)
         visual = torch.empty((V, T, 7, 7, 512), dtype=dtype)
@@ -87,15 +90,26 @@ def load_cache(
         labels = torch.from_numpy(np.stack([labels_for(r, names, T) for r in rows]))
         if split_texts:
             splits = {
-                name: torch.from_numpy(np.sort(split_rows(rows, parse_annotations(text, f"split {name}", max_seconds=10**6))))
+                name: torch.from_numpy(
+                    np.sort(split_rows(rows, parse_annotations(text, f"split {name}", max_seconds=10**6)))
+                )
                 for name, text in split_texts.items()
             }
             check_disjoint_splits(splits, lambda name: f"{shown(path)} (split {name})")
         else:
             splits = default_splits(V)
         classes = [names.index(r.category) if r.duration_s > 0 else -1 for r in rows]  # a row's video-level label
-        return AVData(visual, audio, labels, names, [r.video_id for r in rows], splits, cache.settings, shown(path),
-                      video_labels_from_classes(classes, len(names)))
+        return AVData(
+            visual,
+            audio,
+            labels,
+            names,
+            [r.video_id for r in rows],
+            splits,
+            cache.settings,
+            shown(path),
+            video_labels_from_classes(classes, len(names)),
+        )
 
 
 class CacheDataset(torch.utils.data.Dataset):
@@ -119,8 +133,11 @@ class CacheDataset(torch.utils.data.Dataset):
         visual, audio = self.cache.read(row.video_id)
         check_finite(shown(self.cache.path), row.video_id, visual=visual, audio=audio)
         labels = labels_for(row, self.class_names, visual.shape[0])
-        return (torch.from_numpy(np.asarray(visual, np.float32)), torch.from_numpy(np.asarray(audio, np.float32)),
-                torch.from_numpy(labels))
+        return (
+            torch.from_numpy(np.asarray(visual, np.float32)),
+            torch.from_numpy(np.asarray(audio, np.float32)),
+            torch.from_numpy(labels),
+        )
 
 
 def _load_ave(path: Path, dtype: torch.dtype) -> AVData:
@@ -142,4 +159,6 @@ def load_data(path: str | Path, dtype: torch.dtype = torch.float32) -> AVData:
         fmt = DATA_FORMATS.get(name)
         if fmt.accepts(p):
             return fmt.load(p, dtype)
-    raise CacheError(f"{shown(p)}: neither an avel feature cache (cache.json / .h5) nor the AVE layout (visual_feature.h5 + labels.h5)")
+    raise CacheError(
+        f"{shown(p)}: neither an avel feature cache (cache.json / .h5) nor the AVE layout (visual_feature.h5 + labels.h5)"
+    )

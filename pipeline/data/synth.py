@@ -28,6 +28,7 @@ Determinism: the output depends on the config alone (the prototypes on the seed,
 content on (seed, v) and its plan); the splits are a seeded permutation
 (`pipeline.synth.split_plan`). Learning curves take nested subsets of one set's train split.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,14 +40,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ...core.annotations import AnnotationRow
 from ...core import jsonio
+from ...core.annotations import AnnotationRow
 from ...core.atomic import write_text_atomic
-from .ave import write_ave_layout
 from ...core.config import MAX_SEED, check_range, check_types, option
-from .dataset import AVData
 from ...core.errors import ConfigError
 from ..media.synth import MAX_CLASSES, MAX_VIDEOS, SynthConfig, VideoPlan, plan_dataset, split_plan
+from .ave import write_ave_layout
+from .dataset import AVData
 
 MANIFEST = "features.json"
 BASELINE = 0.5  # the mean activation before the ReLU
@@ -64,10 +65,14 @@ class FeatureSynthConfig:
     seed: int = option("seed", cli=False, default=0)
     noise: float = option("--features-only: noise standard deviation (the class prototypes are 1.0)", default=1.0)
     object_cells: int = option("--features-only: cells of the 7x7 grid the object covers", default=3)
-    late_visual: float = option("--features-only: fraction of videos whose visual track is one second late",
-                                default=0.25)
-    distractor: float = option("--features-only: fraction of background seconds where neither modality carries "
-                               "the class (the others carry exactly one)", default=0.0)
+    late_visual: float = option(
+        "--features-only: fraction of videos whose visual track is one second late", default=0.25
+    )
+    distractor: float = option(
+        "--features-only: fraction of background seconds where neither modality carries "
+        "the class (the others carry exactly one)",
+        default=0.0,
+    )
     full_event: float = option("--features-only: fraction of videos whose event lasts all T seconds", default=0.5)
     min_event_s: int = option("--features-only: shortest event (seconds)", default=2)
     segments: int = option("segments per video (AVE: 10)", cli=False, default=10)
@@ -100,9 +105,16 @@ class FeatureSynthConfig:
         """The event plan in `avel synth`'s terms: background kinds visual_only, audio_only,
         distractor."""
         one = (1.0 - self.distractor) / 2
-        return SynthConfig(videos=self.videos, classes=self.classes, seed=self.seed, duration_s=self.segments,
-                           min_event_s=self.min_event_s, full_event_fraction=self.full_event,
-                           background_mix=(one, one, self.distractor), split_fractions=tuple(self.split_fractions))
+        return SynthConfig(
+            videos=self.videos,
+            classes=self.classes,
+            seed=self.seed,
+            duration_s=self.segments,
+            min_event_s=self.min_event_s,
+            full_event_fraction=self.full_event,
+            background_mix=(one, one, self.distractor),
+            split_fractions=tuple(self.split_fractions),
+        )
 
 
 def prototypes(cfg: FeatureSynthConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +139,9 @@ def object_place(grid: int, cells: int, rng: np.random.Generator) -> np.ndarray:
     return np.sort(rng.permutation(block)[:cells])
 
 
-def presence(cfg: FeatureSynthConfig, seconds: tuple[str, ...], start: int, end: int, late: bool) -> tuple[np.ndarray, np.ndarray]:
+def presence(
+    cfg: FeatureSynthConfig, seconds: tuple[str, ...], start: int, end: int, late: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Per second: is the class audible, is the object on screen -> two bool [T]."""
     T = cfg.segments
     t = np.arange(T)
@@ -198,17 +212,25 @@ def annotation_rows(data: AVData) -> list[AnnotationRow]:
     return rows
 
 
-def write_features(out_dir: str | os.PathLike, cfg: FeatureSynthConfig, *, dtype: str = "float32",
-                   progress: bool = True) -> list[Path]:
+def write_features(
+    out_dir: str | os.PathLike, cfg: FeatureSynthConfig, *, dtype: str = "float32", progress: bool = True
+) -> list[Path]:
     """Generate `cfg` and write it in the AVE release layout (pipeline/data/ave.py: features,
     labels, labels_closs, mil_labels, visual_feature_vec, {train,val,test}_order,
     Annotations.txt) plus features.json (the config); returns the files written."""
     if (cfg.audio_dim, cfg.visual_dim, cfg.grid) != (128, 512, 7):
-        raise ConfigError("visual_dim", (cfg.audio_dim, cfg.visual_dim, cfg.grid),
-                          "the AVE layout holds 128-d audio and 7x7x512 visual features only")
+        raise ConfigError(
+            "visual_dim",
+            (cfg.audio_dim, cfg.visual_dim, cfg.grid),
+            "the AVE layout holds 128-d audio and 7x7x512 visual features only",
+        )
     if cfg.videos < cfg.classes:
-        raise ConfigError("videos", cfg.videos, f"needs at least one video per class ({cfg.classes}): the AVE "
-                          "category index is the order of first appearance")
+        raise ConfigError(
+            "videos",
+            cfg.videos,
+            f"needs at least one video per class ({cfg.classes}): the AVE "
+            "category index is the order of first appearance",
+        )
     data = synth_features(cfg, progress=progress)
     files = write_ave_layout(out_dir, data, dtype=dtype, annotations=annotation_rows(data))
     manifest = Path(out_dir) / MANIFEST

@@ -19,6 +19,7 @@ object of each event or distractor sits at cells drawn for it. Memory: features 
 blocks of BLOCK_S seconds, each from its own generator (seed, 22, v, block), so a 60-minute
 video never needs more than one block in RAM and any block can be made alone.
 Subsets: a seeded share `test_fraction` of the videos is "testing", the rest "validation"."""
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,13 @@ class LongSynthConfig:
 
     def feature_config(self) -> FeatureSynthConfig:
         """The short-clip config whose prototypes (and shapes) these videos share."""
-        return FeatureSynthConfig(videos=max(self.videos, self.classes), classes=self.classes, seed=self.seed,
-                                  noise=self.noise, object_cells=self.object_cells)
+        return FeatureSynthConfig(
+            videos=max(self.videos, self.classes),
+            classes=self.classes,
+            seed=self.seed,
+            noise=self.noise,
+            object_cells=self.object_cells,
+        )
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,15 @@ def _plan(cfg: LongSynthConfig, v: int, subset: str) -> LongVideoPlan:
             run = int(rng.integers(1, min(10, gap - 1) + 1))
             s = t + int(rng.integers(0, gap - run + 1))
             if s + run <= T:
-                distractors.append((s, s + run, int(rng.integers(cfg.classes)), MODALITIES[int(rng.integers(2))],
-                                    tuple(object_place(7, cfg.object_cells, rng).tolist())))
+                distractors.append(
+                    (
+                        s,
+                        s + run,
+                        int(rng.integers(cfg.classes)),
+                        MODALITIES[int(rng.integers(2))],
+                        tuple(object_place(7, cfg.object_cells, rng).tolist()),
+                    )
+                )
         start = t + gap
         length = int(round(math.exp(rng.uniform(math.log(cfg.min_event_s), math.log(cfg.max_event_s + 0.5)))))
         length = min(max(length, cfg.min_event_s), cfg.max_event_s)
@@ -157,13 +170,21 @@ def ground_truth(cfg: LongSynthConfig, plans: list[LongVideoPlan]) -> dict:
     """The ActivityNet ground-truth document of the videos (events only: distractors are
     background)."""
     names = class_names(cfg)
-    database = {p.video_id: {"subset": p.subset, "duration": float(p.duration_s),
-                             "annotations": [{"segment": [float(s), float(e)], "label": names[c]}
-                                             for s, e, c, _ in p.events]} for p in plans}
+    database = {
+        p.video_id: {
+            "subset": p.subset,
+            "duration": float(p.duration_s),
+            "annotations": [{"segment": [float(s), float(e)], "label": names[c]} for s, e, c, _ in p.events],
+        }
+        for p in plans
+    }
     return {"version": f"avel synth-long seed {cfg.seed}", "taxonomy": taxonomy(names), "database": database}
 
 
 def write_ground_truth(path, cfg: LongSynthConfig, plans: list[LongVideoPlan] | None = None) -> None:
     """The ActivityNet ground truth of `cfg`, written atomically."""
     from ...core.atomic import write_text_atomic
-    write_text_atomic(path, jsonio.dumps(ground_truth(cfg, plans or long_plans(cfg)), nonfinite="refuse", indent=1) + "\n")
+
+    write_text_atomic(
+        path, jsonio.dumps(ground_truth(cfg, plans or long_plans(cfg)), nonfinite="refuse", indent=1) + "\n"
+    )

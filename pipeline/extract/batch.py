@@ -7,14 +7,15 @@ Both return the engine's RunSummary (`summary_lines` is its report). Before any 
 built (seconds and a gigabyte), both take the cache's write lock (a second writer is refused
 at once) and probe the files left to do in order until one opens: a run where none can be
 opened builds no model and writes nothing; its failures are reported (exit status 1)."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ...core.config import FeatureSettings
 from ...core.errors import ConfigError, MediaError
@@ -25,14 +26,23 @@ from ..cache.parts import Failure
 from ..cache.store import FeatureCache
 from ..media.container import probe
 from .features import FeatureExtractor
-from .local import (Job, RunSummary, annotated_listing, failure_of, jobs_from_paths, plan_jobs, run_extraction,
-                    source_jobs)
+from .local import (
+    Job,
+    RunSummary,
+    annotated_listing,
+    failure_of,
+    jobs_from_paths,
+    plan_jobs,
+    run_extraction,
+    source_jobs,
+)
 from .options import ExtractOptions, NetworkOptions, take_shard
 from .ray_engine import ENGINES, ExtractorSpec, RayConfig, require_ray
 
 
-def extract_to_file(jobs: list[Job], out: str | os.PathLike, extractor: FeatureExtractor,
-                    options: ExtractOptions = ExtractOptions()) -> RunSummary:
+def extract_to_file(
+    jobs: list[Job], out: str | os.PathLike, extractor: FeatureExtractor, options: ExtractOptions = ExtractOptions()
+) -> RunSummary:
     """Extract `jobs` into the single-file cache `out` (.h5), created or extended: the videos
     not in it yet go into a resumable side directory OUT.partial, which is merged with OUT
     atomically and then removed. The side directory's write lock, held throughout, makes this
@@ -55,8 +65,13 @@ def extract_to_file(jobs: list[Job], out: str | os.PathLike, extractor: FeatureE
     return summary
 
 
-def extract_videos(videos: Iterable[str | os.PathLike], out: str | os.PathLike, settings: FeatureSettings,
-                   network: NetworkOptions | None = None, options: ExtractOptions = ExtractOptions()) -> RunSummary:
+def extract_videos(
+    videos: Iterable[str | os.PathLike],
+    out: str | os.PathLike,
+    settings: FeatureSettings,
+    network: NetworkOptions | None = None,
+    options: ExtractOptions = ExtractOptions(),
+) -> RunSummary:
     """`avel extract`: the features of `videos` into `out`, a directory cache, or one HDF5
     file when its name ends in .h5 (`extract_to_file`)."""
     jobs = jobs_from_paths(videos)
@@ -83,9 +98,16 @@ def _claimed(directory: Path) -> Iterator[None]:
     is built; a directory it creates is removed again when no cache was made in it. A path
     that is neither a cache nor new (a file, a folder of other things) is left to the cache's
     own refusal."""
-    if directory.exists() and not (directory.is_dir() and ((directory / "cache.json").is_file() or all(
-            p.name in (LOCK_FILE, "parts", "splits", "annotations.txt") or p.name.startswith(TEMP_PREFIX)
-            for p in directory.iterdir()))):
+    if directory.exists() and not (
+        directory.is_dir()
+        and (
+            (directory / "cache.json").is_file()
+            or all(
+                p.name in (LOCK_FILE, "parts", "splits", "annotations.txt") or p.name.startswith(TEMP_PREFIX)
+                for p in directory.iterdir()
+            )
+        )
+    ):
         yield
         return
     created = not directory.exists()
@@ -97,8 +119,9 @@ def _claimed(directory: Path) -> Iterator[None]:
                 shutil.rmtree(directory, ignore_errors=True)
 
 
-def _unopenable(jobs: list[Job], cache_dir: Path, settings: FeatureSettings, options: ExtractOptions,
-                done: set[str] = frozenset()) -> RunSummary | None:
+def _unopenable(
+    jobs: list[Job], cache_dir: Path, settings: FeatureSettings, options: ExtractOptions, done: set[str] = frozenset()
+) -> RunSummary | None:
     """The report of a run that needs no model: the jobs left to do (of this shard, not in
     `done` or in the cache at `cache_dir`, not recorded as failed unless retried) are probed
     in order until one opens (None: the models are needed). When none can be opened, the
@@ -158,8 +181,11 @@ def preprocess(
     if engine not in ENGINES:
         raise ConfigError("engine", engine, f"choose one of: {', '.join(ENGINES)}")
     if engine != "ray" and ray_config != RayConfig():
-        changed = ["--" + f.name.replace("_", "-") for f in dataclasses.fields(RayConfig)
-                   if getattr(ray_config, f.name) != f.default]
+        changed = [
+            "--" + f.name.replace("_", "-")
+            for f in dataclasses.fields(RayConfig)
+            if getattr(ray_config, f.name) != f.default
+        ]
         raise ConfigError("engine", engine, f"{', '.join(changed)} need --engine ray")
     if engine == "ray":
         require_ray()  # before the source is read: the install line at once
@@ -178,11 +204,13 @@ def preprocess(
             if engine == "ray":
                 from .ray_engine import run_ray_extraction
 
-                summary = run_ray_extraction(jobs, out, ExtractorSpec(settings, network), ray_config, options,
-                                             annotations=text, splits=splits)
+                summary = run_ray_extraction(
+                    jobs, out, ExtractorSpec(settings, network), ray_config, options, annotations=text, splits=splits
+                )
             else:
-                summary = run_extraction(jobs, out, network.extractor(settings), options, annotations=text,
-                                         splits=splits)
+                summary = run_extraction(
+                    jobs, out, network.extractor(settings), options, annotations=text, splits=splits
+                )
             _record(out, clashes, summary, options)
     summary.unlisted = skipped
     return summary

@@ -16,12 +16,13 @@ the writer's own, so the file holds the same values). A write error (CacheError:
 disk) stops the thread; the model loop gets it at its next call. On the way out the queue is
 written to the end (what was finished is committed by the PartWriter; a video cut short is
 discarded by it)."""
+
 from __future__ import annotations
 
 import queue
 import threading
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,8 +37,15 @@ class WriteBehind:
     operations. `failure_of(job, error)` makes the record of a video whose id the cache
     cannot store (local.failure_of)."""
 
-    def __init__(self, writer, failure_of: Callable, *, pooled: bool = False, depth: int | None = None,
-                 flush_segments: int | None = None) -> None:
+    def __init__(
+        self,
+        writer,
+        failure_of: Callable,
+        *,
+        pooled: bool = False,
+        depth: int | None = None,
+        flush_segments: int | None = None,
+    ) -> None:
         self.writer, self.failure_of, self.pooled = writer, failure_of, pooled
         self.flush_segments = max(1, FLUSH_SEGMENTS if flush_segments is None else flush_segments)
         self.depth = max(1, DEPTH if depth is None else depth)
@@ -103,7 +111,7 @@ class WriteBehind:
             self._raise()
         return out
 
-    def __enter__(self) -> "WriteBehind":
+    def __enter__(self) -> WriteBehind:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -121,8 +129,9 @@ class WriteBehind:
             nonlocal held_n
             if not held:
                 return
-            visual, audio, vec = (x[0] if len(held) == 1 else None if x[0] is None else np.concatenate(x)
-                                  for x in zip(*held))
+            visual, audio, vec = (
+                x[0] if len(held) == 1 else None if x[0] is None else np.concatenate(x) for x in zip(*held)
+            )
             held.clear()
             held_n = 0
             sink.append(visual, audio, vec)

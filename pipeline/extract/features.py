@@ -2,6 +2,7 @@
 device, turning batches of decoded segments into features. No files, no decoding: frames
 and waveforms in, features out. Extraction jobs (pipeline/extract/local.py), localization and
 CML queries (pipeline/apps/predictor.py) all build their extractors here."""
+
 from __future__ import annotations
 
 import contextlib
@@ -12,9 +13,9 @@ import numpy as np
 import torch
 
 from ... import extractors  # noqa: F401  (registers the extractors)
-from ...extractors.registry import AUDIO_MODELS, VISUAL_MODELS, AudioExtractor, VisualExtractor
 from ...core.config import FeatureSettings, resolve_device
 from ...core.errors import ConfigError
+from ...extractors.registry import AUDIO_MODELS, VISUAL_MODELS, AudioExtractor, VisualExtractor
 from ..media.decode import PlaneFormat
 from .yuv import planes_to_rgb
 
@@ -94,11 +95,16 @@ class FeatureExtractor:
         torch.manual_seed(settings.seed)
         self.visual: VisualExtractor = visual_builder(weights_file=visual_weights_file, seed=settings.seed)
         self.audio: AudioExtractor = audio_builder(
-            weights_file=audio_weights_file, pca_file=audio_pca_file if settings.audio_pca else None, seed=settings.seed,
+            weights_file=audio_weights_file,
+            pca_file=audio_pca_file if settings.audio_pca else None,
+            seed=settings.seed,
         )
         self.visual.eval().to(self.device)
-        self.set_visual_setting(VisualSetting(default.batch_size if batch_size is None else batch_size,
-                                              memory_format or default.memory_format))
+        self.set_visual_setting(
+            VisualSetting(
+                default.batch_size if batch_size is None else batch_size, memory_format or default.memory_format
+            )
+        )
         self.audio.eval().to(self.device)
         self.settings = dataclasses.replace(
             settings,

@@ -8,26 +8,28 @@ Memory is bounded by the batch, not the video: frames travel from the decoders a
 segments at a time (pipeline/media/pool.py) and features are written to the cache's part file
 a batch at a time (`VideoSink`), so a two-hour video needs no more than a ten-second one.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import stat
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from ...core.atomic import is_temp_path
+from ...core.config import FeatureSettings
+from ...core.errors import AvelError, CacheError, Interrupted, MediaError, NoVideoStream, shown
 from ..cache.meta import CacheMeta
 from ..cache.parts import Failure, PartWriter, VideoFeatures
 from ..cache.store import FeatureCache
-from ...core.atomic import is_temp_path
-from ...core.config import FeatureSettings
 from ..media.decode import DecodeOptions
 from ..media.pool import StopSignals, open_decoders
-from ...core.errors import AvelError, CacheError, Interrupted, MediaError, NoVideoStream, shown
 from .behind import WriteBehind
 from .features import FeatureExtractor
 from .options import ExtractOptions, take_shard
@@ -42,8 +44,9 @@ class Sink(Protocol):
     def close(self, duration_s: float) -> None: ...
 
 
-def extract_video(stream: FeatureStream, sink: Sink, *, pooled: bool = False,
-                  check: Callable[[], None] = lambda: None) -> None:
+def extract_video(
+    stream: FeatureStream, sink: Sink, *, pooled: bool = False, check: Callable[[], None] = lambda: None
+) -> None:
     """One video's features into `sink`, a batch at a time; `sink.close` once it is whole.
     Raises the video's MediaError (the sink is then left to the caller to discard);
     `check` runs after every batch (where a stop request may raise)."""
@@ -83,7 +86,7 @@ class RunSummary:
     skipped: int = 0  # already in the cache, or recorded as failed (see earlier_failed)
     failed: list[Failure] = dataclasses.field(default_factory=list)
     earlier_failed: list[Failure] = dataclasses.field(default_factory=list)  # skipped: failed in an earlier run
-    unlisted: list["Skipped"] = dataclasses.field(default_factory=list)  # files of the folder that are not videos
+    unlisted: list[Skipped] = dataclasses.field(default_factory=list)  # files of the folder that are not videos
 
     @property
     def all_failed(self) -> list[Failure]:
@@ -98,9 +101,11 @@ def summary_lines(summary: RunSummary, where: str) -> list[str]:
     """The report of a batch job into `where`: the counts, then one line per failure (the
     first REPORTED_FAILURES), each one line whatever its message."""
     earlier = len(summary.earlier_failed)
-    lines = [f"{summary.done} extracted, {summary.skipped - earlier} already done, {len(summary.failed)} failed"
-             + (f", {earlier} failed in an earlier run (--retry-failed tries them again)" if earlier else "")
-             + f" -> {shown(where)}"]  # a newline in the name stays escaped: one line
+    lines = [
+        f"{summary.done} extracted, {summary.skipped - earlier} already done, {len(summary.failed)} failed"
+        + (f", {earlier} failed in an earlier run (--retry-failed tries them again)" if earlier else "")
+        + f" -> {shown(where)}"
+    ]  # a newline in the name stays escaped: one line
     unlisted = skipped_line(summary.unlisted)
     if unlisted is not None:
         lines.append(unlisted)
@@ -131,8 +136,14 @@ def failure_of(job: Job, error: AvelError) -> Failure:
     return Failure(job.id, job.path, getattr(error, "kind", "error"), message)
 
 
-def extract_job(job: Job, stream: FeatureStream, writer: PartWriter, *, pooled: bool = False,
-                check: Callable[[], None] = lambda: None) -> Failure | None:
+def extract_job(
+    job: Job,
+    stream: FeatureStream,
+    writer: PartWriter,
+    *,
+    pooled: bool = False,
+    check: Callable[[], None] = lambda: None,
+) -> Failure | None:
     """One job's features into the part `writer` is writing, or its failure recorded there
     (returned). A video that fails half way leaves nothing of its features; CacheError (the
     cache cannot be written: a full disk) is raised, what is committed stays. What both
@@ -153,8 +164,9 @@ def extract_job(job: Job, stream: FeatureStream, writer: PartWriter, *, pooled: 
     return None
 
 
-def extract_behind(job: Job, stream: FeatureStream, behind: WriteBehind, *,
-                   check: Callable[[], None] = lambda: None) -> None:
+def extract_behind(
+    job: Job, stream: FeatureStream, behind: WriteBehind, *, check: Callable[[], None] = lambda: None
+) -> None:
     """`extract_job` with the writes behind the model: one job's features handed to the
     writer thread a batch at a time, or its failure (the video's MediaError, an extractor's
     refusal). The outcome comes back from `behind.done()`."""
@@ -213,9 +225,14 @@ def run_extraction(
         # the bar ends before an error is printed; the cache (and its write lock) is closed in any case
         # the writes run in a thread behind the model (pipeline/extract/behind.py), the decoding in
         # processes ahead of it: the model loop only receives batches, runs the networks, hands features on
-        with cache, bar, StopSignals() as stop, cache.writer(max_videos=options.commit_every) as writer, \
-                WriteBehind(writer, failure_of, pooled=options.pooled) as behind, \
-                open_decoders(options.workers, decode, extractor.segments_per_batch, check=stop.check) as decoders:
+        with (
+            cache,
+            bar,
+            StopSignals() as stop,
+            cache.writer(max_videos=options.commit_every) as writer,
+            WriteBehind(writer, failure_of, pooled=options.pooled) as behind,
+            open_decoders(options.workers, decode, extractor.segments_per_batch, check=stop.check) as decoders,
+        ):
 
             def written(done: list[tuple]) -> None:
                 for job, failure in done:
@@ -245,8 +262,10 @@ def run_extraction(
 
 def stopped(signal: KeyboardInterrupt, summary: RunSummary, cache_dir: str | os.PathLike) -> Interrupted:
     """The one line of a batch job stopped by Ctrl-C or SIGTERM (either engine)."""
-    return Interrupted(f"{signal or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this "
-                       f"run committed to {shown(cache_dir)}; run the same command again to resume")
+    return Interrupted(
+        f"{signal or 'SIGINT'}: {summary.done} video{'' if summary.done == 1 else 's'} extracted in this "
+        f"run committed to {shown(cache_dir)}; run the same command again to resume"
+    )
 
 
 def jobs_from_paths(paths: Iterable[str | os.PathLike], root: str | os.PathLike | None = None) -> list[Job]:
@@ -289,14 +308,97 @@ def video_ids(paths: list[str], root: str | os.PathLike | None = None) -> list[s
 
 # Listed without opening them: the extensions of video containers, and of files that are not media
 # (FFmpeg would open some of those: a .txt as ANSI art, a .jpg as a one-frame video)
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".ts", ".wmv", ".3gp",
-                  ".ogv", ".mts", ".m2ts", ".asf", ".rm", ".rmvb", ".mxf", ".vob", ".3g2", ".264", ".h264", ".265",
-                  ".hevc", ".divx", ".f4v", ".m2v", ".mjpeg", ".nut", ".ogm", ".dv"}
-NOT_MEDIA_SUFFIXES = {".txt", ".json", ".jsonl", ".h5", ".hdf5", ".md", ".rst", ".csv", ".tsv", ".py", ".yaml", ".yml",
-                      ".toml", ".xml", ".html", ".htm", ".log", ".nfo", ".pdf", ".zip", ".tar", ".gz", ".bz2", ".xz",
-                      ".7z", ".npy", ".npz", ".pt", ".pth", ".safetensors", ".pkl", ".srt", ".vtt", ".ass", ".ssa",
-                      ".sub", ".idx", ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".svg",
-                      ".ico", ".lock", ".sh", ".ini", ".cfg", ".db", ".sqlite", ".part", ".crdownload"}
+VIDEO_SUFFIXES = {
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".mov",
+    ".m4v",
+    ".flv",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".wmv",
+    ".3gp",
+    ".ogv",
+    ".mts",
+    ".m2ts",
+    ".asf",
+    ".rm",
+    ".rmvb",
+    ".mxf",
+    ".vob",
+    ".3g2",
+    ".264",
+    ".h264",
+    ".265",
+    ".hevc",
+    ".divx",
+    ".f4v",
+    ".m2v",
+    ".mjpeg",
+    ".nut",
+    ".ogm",
+    ".dv",
+}
+NOT_MEDIA_SUFFIXES = {
+    ".txt",
+    ".json",
+    ".jsonl",
+    ".h5",
+    ".hdf5",
+    ".md",
+    ".rst",
+    ".csv",
+    ".tsv",
+    ".py",
+    ".yaml",
+    ".yml",
+    ".toml",
+    ".xml",
+    ".html",
+    ".htm",
+    ".log",
+    ".nfo",
+    ".pdf",
+    ".zip",
+    ".tar",
+    ".gz",
+    ".bz2",
+    ".xz",
+    ".7z",
+    ".npy",
+    ".npz",
+    ".pt",
+    ".pth",
+    ".safetensors",
+    ".pkl",
+    ".srt",
+    ".vtt",
+    ".ass",
+    ".ssa",
+    ".sub",
+    ".idx",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".svg",
+    ".ico",
+    ".lock",
+    ".sh",
+    ".ini",
+    ".cfg",
+    ".db",
+    ".sqlite",
+    ".part",
+    ".crdownload",
+}
 
 
 @dataclass(frozen=True)
@@ -324,7 +426,9 @@ def scan_folder(folder: str | os.PathLike) -> tuple[list[Path], list[Skipped]]:
         except OSError as e:
             skipped.append(Skipped(str(p), f"unreadable ({e.strerror})"))
             continue
-        if stat.S_ISDIR(mode) or is_temp_path(p):  # a file being written (core/atomic.py's temporaries keep their suffix)
+        if stat.S_ISDIR(mode) or is_temp_path(
+            p
+        ):  # a file being written (core/atomic.py's temporaries keep their suffix)
             continue
         if not stat.S_ISREG(mode):
             what = "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
@@ -354,8 +458,10 @@ def skipped_line(skipped: list[Skipped], shown_files: int = 3) -> str | None:
     by_reason: dict[str, list[str]] = {}
     for s in skipped:
         by_reason.setdefault(s.reason, []).append(shown(os.path.basename(s.path)))
-    parts = [f"{len(names)} {reason} ({', '.join(names[:shown_files])}{', ...' if len(names) > shown_files else ''})"
-             for reason, names in by_reason.items()]
+    parts = [
+        f"{len(names)} {reason} ({', '.join(names[:shown_files])}{', ...' if len(names) > shown_files else ''})"
+        for reason, names in by_reason.items()
+    ]
     return f"skipped {len(skipped)} file{'' if len(skipped) == 1 else 's'}: {', '.join(parts)}"
 
 
@@ -382,8 +488,9 @@ def source_jobs(source: str | os.PathLike, skipped: list[Skipped] | None = None)
     return jobs_from_paths(videos, root=source if Path(source).is_dir() else None)
 
 
-def annotated_listing(source: str | os.PathLike, annotations: str | os.PathLike
-                      ) -> tuple[list[Job], list[Failure], str, dict[str, str]]:
+def annotated_listing(
+    source: str | os.PathLike, annotations: str | os.PathLike
+) -> tuple[list[Job], list[Failure], str, dict[str, str]]:
     """`annotated_jobs`, with the ids that name two files under `source` (`a/vid.mp4` and
     `b/vid.mkv` for the id `vid`) as failures naming both, in place of jobs."""
     from ...core.annotations import read_annotations, split_files
@@ -394,7 +501,7 @@ def annotated_listing(source: str | os.PathLike, annotations: str | os.PathLike
     splits = {name: f.read_text(encoding="utf-8-sig") for name, f in split_files(annotations.parent).items()}
     source = Path(source)
     files: dict[str, list[Path]] = {}
-    for p in (find_videos(source) if source.is_dir() else []):
+    for p in find_videos(source) if source.is_dir() else []:
         files.setdefault(p.stem, []).append(p)
     jobs, clashes = [], []
     for i in dict.fromkeys(r.video_id for r in rows):
@@ -402,9 +509,17 @@ def annotated_listing(source: str | os.PathLike, annotations: str | os.PathLike
         if len(found) == 1:
             jobs.append(Job(i, str(found[0])))
         else:
-            named = " and ".join(shown(p) for p in found[:2]) + (f" (and {len(found) - 2} more)" if len(found) > 2 else "")
-            clashes.append(Failure(i, str(found[0]), "id-clash",
-                                   f"{named}: both are video {shown(i)!r} of the annotations; keep one of them"))
+            named = " and ".join(shown(p) for p in found[:2]) + (
+                f" (and {len(found) - 2} more)" if len(found) > 2 else ""
+            )
+            clashes.append(
+                Failure(
+                    i,
+                    str(found[0]),
+                    "id-clash",
+                    f"{named}: both are video {shown(i)!r} of the annotations; keep one of them",
+                )
+            )
     return jobs, clashes, text, splits
 
 
@@ -433,8 +548,13 @@ def extract_features(
 ) -> VideoFeatures:
     """Features of one video in one call (the Python API of `avel extract`).
     For many videos build one FeatureExtractor and reuse it."""
-    extractor = FeatureExtractor(settings, visual_weights_file=visual_weights_file, audio_weights_file=audio_weights_file,
-                                 audio_pca_file=audio_pca_file, device=device)
+    extractor = FeatureExtractor(
+        settings,
+        visual_weights_file=visual_weights_file,
+        audio_weights_file=audio_weights_file,
+        audio_pca_file=audio_pca_file,
+        device=device,
+    )
     [job] = jobs_from_paths([video])
     collected = _Collected()
     options = DecodeOptions.from_settings(extractor.settings)

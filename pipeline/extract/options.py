@@ -8,15 +8,25 @@
 
 and the shard of a job list (`parse_shard`, `take_shard`): every n-th job of the sorted ids,
 disjoint parts for n machines."""
+
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
-from ...core.config import (MAX_BATCH_FRAMES, MAX_WORKERS, FeatureSettings, check_choice, check_range, check_types, option,
-                            resolve_device)
+from ...core.config import (
+    MAX_BATCH_FRAMES,
+    MAX_WORKERS,
+    FeatureSettings,
+    check_choice,
+    check_range,
+    check_types,
+    option,
+    resolve_device,
+)
 from ...core.errors import ConfigError
 
 STORAGE_DTYPES = ("float32", "float16")
@@ -51,17 +61,27 @@ class ExtractOptions:
     engine's decoders are RayConfig's). The CLI's `extract` and `preprocess` options map onto
     these fields one to one (`preprocess` has other defaults for `pooled` and `workers`)."""
 
-    pooled: bool = option("also store the 512-d pooled visual vector (AVE's visual_feature_vec)",
-                          flag="--pooled/--no-pooled", default=False)
+    pooled: bool = option(
+        "also store the 512-d pooled visual vector (AVE's visual_feature_vec)",
+        flag="--pooled/--no-pooled",
+        default=False,
+    )
     storage_dtype: str = option("how features are stored", choices=STORAGE_DTYPES, default="float32")
     workers: int = option("decoder processes (0: one decoding thread)", default=0)
     commit_every: int = option("videos per committed part file (a crash loses at most this many)", default=64)
     retry_failed: bool = option("try videos recorded as failed again", flag="--retry-failed", default=False)
     shard: str | None = option("i/n: process the i-th of n disjoint parts (0-based)", default=None)
-    compile: str = option("torch.compile the networks (off | default | max-autotune: slower to start, see "
-                          "benchmarks/README.md)", choices=COMPILE_MODES, default="off")
-    verify: bool = option("first read every stored video, checking its checksums; damaged ones are extracted again "
-                          "(reads the whole cache)", flag="--verify", default=False)
+    compile: str = option(
+        "torch.compile the networks (off | default | max-autotune: slower to start, see benchmarks/README.md)",
+        choices=COMPILE_MODES,
+        default="off",
+    )
+    verify: bool = option(
+        "first read every stored video, checking its checksums; damaged ones are extracted again "
+        "(reads the whole cache)",
+        flag="--verify",
+        default=False,
+    )
     progress: bool = option("a progress bar on stderr", cli=False, default=True)
 
     def __post_init__(self) -> None:

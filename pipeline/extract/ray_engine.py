@@ -23,6 +23,7 @@ is still missing when the pipeline ends (a lost node, retries spent) is schedule
 and past `retries` rounds recorded as failed: no video is lost silently.
 
 `ray` is optional (`pip install 'avel[ray]'`): it is imported inside the functions only."""
+
 from __future__ import annotations
 
 import logging
@@ -32,19 +33,19 @@ import socket
 import sys
 import warnings
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
+from ...core.config import FeatureSettings, check_range, check_types, option
+from ...core.errors import MEDIA_ERRORS, AvelError, CacheError, ConfigError, DecodeFailed, DecoderCrashed
 from ..cache.meta import CacheMeta
 from ..cache.parts import Failure, PartWriter, part_index
 from ..cache.store import FeatureCache
-from ...core.config import FeatureSettings, check_range, check_types, option
 from ..media.decode import DecodeOptions, SegmentBatch
 from ..media.pool import VideoSource, decode_events
-from ...core.errors import MEDIA_ERRORS, AvelError, CacheError, ConfigError, DecodeFailed, DecoderCrashed
 from .local import Job, RunSummary, extract_job, failure_of, plan_jobs, stopped
 from .options import ExtractOptions, NetworkOptions, take_shard
 from .stream import FeatureStream
@@ -82,13 +83,16 @@ def require_ray() -> None:
 
 @dataclass(frozen=True)
 class RayConfig:
-    ray_address: str | None = option("the Ray cluster: auto | HOST:PORT (default: a local Ray started for the run)",
-                                      default=None)
-    decoders: int | None = option("decode tasks at once, cluster-wide, 1 CPU each (default: 2 per extractor)",
-                                  default=None)
+    ray_address: str | None = option(
+        "the Ray cluster: auto | HOST:PORT (default: a local Ray started for the run)", default=None
+    )
+    decoders: int | None = option(
+        "decode tasks at once, cluster-wide, 1 CPU each (default: 2 per extractor)", default=None
+    )
     extractors: int = option("extraction actors, each with its own copy of the models", default=1)
-    gpus_per_extractor: float | None = option("GPUs per extraction actor (default: 1 when the cluster has GPUs, else 0)",
-                                              default=None)
+    gpus_per_extractor: float | None = option(
+        "GPUs per extraction actor (default: 1 when the cluster has GPUs, else 0)", default=None
+    )
     retries: int = option("how often a video whose Ray worker died is tried again", cli=False, default=2)
 
     def __post_init__(self) -> None:
@@ -158,24 +162,41 @@ class _Extractor:
     """A Ray Data actor: the models, loaded once; each call extracts a few jobs (by index)
     into one part it commits, then yields one row per job (kind "" done, else the failure's)."""
 
-    def __init__(self, spec: ExtractorSpec, jobs: list[Job], directory: str, meta: CacheMeta, pooled: bool,
-                 earlier_parts: frozenset[str], lookahead: int, retries: int) -> None:
+    def __init__(
+        self,
+        spec: ExtractorSpec,
+        jobs: list[Job],
+        directory: str,
+        meta: CacheMeta,
+        pooled: bool,
+        earlier_parts: frozenset[str],
+        lookahead: int,
+        retries: int,
+    ) -> None:
         import ray
 
         # the frames are read in place from the object store, read-only: the models never write them
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         self.extractor = spec.build()
-        if self.extractor.device.type == "cpu":  # Ray gives an actor without CPUs one thread; the models share the node's cores
+        if (
+            self.extractor.device.type == "cpu"
+        ):  # Ray gives an actor without CPUs one thread; the models share the node's cores
             import torch
 
-            torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+            torch.set_num_threads(
+                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            )
         self.jobs, self.directory, self.meta, self.pooled = jobs, Path(directory), meta, pooled
         self.seen_parts, self.lookahead, self.retries = set(earlier_parts), lookahead, retries
         self.committed: dict[str, tuple[str, str]] = {}  # id -> ("", "") or its failure, committed in this run
         self.options = DecodeOptions.from_settings(self.extractor.settings, threads=1)
         self.decode = ray.remote(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=BATCHES_AHEAD)(_decode)
-        self.provenance = {"engine": "ray", "node_id": ray.get_runtime_context().get_node_id(),
-                           "host": socket.gethostname(), "pid": str(os.getpid())}
+        self.provenance = {
+            "engine": "ray",
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+        }
 
     def _refresh(self) -> None:
         """Learn the ids committed in this run since the last call (parts of any actor)."""
@@ -200,7 +221,9 @@ class _Extractor:
         for _ in range(self.retries + 1):
             source = VideoSource(job.path, _events(job.path, refs))
             try:
-                return extract_job(job, FeatureStream(job.path, self.extractor, source=source), writer, pooled=self.pooled)
+                return extract_job(
+                    job, FeatureStream(job.path, self.extractor, source=source), writer, pooled=self.pooled
+                )
             except _WorkerLost as e:
                 lost = e
             finally:
@@ -228,8 +251,11 @@ class _Extractor:
                     kinds[i] = ("", "") if failure is None else (failure.kind, failure.error)
         except CacheError as e:  # the cache cannot be written: the driver stops the run
             kinds = {i: ("!cache", str(e)) for i in kinds}
-        yield {"i": np.array(list(kinds), np.int64), "kind": np.array([k for k, _ in kinds.values()], object),
-               "error": np.array([e for _, e in kinds.values()], object)}
+        yield {
+            "i": np.array(list(kinds), np.int64),
+            "kind": np.array([k for k, _ in kinds.values()], object),
+            "error": np.array([e for _, e in kinds.values()], object),
+        }
 
 
 # -- the driver ------------------------------------------------------------------------------------
@@ -240,8 +266,7 @@ def _connect(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
-    kw = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-              configure_logging=True)
+    kw = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     try:
         if address is None:
             ray.init(**kw)
@@ -288,12 +313,19 @@ def _plan(config: RayConfig, device: str) -> _Plan:
     if g is None:
         g = 1.0 if gpus >= 1 and device != "cpu" else 0.0
     if g * config.extractors > gpus:
-        raise ConfigError("gpus_per_extractor", g, f"{config.extractors} extractors need {g * config.extractors:g} GPUs; "
-                          f"the cluster has {gpus:g}")
+        raise ConfigError(
+            "gpus_per_extractor",
+            g,
+            f"{config.extractors} extractors need {g * config.extractors:g} GPUs; the cluster has {gpus:g}",
+        )
     c = 1.0 if g > 0 else 0.0
     if c * config.extractors + 1 > cpus:
-        raise ConfigError("extractors", config.extractors, f"needs {c * config.extractors + 1:g} CPUs (one per GPU actor, "
-                          f"one for a decode task at least); the cluster has {cpus:g}")
+        raise ConfigError(
+            "extractors",
+            config.extractors,
+            f"needs {c * config.extractors + 1:g} CPUs (one per GPU actor, "
+            f"one for a decode task at least); the cluster has {cpus:g}",
+        )
     decoders = config.decoders if config.decoders is not None else 2 * config.extractors
     return _Plan(g, c, max(1, math.ceil(decoders / config.extractors)))
 
@@ -323,24 +355,28 @@ def run_ray_extraction(
         # the write lock, held by the driver for the run
         cache = FeatureCache.create_or_open(cache_dir, meta, verify=options.verify)
         todo = plan_jobs(cache, take_shard(jobs, options.part), summary, retry_failed=options.retry_failed)
-        bar = tqdm(total=len(todo), unit="video", disable=not options.progress or not todo, file=sys.stderr,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=len(todo), unit="video", disable=not options.progress or not todo, file=sys.stderr, dynamic_ncols=True
+        )
         with bar:
             pending, earlier = todo, frozenset(p.name for p in cache.parts)
             for _ in range(config.retries + 1):
                 if not pending:
                     break
                 # calls small enough that every actor gets work, at most a part's worth
-                per_call = max(1, min(options.commit_every, MAX_JOBS_PER_CALL,
-                                      math.ceil(len(pending) / (4 * config.extractors))))
-                settled = _pipeline(pending, cache, spec, meta, config, options.pooled, earlier, plan, per_call, summary,
-                                    bar)
+                per_call = max(
+                    1, min(options.commit_every, MAX_JOBS_PER_CALL, math.ceil(len(pending) / (4 * config.extractors)))
+                )
+                settled = _pipeline(
+                    pending, cache, spec, meta, config, options.pooled, earlier, plan, per_call, summary, bar
+                )
                 pending = [j for j in pending if j.id not in settled]
             if pending:  # retries spent (a node lost again and again): recorded, never dropped
                 with cache.writer() as writer:
                     for j in pending:
-                        failure = failure_of(j, DecoderCrashed(j.path, f"its Ray workers were lost "
-                                                                       f"{config.retries + 1} times"))
+                        failure = failure_of(
+                            j, DecoderCrashed(j.path, f"its Ray workers were lost {config.retries + 1} times")
+                        )
                         writer.fail(failure)
                         summary.failed.append(failure)
                         bar.update(1)
@@ -354,8 +390,19 @@ def run_ray_extraction(
     return summary
 
 
-def _pipeline(jobs: list[Job], cache: FeatureCache, spec: ExtractorSpec, meta: CacheMeta, config: RayConfig,
-              pooled: bool, earlier: frozenset[str], plan: _Plan, per_call: int, summary: RunSummary, bar) -> set[str]:
+def _pipeline(
+    jobs: list[Job],
+    cache: FeatureCache,
+    spec: ExtractorSpec,
+    meta: CacheMeta,
+    config: RayConfig,
+    pooled: bool,
+    earlier: frozenset[str],
+    plan: _Plan,
+    per_call: int,
+    summary: RunSummary,
+    bar,
+) -> set[str]:
     """One pass of the Ray Data pipeline over `jobs`; returns the ids it settled (done or failed)."""
     import ray
 
@@ -371,11 +418,25 @@ def _pipeline(jobs: list[Job], cache: FeatureCache, spec: ExtractorSpec, meta: C
     with warnings.catch_warnings():  # Ray Data has no named parameter for an actor's restarts yet
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = ds.map_batches(
-            _Extractor, batch_size=per_call, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=config.extractors),
-            num_cpus=plan.cpus, num_gpus=plan.gpus, scheduling_strategy="SPREAD",
-            max_restarts=config.retries, max_task_retries=config.retries,
-            fn_constructor_kwargs=dict(spec=spec, jobs=jobs, directory=str(cache.path), meta=meta, pooled=pooled,
-                                       earlier_parts=earlier, lookahead=plan.lookahead, retries=config.retries),
+            _Extractor,
+            batch_size=per_call,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=config.extractors),
+            num_cpus=plan.cpus,
+            num_gpus=plan.gpus,
+            scheduling_strategy="SPREAD",
+            max_restarts=config.retries,
+            max_task_retries=config.retries,
+            fn_constructor_kwargs=dict(
+                spec=spec,
+                jobs=jobs,
+                directory=str(cache.path),
+                meta=meta,
+                pooled=pooled,
+                earlier_parts=earlier,
+                lookahead=plan.lookahead,
+                retries=config.retries,
+            ),
         )
     settled: set[str] = set()
     for rows in ds.iter_batches(batch_size=None, batch_format="numpy"):

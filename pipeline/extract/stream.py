@@ -3,17 +3,18 @@ segments at a time, so memory does not depend on the video's length. The one pat
 decoded frames to features: `avel localize` and `avel cml` stream a video decoded in a
 thread; `avel extract` / `preprocess` (pipeline/extract/local.py) stream videos decoded by the
 decoder processes of pipeline/media/pool.py, whose batches arrive in shared memory."""
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
+from ...core.errors import shown
 from ..media.decode import DecodeOptions
 from ..media.pool import ThreadDecoders, VideoSource, prefetch  # noqa: F401  (prefetch: for callers)
-from ...core.errors import shown
 from .features import FeatureExtractor
 
 
@@ -25,10 +26,27 @@ class FeatureStream:
     extractors. `visual` / `audio` False skips that extractor. After iteration
     `duration_s` and `num_segments` are set. MediaError subclasses name the file."""
 
-    def __init__(self, path: str | os.PathLike, extractor: FeatureExtractor, *, visual: bool = True, audio: bool = True,
-                 options: DecodeOptions | None = None, progress: bool = False, source: VideoSource | None = None) -> None:
-        self.path, self.extractor, self.visual, self.audio, self.progress = os.fspath(path), extractor, visual, audio, progress
-        self.options = options if options is not None else DecodeOptions.from_settings(extractor.settings, segments=None)
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        extractor: FeatureExtractor,
+        *,
+        visual: bool = True,
+        audio: bool = True,
+        options: DecodeOptions | None = None,
+        progress: bool = False,
+        source: VideoSource | None = None,
+    ) -> None:
+        self.path, self.extractor, self.visual, self.audio, self.progress = (
+            os.fspath(path),
+            extractor,
+            visual,
+            audio,
+            progress,
+        )
+        self.options = (
+            options if options is not None else DecodeOptions.from_settings(extractor.settings, segments=None)
+        )
         self.source = source
         self.duration_s: float | None = None
         self.num_segments: int | None = None
@@ -41,8 +59,14 @@ class FeatureStream:
         if source is None:
             videos = ThreadDecoders(self.options, self.extractor.segments_per_batch).videos([self.path])
             source = next(videos)
-        bar = tqdm(desc=shown(os.path.basename(self.path)), unit="s", disable=not self.progress, file=sys.stderr,
-                   dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            desc=shown(os.path.basename(self.path)),
+            unit="s",
+            disable=not self.progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            leave=False,
+        )
         try:
             for batch in source:
                 try:

@@ -17,6 +17,7 @@ scales each plane to the output size and converts afterwards:
   measured 1.8-level offset), rounded and clipped to uint8.
 The result is a few levels from swscale's (its 14-bit fixed-point filters and tables;
 tests/test_convert.py states the tolerance, benchmarks/convert.py measures it on AVE-like video)."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -62,9 +63,10 @@ def planes_to_rgb(planes: torch.Tensor, fmt: PlaneFormat, size: int) -> torch.Te
         y, u, v = (y - 16.0) * (255.0 / 219.0) - SWSCALE_LIMITED_BIAS, u * (255.0 / 224.0), v * (255.0 / 224.0)
     kr, kb = fmt.kr, fmt.kb
     kg = 1.0 - kr - kb
-    rgb = torch.stack([y + 2 * (1 - kr) * v,
-                       y - (2 * kb * (1 - kb) / kg) * u - (2 * kr * (1 - kr) / kg) * v,
-                       y + 2 * (1 - kb) * u], dim=-1)
+    rgb = torch.stack(
+        [y + 2 * (1 - kr) * v, y - (2 * kb * (1 - kb) / kg) * u - (2 * kr * (1 - kr) / kg) * v, y + 2 * (1 - kb) * u],
+        dim=-1,
+    )
     out = rgb.round_().clamp_(0, 255).to(torch.uint8)
     if fmt.quarter_turns:
         out = torch.rot90(out, fmt.quarter_turns, dims=(1, 2))

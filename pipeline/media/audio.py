@@ -12,6 +12,7 @@ import soxr
 from ...core.config import SAMPLE_RATE_HZ
 from .container import decoded_frames, open_media
 
+
 class AudioTrack:
     """The first audio stream of a file as 16-kHz mono float32, decoded by its own demuxer
     only as far as asked: mean of the channels (as VGGish does; libswresample's downmix is

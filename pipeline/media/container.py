@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import av
 
-from ...core.errors import CorruptMedia, MediaNotFound, NoAudioStream, NoVideoStream, NotAMediaFile
+from ...core.errors import CorruptMedia, MediaNotFound, NoAudioStream, NotAMediaFile, NoVideoStream
 
 # A stream that decodes this much shorter than it declares is truncated or corrupt.
 TRUNCATION_TOLERANCE_S = 1.0
@@ -27,8 +27,12 @@ DISCONTINUITY_AHEAD_S = 1.0
 TS_DISCONT = int(av.format.Flags.ts_discont.value)
 
 
-_NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                (stat.S_ISSOCK, "a socket"))
+_NOT_REGULAR = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def open_media(path: str) -> av.container.InputContainer:
@@ -118,8 +122,9 @@ def short_of(decoded_s: float, declared_s: float | None, start_s: float | None =
     return reach < declared_s - max(TRUNCATION_TOLERANCE_S, TRUNCATION_TOLERANCE_FRACTION * declared_s)
 
 
-def discontinuity(path: str, before_s: float, at_s: float, frame_s: float, ahead_too: bool,
-                   stamps: tuple[float, float]) -> CorruptMedia | None:
+def discontinuity(
+    path: str, before_s: float, at_s: float, frame_s: float, ahead_too: bool, stamps: tuple[float, float]
+) -> CorruptMedia | None:
     """The error for a jump of the video's time line from `before_s` to `at_s` (seconds from
     the first frame), or None when the step is an ordinary one. Such a file is reported, not
     stitched: its audio is decoded by sample count, and where its second part's sound begins
@@ -129,15 +134,19 @@ def discontinuity(path: str, before_s: float, at_s: float, frame_s: float, ahead
     if jump >= -limit and not (ahead_too and jump > max(limit, DISCONTINUITY_AHEAD_S)):
         return None
     way = "back" if jump < 0 else "ahead"
-    return CorruptMedia(path, f"the video's time stamps jump {way} by {abs(jump):.2f} s after {before_s:.2f} s of "
-                              f"video (from {stamps[0]:.2f} s to {stamps[1]:.2f} s): files joined end to end? "
-                              f"avel reads one time line; join them with FFmpeg's concat demuxer instead")
+    return CorruptMedia(
+        path,
+        f"the video's time stamps jump {way} by {abs(jump):.2f} s after {before_s:.2f} s of "
+        f"video (from {stamps[0]:.2f} s to {stamps[1]:.2f} s): files joined end to end? "
+        f"avel reads one time line; join them with FFmpeg's concat demuxer instead",
+    )
 
 
 def truncated(path: str, what: str, decoded_s: float, start_s: float | None, declared_s: float) -> CorruptMedia:
     since = f" from {start_s:.2f} s" if start_s else ""
-    return CorruptMedia(path, f"truncated or corrupt: decoded {decoded_s:.2f} s of {what}{since}, "
-                              f"{declared_s:.2f} s declared")
+    return CorruptMedia(
+        path, f"truncated or corrupt: decoded {decoded_s:.2f} s of {what}{since}, {declared_s:.2f} s declared"
+    )
 
 
 # -- the pieces: frame times, RGB frames, 16-kHz audio ---------------------------------------------

@@ -36,13 +36,14 @@ each with one shared swscale context (3x that with a context per frame, as
 `VideoFrame.to_ndarray(width=, height=)` makes); audio (AAC, channel mean, soxr VHQ) about
 10 ms. `benchmarks/bench.py` prints the measured split.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -111,11 +112,15 @@ class DecodeOptions:
         check_range("threads", self.threads, 0)
 
     @classmethod
-    def from_settings(cls, settings: FeatureSettings, **overrides) -> "DecodeOptions":
+    def from_settings(cls, settings: FeatureSettings, **overrides) -> DecodeOptions:
         """What `settings` ask of the decoder (`overrides`: e.g. segments=None for videos of any length)."""
-        options = cls(frames_per_segment=settings.frames_per_segment, segments=settings.segments,
-                      frame_size=settings.frame_size, on_missing_audio=settings.on_missing_audio,
-                      convert=settings.convert)
+        options = cls(
+            frames_per_segment=settings.frames_per_segment,
+            segments=settings.segments,
+            frame_size=settings.frame_size,
+            on_missing_audio=settings.on_missing_audio,
+            convert=settings.convert,
+        )
         return dataclasses.replace(options, **overrides) if overrides else options
 
     def frames_shape(self, segments: int) -> tuple[int, ...]:
@@ -251,11 +256,19 @@ class PlaneConverter:
             self.format = PlaneFormat(w, h, kr, kb, int(frame.color_range or 0) == JPEG_RANGE, k, self.chroma_left)
         fmt = self.format
         if frame.format.name not in ("yuv420p", "yuvj420p") or (frame.width, frame.height) != (fmt.width, fmt.height):
-            frame = self.reformatter.reformat(frame, format="yuv420p", width=fmt.width, height=fmt.height,
-                                              dst_color_range="JPEG" if fmt.full_range else "MPEG", threads=self.threads)
+            frame = self.reformatter.reformat(
+                frame,
+                format="yuv420p",
+                width=fmt.width,
+                height=fmt.height,
+                dst_color_range="JPEG" if fmt.full_range else "MPEG",
+                threads=self.threads,
+            )
         out = np.empty(fmt.nbytes, np.uint8)
         at = 0
-        for plane, (pw, ph) in zip(frame.planes, ((fmt.width, fmt.height),) + 2 * (((fmt.width + 1) // 2, (fmt.height + 1) // 2),)):
+        for plane, (pw, ph) in zip(
+            frame.planes, ((fmt.width, fmt.height),) + 2 * (((fmt.width + 1) // 2, (fmt.height + 1) // 2),)
+        ):
             rows = np.frombuffer(plane, np.uint8).reshape(ph, plane.line_size)[:, :pw]
             out[at : at + pw * ph].reshape(ph, pw)[...] = rows
             at += pw * ph
@@ -271,8 +284,12 @@ class SegmentReader:
     `num_segments` and `has_audio` are set; with --convert device, `planes` (the `PlaneFormat`) once
     the first frame is chosen. Errors are `MediaError` subclasses naming the file."""
 
-    def __init__(self, path: str | os.PathLike, options: DecodeOptions = DecodeOptions(),
-                 frames_buffer: Callable[[int], np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        options: DecodeOptions = DecodeOptions(),
+        frames_buffer: Callable[[int], np.ndarray] | None = None,
+    ) -> None:
         self.path = os.fspath(path)
         self.options = options
         self.frames_buffer = frames_buffer or (lambda t: np.empty(options.frames_shape(1)[1:], np.uint8))
@@ -354,8 +371,11 @@ class SegmentReader:
                 if t + 1 + wait > reach_s + TIME_EPS_S or (forced is not None and emitted >= forced):
                     return
                 complete.popleft()
-                sound = audio.samples(t * SAMPLE_RATE_HZ, (t + 1) * SAMPLE_RATE_HZ) if audio is not None \
+                sound = (
+                    audio.samples(t * SAMPLE_RATE_HZ, (t + 1) * SAMPLE_RATE_HZ)
+                    if audio is not None
                     else np.zeros(SAMPLE_RATE_HZ, np.float32)
+                )
                 last = Segment(t, frames, sound)
                 if final and keep_last and t + 1 == reach_s:
                     last = Segment(t, frames.copy(), sound)  # the frames buffer may be handed back
@@ -429,7 +449,9 @@ class SegmentReader:
             emitted += 1
         self.num_segments = emitted
 
-    def _check_complete(self, container, vstream, audio: AudioTrack | None, video_s: float, video_start_s: float) -> None:
+    def _check_complete(
+        self, container, vstream, audio: AudioTrack | None, video_s: float, video_start_s: float
+    ) -> None:
         """Truncation, judged per stream: a stream that declares its own duration must decode
         to about that length, or end about there (Matroska's tags and ASF's headers declare the
         time a stream ends, its start time included). Where the video declares none, the
@@ -450,8 +472,9 @@ class SegmentReader:
         declared = container.duration / 1e6 if declared_video is None and container.duration else None
         start_s = container.start_time / 1e6 if container.start_time is not None else min(video_start_s, end_s)
         if short_of(end_s - start_s, declared):
-            raise CorruptMedia(self.path, f"truncated or corrupt: decoded {end_s - start_s:.2f} s of "
-                                          f"{declared:.2f} s declared")
+            raise CorruptMedia(
+                self.path, f"truncated or corrupt: decoded {end_s - start_s:.2f} s of {declared:.2f} s declared"
+            )
 
 
 class BatchReader:
@@ -461,12 +484,18 @@ class BatchReader:
     into (default: new arrays; a decoder process gives shared memory). After iteration:
     `duration_s`, `num_segments`, `has_audio`."""
 
-    def __init__(self, path: str | os.PathLike, options: DecodeOptions, segments_per_batch: int,
-                 buffers: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        options: DecodeOptions,
+        segments_per_batch: int,
+        buffers: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
         n = max(1, int(segments_per_batch))
         self.path, self.options, self.n = os.fspath(path), options, n
-        self.buffers = buffers or (lambda: (np.empty(options.frames_shape(n), np.uint8),
-                                            np.empty((n, SAMPLE_RATE_HZ), np.float32)))
+        self.buffers = buffers or (
+            lambda: (np.empty(options.frames_shape(n), np.uint8), np.empty((n, SAMPLE_RATE_HZ), np.float32))
+        )
         self.reader = SegmentReader(self.path, options, self._frames_buffer)
         self._open: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # batch index -> its buffers
 

@@ -29,6 +29,7 @@ ended, or the run was stopped).
 Memory is bounded whatever the stream does: at most `max_pending` complete segments wait for
 the consumer, and the segments being assembled are those within `audio_lag_s` of the video.
 """
+
 from __future__ import annotations
 
 import os
@@ -140,8 +141,14 @@ class _Input:
     options: dict
 
 
-def live_inputs(source: str | BinaryIO | int | None, options: LiveOptions, stop: threading.Event, *,
-                video_device: str | None = None, audio_device: str | None = None) -> list[_Input]:
+def live_inputs(
+    source: str | BinaryIO | int | None,
+    options: LiveOptions,
+    stop: threading.Event,
+    *,
+    video_device: str | None = None,
+    audio_device: str | None = None,
+) -> list[_Input]:
     """The inputs of a source: one (`-`, a file object or fd, a FIFO, a URL, a file) or two
     (a video device and an audio device). ConfigError for an impossible combination."""
     probe = dict(PROBE_OPTIONS)
@@ -152,7 +159,11 @@ def live_inputs(source: str | BinaryIO | int | None, options: LiveOptions, stop:
             raise ConfigError("video_device", None, "a video device is needed (e.g. /dev/video0)")
         inputs = [_Input(video_device, video_device, options.format or "v4l2", True, audio_device is None, probe)]
         if audio_device is not None:
-            fmt, name = ("pulse", audio_device[len("pulse:"):]) if audio_device.startswith("pulse:") else ("alsa", audio_device)
+            fmt, name = (
+                ("pulse", audio_device[len("pulse:") :])
+                if audio_device.startswith("pulse:")
+                else ("alsa", audio_device)
+            )
             inputs.append(_Input(audio_device, name or "default", fmt, False, True, probe))
         return inputs
     if source is None:
@@ -173,14 +184,18 @@ def live_inputs(source: str | BinaryIO | int | None, options: LiveOptions, stop:
     try:
         mode = os.stat(source).st_mode
     except OSError:
-        raise MediaNotFound(source, "no such file, and not `-` or a URL (udp://, rtsp://, http://, srt://...)") from None
+        raise MediaNotFound(
+            source, "no such file, and not `-` or a URL (udp://, rtsp://, http://, srt://...)"
+        ) from None
     if stat.S_ISFIFO(mode):  # opened by the input thread: opening waits for a writer
         return [_Input(source, _Pipe(None, stop, path=source), options.format, True, True, probe)]
     if stat.S_ISCHR(mode):  # a capture device given as SOURCE: its video alone
         return [_Input(source, source, options.format or "v4l2", True, False, probe)]
     if stat.S_ISDIR(mode):
         raise NotAMediaFile(source, "is a directory, not a stream")
-    return [_Input(source, "file:" + os.path.abspath(source), options.format, True, True, probe)]  # read as fast as it decodes
+    return [
+        _Input(source, "file:" + os.path.abspath(source), options.format, True, True, probe)
+    ]  # read as fast as it decodes
 
 
 # -- the stream's clock ------------------------------------------------------------------------------
@@ -291,7 +306,9 @@ class _Assembler:
         at = None if self.audio is None else (self.audio.base + self.audio.held) / SAMPLE_RATE_HZ
         if self.audio is not None:
             self.audio.feed(None)  # what was decoded stays; silence from there on
-        self.reader._event("audio_lost", at, f"{self.reader.name}: {why}; the segments from {at or 0:.2f} s carry silence")
+        self.reader._event(
+            "audio_lost", at, f"{self.reader.name}: {why}; the segments from {at or 0:.2f} s carry silence"
+        )
 
     # segments
     def _hand_out(self, reach_s: float, final: bool = False) -> None:
@@ -305,8 +322,11 @@ class _Assembler:
                     return  # the audio of this second is still on its way
                 self.lose_audio(f"the audio is more than {self.reader.options.audio_lag_s:g} s behind the video")
             self.complete.popleft()
-            sound = self.audio.samples(t * SAMPLE_RATE_HZ, end) if self.audio is not None \
+            sound = (
+                self.audio.samples(t * SAMPLE_RATE_HZ, end)
+                if self.audio is not None
                 else np.zeros(SAMPLE_RATE_HZ, np.float32)
+            )
             self.reader._segment(Segment(t, frames, sound), self.origin_abs + t + 1)
             self.emitted += 1
 
@@ -318,7 +338,9 @@ class _Assembler:
         if self.audio is not None and not self.audio.done:
             self.audio.feed(None)
         duration = self.prev[0] + self.last_dt
-        available = int(np.floor(counted_s(duration, self.last_dt, self.fallback_dt, self.vstream.time_base) + TIME_EPS_S))
+        available = int(
+            np.floor(counted_s(duration, self.last_dt, self.fallback_dt, self.vstream.time_base) + TIME_EPS_S)
+        )
         while self.complete and self.complete[-1][0] >= available:
             self.complete.pop()
         self._hand_out(float(available), final=True)
@@ -335,8 +357,14 @@ class LiveReader:
     segment (not a stream PyAV can open, no video, no audio with on_missing_audio=error)
     are raised as MediaErrors naming the source."""
 
-    def __init__(self, source: str | BinaryIO | int | None, options: LiveOptions = LiveOptions(), *,
-                 video_device: str | None = None, audio_device: str | None = None) -> None:
+    def __init__(
+        self,
+        source: str | BinaryIO | int | None,
+        options: LiveOptions = LiveOptions(),
+        *,
+        video_device: str | None = None,
+        audio_device: str | None = None,
+    ) -> None:
         self.options = options
         self.stop = threading.Event()
         self.inputs = live_inputs(source, options, self.stop, video_device=video_device, audio_device=audio_device)
@@ -366,8 +394,14 @@ class LiveReader:
                 for k, old in enumerate(self._items):  # the oldest waiting segment makes room
                     if isinstance(old, LiveSegment):
                         t = old.segment.index
-                        self._items[k] = StreamEvent("dropped", float(t), f"{self.name}: second {t} dropped: the model is "
-                                                     f"behind ({self.options.max_pending} seconds waiting)", time.monotonic(), t)
+                        self._items[k] = StreamEvent(
+                            "dropped",
+                            float(t),
+                            f"{self.name}: second {t} dropped: the model is "
+                            f"behind ({self.options.max_pending} seconds waiting)",
+                            time.monotonic(),
+                            t,
+                        )
                         self._pending -= 1
                         self.dropped += 1
                         break
@@ -400,7 +434,9 @@ class LiveReader:
     def _open(self, inp: _Input):
         timeout = (self.options.open_timeout_s, self.options.stall_s if self.options.on_stall == "end" else None)
         try:
-            return av.open(inp.target, format=inp.format, options=inp.options, timeout=timeout, metadata_errors="ignore")
+            return av.open(
+                inp.target, format=inp.format, options=inp.options, timeout=timeout, metadata_errors="ignore"
+            )
         except av.error.FFmpegError as e:
             raise NotAMediaFile(inp.name, f"not a stream PyAV can open ({reason_of(e)})") from None
 
@@ -419,11 +455,16 @@ class LiveReader:
             with self._lock:
                 if self._assembler is None:
                     if "audio" not in self._streams and self.options.on_missing_audio == "error":
-                        raise NoAudioStream(self.name, "no audio stream (use --on-missing-audio silence to go on with silent audio)")
+                        raise NoAudioStream(
+                            self.name, "no audio stream (use --on-missing-audio silence to go on with silent audio)"
+                        )
                     self._assembler = _Assembler(self, self._streams["video"], self._streams.get("audio"))
             assembler = self._assembler
-            wanted = [s for s in (self._streams.get("video"), self._streams.get("audio"))
-                      if s is not None and s.container is container]
+            wanted = [
+                s
+                for s in (self._streams.get("video"), self._streams.get("audio"))
+                if s is not None and s.container is container
+            ]
             for packet in container.demux(wanted):
                 if self.stop.is_set():
                     break
@@ -477,8 +518,15 @@ class LiveReader:
                 if started and not self._stalled and now - self.clock.last_packet >= opts.stall_s:
                     self._stalled = True
                     self.stalls += 1
-                    self._items.append(StreamEvent("stall", self._stream_s(), f"{self.name}: no packet for {opts.stall_s:g} s"
-                                                   + ("; ending" if opts.on_stall == "end" else "; waiting"), now))
+                    self._items.append(
+                        StreamEvent(
+                            "stall",
+                            self._stream_s(),
+                            f"{self.name}: no packet for {opts.stall_s:g} s"
+                            + ("; ending" if opts.on_stall == "end" else "; waiting"),
+                            now,
+                        )
+                    )
                     self._cond.notify_all()
                     if opts.on_stall == "end":
                         self.ended_on_stall = True

@@ -6,6 +6,7 @@ The stream is MPEG-TS (h264 `zerolatency` + AAC, a packet flushed as soon as it 
 so a second is on the wire about when it is played; `pause` holds the writer (a stall);
 `copy` receives the same bytes (the saved file that the offline run reads).
 """
+
 from __future__ import annotations
 
 import time
@@ -28,11 +29,20 @@ class Clip:
     plan: VideoPlan  # what each second shows (event or a kind of background)
 
 
-def event_clip(duration_s: int = 8, *, classes: int = 3, seed: int = 0, fps: int = 8, width: int = 128,
-               height: int = 96) -> Clip:
+def event_clip(
+    duration_s: int = 8, *, classes: int = 3, seed: int = 0, fps: int = 8, width: int = 128, height: int = 96
+) -> Clip:
     """A generated clip with one event of at least 2 s between background seconds."""
-    cfg = SynthConfig(videos=1, classes=classes, seed=seed, duration_s=duration_s, fps=fps, width=width, height=height,
-                      full_event_fraction=0.0)
+    cfg = SynthConfig(
+        videos=1,
+        classes=classes,
+        seed=seed,
+        duration_s=duration_s,
+        fps=fps,
+        width=width,
+        height=height,
+        full_event_fraction=0.0,
+    )
     plan = plan_dataset(cfg)[0]
     rng = np.random.default_rng(list(plan.render_seed))
     frames = render_frames(cfg, plan, rng)
@@ -50,9 +60,17 @@ class _Tee:
         return len(data)
 
 
-def play(out: BinaryIO | str, clip: Clip, *, seconds: float | None = None, speed: float = 1.0,
-         pause: tuple[float, float] | None = None, copy: BinaryIO | None = None, stop=None,
-         audio_until_s: float | None = None) -> float:
+def play(
+    out: BinaryIO | str,
+    clip: Clip,
+    *,
+    seconds: float | None = None,
+    speed: float = 1.0,
+    pause: tuple[float, float] | None = None,
+    copy: BinaryIO | None = None,
+    stop=None,
+    audio_until_s: float | None = None,
+) -> float:
     """Encode `clip` (looped to `seconds`, default its length) as MPEG-TS into `out` (a
     binary file object, or a URL FFmpeg writes to), each packet written when the wall clock
     reaches its time stamp / `speed`. `pause` = (at_s, for_s): the writer stops for for_s
@@ -67,8 +85,13 @@ def play(out: BinaryIO | str, clip: Clip, *, seconds: float | None = None, speed
         vs = container.add_stream("libx264", rate=clip.fps)
         vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
         vs.codec_context.time_base = Fraction(1, clip.fps)
-        vs.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23", "threads": "1",
-                      "g": str(clip.fps)}  # a key frame a second: a reader may join at any second
+        vs.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "crf": "23",
+            "threads": "1",
+            "g": str(clip.fps),
+        }  # a key frame a second: a reader may join at any second
         aus = container.add_stream("aac", rate=clip.sample_rate_hz, layout="mono")
         step = aus.codec_context.frame_size or 1024
         vi, ai = 0, 0
@@ -96,7 +119,9 @@ def play(out: BinaryIO | str, clip: Clip, *, seconds: float | None = None, speed
                 vi += 1
             else:
                 idx = (np.arange(ai, min(ai + step, total_samples))) % n_samples
-                frame = av.AudioFrame.from_ndarray(clip.audio[None, idx].astype(np.float32), format="fltp", layout="mono")
+                frame = av.AudioFrame.from_ndarray(
+                    clip.audio[None, idx].astype(np.float32), format="fltp", layout="mono"
+                )
                 frame.sample_rate, frame.pts = clip.sample_rate_hz, ai
                 container.mux(aus.encode(frame))
                 ai += step

@@ -37,6 +37,7 @@ like any bad input) and is replaced; the videos queued behind it go to the repla
 A decoder killed by SIGINT, SIGTERM or SIGHUP means the run is being stopped:
 KeyboardInterrupt.
 """
+
 from __future__ import annotations
 
 import mmap
@@ -49,15 +50,15 @@ import sys
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ...core.config import SAMPLE_RATE_HZ
-from .decode import BatchReader, DecodeOptions, SegmentBatch
 from ...core.errors import MEDIA_ERRORS, DecodeFailed, DecoderCrashed, MediaError
+from .decode import BatchReader, DecodeOptions, SegmentBatch
 
 AVE_SEGMENTS = 12  # a worker's slots hold this many segments: one AVE video (10 s) decoded ahead, and some
 POLL_S = 0.2  # how often a waiting model process looks at its stop flag
@@ -121,7 +122,7 @@ class StopSignals:
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -183,8 +184,12 @@ def _error(path: str, kind: str, problem: str) -> MediaError:
     return MEDIA_ERRORS.get(kind, DecodeFailed)(path, problem)
 
 
-def decode_events(path: str, options: DecodeOptions, segments_per_batch: int,
-                  buffers: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> Iterator[tuple]:
+def decode_events(
+    path: str,
+    options: DecodeOptions,
+    segments_per_batch: int,
+    buffers: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+) -> Iterator[tuple]:
     """One video as events: ("batch", SegmentBatch)..., then ("end", (duration_s,
     num_segments, has_audio)) or ("error", MediaError). Never raises for a bad file.
     (A plain function: what a thread, a decoder process or a Ray task runs per video.)"""
@@ -196,7 +201,10 @@ def decode_events(path: str, options: DecodeOptions, segments_per_batch: int,
     except MediaError as e:
         yield "error", e
     except Exception as e:  # anything else a broken file can raise: recorded, never fatal
-        yield "error", DecodeFailed(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "))
+        yield (
+            "error",
+            DecodeFailed(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")),
+        )
     finally:
         reader.unused()
 
@@ -216,7 +224,7 @@ class ThreadDecoders:
 
         stream = prefetch(events(), maxsize=self.ahead)
         try:
-            for i, path in enumerate(paths):
+            for path in paths:
                 source = VideoSource(path, lambda: next(stream)[1:])
                 yield source
                 source.close()
@@ -226,7 +234,7 @@ class ThreadDecoders:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "ThreadDecoders":
+    def __enter__(self) -> ThreadDecoders:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -284,8 +292,15 @@ class _Worker:
 class DecoderPool:
     """W decoder processes over shared memory (the module docstring says how)."""
 
-    def __init__(self, workers: int, options: DecodeOptions, segments_per_batch: int, *,
-                 slots_per_worker: int | None = None, check: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        options: DecodeOptions,
+        segments_per_batch: int,
+        *,
+        slots_per_worker: int | None = None,
+        check: Callable[[], None] = lambda: None,
+    ) -> None:
         if workers < 1:
             raise ValueError("a DecoderPool needs at least one worker")
         n = max(1, int(segments_per_batch))
@@ -315,8 +330,10 @@ class DecoderPool:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None  # inherited: no Ctrl-C tracebacks
         try:
             w.proc = subprocess.Popen(
-                [sys.executable, "-c", code, str(theirs.fileno()), str(self._fd)], pass_fds=(theirs.fileno(), self._fd),
-                stdin=subprocess.DEVNULL, env=env,
+                [sys.executable, "-c", code, str(theirs.fileno()), str(self._fd)],
+                pass_fds=(theirs.fileno(), self._fd),
+                stdin=subprocess.DEVNULL,
+                env=env,
             )
         finally:
             if main:
@@ -361,8 +378,12 @@ class DecoderPool:
             slot, first, n, planes = message[2:]
             frames, audio = self.layout.views(self._mm, slot)
             self._held.add(slot)
-            events.append(("batch", SegmentBatch(first, frames[:n], audio[:n], lambda w=w, slot=slot: self._free(w, slot),
-                                                 planes)))
+            events.append(
+                (
+                    "batch",
+                    SegmentBatch(first, frames[:n], audio[:n], lambda w=w, slot=slot: self._free(w, slot), planes),
+                )
+            )
             return
         w.jobs.popleft()
         if kind == "end":
@@ -411,8 +432,11 @@ class DecoderPool:
         self._unassigned.extend(range(start, len(self._paths)))
         for job in range(start, len(self._paths)):
             self._current = job
-            source = VideoSource(self._paths[job], lambda job=job: self._next_event(job),
-                                 on_close=lambda job=job: self._events.pop(job, None))
+            source = VideoSource(
+                self._paths[job],
+                lambda job=job: self._next_event(job),
+                on_close=lambda job=job: self._events.pop(job, None),
+            )
             yield source
             source.close()
 
@@ -449,15 +473,16 @@ class DecoderPool:
             pass
         os.close(self._fd)
 
-    def __enter__(self) -> "DecoderPool":
+    def __enter__(self) -> DecoderPool:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def open_decoders(workers: int, options: DecodeOptions, segments_per_batch: int, *,
-                  check: Callable[[], None] = lambda: None) -> ThreadDecoders | DecoderPool:
+def open_decoders(
+    workers: int, options: DecodeOptions, segments_per_batch: int, *, check: Callable[[], None] = lambda: None
+) -> ThreadDecoders | DecoderPool:
     """`workers` decoder processes, or (0) one decoding thread."""
     if workers > 0:
         return DecoderPool(workers, options, segments_per_batch, check=check)

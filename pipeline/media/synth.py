@@ -20,6 +20,7 @@ frames per segment, and the audio of second t is samples [t*sr, (t+1)*sr).
 Per-video jitter: position, size, motion, brightness, background tint, tone frequency (+-1%),
 loudness, noise floor; every frame carries mild pixel noise.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -126,10 +127,18 @@ def class_specs(classes: int) -> list[ClassSpec]:
         colour, rgb = COLOURS[k % len(COLOURS)]
         shape = SHAPES[k % len(SHAPES)]
         freq = int(round(220 * 2 ** (k / 6)))  # a whole tone apart: +12% per class
-        specs.append(ClassSpec(
-            index=k, name=f"{colour} {shape} / {freq} Hz", colour=colour, rgb=rgb, shape=shape,
-            frequency_hz=freq, harmonics=1 + k % 4, am_hz=(0.0, 3.0, 6.0)[k % 3],
-        ))
+        specs.append(
+            ClassSpec(
+                index=k,
+                name=f"{colour} {shape} / {freq} Hz",
+                colour=colour,
+                rgb=rgb,
+                shape=shape,
+                frequency_hz=freq,
+                harmonics=1 + k % 4,
+                am_hz=(0.0, 3.0, 6.0)[k % 3],
+            )
+        )
     return specs
 
 
@@ -159,9 +168,9 @@ def plan_dataset(cfg: SynthConfig) -> list[VideoPlan]:
     # balanced categories; the first rows name classes 0, 1, ... so that the category index
     # (order of first appearance) equals the class number when videos >= classes
     categories = [i % cfg.classes for i in range(cfg.videos)]
-    rest = categories[cfg.classes:]
+    rest = categories[cfg.classes :]
     rng.shuffle(rest)
-    categories[cfg.classes:] = rest
+    categories[cfg.classes :] = rest
     mix = np.asarray(cfg.background_mix, dtype=np.float64)
     mix = mix / mix.sum()
     plans = []
@@ -174,17 +183,22 @@ def plan_dataset(cfg: SynthConfig) -> list[VideoPlan]:
             length = int(vr.integers(cfg.min_event_s, max(cfg.min_event_s, D - 1) + 1))
             start = int(vr.integers(0, D - length + 1))
             end = start + length
-        seconds = tuple(
-            "event" if start <= t < end else BACKGROUND_KINDS[int(vr.choice(3, p=mix))] for t in range(D)
-        )
+        seconds = tuple("event" if start <= t < end else BACKGROUND_KINDS[int(vr.choice(3, p=mix))] for t in range(D))
         spec = specs[c]
         brightness = vr.uniform(0.8, 1.0)
-        plans.append(VideoPlan(
-            index=i, video_id=_video_id(cfg.seed, i), class_index=c, start_s=start, end_s=end, seconds=seconds,
-            frequency_hz=float(spec.frequency_hz * vr.uniform(0.99, 1.01)),
-            rgb=tuple(int(round(v * brightness)) for v in spec.rgb),
-            render_seed=(cfg.seed, 2, i),
-        ))
+        plans.append(
+            VideoPlan(
+                index=i,
+                video_id=_video_id(cfg.seed, i),
+                class_index=c,
+                start_s=start,
+                end_s=end,
+                seconds=seconds,
+                frequency_hz=float(spec.frequency_hz * vr.uniform(0.99, 1.01)),
+                rgb=tuple(int(round(v * brightness)) for v in spec.rgb),
+                render_seed=(cfg.seed, 2, i),
+            )
+        )
     return plans
 
 
@@ -255,8 +269,12 @@ def render_frames(cfg: SynthConfig, plan: VideoPlan, rng: np.random.Generator) -
         if kind in ("audio_only", "distractor"):
             look = DISTRACTOR_LOOKS[int(rng.integers(len(DISTRACTOR_LOOKS)))]
             distractors[t] = (
-                look, SHAPES[int(rng.integers(len(SHAPES)))], rng.uniform(120, 230),
-                rng.uniform(0.25, 0.75) * W, rng.uniform(0.3, 0.7) * H, 0.25 * H * rng.uniform(0.7, 1.2),
+                look,
+                SHAPES[int(rng.integers(len(SHAPES)))],
+                rng.uniform(120, 230),
+                rng.uniform(0.25, 0.75) * W,
+                rng.uniform(0.3, 0.7) * H,
+                0.25 * H * rng.uniform(0.7, 1.2),
                 rng.uniform(-15, 15),  # drift in px/s
             )
     n_frames = cfg.duration_s * fps
@@ -352,8 +370,16 @@ def render_audio(cfg: SynthConfig, plan: VideoPlan, rng: np.random.Generator) ->
 
 
 # --- one video -----------------------------------------------------------------------
-def write_mp4(path: Path, frames: np.ndarray, audio: np.ndarray, *, fps: int, sample_rate_hz: int,
-              crf: int = 23, audio_bit_rate: int = 64000) -> None:
+def write_mp4(
+    path: Path,
+    frames: np.ndarray,
+    audio: np.ndarray,
+    *,
+    fps: int,
+    sample_rate_hz: int,
+    crf: int = 23,
+    audio_bit_rate: int = 64000,
+) -> None:
     """Encode frames [N, H, W, 3] uint8 (frame i at i/fps s) and mono float audio to an
     h264 + AAC mp4, atomically (core/atomic.py)."""
     with atomic_path(path) as tmp:
@@ -382,8 +408,15 @@ def render_video(cfg: SynthConfig, plan: VideoPlan, path: Path) -> Path:
     rng = np.random.default_rng(list(plan.render_seed))
     frames = render_frames(cfg, plan, rng)
     audio = render_audio(cfg, plan, rng)
-    write_mp4(path, frames, audio, fps=cfg.fps, sample_rate_hz=cfg.sample_rate_hz,
-              crf=cfg.crf, audio_bit_rate=cfg.audio_bit_rate)
+    write_mp4(
+        path,
+        frames,
+        audio,
+        fps=cfg.fps,
+        sample_rate_hz=cfg.sample_rate_hz,
+        crf=cfg.crf,
+        audio_bit_rate=cfg.audio_bit_rate,
+    )
     return path
 
 
@@ -411,8 +444,9 @@ def synthesize(
     return synthesize_config(out_dir, cfg, workers=workers, progress=progress)
 
 
-def synthesize_config(out_dir: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1,
-                      progress: bool = True) -> list[AnnotationRow]:
+def synthesize_config(
+    out_dir: str | os.PathLike, cfg: SynthConfig, *, workers: int = 1, progress: bool = True
+) -> list[AnnotationRow]:
     out = Path(out_dir)
     (out / VIDEO_DIR).mkdir(parents=True, exist_ok=True)
     specs = class_specs(cfg.classes)

@@ -11,6 +11,7 @@ Versions: 1 held one ModelConfig with every model's fields (those of the other m
 (its model apart). Older metadata is brought to the current version in one place, `upgrade`;
 tests/fixtures/checkpoints/ holds checkpoints written by version 1.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,11 +25,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ...models.registry import MODELS, PUBLISHED_DEFAULTS, ModelConfig, build_model, model_config_from_dict
 from ...core import jsonio
 from ...core.atomic import atomic_path
 from ...core.config import FeatureSettings
 from ...core.errors import CheckpointError, ConfigError, SettingsMismatch, shown
+from ...models.registry import MODELS, PUBLISHED_DEFAULTS, ModelConfig, build_model, model_config_from_dict
 from .loop import TrainConfig
 
 CHECKPOINT_FORMAT = "avel-checkpoint"
@@ -42,7 +43,7 @@ class Checkpoint:
     class_names: list[str]
     feature_settings: FeatureSettings | None
     metrics: dict
-    train_config: "TrainConfig | None" = None  # None: written before version 2 or without one
+    train_config: TrainConfig | None = None  # None: written before version 2 or without one
 
 
 def save_checkpoint(
@@ -52,7 +53,7 @@ def save_checkpoint(
     class_names: list[str],
     feature_settings: FeatureSettings | None,
     metrics: dict | None,
-    train_config: "TrainConfig | None" = None,
+    train_config: TrainConfig | None = None,
 ) -> Path:
     """Write the weights of `model` and its metadata; `train_config`: the TrainConfig it was
     trained with (stored without its model, which is `model_config`)."""
@@ -86,7 +87,9 @@ def _check_safetensors_header(path: Path) -> None:
     if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
         return  # the safetensors signature (checked first: a header length may start with 0x80)
     if head.startswith(b"PK\x03\x04"):
-        raise CheckpointError(f"{path}: a zip (torch.save) file, not an avel safetensors checkpoint; avel never unpickles files")
+        raise CheckpointError(
+            f"{path}: a zip (torch.save) file, not an avel safetensors checkpoint; avel never unpickles files"
+        )
     if head[:1] == b"\x80":
         raise CheckpointError(f"{path}: a pickle file, not an avel safetensors checkpoint; avel never unpickles files")
     raise CheckpointError(f"{path}: not a safetensors file")
@@ -129,7 +132,9 @@ def load_checkpoint(
     if feature_settings is not None and saved_settings is not None:
         diff = feature_settings.differences(saved_settings)
         if diff:
-            raise SettingsMismatch(f"{shown(path)}: features made with other settings than the checkpoint's (features != checkpoint): {'; '.join(diff)}")
+            raise SettingsMismatch(
+                f"{shown(path)}: features made with other settings than the checkpoint's (features != checkpoint): {'; '.join(diff)}"
+            )
 
     try:
         model = build_model(model_config)
@@ -137,8 +142,10 @@ def load_checkpoint(
         raise CheckpointError(f"{shown(path)}: its model_config does not build a model ({e})") from None
     mismatch = weights_mismatch(model.state_dict(), tensors)
     if mismatch:
-        raise CheckpointError(f"{shown(path)}: weights do not fit the {model_config.task}/{model_config.name} model of its "
-                              f"model_config ({mismatch})")
+        raise CheckpointError(
+            f"{shown(path)}: weights do not fit the {model_config.task}/{model_config.name} model of its "
+            f"model_config ({mismatch})"
+        )
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
@@ -150,6 +157,7 @@ def load_checkpoint(
 def _read_metadata(path: Path, raw: str) -> dict:
     """The checkpoint's avel metadata, every field checked: CheckpointError naming the file
     and the field (a hand-edited or foreign file), never a traceback."""
+
     def bad(problem: str) -> CheckpointError:
         return CheckpointError(f"{shown(path)}: malformed avel metadata ({problem})")
 
@@ -183,8 +191,13 @@ def _read_metadata(path: Path, raw: str) -> dict:
         train_config = TrainConfig.from_dict(train, model_config) if train is not None else None
     except ConfigError as e:
         raise bad(str(e)) from None
-    return {"model_config": model_config, "class_names": class_names, "feature_settings": settings, "metrics": metrics,
-            "train_config": train_config}
+    return {
+        "model_config": model_config,
+        "class_names": class_names,
+        "feature_settings": settings,
+        "metrics": metrics,
+        "train_config": train_config,
+    }
 
 
 def upgrade(meta: dict) -> dict:
@@ -198,8 +211,9 @@ def upgrade(meta: dict) -> dict:
     No TrainConfig was stored."""
     version = meta.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= CHECKPOINT_VERSION:
-        raise ValueError(f"version {version!r}: this avel reads versions 1 to {CHECKPOINT_VERSION} (a newer avel "
-                         "wrote it?)")
+        raise ValueError(
+            f"version {version!r}: this avel reads versions 1 to {CHECKPOINT_VERSION} (a newer avel wrote it?)"
+        )
     meta = dict(meta)
     if version == 1:
         cfg = meta["model_config"]
@@ -244,6 +258,8 @@ def weights_mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.T
         problems.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
     if reshaped:
         k = reshaped[0]
-        problems.append(f"{len(reshaped)} of another shape, e.g. {k}: {list(given[k].shape)} in the file, "
-                        f"{list(expected[k].shape)} in the model")
+        problems.append(
+            f"{len(reshaped)} of another shape, e.g. {k}: {list(given[k].shape)} in the file, "
+            f"{list(expected[k].shape)} in the model"
+        )
     return "; ".join(problems)

@@ -36,12 +36,13 @@ the micro F1 of the pooled counts is reported beside it (`micro_f1`) because on 
 videos with many events of a few classes it weighs every second (event) alike. Detections
 in videos the ground truth does not hold are outside the F1s (they are false positives for
 the mAP)."""
+
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -69,8 +70,9 @@ def interpolated_ap(precision: Sequence[float], recall: Sequence[float]) -> floa
     return float(np.sum((r[steps] - r[steps - 1]) * p[steps]))
 
 
-def class_average_precision(truth: Sequence[Segment], detections: Sequence[Detection],
-                            thresholds: Sequence[float] = TIOU_THRESHOLDS) -> np.ndarray:
+def class_average_precision(
+    truth: Sequence[Segment], detections: Sequence[Detection], thresholds: Sequence[float] = TIOU_THRESHOLDS
+) -> np.ndarray:
     """AP of one class (all of `truth` and `detections` are of that class) at each threshold
     -> [K]. See the module doc for the matching rule."""
     K = len(thresholds)
@@ -130,14 +132,18 @@ class DetectionScores:
         return float(self.map[k])
 
     def to_dict(self) -> dict:
-        return {"thresholds": [round(t, 6) for t in self.thresholds],
-                "map": [float(x) for x in self.map], "average_map": self.average_map,
-                "per_class_ap": {c: [float(x) for x in self.ap[:, i]] for i, c in enumerate(self.classes)},
-                "unknown_labels": list(self.unknown_labels)}
+        return {
+            "thresholds": [round(t, 6) for t in self.thresholds],
+            "map": [float(x) for x in self.map],
+            "average_map": self.average_map,
+            "per_class_ap": {c: [float(x) for x in self.ap[:, i]] for i, c in enumerate(self.classes)},
+            "unknown_labels": list(self.unknown_labels),
+        }
 
 
-def detection_map(truth: Sequence[Segment], detections: Sequence[Detection],
-                  thresholds: Sequence[float] = TIOU_THRESHOLDS) -> DetectionScores:
+def detection_map(
+    truth: Sequence[Segment], detections: Sequence[Detection], thresholds: Sequence[float] = TIOU_THRESHOLDS
+) -> DetectionScores:
     """Per-class AP at every threshold and the mAPs (the ActivityNet protocol)."""
     classes = list(dict.fromkeys(g.label for g in truth))
     gt_by: dict[str, list[Segment]] = defaultdict(list)
@@ -189,8 +195,10 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def _event_counts(pred: list[tuple[int, int]], true: list[tuple[int, int]]) -> tuple[int, int, int]:
     """AVVP's event-wise counts: a predicted event is a TP when any true event has tIoU >=
     0.5 (else FP); a true event is a FN when no predicted event has."""
+
     def hit(a, others):
         return bool(others) and bool((segment_iou(a, np.array(others, dtype=np.float64)) >= EVENT_TIOU).any())
+
     tp = sum(hit(p, true) for p in pred)
     fn = sum(not hit(t, pred) for t in true)
     return tp, len(pred) - tp, fn
@@ -211,7 +219,9 @@ def _f1_over_videos(truth, detections, durations, count) -> F1Scores:
         T = num_seconds(duration)
         fs = []
         for label in sorted(labels.get(vid, ())):
-            tp, fp, fn = count(second_mask(det_by.get((vid, label), []), T), second_mask(gt_by.get((vid, label), []), T))
+            tp, fp, fn = count(
+                second_mask(det_by.get((vid, label), []), T), second_mask(gt_by.get((vid, label), []), T)
+            )
             totals += (tp, fp, fn)
             if tp + fp + fn:
                 fs.append(2 * tp / (2 * tp + fp + fn))
@@ -223,8 +233,10 @@ def _f1_over_videos(truth, detections, durations, count) -> F1Scores:
 
 def segment_f1(truth: Sequence[Segment], detections: Sequence[Detection], durations: Mapping[str, float]) -> F1Scores:
     """Segment-level (per second) F1 over the videos of `durations` (see the module doc)."""
+
     def count(pred, true):
         return int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
+
     return _f1_over_videos(truth, detections, durations, count)
 
 

@@ -18,6 +18,7 @@ evaluation, the selection score) is the task's (pipeline/train/tasks.py); what d
 the models is the registry's (models/registry.py: the recipe, segment pairs) or the model's own
 (`start_epoch`). Checkpoints: pipeline/train/checkpoint.py.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,11 +33,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ...models.registry import MODELS, ModelConfig, SELDAMConfig, build_model, model_entry
-from ...core.config import (DEVICE_HELP, DEVICE_PATTERN, check_choice, check_range, check_types, from_mapping, option,
-                            resolve_device)
-from ..data.dataset import AVData
+from ...core.config import (
+    DEVICE_HELP,
+    DEVICE_PATTERN,
+    check_choice,
+    check_range,
+    check_types,
+    from_mapping,
+    option,
+    resolve_device,
+)
 from ...core.errors import ConfigError, TrainingDiverged
+from ...models.registry import MODELS, ModelConfig, SELDAMConfig, build_model, model_entry
+from ..data.dataset import AVData
 from .tasks import RAM_DTYPES, Features, Task, get_task, pooled_visual  # noqa: F401  (Features, pooled_visual: API)
 from .weak import WeakFeatures
 
@@ -59,11 +68,21 @@ MAX_WEIGHT_DECAY = 10.0  # an L2 term ten times the weights' own size outweighs 
 
 
 RECIPES = {
-    "avel": Recipe(60, 64, "video", "best-val",
-                   "batches of 64 videos, 60 epochs, the best validation epoch kept (AV_att's batch and optimiser)"),
-    "tian-avdln": Recipe(20, 8, "segment", "last",
-                         "Tian et al.'s AVDLN script (cmm_train.py): shuffled batches of 8 synchronized segment "
-                         "pairs, 20 epochs, the last epoch kept (validation is only reported)"),
+    "avel": Recipe(
+        60,
+        64,
+        "video",
+        "best-val",
+        "batches of 64 videos, 60 epochs, the best validation epoch kept (AV_att's batch and optimiser)",
+    ),
+    "tian-avdln": Recipe(
+        20,
+        8,
+        "segment",
+        "last",
+        "Tian et al.'s AVDLN script (cmm_train.py): shuffled batches of 8 synchronized segment "
+        "pairs, 20 epochs, the last epoch kept (validation is only reported)",
+    ),
 }
 
 
@@ -81,12 +100,17 @@ class TrainConfig:
     checkpoint's stored TrainConfig holds the values in force."""
 
     model: ModelConfig = option("the model (task, name and hyperparameters)", cli=False, default_factory=SELDAMConfig)
-    recipe: str = option("auto (the model's: tian-avdln for AVDLN, avel otherwise) | avel (64 videos a batch, 60 "
-                         "epochs, best validation epoch kept) | tian-avdln (8 segment pairs a batch, 20 epochs, last "
-                         "epoch kept)", choices=("auto", *RECIPES), default="auto")
+    recipe: str = option(
+        "auto (the model's: tian-avdln for AVDLN, avel otherwise) | avel (64 videos a batch, 60 "
+        "epochs, best validation epoch kept) | tian-avdln (8 segment pairs a batch, 20 epochs, last "
+        "epoch kept)",
+        choices=("auto", *RECIPES),
+        default="auto",
+    )
     epochs: int | None = option("training epochs (default: the recipe's, 60 or 20)", default=None)
-    batch_size: int | None = option("videos (segment pairs for tian-avdln) per batch (default: the recipe's, 64 or 8)",
-                                    default=None)
+    batch_size: int | None = option(
+        "videos (segment pairs for tian-avdln) per batch (default: the recipe's, 64 or 8)", default=None
+    )
     lr: float = option("Adam learning rate", default=1e-3)
     weight_decay: float = option("Adam weight decay (L2)", default=0.0)
     seed: int = option("seed of the weights, dropout and batch order", default=0)
@@ -114,8 +138,12 @@ class TrainConfig:
         entry = model_entry(self.model.task, self.model.name)
         recipe = entry.recipe if self.recipe == "auto" else self.recipe
         if RECIPES[recipe].unit == "segment" and not entry.segment_pairs:
-            raise ConfigError("recipe", self.recipe, f"trains on single segment pairs, which only "
-                              f"{', '.join(_segment_models())} can (its loss treats every segment alone)")
+            raise ConfigError(
+                "recipe",
+                self.recipe,
+                f"trains on single segment pairs, which only "
+                f"{', '.join(_segment_models())} can (its loss treats every segment alone)",
+            )
         object.__setattr__(self, "recipe", recipe)  # resolved: the stored config holds the values in force
         object.__setattr__(self, "epochs", self.epochs or RECIPES[recipe].epochs)
         object.__setattr__(self, "batch_size", self.batch_size or RECIPES[recipe].batch_size)
@@ -136,15 +164,16 @@ class TrainConfig:
 
     def model_config(self, data: AVData) -> ModelConfig:
         """The model config with the widths and the number of classes of `data`."""
-        return dataclasses.replace(self.model, num_classes=data.num_classes, audio_dim=data.audio.shape[-1],
-                                   visual_dim=data.visual.shape[-1])
+        return dataclasses.replace(
+            self.model, num_classes=data.num_classes, audio_dim=data.audio.shape[-1], visual_dim=data.visual.shape[-1]
+        )
 
     def to_dict(self) -> dict:
         """Every field, the model's config as its `to_dict` (with its task and name)."""
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "model": self.model.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict, model: ModelConfig, where: str = "train_config") -> "TrainConfig":
+    def from_dict(cls, d: dict, model: ModelConfig, where: str = "train_config") -> TrainConfig:
         """A stored TrainConfig (its model config read apart: `model`)."""
         if not isinstance(d, dict):
             raise ConfigError(where, d, "must be a JSON object of TrainConfig fields")
@@ -173,8 +202,14 @@ def split_rows(data: AVData, task: str, name: str) -> tuple[str, torch.Tensor]:
     return get_task(task).rows(data, name)
 
 
-def evaluate(model: nn.Module, data: AVData, split: str, *, batch_size: int = 256,
-             features: Features | WeakFeatures | None = None) -> dict:
+def evaluate(
+    model: nn.Module,
+    data: AVData,
+    split: str,
+    *,
+    batch_size: int = 256,
+    features: Features | WeakFeatures | None = None,
+) -> dict:
     """Metrics of `model` on a split of `data`, by the task of `features` (or, without, of
     the model: a weak model is an SEL model at test time). SEL: {"accuracy"}. CML: {"a2v",
     "v2a", "average", "n_videos"} under the CML protocol (pipeline.metrics); "train" / "val" /
@@ -239,7 +274,11 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         # loop
         best_score, best_epoch, best_state, best_val = -math.inf, 0, None, {}
         history = []
-        bar = tqdm(range(1, recipe.epochs + 1), desc=f"{cfg.task}/{cfg.model.name}", disable=None if cfg.progress is None else not cfg.progress)
+        bar = tqdm(
+            range(1, recipe.epochs + 1),
+            desc=f"{cfg.task}/{cfg.model.name}",
+            disable=None if cfg.progress is None else not cfg.progress,
+        )
         for epoch in bar:
             model.train()
             model.start_epoch(epoch, recipe.epochs)  # models whose loss changes over training (SEL DAM's warm-up)
@@ -270,8 +309,11 @@ def train(data: AVData, cfg: TrainConfig) -> TrainResult:
         if best_state is not None:
             model.load_state_dict(best_state)
         model.eval()
-        test = (task.test(model, data, test_split, batch_size=cfg.eval_batch_size, features=feats)
-                if test_split in data.splits else None)
+        test = (
+            task.test(model, data, test_split, batch_size=cfg.eval_batch_size, features=feats)
+            if test_split in data.splits
+            else None
+        )
         return TrainResult(model, model_config, cfg, best_epoch, best_val, test, history, time.perf_counter() - t0)
     finally:
         if device.type == "cuda":

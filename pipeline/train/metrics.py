@@ -10,6 +10,7 @@ contiguous). A model predicts the l-long window of the other modality; the predi
 correct only when its start equals the true start. A2V (audio query -> visual window) and
 V2A (visual query -> audio window) are reported separately.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,12 +8,14 @@ selection score. Registered by name; the training loop (pipeline/train/loop.py) 
     loss, n = task.loss(model, feats, idx, device) # model.loss(audio, visual, event mask)
     metrics = task.evaluate(model, data, "val", batch_size=256, features=feats)
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -35,6 +37,7 @@ def evaluating(model: nn.Module) -> Iterator[torch.device]:
     finally:
         model.train(was_training)
 
+
 RAM_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -55,9 +58,10 @@ class Features:
         labels = self.labels[idx].to(device)
         return audio, visual, (labels if self.task == "sel" else labels != self.background)
 
-    def segment_pairs(self, idx: torch.Tensor) -> "Features":
+    def segment_pairs(self, idx: torch.Tensor) -> Features:
         """The segments of videos `idx` as one-segment videos: [V, T, ...] -> [V*T, 1, ...]
         (for a model whose loss treats every segment alone, trained on shuffled pairs)."""
+
         def flat(x: torch.Tensor) -> torch.Tensor:
             return x[idx].flatten(0, 1).unsqueeze(1)  # (V*T, 1, ...)
 
@@ -179,7 +183,10 @@ class SELTask(FeatureTask):
         _, idx = self.rows(data, split)
         feats = features if features is not None else self.prepare(data)
         with evaluating(model) as device:
-            preds = [model.predict(*feats.batch(idx[i : i + batch_size], device)[:2]).cpu() for i in range(0, len(idx), batch_size)]
+            preds = [
+                model.predict(*feats.batch(idx[i : i + batch_size], device)[:2]).cpu()
+                for i in range(0, len(idx), batch_size)
+            ]
         pred = torch.cat(preds) if preds else torch.empty(0, data.labels.shape[1], dtype=torch.long)
         return {"accuracy": sel_accuracy(pred, feats.labels[idx])}
 
@@ -198,8 +205,10 @@ class CMLTask(FeatureTask):
     def rows(self, data: AVData, split: str) -> tuple[str, torch.Tensor]:
         name, idx = super().rows(data, split)
         if split != "train" and not cml_queries(data.labels[idx] != data.background).keep.any():
-            raise DataError(f"{data.source}: no video of the {name!r} split has an event that is partial (1 to T-1 "
-                            "segments); the CML protocol evaluates only those")
+            raise DataError(
+                f"{data.source}: no video of the {name!r} split has an event that is partial (1 to T-1 "
+                "segments); the CML protocol evaluates only those"
+            )
         return name, idx
 
     def prepare(self, data: AVData, dtype_in_ram: str | None = None) -> Features:
@@ -249,8 +258,10 @@ class WSELTask(FeatureTask):
         it cannot evaluate)."""
         name, idx = super().rows(data, split)
         if split == "val" and not (require_video_labels(data, data.source)[idx, :-1].sum(1) > 0).any():
-            raise DataError(f"{data.source}: every video of the {name!r} split is background (no event): weak "
-                            "validation (the video accuracy) has nothing to score; put videos with events in it")
+            raise DataError(
+                f"{data.source}: every video of the {name!r} split is background (no event): weak "
+                "validation (the video accuracy) has nothing to score; put videos with events in it"
+            )
         return name, idx
 
     def prepare(self, data: AVData, dtype_in_ram: str | None = None) -> WeakFeatures:

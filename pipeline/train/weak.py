@@ -7,14 +7,16 @@ in it. The test split is evaluated by the SEL protocol with the full per-second 
 Where the video labels come from (the data layer): an AVE-layout folder's mil_labels.h5
 (pipeline/data/ave.py); a cache's annotation rows, one category per row (pipeline/data/load.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from ..data.dataset import AVData
-from ...core.errors import DataError
 from torch import nn
+
+from ...core.errors import DataError
+from ..data.dataset import AVData
 
 
 @dataclass
@@ -26,18 +28,25 @@ class WeakFeatures:
 
     def batch(self, idx: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> audio, visual (float32 on device), the video labels [B, C]."""
-        return (self.audio[idx].to(device).float(), self.visual[idx].to(device).float(),
-                self.video_labels[idx].to(device))
+        return (
+            self.audio[idx].to(device).float(),
+            self.visual[idx].to(device).float(),
+            self.video_labels[idx].to(device),
+        )
 
 
 def require_video_labels(data: AVData, where: str) -> torch.Tensor:
     """data.video_labels, or a one-line error naming `where` (the data's path)."""
     if data.video_labels is None:
-        raise DataError(f"{where}: no video-level labels for weak supervision (an AVE-layout folder needs "
-                         "mil_labels.h5; a cache needs annotations)")
+        raise DataError(
+            f"{where}: no video-level labels for weak supervision (an AVE-layout folder needs "
+            "mil_labels.h5; a cache needs annotations)"
+        )
     if tuple(data.video_labels.shape) != (len(data.video_ids), data.num_classes):
-        raise DataError(f"{where}: video-level labels of shape {tuple(data.video_labels.shape)}, expected "
-                         f"[{len(data.video_ids)}, {data.num_classes}]")
+        raise DataError(
+            f"{where}: video-level labels of shape {tuple(data.video_labels.shape)}, expected "
+            f"[{len(data.video_ids)}, {data.num_classes}]"
+        )
     return data.video_labels
 
 
@@ -64,8 +73,11 @@ def evaluate_video_labels(model: nn.Module, feats: WeakFeatures, idx: torch.Tens
             correct, counted = correct + int(hit[has].sum()), counted + int(has.sum())
     finally:
         model.train(was_training)
-    return {"video_accuracy": correct / counted if counted else float("nan"),
-            "video_loss": loss / max(len(idx), 1), "n_videos": len(idx)}
+    return {
+        "video_accuracy": correct / counted if counted else float("nan"),
+        "video_loss": loss / max(len(idx), 1),
+        "n_videos": len(idx),
+    }
 
 
 def weak_selection_score(metrics: dict) -> float:
