@@ -128,3 +128,13 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> None:
     with atomic_open(path, "w", encoding=encoding) as f:
         f.write(text)
+
+
+def move_aside(path: str | os.PathLike, name: str) -> Path:
+    """Rename `path` to `name` in its folder, durably (a file set aside, e.g. a damaged cache
+    part kept for inspection): one rename, so a reader sees it under one name or the other."""
+    source = Path(path)
+    target = source.with_name(name)
+    os.replace(source, target)
+    fsync_dir(source.parent)
+    return target

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from ...core import jsonio
+from ...core.atomic import move_aside
 from ...core.config import FeatureSettings
 from ...core.errors import CacheError, shown
 from .keys import encode_key
@@ -207,7 +208,7 @@ class FeatureCache:
             self.parts.append(target)
         self._handles.pop(part).close()
         try:
-            os.replace(part, part.with_name("damaged-" + part.name))
+            move_aside(part, "damaged-" + part.name)
         except OSError as e:
             raise write_error(e, part) from None
         self.parts.remove(part)
