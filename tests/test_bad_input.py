@@ -41,6 +41,21 @@ SEL_SPLITS = {"train": range(0, 8), "val": range(8, 10), "test": range(10, 12)}
 CML_SPLITS = {"train_order_match": range(0, 3), "val_order_match": range(3, 9), "test_order_match": range(9, 12)}
 
 
+# random networks, one frame a second, one decoding thread on the CPU: a batch job in seconds
+RANDOM_CPU = [
+    "--visual-model",
+    "random",
+    "--audio-model",
+    "random",
+    "--frames-per-segment",
+    "1",
+    "--device",
+    "cpu",
+    "--workers",
+    "0",
+]
+
+
 def rows_text(n: int = 12) -> list[str]:
     """Two classes; video i has a partial event (1 or 2 segments long) that starts at i % 2,
     except videos 6 and 7 whose event covers all T segments (CML skips those)."""
@@ -425,16 +440,7 @@ def test_a_file_name_with_a_newline_stays_on_one_line(tmp_path, capfd):
         tmp_path / "src",
         "--out",
         tmp_path / "c",
-        "--visual-model",
-        "random",
-        "--audio-model",
-        "random",
-        "--frames-per-segment",
-        "1",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
+        *RANDOM_CPU,
     )
     assert code == 1
     failures = [line for line in lines if "bad\\nname.mp4" in line and not line.startswith("bad\\nname.mp4: 0s [")]
@@ -499,16 +505,7 @@ def test_a_batch_whose_every_video_failed_exits_1_on_resume(tmp_path, capfd):
         tmp_path / "src",
         "--out",
         tmp_path / "c",
-        "--visual-model",
-        "random",
-        "--audio-model",
-        "random",
-        "--frames-per-segment",
-        "1",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
+        *RANDOM_CPU,
     ]
     code, lines = cli(capfd, *args)
     assert code == 1 and any("0 extracted" in line and "1 failed" in line for line in lines), lines
