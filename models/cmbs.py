@@ -50,7 +50,15 @@ from ..core.errors import ConfigError
 from .baselines import LowLevelEncoder
 from .inference import SegmentScores
 from .protocols import EpochHook
-from .registry import MAX_FFN_WIDTH, MAX_HEADS, MAX_LAYERS, MAX_LOSS_WEIGHT, SELConfig, register_model
+from .registry import (
+    MAX_FFN_WIDTH,
+    MAX_HEADS,
+    MAX_LAYERS,
+    MAX_LOSS_WEIGHT,
+    SELConfig,
+    register_model,
+    sel_encoder_kwargs,
+)
 from .sel import category_loss, combine_predictions, video_category
 
 
@@ -325,13 +333,9 @@ class WeakCMBS(CMBS):
 
 # -- registration ----------------------------------------------------------------------------
 def _cmbs_kwargs(cfg: CMBSConfig) -> dict:
+    encoder = {k: v for k, v in sel_encoder_kwargs(cfg).items() if k != "head_hidden"}  # CMBS's heads are linear
     return {
-        "num_classes": cfg.num_classes,
-        "audio_dim": cfg.audio_dim,
-        "visual_dim": cfg.visual_dim,
-        "att_hidden": cfg.att_hidden,
-        "lstm_hidden": cfg.lstm_hidden,
-        "input_dropout": cfg.input_dropout,
+        **encoder,
         "temporal_suppression": cfg.temporal_suppression,
         "event_suppression": cfg.event_suppression,
         "alpha": cfg.suppression_alpha,

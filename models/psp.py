@@ -41,7 +41,7 @@ from ..core.config import check_range, option
 from .baselines import LowLevelEncoder, xavier_linear
 from .inference import SegmentScores
 from .protocols import EpochHook
-from .registry import MAX_LOSS_WEIGHT, SELConfig, register_model
+from .registry import MAX_LOSS_WEIGHT, SELConfig, register_model, sel_encoder_kwargs
 
 EPS = 1e-8  # the reference's guard of the L1 normalisations
 
@@ -254,13 +254,7 @@ class WeakPSP(PSP):
 # -- registration ----------------------------------------------------------------------------
 def _psp_kwargs(cfg: PSPFields) -> dict:
     return {
-        "num_classes": cfg.num_classes,
-        "audio_dim": cfg.audio_dim,
-        "visual_dim": cfg.visual_dim,
-        "att_hidden": cfg.att_hidden,
-        "lstm_hidden": cfg.lstm_hidden,
-        "head_hidden": cfg.head_hidden,
-        "input_dropout": cfg.input_dropout,
+        **sel_encoder_kwargs(cfg),
         "threshold": cfg.psp_threshold,
         "dropout": cfg.psp_dropout,
         "propagate": cfg.propagation,

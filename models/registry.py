@@ -403,7 +403,8 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return MODELS.get(cfg.key).builder(cfg)
 
 
-def _av_att_kwargs(cfg: SELConfig) -> dict:
+def sel_encoder_kwargs(cfg: SELConfig) -> dict:
+    """The keyword arguments of the AV_att front end every SEL model builds on (widths, input dropout)."""
     return {
         "num_classes": cfg.num_classes,
         "audio_dim": cfg.audio_dim,
@@ -417,7 +418,7 @@ def _av_att_kwargs(cfg: SELConfig) -> dict:
 
 def _sel_dam_kwargs(cfg: SELDAMConfig) -> dict:
     return {
-        **_av_att_kwargs(cfg),
+        **sel_encoder_kwargs(cfg),
         "embedding": cfg.embedding,
         "matching": cfg.matching,
         "lam": cfg.lam,
@@ -440,7 +441,7 @@ def _sel_dam(cfg: SELDAMConfig) -> SELDAM:
 
 @register_model(AVAttConfig)
 def _sel_av_att(cfg: AVAttConfig) -> AVAtt:
-    return AVAtt(**_av_att_kwargs(cfg))
+    return AVAtt(**sel_encoder_kwargs(cfg))
 
 
 @register_model(WeakDAMConfig)
@@ -450,7 +451,7 @@ def _wsel_dam(cfg: WeakDAMConfig) -> WeakDAM:
 
 @register_model(WeakAVAttConfig)
 def _wsel_av_att(cfg: WeakAVAttConfig) -> WeakAVAtt:
-    return WeakAVAtt(**_av_att_kwargs(cfg))
+    return WeakAVAtt(**sel_encoder_kwargs(cfg))
 
 
 @register_model(CMLDAMConfig)
