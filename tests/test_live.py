@@ -455,6 +455,8 @@ def test_the_live_page_in_a_browser_follows_the_command(work, browser):
         paths = {r.removeprefix(url[:-1]) for r in page.requests}
         assert "/" in paths and all(p == "/" or p.startswith("/records?since=") for p in paths), paths
     finally:
+        if proc.poll() is None:
+            proc.kill()
         page.close()  # no console or page error, no request anywhere else
 
 
