@@ -625,7 +625,13 @@ def live(
         typer.Option("--audio-device", help="with --video-device: an ALSA device (default, hw:0) or pulse:NAME"),
     ] = None,
     html: Annotated[
-        Optional[int], typer.Option("--html", min=1, max=65535, help="serve a live page on http://127.0.0.1:PORT")
+        Optional[int],
+        typer.Option(
+            "--html",
+            min=0,
+            max=65535,
+            help="serve a live page on http://127.0.0.1:PORT (0: any free port, its URL on stderr)",
+        ),
     ] = None,
     visual_weights_file: VisualWeights = None,
     audio_weights_file: AudioWeights = None,

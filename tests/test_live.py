@@ -8,6 +8,7 @@ the SEL model has random weights."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -20,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from browser import Page, own_netns
 
 from avel.cli import main
 from avel.core.config import FeatureSettings
 from avel.extractors.registry import random_weights_tag
 from avel.models.inference import SegmentScores
 from avel.models.registry import build_model, model_config
-from avel.pipeline.apps.live import CausalDecider, events_of, live, live_offline
+from avel.pipeline.apps import live as live_module
+from avel.pipeline.apps.live import CausalDecider, LiveConfig, events_of, live, live_offline, run_live_command
 from avel.pipeline.media.paced import event_clip, play
 from avel.pipeline.train.checkpoint import save_checkpoint
 
@@ -234,6 +237,39 @@ def test_the_live_page_serves_the_records_on_loopback():
         page.close()
 
 
+def test_the_live_page_stays_until_a_polling_page_has_every_record():
+    from urllib.request import urlopen
+
+    from avel.pipeline.apps.live_page import LivePage
+
+    quiet = LivePage(0, "-")  # no page ever polled: nothing to wait for
+    quiet.add({"type": "stream", "kind": "ended"})
+    began = time.monotonic()
+    quiet.close(linger_s=5)
+    assert time.monotonic() - began < 1
+
+    page = LivePage(0, "-")
+    page.add({"type": "second", "t": 0})
+    assert json.loads(urlopen(page.url + "records?since=0", timeout=10).read())["next"] == 1
+    page.add({"type": "stream", "kind": "ended"})  # not fetched yet: close waits for the next poll
+    later = []
+    poller = threading.Timer(0.5, lambda: later.append(json.loads(urlopen(page.url + "records?since=1").read())))
+    poller.start()
+    began = time.monotonic()
+    page.close(linger_s=5)
+    waited = time.monotonic() - began
+    poller.join()
+    assert later == [{"records": [{"type": "stream", "kind": "ended"}], "next": 2}]
+    assert 0.4 < waited < 4
+
+    lost = LivePage(0, "-")  # a page that polled once and went away: close waits linger_s, no more
+    urlopen(lost.url + "records?since=0", timeout=10).read()
+    lost.add({"type": "stream", "kind": "ended"})
+    began = time.monotonic()
+    lost.close(linger_s=0.5)
+    assert 0.4 < time.monotonic() - began < 3
+
+
 # ---------------------------------------------------------------------------------------
 # the command
 def cli(args, clip=None, **play_kw) -> tuple[subprocess.Popen, threading.Thread | None]:
@@ -311,3 +347,234 @@ def test_cli_bad_sources_are_one_line_errors(work, tmp_path, capsys):
     assert len(err) == 3 and all(x.startswith("error: ") for x in err), err
     assert "missing.ts: no such file" in err[0] and "unknown protocol 'gopher'" in err[1]
     assert "--lookahead 4: must be shorter than the context (4 s)" in err[2]
+
+
+# ---------------------------------------------------------------------------------------
+# the live page, in a real browser (tests/browser.py: Chromium in a private network namespace)
+GREY = "rgb(221, 221, 221)"  # a background second's cell (and a cell not decided yet)
+WATCH = """() => {
+  window.seen = [];
+  const note = () => seen.push({at: Date.now(), now: document.getElementById("now").textContent,
+                                cells: document.querySelectorAll("#timeline div").length,
+                                state: document.getElementById("state").textContent});
+  new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""  # every change to the page, with the browser's clock (ms): what it showed while the stream played
+CELLS = """() => [...document.querySelectorAll("#timeline div")].map(d => ({
+  label: d.dataset.label ?? null, dropped: d.classList.contains("dropped"),
+  colour: getComputedStyle(d).backgroundColor, image: getComputedStyle(d).backgroundImage}))"""
+ROWS = "() => [...document.querySelectorAll('#events tr')].map(r => [...r.cells].map(c => c.textContent))"
+
+
+def open_live_page(browser, url: str) -> Page:
+    """The page at `url` (http://127.0.0.1:PORT/ in this process's network namespace),
+    forwarded by Playwright's driver; any request elsewhere fails the test."""
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/")
+    return Page(browser["context"], url, url, forward=url)
+
+
+def announced(stream) -> str:
+    """The page's URL from the command's stderr ("live page: URL")."""
+    seen = []
+    for line in iter(stream.readline, b""):
+        text = line.decode()
+        if text.startswith("live page: "):
+            return text.removeprefix("live page: ").strip()
+        seen.append(text)
+    raise AssertionError(f"the command announced no page: {''.join(seen)[-2000:]}")
+
+
+def follow(page: Page, running) -> None:
+    """Let the page poll until `running()` is false: Playwright forwards its requests only
+    while the test is inside one of its calls."""
+    deadline = time.monotonic() + 120
+    while running():
+        assert time.monotonic() < deadline, "the run did not end"
+        page.page.wait_for_timeout(100)
+
+
+def test_the_live_page_in_a_browser_follows_the_command(work, browser):
+    """`avel live - --html 0` on a paced 6-s clip: the browser shows each second as the
+    command prints it, the events of its event_end lines, and the end of the stream."""
+    assert browser["netns"].read_text().strip() != own_netns()  # 127.0.0.1 here is not the browser's
+    proc, _ = cli(["-", "--checkpoint", work["sel"], "--device", "cpu", "--max-pending", "8", "--html", "0"])
+    try:
+        url = announced(proc.stderr)
+        page = open_live_page(browser, url)
+    except BaseException:
+        proc.kill()
+        raise
+    try:
+        assert page.js("document.getElementById('state').textContent") == "playing"
+        page.js(WATCH)
+        th = writer(proc.stdin, work["clip"])  # the stream starts once the page is open
+        follow(page, lambda: proc.poll() is None)
+        out, err = finish(proc)
+        th.join(30)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        recs = lines(out)
+        end = recs[-1]
+        assert end["type"] == "stream" and end["kind"] == "ended"
+        page.wait("(m) => document.getElementById('state').textContent === m", end["message"], timeout=10_000)
+        polls = len(page.requests)
+        page.page.wait_for_timeout(1200)  # more than two polls' time: the page stopped polling, the end stays
+        assert page.js("document.getElementById('state').textContent") == end["message"]
+        assert len(page.requests) == polls
+        seconds = [r for r in recs if r["type"] == "second"]
+        assert [r["t"] for r in seconds] == list(range(6))
+
+        # while the stream played: the current second advanced, the timeline grew
+        seen = page.js("seen")
+        playing = [s for s in seen if s["at"] < end["wall_time"] * 1000]
+        shown = [int(s["now"]) for s in seen if s["now"] != "-"]
+        assert shown == sorted(shown) and shown[-1] == 5
+        assert len({s["now"] for s in playing if s["now"] != "-"}) >= 3, seen
+        assert len({s["cells"] for s in playing if s["cells"]}) >= 3, seen
+        assert all(s["state"] == "playing" for s in playing)
+        assert page.js("document.getElementById('now').textContent") == "5"
+        assert float(page.js("document.getElementById('delay').textContent")) == seconds[-1]["delay_s"]
+
+        # one cell a second, coloured by the label the command printed for it
+        cells = page.js(CELLS)
+        assert [c["label"] for c in cells] == [r["label"] for r in seconds]
+        assert not any(c["dropped"] for c in cells)
+        colour = {}
+        for c in cells:
+            assert colour.setdefault(c["label"], c["colour"]) == c["colour"]  # a label has one colour
+        assert colour.get("background", GREY) == GREY
+        events = [label for label in colour if label != "background"]
+        assert events and all(colour[label] != GREY for label in events)
+        assert len({colour[label] for label in events}) == len(events)  # and each label its own
+
+        # the events table: the command's event_end lines, in order
+        expected = events_of(recs)
+        assert expected
+        rows = page.js(ROWS)
+        assert [[float(a), float(b), label, float(score)] for a, b, label, score in rows] == [
+            [e["start_s"], e["end_s"], e["label"], e["score"]] for e in expected
+        ]
+        paths = {r.removeprefix(url[:-1]) for r in page.requests}
+        assert "/" in paths and all(p == "/" or p.startswith("/records?since=") for p in paths), paths
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        page.close()  # no console or page error, no request anywhere else
+
+
+HOSTILE = '<img src="x">&amp; <b>'  # a class name as the checkpoint may spell it: text, never markup
+
+
+def test_the_live_page_draws_records_written_by_hand(browser):
+    """Records fed by hand, one step at a time, each checked on screen: a revision recolours
+    its cell, a dropped second is drawn as dropped, a stall and its resumption are said, a
+    label is shown as text whatever characters it has, the end is kept."""
+    from avel.pipeline.apps.live_page import LivePage
+
+    server = LivePage(0, "<source> & co")
+    page = open_live_page(browser, server.url)
+
+    def second(t, label, kind="second", **extra):
+        server.add({"type": kind, "t": t, "start_s": t, "end_s": t + 1, "label": label, "probability": 0.75, **extra})
+
+    def show(expression, arg=None):
+        page.wait(expression, arg, timeout=10_000)  # the page polls twice a second
+
+    try:
+        assert page.js("document.title") == "avel live: <source> & co"
+        second(0, "background", delay_s=0.5)
+        second(1, HOSTILE, delay_s=0.625)
+        server.add({"type": "event_start", "start_s": 1, "label": HOSTILE})
+        show("document.getElementById('now').textContent === '1'")
+        cells = page.js(CELLS)
+        assert [c["label"] for c in cells] == ["background", HOSTILE] and cells[0]["colour"] == GREY
+        assert cells[1]["colour"] != GREY and page.js("document.getElementById('delay').textContent") == "0.625"
+        assert page.js("document.querySelector('#timeline div:nth-child(2)').title") == f"1 s: {HOSTILE} (0.75)"
+
+        second(1, "background", kind="revision", changed=True, was=HOSTILE)  # revised: no longer an event
+        server.add({"type": "dropped", "t": 2, "message": "-: second 2 dropped: the model is behind"})
+        show("document.querySelectorAll('#timeline div').length === 3")
+        cells = page.js(CELLS)
+        assert [(c["label"], c["colour"], c["dropped"]) for c in cells[:2]] == [("background", GREY, False)] * 2
+        assert cells[2]["dropped"] and cells[2]["image"].startswith("repeating-linear-gradient")
+        assert page.js("document.getElementById('now').textContent") == "1"  # a revision is not a new second
+
+        server.add({"type": "stream", "kind": "stall", "at_s": 3.0, "message": "-: no packet for 5 s; waiting"})
+        show("document.getElementById('state').textContent === '-: no packet for 5 s; waiting'")
+        server.add({"type": "stream", "kind": "resumed", "at_s": 3.0, "message": "-: packets again"})
+        show("document.getElementById('state').textContent === 'playing'")
+
+        second(3, HOSTILE, delay_s=0.5)
+        server.add({"type": "event_end", "start_s": 3, "end_s": 4, "label": HOSTILE, "score": 0.35})
+        server.add({"type": "stream", "kind": "ended", "at_s": 4.0, "message": "-: the stream ended"})
+        show("document.getElementById('state').textContent === '-: the stream ended'")
+        assert page.js(ROWS) == [["3", "4", HOSTILE, "0.35"]]
+        assert [c["label"] for c in page.js(CELLS)] == ["background", "background", None, HOSTILE]
+        paths = {r.removeprefix(server.url[:-1]) for r in page.requests}
+        assert all(p == "/" or p.startswith("/records?since=") for p in paths), paths
+    finally:
+        server.close()
+        page.close()
+
+
+class _Lines(io.TextIOBase):
+    """A text stream that keeps what is written (the command's stderr in a thread)."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+
+def test_the_live_page_draws_dropped_seconds(work, browser, monkeypatch):
+    """The command's own function with a model slower than the stream (as in
+    test_when_the_model_falls_behind...): the seconds it drops are drawn as dropped, in place."""
+    scorer = live_module.segment_scorer
+
+    def slow(*args):
+        score = scorer(*args)
+        return lambda a, v: (time.sleep(0.4), score(a, v))[1]
+
+    monkeypatch.setattr(live_module, "segment_scorer", slow)
+    r, w = os.pipe()
+    out, err, failed = _Lines(), _Lines(), []
+
+    def command():
+        try:
+            run_live_command(
+                os.fdopen(r, "rb"), work["sel"], LiveConfig(max_pending=1), html_port=0, out=out, err=err, **RUN
+            )
+        except BaseException as e:  # reported by the test
+            failed.append(e)
+
+    th = threading.Thread(target=command, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 60
+    while "live page: " not in err.text:
+        assert not failed and time.monotonic() < deadline, (failed, err.text)
+        time.sleep(0.05)
+    url = err.text.split("live page: ")[1].split()[0]
+    page = open_live_page(browser, url)
+    try:
+        play_th = writer(w, work["clip"], speed=100.0)  # the whole stream at once
+        follow(page, th.is_alive)
+        play_th.join(30)
+        assert not failed, failed
+        recs = lines(out.text.encode())
+        end = recs[-1]
+        assert end["kind"] == "ended"
+        page.wait("(m) => document.getElementById('state').textContent === m", end["message"], timeout=10_000)
+        page.page.wait_for_timeout(1200)
+        assert page.js("document.getElementById('state').textContent") == end["message"]
+        dropped = [rec["t"] for rec in recs if rec["type"] == "dropped"]
+        decided = {rec["t"]: rec["label"] for rec in recs if rec["type"] == "second"}
+        assert dropped and sorted([*dropped, *decided]) == list(range(6))
+        cells = page.js(CELLS)
+        assert len(cells) == 6
+        for t, c in enumerate(cells):
+            if t in dropped:
+                assert c["dropped"] and c["label"] is None and c["image"].startswith("repeating-linear-gradient")
+            else:
+                assert not c["dropped"] and c["label"] == decided[t] and c["image"] == "none"
+    finally:
+        page.close()

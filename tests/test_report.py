@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 from pathlib import Path
 from urllib.parse import unquote
@@ -28,6 +27,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 import torch
+from browser import Page, own_netns
 from mediagen import tone, write_video
 
 from avel.cli import main
@@ -41,19 +41,6 @@ from avel.pipeline.apps.windows import event_summary, merge_intervals
 from avel.pipeline.train.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("AVEL_CHROMIUM", "/usr/bin/chromium")
-BROWSER_REQUIRED = os.environ.get("AVEL_BROWSER_TESTS") == "required" or os.environ.get("CI") == "true"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 CLASSES = ("dog", "car", "bell")
 INFO = ModelInfo(
     task="sel",
@@ -318,99 +305,14 @@ def test_cli_localize_and_cml_write_the_page_with_the_json_data(site, tmp_path, 
 
 
 # ---------------------------------------------------------------------------------------
-# in a real browser
-def _browser_missing() -> str | None:
-    missing = []
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        missing.append(f"Chromium ({CHROMIUM}; Debian: apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("Playwright for Python (pip install playwright)")
-    return " and ".join(missing) or None
-
-
-def netns_wrapper(folder: Path) -> tuple[Path, Path]:
-    """An executable that starts Chromium in a new network namespace with only loopback up,
-    and writes that namespace's id to a file, for the test to compare with its own."""
-    record = folder / "browser-netns"
-    as_user = [] if os.geteuid() == 0 else ["--map-root-user"]
-    inner = 'ip link set lo up && readlink /proc/self/ns/net > "$0" && exec ' + shlex.quote(CHROMIUM) + ' "$@"'
-    script = folder / "chromium-netns"
-    script.write_text(
-        "#!/bin/sh\nexec "
-        + " ".join(["unshare", "--net", *as_user, "--", "sh", "-c", shlex.quote(inner), shlex.quote(str(record))])
-        + ' "$@"\n'
-    )
-    script.chmod(0o755)
-    return script, record
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    missing = _browser_missing()
-    if missing:
-        if BROWSER_REQUIRED:
-            pytest.fail(f"browser tests are required here (AVEL_BROWSER_TESTS=required or CI) but {missing} is missing")
-        pytest.skip(f"no browser to test the report in: {missing} is missing")
-    from playwright.sync_api import sync_playwright
-
-    folder = tmp_path_factory.mktemp("browser")
-    wrapper, record = netns_wrapper(folder)
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(folder / "profile"),
-            executable_path=str(wrapper),
-            headless=True,
-            args=CHROMIUM_FLAGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            context.set_default_timeout(15_000)
-            yield {"context": context, "netns": record}
-        finally:
-            context.close()
-
-
-class Page:
-    """One page of the report; fails the test on a console error, a page error or any
-    request outside the page's folder."""
-
-    def __init__(self, context, path: Path):
-        self.folder = path.parent.resolve().as_uri() + "/"
-        self.problems: list[str] = []
-        self.requests: list[str] = []
-        self.page = page = context.new_page()
-        page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
-        page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on("request", self._request)
-        page.goto(path.resolve().as_uri())
-
-    def _request(self, request) -> None:
-        self.requests.append(request.url)
-        if not request.url.startswith(self.folder):
-            self.problems.append(f"request outside the page's folder: {request.url}")
-
-    def js(self, expression: str, arg=None):
-        return self.page.evaluate(expression, arg)
-
-    def wait(self, expression: str, arg=None) -> None:
-        """Wait until the expression (or function of `arg`) is true. Always passed as a
-        function: the page's CSP forbids evaluating strings, which Playwright does otherwise."""
-        function = expression if re.match(r"\(\w*\) =>", expression) else f"() => ({expression})"
-        self.page.wait_for_function(function, arg=arg)
-
-    def close(self) -> None:
-        self.page.close()
-        assert not self.problems, self.problems
-
-
+# in a real browser (tests/browser.py; the `browser` fixture: tests/conftest.py)
 @pytest.fixture
 def open_page(browser):
     pages: list[Page] = []
 
     def open_(path: Path) -> Page:
-        pages.append(Page(browser["context"], path))
+        folder = path.parent.resolve().as_uri() + "/"
+        pages.append(Page(browser["context"], path.resolve().as_uri(), folder))
         return pages[-1]
 
     yield open_
@@ -449,7 +351,7 @@ def scene_page(site, open_page, monkeypatch):
 
 
 def test_the_browser_runs_in_a_private_network_namespace(browser):
-    assert browser["netns"].read_text().strip() != os.readlink("/proc/self/ns/net")
+    assert browser["netns"].read_text().strip() != own_netns()
 
 
 def test_the_page_plays_the_video_and_the_playhead_follows_it(scene_page, site):

@@ -405,11 +405,12 @@ def run_live_command(
     **options,
 ) -> dict:
     """`avel live`: JSON lines on `out`, the summary on `err` at the end. Ctrl-C: the summary,
-    then Interrupted (exit 130)."""
+    then Interrupted (exit 130). `html_port`: the live page (0: any free port; its URL on
+    `err`), kept up after the end until an open page has fetched every record (LINGER_S)."""
     run = LiveRun(source, checkpoint, config, video_device=video_device, audio_device=audio_device, **options)
     page = None
     if html_port is not None:
-        from .live_page import LivePage
+        from .live_page import LINGER_S, LivePage
 
         page = LivePage(html_port, run.reader.name)
         err.write(f"live page: {page.url}\n")
@@ -422,15 +423,21 @@ def run_live_command(
                 page.add(rec)
     except KeyboardInterrupt:
         run.close()
+        if page is not None:
+            page.close()
         summary = run.summary()
         err.write(jsonio.dumps(summary) + "\n")
         err.flush()
         raise Interrupted(f"{run.reader.name}: stopped after {summary['seconds']} seconds") from None
-    finally:
-        run.close()
+    except BaseException:
         if page is not None:
             page.close()
+        raise
+    finally:
+        run.close()
     summary = run.summary()
     err.write(jsonio.dumps(summary) + "\n")
     err.flush()
+    if page is not None:
+        page.close(linger_s=LINGER_S)  # the stream ended: the page fetches its last records first
     return summary

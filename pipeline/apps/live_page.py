@@ -2,7 +2,10 @@
 timeline, a cell a second coloured by its label, growing as the stream plays, the stream's
 current second, and the events so far. The page polls `/records?since=N` (JSON: the records
 after the N-th, and the next N) twice a second; the server is http.server in a thread.
-The last MAX_RECORDS records are kept (a page opened late sees the last two hours)."""
+The last MAX_RECORDS records are kept (a page opened late sees the last two hours).
+At the end of the stream the page stops polling once it has the `ended` record, and the
+command's `close(linger_s=...)` keeps serving until a page has fetched every record (at most
+LINGER_S), so the page shows the end rather than a server gone."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from ...core import jsonio
 from ...core.errors import ConfigError
 
 MAX_RECORDS = 7200 * 3
+LINGER_S = 3.0  # how long the end waits for a polling page to fetch the last records (it polls every 0.5 s)
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>avel live: __NAME__</title>
@@ -58,9 +62,12 @@ async function poll() {
       } else if (rec.type === "dropped") { cell(rec.t).className = "dropped"; }
       else if (rec.type === "event_end") {
         const row = document.createElement("tr");
-        row.innerHTML = `<td>${rec.start_s}</td><td>${rec.end_s}</td><td>${rec.label}</td><td>${rec.score}</td>`;
+        for (const x of [rec.start_s, rec.end_s, rec.label, rec.score]) row.insertCell().textContent = x;  // text, never markup
         document.getElementById("events").appendChild(row);
-      } else if (rec.type === "stream") { document.getElementById("state").textContent = rec.kind === "resumed" ? "playing" : rec.message; }
+      } else if (rec.type === "stream") {
+        document.getElementById("state").textContent = rec.kind === "resumed" ? "playing" : rec.message;
+        if (rec.kind === "ended") return;  // the last record: the server stops once it is served
+      }
     }
   } catch (e) { document.getElementById("state").textContent = "server gone"; return; }
   setTimeout(poll, 500);
@@ -78,7 +85,8 @@ class LivePage:
             raise ConfigError("html", port, "must be a port number (0..65535; 0: any free port)")
         self._records: deque[dict] = deque(maxlen=MAX_RECORDS)
         self._first = 0  # the index of _records[0] among all records
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._served: int | None = None  # the `next` of the latest poll (None: no page has polled)
         page = PAGE.replace("__NAME__", _escape(name)).encode()
         outer = self
 
@@ -126,9 +134,17 @@ class LivePage:
         with self._lock:
             start = max(since - self._first, 0)
             out = [self._records[i] for i in range(start, len(self._records))]
-            return {"records": out, "next": self._first + len(self._records)}
+            self._served = self._first + len(self._records)
+            self._lock.notify_all()
+            return {"records": out, "next": self._served}
 
-    def close(self) -> None:
+    def close(self, linger_s: float = 0.0) -> None:
+        """Stop serving; with `linger_s`, first wait (that long at most) until a page that
+        has polled has fetched every record."""
+        with self._lock:
+            self._lock.wait_for(
+                lambda: self._served is None or self._served == self._first + len(self._records), timeout=linger_s
+            )
         self.server.shutdown()
         self.server.server_close()
 
