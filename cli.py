@@ -45,6 +45,7 @@ from .core.errors import AvelError, ConfigError, Interrupted, shown
 from .extractors import AUDIO_MODELS, VISUAL_MODELS
 from .models.registry import MODELS, TASKS, config_classes, model_config
 from .pipeline.data.synth import FeatureSynthConfig
+from .pipeline.data.synth_long import LongSynthConfig
 from .pipeline.extract.options import ExtractOptions, NetworkOptions
 from .pipeline.extract.ray_engine import ENGINES, RayConfig
 from .pipeline.train.loop import TrainConfig
@@ -71,18 +72,21 @@ def _default(f: dataclasses.Field):
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
-def _option_parameter(f: dataclasses.Field, choices, unset: dict | None = None) -> inspect.Parameter:
+def _option_parameter(
+    f: dataclasses.Field, choices, unset: dict | None = None, helps: list[str] | None = None
+) -> inspect.Parameter:
     """The option of field `f`. `unset`: {config key: the field's default there} of the classes
     that have the field, for an option whose classes are picked by another option (the model
-    configs): it defaults to None (so a command knows what was given) and its help says the
-    defaults."""
+    configs; `avel synth`'s --features-only and --long configs): it defaults to None (so a
+    command knows what was given) and its help says the defaults. `helps`: the field's helps
+    in those classes, when they differ (joined with "; ")."""
     meta = f.metadata
     kinds = [k.strip() for k in str(f.type).split("|")]
     base = choices if choices is not None else _PYTHON_TYPES[kinds[0]]
     annotation = Optional[base] if "None" in kinds or unset is not None else base
     flag = meta.get("flag") or "--" + f.name.replace("_", "-")
     FLAGS[f.name] = flag.split("/")[0]
-    help = meta.get("help")
+    help = "; ".join(helps) if helps else meta.get("help")
     if unset is None:
         default = _default(f)
     else:
@@ -127,15 +131,13 @@ def config_options(*classes, choices: dict | None = None, skip: tuple[str, ...] 
                     continue
                 names.add(f.name)
                 names_of = choices.get(f.name, f.metadata.get("choices"))
-                defaults = None
+                defaults, helps = None, None
                 if cls in unset:
-                    defaults = {
-                        f"{c.task}/{c.name}": _default(g)
-                        for c in unset
-                        for g in dataclasses.fields(c)
-                        if g.name == f.name
-                    }
-                generated.append(_option_parameter(f, None if names_of is None else _choices(names_of), defaults))
+                    same = [(c, g) for c in unset for g in dataclasses.fields(c) if g.name == f.name]
+                    defaults = {_config_label(c): _default(g) for c, g in same}
+                    helps = list(dict.fromkeys(g.metadata["help"] for _, g in same))
+                choices_of = None if names_of is None else _choices(names_of)
+                generated.append(_option_parameter(f, choices_of, defaults, helps))
 
         @functools.wraps(func)
         def command(**kwargs):
@@ -148,6 +150,12 @@ def config_options(*classes, choices: dict | None = None, skip: tuple[str, ...] 
         return command
 
     return decorate
+
+
+def _config_label(cls) -> str:
+    """How an option's help names a config class: its `cli_label` (the flag it applies with)
+    or, for the model configs, task/name."""
+    return getattr(cls, "cli_label", None) or f"{cls.task}/{cls.name}"
 
 
 def build(cls, options: dict, **values):
@@ -342,17 +350,19 @@ def export_ave(
 
 
 @app.command()
-@config_options(FeatureSynthConfig)
+@config_options(unset=(FeatureSynthConfig, LongSynthConfig))
 def synth(
     outdir: Annotated[
         Path,
         typer.Argument(
             help="output folder: videos/, Annotations.txt, trainSet/valSet/testSet.txt "
-            "(with --features-only: the AVE feature layout)"
+            "(with --features-only: the AVE feature layout; with --long: videos/ or features/, ground_truth.json)"
         ),
     ],
     options: dict,
-    videos: Annotated[int, typer.Option("--videos", min=1, help="number of videos")] = 100,
+    videos: Annotated[
+        Optional[int], typer.Option("--videos", min=1, help="number of videos (default: 100; with --long: 6)")
+    ] = None,
     classes: Annotated[int, typer.Option("--classes", min=1, max=28, help="event categories")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS)] = 1,
@@ -363,23 +373,54 @@ def synth(
             help="write generated features in the AVE release layout instead of videos (no decoding, no networks)",
         ),
     ] = False,
+    long: Annotated[
+        bool,
+        typer.Option(
+            "--long",
+            help="long videos (1-60 min by default) with many events of several classes and ActivityNet ground "
+            "truth: videos/*.mp4 (with --features-only: features/*.h5) and ground_truth.json",
+        ),
+    ] = False,
     dtype: Annotated[
         _choices(("float32", "float64")),
         typer.Option("--dtype", help="--features-only: feature dtype (the AVE release: float64)"),
     ] = "float32",
 ) -> None:
     """Generate a small audio-visual event dataset (10-s h264/aac mp4s) in AVE format, or
-    (--features-only) a feature set in the AVE release layout."""
-    cfg = build(FeatureSynthConfig, options, videos=videos, classes=classes, seed=seed)  # validated either way
+    (--features-only) a feature set in the AVE release layout, or (--long) long videos with
+    many events and their ground truth in ActivityNet JSON."""
+    chosen, other = (LongSynthConfig, FeatureSynthConfig) if long else (FeatureSynthConfig, LongSynthConfig)
+    values = given(options, chosen)
+    for name in given(options, other):
+        if name not in values:
+            raise ConfigError(name, options[name], "only applies with --long" if long else "does not apply with --long")
+    if long:
+        cfg = LongSynthConfig(
+            videos=6 if videos is None else videos, classes=classes, seed=seed, **values
+        )  # validated either way
+        if not features_only and "noise" in values:
+            raise ConfigError("noise", values["noise"], "only applies with --features-only")
+        if features_only:
+            from .pipeline.data.synth_long import write_long_features
+
+            files = write_long_features(outdir, cfg)
+        else:
+            from .pipeline.data.synth_long_media import write_long_media
+
+            files = write_long_media(outdir, cfg, workers=workers)
+        typer.echo(f"{cfg.videos} long videos, {classes} classes -> {len(files)} files in {outdir}", err=True)
+        return
+    videos = 100 if videos is None else videos
+    cfg = FeatureSynthConfig(videos=videos, classes=classes, seed=seed, **values)  # validated either way
     if features_only:
         from .pipeline.data.synth import write_features
 
         files = write_features(outdir, cfg, dtype=dtype)
         typer.echo(f"{videos} videos, {classes} classes, noise {cfg.noise} -> {len(files)} files in {outdir}", err=True)
         return
-    changed = [f for f in options if options[f] != getattr(FeatureSynthConfig(), f)]
-    if changed:
-        raise ConfigError(changed[0], options[changed[0]], "only applies with --features-only")
+    if values:
+        name = next(iter(values))
+        raise ConfigError(name, values[name], "only applies with --features-only")
     from .pipeline.media.synth import synthesize
 
     rows = synthesize(outdir, videos=videos, classes=classes, seed=seed, workers=workers)

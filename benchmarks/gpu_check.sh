@@ -13,6 +13,11 @@
 #    compile (eager / default / max-autotune side by side, compile time amortised over AVE,
 #    MFU), feed (the model process with a null model; the pool with a null consumer),
 #    decoding, end to end, localize;
+# 3b. avel localize on long generated videos (benchmarks/long_throughput.py) at AVE's 16 frames a
+#    second: wall time, seconds of video per second, the child's peak RSS per length. Default
+#    lengths 60 and 600 s (about a minute of video generation on the CPU);
+#    AVEL_GPU_CHECK_LONG="60 600 3600" adds the 60-minute video (about 5 more minutes to generate
+#    it); AVEL_GPU_CHECK_LONG=none skips the step (the default with AVEL_GPU_CHECK_DEVICE=cpu);
 # 4. the summary: end-to-end / ceiling (goal >= 0.9), frames/s of each stage, GPU memory,
 #    localize latency, costs at scale (GPU- and CPU-core-seconds per 1,000 videos; AVE and
 #    1M videos on 1 and 8 machines), the AVE projection (goal <= 90 s, issue #22).
@@ -60,5 +65,17 @@ set +e
 bench=${PIPESTATUS[0]}
 set -e
 
-echo "== 4. done in $(( $(date +%s) - start )) s: tests exit $tests, benchmark exit $bench (its summary is above; figures in $OUT/)"
-exit $(( tests != 0 && tests != 5 ? tests : bench ))
+LONG=${AVEL_GPU_CHECK_LONG:-$([ "$DEVICE" = cuda ] && echo "60 600" || echo none)}
+long=0
+if [ "$LONG" != none ]; then
+    echo "== 3b. long videos"
+    set +e
+    # shellcheck disable=SC2086  # LONG is a list of lengths
+    "$PYTHON" benchmarks/long_throughput.py --device "$DEVICE" --frames-per-segment 16 --extrapolate 0 \
+        --lengths $LONG --out "$OUT/${STAMP}_long" 2>&1 | tee "$OUT/${STAMP}_long.txt"
+    long=${PIPESTATUS[0]}
+    set -e
+fi
+
+echo "== 4. done in $(( $(date +%s) - start )) s: tests exit $tests, benchmark exit $bench, long videos exit $long (its summary is above; figures in $OUT/)"
+exit $(( tests != 0 && tests != 5 ? tests : bench != 0 ? bench : long ))

@@ -35,6 +35,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -59,6 +60,8 @@ MAX_NOISE = 1e6  # a million times the prototypes: pure noise already; float32 f
 class FeatureSynthConfig:
     """Everything that decides a generated feature set (the CLI's `avel synth --features-only`
     options are its fields; `videos`, `classes` and `seed` are `avel synth`'s own)."""
+
+    cli_label: ClassVar[str] = "--features-only"  # the CLI flag these options apply with
 
     videos: int = option("videos (all splits)", cli=False, default=800)
     classes: int = option("event categories", cli=False, default=28)

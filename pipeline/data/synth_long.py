@@ -22,51 +22,77 @@ Subsets: a seeded share `test_fraction` of the videos is "testing", the rest "va
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
+import h5py
 import numpy as np
 
 from ...core import jsonio
-from ...core.config import check_range, check_types, option
+from ...core.atomic import atomic_path, write_text_atomic
+from ...core.config import MAX_SEED, MAX_SEGMENTS, check_range, check_types, option
+from ...core.errors import DataError, shown
 from ..media.synth import MAX_CLASSES
 from .activitynet import taxonomy
-from .synth import BASELINE, SCENE_STD, FeatureSynthConfig, object_place, prototypes
+from .synth import BASELINE, MAX_NOISE, SCENE_STD, FeatureSynthConfig, object_place, prototypes
 
 BLOCK_S = 60
 MODALITIES = ("audio", "visual")
+MAX_LONG_VIDEOS = 100_000  # a generated long set: beyond it the plans alone fill the memory
+FEATURE_DIR = "features"  # `avel synth --long --features-only`: features/<video_id>.h5
+GROUND_TRUTH = "ground_truth.json"
+MANIFEST = "synth_long.json"
 
 
 @dataclass(frozen=True)
 class LongSynthConfig:
-    videos: int = option("videos", default=6)
-    classes: int = option("event categories", default=10)
-    seed: int = option("seed", default=0)
-    min_duration_s: int = option("shortest video (seconds)", default=60)
-    max_duration_s: int = option("longest video (seconds)", default=3600)
-    min_event_s: int = option("shortest event (seconds)", default=1)
-    max_event_s: int = option("longest event (seconds)", default=120)
-    min_gap_s: int = option("shortest gap between events (seconds)", default=1)
-    max_gap_s: int = option("longest gap between events (seconds)", default=60)
-    back_to_back: float = option("chance that an event starts where the last ended (another class)", default=0.25)
-    distractor: float = option("chance that a gap holds a run where one modality carries a class", default=0.5)
-    noise: float = option("noise standard deviation (the prototypes are 1.0)", default=1.0)
-    object_cells: int = option("cells of the 7x7 grid the object covers", default=3)
-    test_fraction: float = option("share of videos in the 'testing' subset (the rest: 'validation')", default=0.5)
+    """Everything that decides a long generated set (the CLI's `avel synth --long` options are
+    its fields; `videos`, `classes` and `seed` are `avel synth`'s own)."""
+
+    cli_label: ClassVar[str] = "--long"  # the CLI flag these options apply with
+
+    videos: int = option("videos", cli=False, default=6)
+    classes: int = option("event categories", cli=False, default=10)
+    seed: int = option("seed", cli=False, default=0)
+    min_duration_s: int = option("--long: shortest video (seconds)", default=60)
+    max_duration_s: int = option("--long: longest video (seconds)", default=3600)
+    min_event_s: int = option("--long: shortest event (seconds)", default=1)
+    max_event_s: int = option("--long: longest event (seconds)", default=120)
+    min_gap_s: int = option("--long: shortest gap between events (seconds)", default=1)
+    max_gap_s: int = option("--long: longest gap between events (seconds)", default=60)
+    back_to_back: float = option(
+        "--long: chance that an event starts where the last ended (another class)", default=0.25
+    )
+    distractor: float = option(
+        "--long: chance that a gap holds a run (1-10 s) where one modality carries a class", default=0.5
+    )
+    noise: float = option("--long --features-only: noise standard deviation (the prototypes are 1.0)", default=1.0)
+    object_cells: int = option(
+        "--long: cells of the 7x7 grid the object covers (in videos: where it is drawn)", default=3
+    )
+    test_fraction: float = option(
+        "--long: share of videos in the 'testing' subset (the rest: 'validation')", default=0.5
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
-        check_range("videos", self.videos, 1)
+        check_range("videos", self.videos, 1, MAX_LONG_VIDEOS)
         check_range("classes", self.classes, 2, MAX_CLASSES)
-        check_range("min_duration_s", self.min_duration_s, 1)
-        check_range("max_duration_s", self.max_duration_s, self.min_duration_s)
-        check_range("min_event_s", self.min_event_s, 1)
-        check_range("max_event_s", self.max_event_s, self.min_event_s)
-        check_range("min_gap_s", self.min_gap_s, 1)
-        check_range("max_gap_s", self.max_gap_s, self.min_gap_s)
+        check_range("seed", self.seed, 0, MAX_SEED)
+        # times: at most a day (core/config.py MAX_SEGMENTS), as everywhere a video's seconds are counted
+        check_range("min_duration_s", self.min_duration_s, 1, MAX_SEGMENTS)
+        check_range("max_duration_s", self.max_duration_s, self.min_duration_s, MAX_SEGMENTS)
+        check_range("min_event_s", self.min_event_s, 1, MAX_SEGMENTS)
+        check_range("max_event_s", self.max_event_s, self.min_event_s, MAX_SEGMENTS)
+        check_range("min_gap_s", self.min_gap_s, 1, MAX_SEGMENTS)
+        check_range("max_gap_s", self.max_gap_s, self.min_gap_s, MAX_SEGMENTS)
         for name in ("back_to_back", "distractor", "test_fraction"):
             check_range(name, getattr(self, name), 0.0, 1.0)
-        check_range("noise", self.noise, 0.0)
+        check_range("noise", self.noise, 0.0, MAX_NOISE)
         check_range("object_cells", self.object_cells, 1, 49)
 
     def feature_config(self) -> FeatureSynthConfig:
@@ -183,8 +209,54 @@ def ground_truth(cfg: LongSynthConfig, plans: list[LongVideoPlan]) -> dict:
 
 def write_ground_truth(path, cfg: LongSynthConfig, plans: list[LongVideoPlan] | None = None) -> None:
     """The ActivityNet ground truth of `cfg`, written atomically."""
-    from ...core.atomic import write_text_atomic
-
     write_text_atomic(
         path, jsonio.dumps(ground_truth(cfg, plans or long_plans(cfg)), nonfinite="refuse", indent=1) + "\n"
     )
+
+
+def write_long_features(out_dir: str | os.PathLike, cfg: LongSynthConfig, *, progress: bool = True) -> list[Path]:
+    """`avel synth --long --features-only`: every video's features as OUT/features/<video_id>.h5
+    (datasets `audio` [T, 128] and `visual` [T, 7, 7, 512], float32, chunked by BLOCK_S seconds
+    and written block by block, so a 60-minute video never needs more than a block in RAM), the
+    ActivityNet ground truth OUT/ground_truth.json and OUT/synth_long.json (the config and the
+    plans); returns the files written. `read_feature_blocks` reads a video back block by block
+    (what pipeline/apps/localize.py's `localize_features` takes)."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    (out / FEATURE_DIR).mkdir(parents=True, exist_ok=True)
+    plans = long_plans(cfg)
+    files = []
+    for plan in tqdm(plans, desc="synth --long --features-only", unit="video", disable=not progress):
+        path = out / FEATURE_DIR / f"{plan.video_id}.h5"
+        T, B = plan.duration_s, min(BLOCK_S, plan.duration_s)
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                a = f.create_dataset("audio", (T, 128), dtype="float32", chunks=(B, 128))
+                v = f.create_dataset("visual", (T, 7, 7, 512), dtype="float32", chunks=(B, 7, 7, 512))
+                for start, audio, visual in feature_blocks(cfg, plan):
+                    a[start : start + len(audio)] = audio
+                    v[start : start + len(visual)] = visual
+                f.attrs["video_id"] = plan.video_id
+                f.attrs["duration_s"] = T
+        files.append(path)
+    write_ground_truth(out / GROUND_TRUTH, cfg, plans)
+    doc = {"config": dataclasses.asdict(cfg), "videos": [dataclasses.asdict(p) for p in plans]}
+    write_text_atomic(out / MANIFEST, jsonio.dumps(doc, nonfinite="refuse", indent=1) + "\n")
+    return files + [out / GROUND_TRUTH, out / MANIFEST]
+
+
+def read_feature_blocks(path: str | os.PathLike, block_s: int = BLOCK_S):
+    """Yield (audio [B, 128], visual [B, 7, 7, 512]) float32 blocks of `block_s` seconds of a
+    video written by `write_long_features` (the last block shorter). DataError naming the file
+    when it is not such a file."""
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, ValueError) as e:
+        raise DataError(f"{shown(path)}: not a long feature file ({e})") from None
+    with f:
+        if "audio" not in f or "visual" not in f or len(f["audio"]) != len(f["visual"]):
+            raise DataError(f"{shown(path)}: not a long feature file (needs datasets audio and visual of one length)")
+        a, v = f["audio"], f["visual"]
+        for start in range(0, len(a), block_s):
+            yield a[start : start + block_s], v[start : start + block_s]

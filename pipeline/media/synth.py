@@ -247,36 +247,92 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}")
 
 
+@dataclass(frozen=True)
+class Motion:
+    """A class object's size and slow drift: centre (cx0, cy0) px, radius r px, elliptic drift of
+    amplitude (amp_x, amp_y) px with period period_s s and phase `phase`."""
+
+    r: float
+    cx0: float
+    cy0: float
+    amp_x: float
+    amp_y: float
+    period_s: float
+    phase: float
+
+
+def draw_scene(rng: np.random.Generator, H: int, W: int, yy: np.ndarray) -> np.ndarray:
+    """The scene [H, W, 3] float32: a dim, slightly tinted grey with a soft vertical gradient."""
+    grey = rng.uniform(45, 85)
+    tint = rng.uniform(-8, 8, size=3)
+    scene = (grey + tint)[None, None, :] + (yy / H - 0.5)[..., None] * rng.uniform(-20, 20)
+    return scene.astype(np.float32)
+
+
+def draw_motion(rng: np.random.Generator, H: int, W: int) -> Motion:
+    """The class object's per-video size, start position and slow drift."""
+    r = 0.28 * H * rng.uniform(0.85, 1.15)
+    cx0, cy0 = rng.uniform(0.35, 0.65) * W, rng.uniform(0.4, 0.6) * H
+    amp_x, amp_y = rng.uniform(0, 0.12) * W, rng.uniform(0, 0.06) * H
+    period_s, phase = rng.uniform(3, 8), rng.uniform(0, 2 * np.pi)
+    return Motion(r, cx0, cy0, amp_x, amp_y, period_s, phase)
+
+
+def draw_unrelated_look(rng: np.random.Generator, H: int, W: int) -> tuple:
+    """An unrelated look for one second: (look, shape, grey level, x, y, radius, drift px/s)."""
+    look = DISTRACTOR_LOOKS[int(rng.integers(len(DISTRACTOR_LOOKS)))]
+    return (
+        look,
+        SHAPES[int(rng.integers(len(SHAPES)))],
+        rng.uniform(120, 230),
+        rng.uniform(0.25, 0.75) * W,
+        rng.uniform(0.3, 0.7) * H,
+        0.25 * H * rng.uniform(0.7, 1.2),
+        rng.uniform(-15, 15),  # drift in px/s
+    )
+
+
+def class_image(
+    shape: str, colour: np.ndarray, m: Motion, time_s: float, xx: np.ndarray, yy: np.ndarray, scene: np.ndarray
+) -> np.ndarray:
+    """The picture at time_s s with the class object (`shape`, `colour` float32 RGB) on the scene."""
+    cx = m.cx0 + m.amp_x * np.sin(2 * np.pi * time_s / m.period_s + m.phase)
+    cy = m.cy0 + m.amp_y * np.cos(2 * np.pi * time_s / m.period_s + m.phase)
+    mask = _shape_mask(shape, xx - cx, yy - cy, m.r)
+    shade = 1.0 + 0.06 * np.sin(2 * np.pi * ((xx - cx) + (yy - cy)) / 17.0)  # faint texture
+    return np.where(mask[..., None], colour * shade[..., None], scene)
+
+
+def unrelated_image(
+    unrelated: tuple, t: int, time_s: float, xx: np.ndarray, yy: np.ndarray, scene: np.ndarray
+) -> np.ndarray:
+    """The picture at time_s s (inside second t) with an unrelated look (`draw_unrelated_look`)."""
+    look, shape, level, dx0, dy0, rr, drift = unrelated
+    if look == "grey_object":
+        cx = dx0 + drift * (time_s - t)
+        return np.where(_shape_mask(shape, xx - cx, yy - dy0, rr)[..., None], np.float32(level), scene)
+    return scene
+
+
+def finish_frame(img: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """img + noise, clipped to [0, 255], written into `noise` (float32 [H, W, 3]); returned."""
+    np.clip(img + noise, 0, 255, out=noise)
+    return noise
+
+
 def render_frames(cfg: SynthConfig, plan: VideoPlan, rng: np.random.Generator) -> np.ndarray:
     """[duration_s * fps, H, W, 3] uint8."""
     H, W, fps = cfg.height, cfg.width, cfg.fps
     spec = class_specs(cfg.classes)[plan.class_index]
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    # scene: a dim, slightly tinted grey with a soft vertical gradient
-    grey = rng.uniform(45, 85)
-    tint = rng.uniform(-8, 8, size=3)
-    scene = (grey + tint)[None, None, :] + (yy / H - 0.5)[..., None] * rng.uniform(-20, 20)
-    scene = scene.astype(np.float32)
-    # the class object: per-video size, start position and slow drift
-    r = 0.28 * H * rng.uniform(0.85, 1.15)
-    cx0, cy0 = rng.uniform(0.35, 0.65) * W, rng.uniform(0.4, 0.6) * H
-    amp_x, amp_y = rng.uniform(0, 0.12) * W, rng.uniform(0, 0.06) * H
-    period_s, phase = rng.uniform(3, 8), rng.uniform(0, 2 * np.pi)
+    scene = draw_scene(rng, H, W, yy)
+    motion = draw_motion(rng, H, W)
     colour = np.asarray(plan.rgb, dtype=np.float32)
     # unrelated looks, one per background second that needs one
     distractors = {}
     for t, kind in enumerate(plan.seconds):
         if kind in ("audio_only", "distractor"):
-            look = DISTRACTOR_LOOKS[int(rng.integers(len(DISTRACTOR_LOOKS)))]
-            distractors[t] = (
-                look,
-                SHAPES[int(rng.integers(len(SHAPES)))],
-                rng.uniform(120, 230),
-                rng.uniform(0.25, 0.75) * W,
-                rng.uniform(0.3, 0.7) * H,
-                0.25 * H * rng.uniform(0.7, 1.2),
-                rng.uniform(-15, 15),  # drift in px/s
-            )
+            distractors[t] = draw_unrelated_look(rng, H, W)
     n_frames = cfg.duration_s * fps
     noise = rng.standard_normal((n_frames, H, W, 3), dtype=np.float32)
     noise *= 5.0
@@ -286,20 +342,10 @@ def render_frames(cfg: SynthConfig, plan: VideoPlan, rng: np.random.Generator) -
         time_s = i / fps
         kind = plan.seconds[t]
         if kind in ("event", "visual_only"):
-            cx = cx0 + amp_x * np.sin(2 * np.pi * time_s / period_s + phase)
-            cy = cy0 + amp_y * np.cos(2 * np.pi * time_s / period_s + phase)
-            mask = _shape_mask(spec.shape, xx - cx, yy - cy, r)
-            shade = 1.0 + 0.06 * np.sin(2 * np.pi * ((xx - cx) + (yy - cy)) / 17.0)  # faint texture
-            img = np.where(mask[..., None], colour * shade[..., None], scene)
+            img = class_image(spec.shape, colour, motion, time_s, xx, yy, scene)
         else:
-            look, shape, level, dx0, dy0, rr, drift = distractors[t]
-            if look == "grey_object":
-                cx = dx0 + drift * (time_s - t)
-                img = np.where(_shape_mask(shape, xx - cx, yy - dy0, rr)[..., None], np.float32(level), scene)
-            else:
-                img = scene
-        np.clip(img + noise[i], 0, 255, out=noise[i])
-        frames[i] = noise[i]
+            img = unrelated_image(distractors[t], t, time_s, xx, yy, scene)
+        frames[i] = finish_frame(img, noise[i])
     return frames
 
 
@@ -347,17 +393,25 @@ def _distractor_sound(kind: str, sr: int, rng: np.random.Generator) -> np.ndarra
     return x * _gate(np.array([True]), sr)
 
 
+def class_tone(spec: ClassSpec, frequency_hz: float, t: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """The class's sound at times t (s), not yet scaled: partials 1..harmonics (those below
+    0.45 * sr) at amplitude 1/k with phases drawn from rng, amplitude-modulated at am_hz
+    (0.6 + 0.4 sin) when am_hz > 0; its peak is at most sum(1/k)."""
+    tone = np.zeros_like(t)
+    for k in range(1, spec.harmonics + 1):
+        if k * frequency_hz < 0.45 * sr:
+            tone += np.sin(2 * np.pi * k * frequency_hz * t + rng.uniform(0, 2 * np.pi)) / k
+    if spec.am_hz > 0:
+        tone *= 0.6 + 0.4 * np.sin(2 * np.pi * spec.am_hz * t + rng.uniform(0, 2 * np.pi))
+    return tone
+
+
 def render_audio(cfg: SynthConfig, plan: VideoPlan, rng: np.random.Generator) -> np.ndarray:
     """[duration_s * sample_rate_hz] float32 mono in [-1, 1]."""
     sr, D = cfg.sample_rate_hz, cfg.duration_s
     spec = class_specs(cfg.classes)[plan.class_index]
     t = np.arange(D * sr) / sr
-    tone = np.zeros_like(t)
-    for k in range(1, spec.harmonics + 1):
-        if k * plan.frequency_hz < 0.45 * sr:
-            tone += np.sin(2 * np.pi * k * plan.frequency_hz * t + rng.uniform(0, 2 * np.pi)) / k
-    if spec.am_hz > 0:
-        tone *= 0.6 + 0.4 * np.sin(2 * np.pi * spec.am_hz * t + rng.uniform(0, 2 * np.pi))
+    tone = class_tone(spec, plan.frequency_hz, t, sr, rng)
     tone *= rng.uniform(0.25, 0.4) / np.max(np.abs(tone))
     audible = np.array([kind in ("event", "audio_only") for kind in plan.seconds])
     x = tone * _gate(audible, sr)
