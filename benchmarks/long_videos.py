@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,13 +36,20 @@ sys.path.insert(0, str(ROOT.parent))  # the repository root is the package `avel
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from avel.core.annotations import BACKGROUND  # noqa: E402
 from avel.models.registry import model_config  # noqa: E402
 from avel.pipeline.apps.localize import result_from_scores, segment_scorer  # noqa: E402
 from avel.pipeline.apps.outputs import ModelInfo  # noqa: E402
-from avel.pipeline.apps.windows import LocalizeRule, WindowedScorer  # noqa: E402
+from avel.pipeline.apps.windows import LocalizeRule, PerSecond, WindowedScorer  # noqa: E402
 from avel.pipeline.data.activitynet import Detection, Segment  # noqa: E402
 from avel.pipeline.data.dataset import AVData  # noqa: E402
-from avel.pipeline.data.synth_long import LongSynthConfig, class_names, feature_blocks, long_plans  # noqa: E402
+from avel.pipeline.data.synth_long import (  # noqa: E402
+    LongSynthConfig,
+    class_names,
+    feature_blocks,
+    long_plans,
+    video_features,
+)
 from avel.pipeline.train.detection import detection_map, event_f1, segment_f1  # noqa: E402
 from avel.pipeline.train.loop import TrainConfig, train  # noqa: E402
 
@@ -55,6 +64,7 @@ POST = dict(smooth_k=(0, 5), gap_s=(0, 3), min_event_s=(1, 3), event_score=("mea
 
 NOISE = [1.0]  # --noise
 DEVICE = ["cpu"]  # --device
+VISUAL_DIM = [512]  # --visual-dim
 
 
 def long_config(seed: int, videos: int, length_s: int, classes: int) -> LongSynthConfig:
@@ -68,6 +78,7 @@ def long_config(seed: int, videos: int, length_s: int, classes: int) -> LongSynt
         max_gap_s=30,
         test_fraction=0.5,
         noise=NOISE[0],
+        visual_dim=VISUAL_DIM[0],
     )
 
 
@@ -79,11 +90,12 @@ def second_labels(plan, classes: int) -> np.ndarray:
 
 
 def clips(cfg: LongSynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """10-s cuts of every video of cfg: audio [N, 10, 128], visual [N, 10, 7, 7, 512] float16, labels [N, 10]."""
+    """10-s cuts of every video of cfg: audio [N, 10, 128], visual [N, 10, 7, 7, visual_dim] float16,
+    labels [N, 10]."""
     A, V, Y = [], [], []
     for plan in long_plans(cfg):
-        a = np.concatenate([b[1] for b in feature_blocks(cfg, plan)])
-        v = np.concatenate([b[2] for b in feature_blocks(cfg, plan)]).astype(np.float16)
+        a, v = video_features(cfg, plan)
+        v = v.astype(np.float16)
         y = second_labels(plan, cfg.classes)
         for s in range(0, plan.duration_s - CLIP_S + 1, CLIP_S):
             A.append(a[s : s + CLIP_S]), V.append(v[s : s + CLIP_S]), Y.append(y[s : s + CLIP_S])
@@ -108,14 +120,75 @@ def clip_data(args, seed: int) -> AVData:
     )
 
 
-def per_second_scores(model, cfg: LongSynthConfig, plan, stride: int, combine: str):
-    scorer = WindowedScorer(segment_scorer(model, torch.device(DEVICE[0])), CLIP_S, stride, combine=combine)
+def shared_windows(score, n: int) -> list:
+    """n scorers of one stride's windows sharing one model call per batch: the first (the
+    leader) runs the model and hands each output to the others, which replay them in order
+    (WindowedScorers of one stride fed the same segments ask for the same batches)."""
+    queues = [deque() for _ in range(n - 1)]
+
+    def leader(audio, visual):
+        out = score(audio, visual)
+        for q in queues:
+            q.append((audio.shape, out))
+        return out
+
+    def follower(q):
+        def replay(audio, visual):
+            shape, out = q.popleft()
+            assert shape == audio.shape, (shape, audio.shape)
+            return out
+
+        return replay
+
+    return [leader] + [follower(q) for q in queues]
+
+
+def video_scores(model, cfg: LongSynthConfig, plan) -> dict:
+    """Per-second scores of one long video for every (stride, combine) of WINDOWS: its features
+    made once, block by block, and pushed into every setting's WindowedScorer (one model call
+    per window and stride, whatever the combinations)."""
+    score = segment_scorer(model, torch.device(DEVICE[0]))
+    scorers = {}
+    for stride in STRIDES:
+        combines = [c for s, c in WINDOWS if s == stride]
+        for combine, fn in zip(combines, shared_windows(score, len(combines))):
+            scorers[stride, combine] = WindowedScorer(fn, CLIP_S, stride, combine=combine)
     with torch.no_grad():
         for _, audio, visual in feature_blocks(cfg, plan):
             visual = visual.reshape(len(visual), 49, -1)
             for t in range(len(audio)):
-                scorer.push(audio[t], visual[t])
-        return scorer.finish()
+                for scorer in scorers.values():  # each stride's leader first (WINDOWS' order)
+                    scorer.push(audio[t], visual[t])
+        return {w: scorer.finish() for w, scorer in scorers.items()}
+
+
+def oracle_scores(plan, classes: int, relevance: bool) -> PerSecond:
+    """The ground truth as per-second scores (the rule's ceiling): probability 1 for the
+    second's class; with relevance (DAM) relevance 1 on event seconds, 0 elsewhere (the
+    background seconds' probabilities spread evenly); without (AV_att) a background column."""
+    y = second_labels(plan, classes)
+    T, event = len(y), y < classes
+    if relevance:
+        probs = np.full((T, classes), 1.0 / classes)
+        probs[event] = 0.0
+        probs[np.nonzero(event)[0], y[event]] = 1.0
+        return PerSecond(probs, event.astype(np.float64), None, None, [])
+    probs = np.zeros((T, classes + 1))
+    probs[np.arange(T), y] = 1.0
+    return PerSecond(probs, None, None, None, [])
+
+
+def second_accuracy(videos: list, rule: LocalizeRule, info: ModelInfo) -> float:
+    """The share of the videos' seconds whose label (by `rule`'s windows and smoothing) is the
+    ground truth's: what the clip accuracy becomes on long videos."""
+    right = total = 0
+    for plan, per in videos:
+        r = result_from_scores(plan.video_id, plan.duration_s, per, info, rule, None)
+        names = list(info.classes) + [BACKGROUND]
+        truth = [names[c] for c in second_labels(plan, len(info.classes))]
+        right += sum(s.label == t for s, t in zip(r.segments, truth))
+        total += len(truth)
+    return right / total
 
 
 def scores(videos: list, rule: LocalizeRule, info: ModelInfo) -> dict:
@@ -172,18 +245,19 @@ def run(args, name: str, seed: int) -> dict:
         lcfg = long_config(1000 * seed + 10 + length, 2 * args.long_videos, length, args.classes)
         for plan in long_plans(lcfg):
             sets.setdefault(plan.subset, []).append((length, lcfg, plan))
-    # per-second scores of every (stride, combine), once per video
+    # per-second scores of every (stride, combine): each video's features made once
     per = {w: {"validation": [], "testing": []} for w in WINDOWS}
-    for (stride, combine), out in per.items():
-        for subset, items in sets.items():
-            out[subset] = [
-                (length, plan, per_second_scores(model, lcfg, plan, stride, combine)) for length, lcfg, plan in items
-            ]
+    for subset, items in sets.items():
+        for length, lcfg, plan in items:
+            for w, scores_ in video_scores(model, lcfg, plan).items():
+                per[w][subset].append((length, plan, scores_))
     t_scores = time.perf_counter()
 
-    def evaluate(rule: LocalizeRule, subset: str, length: int | None = None) -> dict:
-        items = per[rule.stride_s, rule.combine][subset]
-        return scores([(p, s) for L, p, s in items if length is None or L == length], rule, info)
+    def evaluate(rule: LocalizeRule, subset: str, length: int | None = None, oracle: bool = False) -> dict:
+        items = [(p, s) for L, p, s in per[rule.stride_s, rule.combine][subset] if length is None or L == length]
+        if oracle:  # the ground truth through the rule: its ceiling
+            return scores([(p, oracle_scores(p, args.classes, s.relevance is not None)) for p, s in items], rule, info)
+        return dict(scores(items, rule, info), second_accuracy=second_accuracy(items, rule, info))
 
     val = [
         (evaluate(rule, "validation")["average_map"], i, rule)
@@ -201,12 +275,13 @@ def run(args, name: str, seed: int) -> dict:
         "validation_average_map": {"today": evaluate(TODAY, "validation")["average_map"], "chosen": best_val},
         "test": {},
     }
-    for length in args.lengths:
-        report["test"][str(length)] = {
+    for length in [*args.lengths, None]:
+        report["test"]["all" if length is None else str(length)] = {
             "today": evaluate(TODAY, "testing", length),
             "chosen": evaluate(chosen, "testing", length),
+            "oracle_today": evaluate(TODAY, "testing", length, oracle=True),
+            "oracle_chosen": evaluate(chosen, "testing", length, oracle=True),
         }
-    report["test"]["all"] = {"today": evaluate(TODAY, "testing"), "chosen": evaluate(chosen, "testing")}
     # one knob at a time from today's rule, on validation: which knob matters
     report["one_knob_validation"] = {}
     for knob, values in (("stride_s", STRIDES), ("combine", COMBINES), *POST.items()):
@@ -222,21 +297,79 @@ def run(args, name: str, seed: int) -> dict:
 
 
 def table(runs: list[dict], lengths) -> str:
+    """One row per (model, seed, length, rule): the test figures (percent)."""
     lines = [
-        "| model | seed | clip acc (test) | length | rule | mAP@0.5 | avg mAP 0.1:0.9 | segment F1 | event F1 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | seed | clip acc (test) | length | rule | second acc | mAP@0.5 | avg mAP 0.1:0.9 | segment F1 "
+        "| event F1 | oracle avg mAP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         for length in [str(x) for x in lengths] + ["all"]:
             for which in ("today", "chosen"):
                 s = r["test"][length][which]
-                label = "all" if length == "all" else f"{int(length) // 60} min"
                 lines.append(
-                    f"| {r['model']} | {r['seed']} | {100 * r['clip_test_accuracy']:.1f} | {label} | {which} | "
-                    f"{100 * s['map50']:.1f} | {100 * s['average_map']:.1f} | {100 * s['segment_f1']:.1f} | "
-                    f"{100 * s['event_f1']:.1f} |"
+                    f"| {r['model']} | {r['seed']} | {100 * r['clip_test_accuracy']:.1f} | {length_label(length)} | "
+                    f"{which} | {100 * s['second_accuracy']:.1f} | {100 * s['map50']:.1f} | "
+                    f"{100 * s['average_map']:.1f} | {100 * s['segment_f1']:.1f} | {100 * s['event_f1']:.1f} | "
+                    f"{100 * r['test'][length]['oracle_' + which]['average_map']:.1f} |"
                 )
     return "\n".join(lines)
+
+
+def length_label(length: str) -> str:
+    return "all" if length == "all" else f"{int(length) // 60} min"
+
+
+def mean_std(xs: list[float]) -> str:
+    """Percent, mean +- sample standard deviation (0 for one value)."""
+    xs = [100 * x for x in xs]
+    return f"{statistics.mean(xs):.1f} +- {statistics.stdev(xs) if len(xs) > 1 else 0.0:.1f}"
+
+
+def summary(runs: list[dict], lengths) -> str:
+    """Mean +- std over the seeds per (model, length, rule): clip accuracy beside the long
+    videos' per-second accuracy (what long videos lose against clips) and detection scores;
+    the validation average mAP of today's and the chosen rule; then each knob alone."""
+    models = list(dict.fromkeys(r["model"] for r in runs))
+    lines = [
+        "| model | seeds | clip acc (test) | length | rule | second acc | mAP@0.5 | avg mAP 0.1:0.9 | segment F1 "
+        "| event F1 | oracle avg mAP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        rs = [r for r in runs if r["model"] == m]
+        clip = mean_std([r["clip_test_accuracy"] for r in rs])
+        for length in [str(x) for x in lengths] + ["all"]:
+            for which in ("today", "chosen"):
+                cell = [r["test"][length][which] for r in rs]
+                figures = " | ".join(
+                    mean_std([c[k] for c in cell])
+                    for k in ("second_accuracy", "map50", "average_map", "segment_f1", "event_f1")
+                )
+                oracle = mean_std([r["test"][length]["oracle_" + which]["average_map"] for r in rs])
+                lines.append(f"| {m} | {len(rs)} | {clip} | {length_label(length)} | {which} | {figures} | {oracle} |")
+    lines += ["", "| model | validation avg mAP: today | chosen | chosen rules (seed: rule) |", "|---|---|---|---|"]
+    for m in models:
+        rs = [r for r in runs if r["model"] == m]
+        today = mean_std([r["validation_average_map"]["today"] for r in rs])
+        chosen = mean_std([r["validation_average_map"]["chosen"] for r in rs])
+        rules = "; ".join(f"{r['seed']}: {rule_text(r['chosen_rule'])}" for r in rs)
+        lines.append(f"| {m} | {today} | {chosen} | {rules} |")
+    knobs = list(runs[0]["one_knob_validation"])
+    lines += ["", "One knob changed from today's rule, validation avg mAP (mean +- std over seeds):", ""]
+    lines += ["| knob | value | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    for knob in knobs:
+        for value in runs[0]["one_knob_validation"][knob]:
+            cells = [mean_std([r["one_knob_validation"][knob][value] for r in runs if r["model"] == m]) for m in models]
+            lines.append(f"| {knob} | {value} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rule_text(rule: dict) -> str:
+    """The knobs of a rule that differ from today's."""
+    today = TODAY.to_dict()
+    diff = [f"{k}={v}" for k, v in rule.items() if v != today[k]]
+    return ", ".join(diff) or "today's"
 
 
 def main(argv=None) -> int:
@@ -248,6 +381,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--noise", type=float, default=1.0, help="the generator's noise (prototypes are 1.0)")
+    p.add_argument("--visual-dim", type=int, default=512, help="visual feature width (VGG-19: 512; 128 trains faster)")
     p.add_argument("--train-videos", type=int, default=6, help="long videos cut into training clips")
     p.add_argument("--train-length", type=int, default=300, help="their length (s)")
     p.add_argument("--clip-eval-videos", type=int, default=2, help="long videos cut into validation (and test) clips")
@@ -257,7 +391,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda (training and the windows)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    NOISE[0], DEVICE[0] = args.noise, args.device
+    NOISE[0], DEVICE[0], VISUAL_DIM[0] = args.noise, args.device, args.visual_dim
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
     for seed in args.seeds:
@@ -270,8 +404,10 @@ def main(argv=None) -> int:
                 json.dumps({k: r[k] for k in ("model", "seed", "chosen_rule", "validation_average_map", "seconds")}),
                 flush=True,
             )
-    text = table(runs, args.lengths)
-    (args.out / "table.md").write_text(f"config: {json.dumps({k: str(v) for k, v in vars(args).items()})}\n\n{text}\n")
+    text = summary(runs, args.lengths) + "\n\nPer seed:\n\n" + table(runs, args.lengths)
+    command = "python benchmarks/long_videos.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    config = json.dumps({k: str(v) for k, v in vars(args).items()})
+    (args.out / "table.md").write_text(f"command: {command}\n\nconfig: {config}\n\n{text}\n")
     print(text)
     return 0
 
