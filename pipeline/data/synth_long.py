@@ -14,7 +14,8 @@ log-uniformly in [min_event_s, max_event_s] (1 s and 2 minutes equally likely in
 cut at the video's end. In a gap of at least 2 s, with chance `distractor`, a run of 1-10
 seconds carries ONE modality of a class (its sound off screen, or its object silent): not an
 event, as in AVE, where an event is audible and visible. Features follow pipeline/data/synth.py
-(the same class prototypes for the seed, ReLU(0.5 + scene + noise x N(0, 1) + prototype)); the
+(the same class prototypes for the seed, or for `prototype_seed` where it is set: sets of
+other seeds then hold the same classes, ReLU(0.5 + scene + noise x N(0, 1) + prototype)); the
 object of each event or distractor sits at cells drawn for it. Memory: features are made in
 blocks of BLOCK_S seconds, each from its own generator (seed, 22, v, block), so a 60-minute
 video never needs more than one block in RAM and any block can be made alone.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...core import jsonio
-from ...core.config import check_range, check_types, option
+from ...core.config import MAX_SEED, check_range, check_types, option
 from ..media.synth import MAX_CLASSES
 from .activitynet import taxonomy
 from .synth import BASELINE, SCENE_STD, FeatureSynthConfig, object_place, prototypes
@@ -54,6 +55,11 @@ class LongSynthConfig:
     object_cells: int = option("cells of the 7x7 grid the object covers", default=3)
     test_fraction: float = option("share of videos in the 'testing' subset (the rest: 'validation')", default=0.5)
     visual_dim: int = option("visual feature width (VGG-19 pool5: 512; narrower ones train faster)", default=512)
+    prototype_seed: int | None = option(
+        "seed of the class prototypes (None: `seed`); sets of different seeds that share it share their classes "
+        "(train on one, localize in another)",
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -70,13 +76,15 @@ class LongSynthConfig:
         check_range("noise", self.noise, 0.0)
         check_range("object_cells", self.object_cells, 1, 49)
         check_range("visual_dim", self.visual_dim, 1)
+        if self.prototype_seed is not None:
+            check_range("prototype_seed", self.prototype_seed, 0, MAX_SEED)
 
     def feature_config(self) -> FeatureSynthConfig:
         """The short-clip config whose prototypes (and shapes) these videos share."""
         return FeatureSynthConfig(
             videos=max(self.videos, self.classes),
             classes=self.classes,
-            seed=self.seed,
+            seed=self.seed if self.prototype_seed is None else self.prototype_seed,
             noise=self.noise,
             object_cells=self.object_cells,
             visual_dim=self.visual_dim,
