@@ -7,7 +7,9 @@ against today's rule, by video length.
 Data (pipeline/data/synth_long.py, features only): training clips are 10-s cuts (every 10 s,
 labels per second from the plan: background or the event's class) of long videos of their
 own seed; validation and test long videos are other seeds, one set per length (`--lengths`,
-seconds). The model is trained on the clips (pipeline/train/loop.py `train`: best
+seconds). Every set of a study seed has its own generator seed (plans, scenes, noise) and
+the study seed's class prototypes (`prototype_seed`): one set of classes, trained on in the
+clips, localized in the long videos. The model is trained on the clips (pipeline/train/loop.py `train`: best
 validation-clip epoch; its clip accuracy on test clips is reported beside the long-video
 scores: what long videos lose against clips). Localization: `localize_features`' windows
 (the model's 10-s window); per (stride, combine) the per-second scores are computed once per
@@ -67,7 +69,11 @@ DEVICE = ["cpu"]  # --device
 VISUAL_DIM = [512]  # --visual-dim
 
 
-def long_config(seed: int, videos: int, length_s: int, classes: int) -> LongSynthConfig:
+def long_config(
+    seed: int, videos: int, length_s: int, classes: int, prototype_seed: int | None = None
+) -> LongSynthConfig:
+    """A set of `videos` long videos of `length_s` seconds; the sets of one study seed share
+    `prototype_seed` (their classes), each has its own `seed` (plans, scenes and noise)."""
     return LongSynthConfig(
         videos=videos,
         classes=classes,
@@ -79,6 +85,7 @@ def long_config(seed: int, videos: int, length_s: int, classes: int) -> LongSynt
         test_fraction=0.5,
         noise=NOISE[0],
         visual_dim=VISUAL_DIM[0],
+        prototype_seed=prototype_seed,
     )
 
 
@@ -104,7 +111,7 @@ def clips(cfg: LongSynthConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def clip_data(args, seed: int) -> AVData:
     parts = [
-        clips(long_config(1000 * seed + k, n, args.train_length, args.classes))
+        clips(long_config(1000 * seed + k, n, args.train_length, args.classes, prototype_seed=1000 * seed))
         for k, n in ((1, args.train_videos), (2, args.clip_eval_videos), (3, args.clip_eval_videos))
     ]
     sizes = [len(p[0]) for p in parts]
@@ -242,7 +249,7 @@ def run(args, name: str, seed: int) -> dict:
     )
     sets = {}
     for length in args.lengths:
-        lcfg = long_config(1000 * seed + 10 + length, 2 * args.long_videos, length, args.classes)
+        lcfg = long_config(1000 * seed + 10 + length, 2 * args.long_videos, length, args.classes, 1000 * seed)
         for plan in long_plans(lcfg):
             sets.setdefault(plan.subset, []).append((length, lcfg, plan))
     # per-second scores of every (stride, combine): each video's features made once
