@@ -11,14 +11,18 @@ seconds). Every set of a study seed has its own generator seed (plans, scenes, n
 the study seed's class prototypes (`prototype_seed`): one set of classes, trained on in the
 clips, localized in the long videos. The model is trained on the clips (pipeline/train/loop.py `train`: best
 validation-clip epoch; its clip accuracy on test clips is reported beside the long-video
-scores: what long videos lose against clips). Localization: `localize_features`' windows
-(the model's 10-s window); per (stride, combine) the per-second scores are computed once per
-video and every post-processing rule is applied to them (`result_from_scores`). Scores:
-pipeline/train/detection.py (mAP at tIoU 0.1:0.9 and their mean, segment- and event-level F1).
-The rule is chosen per model and seed by the average mAP over all validation videos (every
-length pooled). Output: one JSON line per (model, seed) in OUT/runs.jsonl, and a table.
+scores: what long videos lose against clips, with the long videos' per-second accuracy).
+Localization: WindowedScorer over the model's 10-s window; each video's features are made
+once and pushed into every (stride, combine)'s scorer, one model call per window and stride
+(`video_scores`); every post-processing rule is applied to those per-second scores
+(`result_from_scores`). Scores: pipeline/train/detection.py (mAP at tIoU 0.1:0.9 and their
+mean, segment- and event-level F1); beside them the oracle (the ground truth as per-second
+scores through the same rule: the rule's ceiling). The rule is chosen per model and seed by
+the average mAP over all validation videos (every length pooled). Output: one JSON line per
+(model, seed) in OUT/runs.jsonl, and OUT/table.md (the command, mean +- std over the seeds
+per model, length and rule, the chosen rules, each knob alone; then per seed).
 
-    python benchmarks/long_videos.py --out benchmarks/results/long_videos --seeds 0
+    python benchmarks/long_videos.py --out benchmarks/results/long_videos --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from avel.pipeline.data.synth_long import (  # noqa: E402
     long_plans,
     video_features,
 )
-from avel.pipeline.train.detection import detection_map, event_f1, segment_f1  # noqa: E402
+from avel.pipeline.train.detection import detection_map, event_f1, segment_f1, segment_iou  # noqa: E402
 from avel.pipeline.train.loop import TrainConfig, train  # noqa: E402
 
 CLIP_S = 10
@@ -61,6 +65,7 @@ TODAY = LocalizeRule()
 WINDOWS = ((5, "mean"), (5, "max"), (5, "centre"), (2, "mean"))  # (stride, combine)
 STRIDES = tuple(dict.fromkeys(s for s, _ in WINDOWS))
 COMBINES = tuple(dict.fromkeys(c for _, c in WINDOWS))
+LENGTH_BINS = ((1, 2), (3, 9), (10, 29), (30, 120))  # event lengths (s) for the recall by length
 POST = dict(smooth_k=(0, 5), gap_s=(0, 3), min_event_s=(1, 3), event_score=("mean", "prob_x_relevance", "max"))
 
 
@@ -208,7 +213,9 @@ def scores(videos: list, rule: LocalizeRule, info: ModelInfo) -> dict:
         r = result_from_scores(plan.video_id, plan.duration_s, per, info, rule, None)
         dets += [Detection(plan.video_id, float(e.start_s), float(e.end_s), e.label, e.score) for e in r.events]
     m = detection_map(truth, dets)
+    found = recall_by_length(truth, dets)
     return {
+        "recall50_by_length": found,
         "map50": m.map_at(0.5),
         "average_map": m.average_map,
         "segment_f1": segment_f1(truth, dets, durations).f1,
@@ -216,6 +223,20 @@ def scores(videos: list, rule: LocalizeRule, info: ModelInfo) -> dict:
         "events": len(truth),
         "detections": len(dets),
     }
+
+
+def recall_by_length(truth: list, dets: list, tiou: float = 0.5) -> dict:
+    """Per bin of LENGTH_BINS ("lo-hi" s): the events, and the share of them that a detection
+    of their label covers at tIoU >= `tiou` (any score): which events a rule loses."""
+    out = {}
+    for lo, hi in LENGTH_BINS:
+        events = [g for g in truth if lo <= g.end_s - g.start_s <= hi]
+        hit = 0
+        for g in events:
+            same = [(d.start_s, d.end_s) for d in dets if d.video == g.video and d.label == g.label]
+            hit += bool(same) and segment_iou((g.start_s, g.end_s), np.array(same)).max() >= tiou
+        out[f"{lo}-{hi}"] = {"events": len(events), "recall": hit / len(events) if events else None}
+    return out
 
 
 def post_rules(stride: int, combine: str):
@@ -328,7 +349,9 @@ def length_label(length: str) -> str:
 
 
 def mean_std(xs: list[float]) -> str:
-    """Percent, mean +- sample standard deviation (0 for one value)."""
+    """Percent, mean +- sample standard deviation (0 for one value; "-" for none)."""
+    if not xs:
+        return "-"
     xs = [100 * x for x in xs]
     return f"{statistics.mean(xs):.1f} +- {statistics.stdev(xs) if len(xs) > 1 else 0.0:.1f}"
 
@@ -362,6 +385,38 @@ def summary(runs: list[dict], lengths) -> str:
         chosen = mean_std([r["validation_average_map"]["chosen"] for r in rs])
         rules = "; ".join(f"{r['seed']}: {rule_text(r['chosen_rule'])}" for r in rs)
         lines.append(f"| {m} | {today} | {chosen} | {rules} |")
+    lines += [
+        "",
+        "Test gain of the chosen rule over today's, paired per seed (chosen - today, points):",
+        "",
+        "| model | length | avg mAP | mAP@0.5 | event F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for m in models:
+        rs = [r for r in runs if r["model"] == m]
+        for length in [str(x) for x in lengths] + ["all"]:
+            gains = " | ".join(
+                mean_std([r["test"][length]["chosen"][k] - r["test"][length]["today"][k] for r in rs])
+                for k in ("average_map", "map50", "event_f1")
+            )
+            lines.append(f"| {m} | {length_label(length)} | {gains} |")
+    bins = [f"{lo}-{hi}" for lo, hi in LENGTH_BINS]
+    lines += [
+        "",
+        "Test events found at tIoU >= 0.5 (any score), by event length, all video lengths pooled:",
+        "",
+        "| model | rule | " + " | ".join(f"{b} s" for b in bins) + " |",
+        "|---|---|" + "---|" * len(bins),
+    ]
+    for m in models:
+        rs = [r for r in runs if r["model"] == m]
+        for which in ("today", "chosen"):
+            cells = []
+            for b in bins:
+                x = [r["test"]["all"][which]["recall50_by_length"][b] for r in rs]
+                n = sum(c["events"] for c in x)
+                cells.append(mean_std([c["recall"] for c in x if c["recall"] is not None]) + f" (n {n})")
+            lines.append(f"| {m} | {which} | " + " | ".join(cells) + " |")
     knobs = list(runs[0]["one_knob_validation"])
     lines += ["", "One knob changed from today's rule, validation avg mAP (mean +- std over seeds):", ""]
     lines += ["| knob | value | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]

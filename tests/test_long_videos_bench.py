@@ -138,5 +138,33 @@ def test_oracle_is_the_ground_truth(lv, relevance):
 def test_summary_mean_and_std(lv):
     """The seeds' mean +- sample standard deviation, in percent: hand-computed."""
     assert lv.mean_std([0.1, 0.2, 0.3]) == "20.0 +- 10.0" and lv.mean_std([0.5]) == "50.0 +- 0.0"
+    assert lv.mean_std([]) == "-"
     assert lv.rule_text(LocalizeRule().to_dict()) == "today's"
     assert lv.rule_text(LocalizeRule(gap_s=3, smooth_k=5).to_dict()) == "smooth_k=5, gap_s=3"
+
+
+def test_recall_by_length_hand_computed(lv):
+    """Events binned by length; found = a detection of the same label and video at tIoU >= 0.5."""
+    from avel.pipeline.data.activitynet import Detection, Segment
+
+    truth = [
+        Segment("a", 0, 2, "x"),  # 2 s: found by [0, 3) (tIoU 2/3)
+        Segment("a", 10, 11, "x"),  # 1 s: [10, 13) has tIoU 1/3: not found
+        Segment("a", 20, 25, "y"),  # 5 s: only an "x" detection covers it: not found
+        Segment("b", 0, 40, "x"),  # 40 s: found by [5, 40) (tIoU 35/40)
+        Segment("b", 50, 90, "y"),  # 40 s: the detection is in video "a": not found
+    ]
+    dets = [
+        Detection("a", 0, 3, "x", 0.1),
+        Detection("a", 10, 13, "x", 0.9),
+        Detection("a", 20, 25, "x", 0.9),
+        Detection("b", 5, 40, "x", 0.5),
+        Detection("a", 50, 90, "y", 0.5),
+    ]
+    got = lv.recall_by_length(truth, dets)
+    assert got == {
+        "1-2": {"events": 2, "recall": 0.5},
+        "3-9": {"events": 1, "recall": 0.0},
+        "10-29": {"events": 0, "recall": None},
+        "30-120": {"events": 2, "recall": 0.5},
+    }
