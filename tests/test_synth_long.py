@@ -5,7 +5,9 @@ ActivityNet ground truth readable by avel's reader."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from avel.core.errors import ConfigError
 from avel.pipeline.data.activitynet import parse_ground_truth, read_ground_truth
 from avel.pipeline.data.synth import prototypes
 from avel.pipeline.data.synth_long import (
@@ -109,3 +111,70 @@ def test_ground_truth_json_shape(tmp_path):
     segments, durations = parse_ground_truth(doc, "gt", subset="testing")
     assert set(durations) == {p.video_id for p in plans if p.subset == "testing"}
     assert len(segments) == sum(len(p.events) for p in plans if p.subset == "testing")
+
+
+def test_visual_dim_default_unchanged_and_narrow_width():
+    """visual_dim: the default (512) makes the very features the generator made before the
+    field existed (sha256 recorded from that code), and a narrower width gives maps of that
+    width whose event seconds carry the width's own prototype (32 active dims) on the event's
+    cells, nothing elsewhere (noise 0: an event second minus a plain background second)."""
+    import hashlib
+
+    cfg = LongSynthConfig(videos=2, classes=4, min_duration_s=70, max_duration_s=70, max_gap_s=20)
+    a, v = video_features(cfg, long_plans(cfg)[1])
+    digest = hashlib.sha256(a.tobytes() + v.tobytes()).hexdigest()
+    assert digest == "d49cad2dc2c8a1d1ac5bbc8235ceaf0c0a9a860723a46252e66d68cf202c9487"
+
+    narrow = LongSynthConfig(**dict(SMALL, videos=3, noise=0.0, distractor=0.0, visual_dim=128))
+    fc = narrow.feature_config()
+    assert (fc.visual_dim, fc.visual_active) == (128, 32)
+    _, v_proto = prototypes(fc)
+    assert v_proto.shape == (4, 128) and (v_proto.sum(1) == 32).all()
+    for p in long_plans(narrow):
+        a, x = video_features(narrow, p)
+        assert a.shape == (p.duration_s, 128) and x.shape == (p.duration_s, 7, 7, 128)
+        busy = np.zeros(p.duration_s, dtype=bool)
+        for s, e, *_ in p.events:
+            busy[s:e] = True
+        bg = int(np.nonzero(~busy)[0][0])
+        s, _e, c, cells = p.events[0]
+        dx = x[s].reshape(49, 128) - x[bg].reshape(49, 128)
+        expect = np.zeros((49, 128), dtype=bool)
+        expect[list(cells)] = v_proto[c] > 0
+        # (a dim whose scene is below -1.5 stays 0 after the ReLU: changed dims are a subset)
+        assert not (dx != 0)[~expect].any() and (dx > 0).sum() >= expect.sum() - 4
+    with pytest.raises(ConfigError, match="visual_dim"):
+        LongSynthConfig(visual_dim=0)
+
+
+def test_prototype_seed_shares_the_classes_across_seeds():
+    """Two sets of different seeds with one prototype_seed: other plans and noise, the same
+    classes (noise 0: an event second minus a plain background second is its class's audio
+    prototype, here drawn for seed 9 whatever the set's seed); None: the set's own seed."""
+    a9, _ = prototypes(LongSynthConfig(**dict(SMALL, seed=9)).feature_config())
+    assert (
+        LongSynthConfig(**dict(SMALL, seed=9)).feature_config()
+        == LongSynthConfig(**dict(SMALL, seed=9, prototype_seed=9)).feature_config()
+    )
+    seen = set()
+    for seed in (1, 2):
+        cfg = LongSynthConfig(**dict(SMALL, seed=seed, prototype_seed=9, noise=0.0, distractor=0.0))
+        for p in long_plans(cfg):
+            a, _ = video_features(cfg, p)
+            busy = np.zeros(p.duration_s, dtype=bool)
+            for s, e, *_ in p.events:
+                busy[s:e] = True
+            bg = int(np.nonzero(~busy)[0][0])
+            s, _e, c, _ = p.events[0]
+            da = a[s] - a[bg]
+            # (a dim whose scene is below -1.5 stays 0 after the ReLU: changed dims are a subset)
+            assert not (da != 0)[a9[c] == 0].any() and (da > 0).sum() >= (a9[c] > 0).sum() - 2
+            seen.add(seed)
+    assert seen == {1, 2}
+    assert long_plans(LongSynthConfig(**dict(SMALL, seed=1, prototype_seed=9))) != long_plans(
+        LongSynthConfig(**dict(SMALL, seed=2, prototype_seed=9))
+    )
+    a1, _ = prototypes(LongSynthConfig(**dict(SMALL, seed=1)).feature_config())
+    assert not np.array_equal(a1, a9)
+    with pytest.raises(ConfigError, match="prototype_seed"):
+        LongSynthConfig(prototype_seed=-1)

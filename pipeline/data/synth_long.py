@@ -3,7 +3,7 @@ holding many events of several classes, with their ground truth in ActivityNet J
 
     cfg = LongSynthConfig(videos=6, classes=5, seed=0)
     plans = long_plans(cfg)                              # cheap: events, distractors, subsets
-    for start_s, audio, visual in feature_blocks(cfg, plans[0]):   # [B, 128], [B, 7, 7, 512]
+    for start_s, audio, visual in feature_blocks(cfg, plans[0]):   # [B, 128], [B, 7, 7, visual_dim]
         ...                                              # one block of BLOCK_S seconds at a time
     doc = ground_truth(cfg, plans)                       # the ActivityNet ground-truth document
 
@@ -14,7 +14,8 @@ log-uniformly in [min_event_s, max_event_s] (1 s and 2 minutes equally likely in
 cut at the video's end. In a gap of at least 2 s, with chance `distractor`, a run of 1-10
 seconds carries ONE modality of a class (its sound off screen, or its object silent): not an
 event, as in AVE, where an event is audible and visible. Features follow pipeline/data/synth.py
-(the same class prototypes for the seed, ReLU(0.5 + scene + noise x N(0, 1) + prototype)); the
+(the same class prototypes for the seed, or for `prototype_seed` where it is set: sets of
+other seeds then hold the same classes, ReLU(0.5 + scene + noise x N(0, 1) + prototype)); the
 object of each event or distractor sits at cells drawn for it. Memory: features are made in
 blocks of BLOCK_S seconds, each from its own generator (seed, 22, v, block), so a 60-minute
 video never needs more than one block in RAM and any block can be made alone.
@@ -77,6 +78,15 @@ class LongSynthConfig:
     test_fraction: float = option(
         "--long: share of videos in the 'testing' subset (the rest: 'validation')", default=0.5
     )
+    visual_dim: int = option(
+        "visual feature width (VGG-19 pool5: 512; narrower ones train faster)", cli=False, default=512
+    )
+    prototype_seed: int | None = option(
+        "seed of the class prototypes (None: `seed`); sets of different seeds that share it share their classes "
+        "(train on one, localize in another)",
+        cli=False,
+        default=None,
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -94,15 +104,20 @@ class LongSynthConfig:
             check_range(name, getattr(self, name), 0.0, 1.0)
         check_range("noise", self.noise, 0.0, MAX_NOISE)
         check_range("object_cells", self.object_cells, 1, 49)
+        check_range("visual_dim", self.visual_dim, 1, 512)
+        if self.prototype_seed is not None:
+            check_range("prototype_seed", self.prototype_seed, 0, MAX_SEED)
 
     def feature_config(self) -> FeatureSynthConfig:
         """The short-clip config whose prototypes (and shapes) these videos share."""
         return FeatureSynthConfig(
             videos=max(self.videos, self.classes),
             classes=self.classes,
-            seed=self.seed,
+            seed=self.seed if self.prototype_seed is None else self.prototype_seed,
             noise=self.noise,
             object_cells=self.object_cells,
+            visual_dim=self.visual_dim,
+            visual_active=min(32, self.visual_dim),
         )
 
 
@@ -163,18 +178,19 @@ def long_plans(cfg: LongSynthConfig) -> list[LongVideoPlan]:
 
 
 def feature_blocks(cfg: LongSynthConfig, plan: LongVideoPlan):
-    """Yield (start_s, audio [B, 128], visual [B, 7, 7, 512]) float32 blocks of BLOCK_S
+    """Yield (start_s, audio [B, 128], visual [B, 7, 7, visual_dim]) float32 blocks of BLOCK_S
     seconds (the last one shorter) covering the video."""
     a_proto, v_proto = prototypes(cfg.feature_config())
     scene_rng = np.random.default_rng([cfg.seed, 21, plan.index])
     a_scene = BASELINE + SCENE_STD * scene_rng.standard_normal((1, 128), dtype=np.float32)
-    v_scene = BASELINE + SCENE_STD * scene_rng.standard_normal((1, 49, 512), dtype=np.float32)
+    D = cfg.visual_dim
+    v_scene = BASELINE + SCENE_STD * scene_rng.standard_normal((1, 49, D), dtype=np.float32)
     spans = [(s, e, c, "both", cells) for s, e, c, cells in plan.events] + list(plan.distractors)
     for b, start in enumerate(range(0, plan.duration_s, BLOCK_S)):
         B = min(BLOCK_S, plan.duration_s - start)
         rng = np.random.default_rng([cfg.seed, 22, plan.index, b])
         a = a_scene + cfg.noise * rng.standard_normal((B, 128), dtype=np.float32)
-        x = v_scene + cfg.noise * rng.standard_normal((B, 49, 512), dtype=np.float32)
+        x = v_scene + cfg.noise * rng.standard_normal((B, 49, D), dtype=np.float32)
         for s, e, c, modality, cells in spans:
             lo, hi = max(s, start) - start, min(e, start + B) - start
             if lo >= hi:
@@ -183,7 +199,7 @@ def feature_blocks(cfg: LongSynthConfig, plan: LongVideoPlan):
                 a[lo:hi] += a_proto[c]
             if modality in ("both", "visual"):
                 x[lo:hi, list(cells)] += v_proto[c]
-        yield start, np.maximum(a, 0), np.maximum(x, 0).reshape(B, 7, 7, 512)
+        yield start, np.maximum(a, 0), np.maximum(x, 0).reshape(B, 7, 7, D)
 
 
 def video_features(cfg: LongSynthConfig, plan: LongVideoPlan) -> tuple[np.ndarray, np.ndarray]:
