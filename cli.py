@@ -44,6 +44,7 @@ from .core.config import DEVICE_HELP, MAX_SEGMENTS, MAX_WORKERS, FeatureSettings
 from .core.errors import AvelError, ConfigError, Interrupted, shown
 from .extractors import AUDIO_MODELS, VISUAL_MODELS
 from .models.registry import MODELS, TASKS, config_classes, model_config
+from .pipeline.apps.windows import COMBINES, EVENT_SCORES, SMOOTHINGS
 from .pipeline.data.synth import FeatureSynthConfig
 from .pipeline.data.synth_long import LongSynthConfig
 from .pipeline.extract.options import ExtractOptions, NetworkOptions
@@ -514,6 +515,32 @@ def localize(
     stride: Annotated[
         int, typer.Option("--stride", min=1, max=MAX_SEGMENTS, help="seconds between sliding windows")
     ] = 5,
+    combine: Annotated[
+        _choices(COMBINES), typer.Option("--combine", help="how the windows covering a second combine their scores")
+    ] = "mean",
+    smooth: Annotated[
+        _choices(SMOOTHINGS), typer.Option("--smooth", help="running median or mean of the per-second scores")
+    ] = "median",
+    smooth_k: Annotated[
+        int,
+        typer.Option("--smooth-k", min=0, max=MAX_SEGMENTS, help="seconds the smoothing spans (0 or 1: none)"),
+    ] = 0,
+    gap: Annotated[
+        int,
+        typer.Option(
+            "--gap",
+            min=0,
+            max=MAX_SEGMENTS,
+            help="join two events of one label separated by at most this many background seconds (0: none)",
+        ),
+    ] = 0,
+    min_event: Annotated[
+        int, typer.Option("--min-event", min=1, max=MAX_SEGMENTS, help="leave out events shorter than this (s)")
+    ] = 1,
+    event_score: Annotated[
+        _choices(EVENT_SCORES),
+        typer.Option("--event-score", help="an event's confidence from its seconds' probability x relevance"),
+    ] = "mean",
     min_score: Annotated[
         float, typer.Option("--min-score", help="leave out events whose confidence is below this (0..1)")
     ] = 0.0,
@@ -529,7 +556,16 @@ def localize(
     from .pipeline.apps.windows import LocalizeRule
 
     network = _network(visual_weights_file, audio_weights_file, audio_pca_file, device)  # before the checkpoint is read
-    rule = LocalizeRule(stride_s=stride, min_score=min_score)
+    rule = LocalizeRule(
+        stride_s=stride,
+        combine=combine,
+        smooth=smooth,
+        smooth_k=smooth_k,
+        gap_s=gap,
+        min_event_s=min_event,
+        event_score=event_score,
+        min_score=min_score,
+    )
     results = run_localize(videos, checkpoint, rule=rule, **network.as_kwargs())
     for r in results:
         typer.echo(f"error: {r.error}" if r.error else format_table(r), err=bool(r.error))

@@ -5,6 +5,8 @@ the model run directly on the window."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -138,11 +140,41 @@ def test_event_scores_min_length_and_min_score_by_hand():
         dict(min_score=1.5),
         dict(min_score=float("nan")),
         dict(min_score=True),
+        dict(gap_s=86_401),
+        dict(smooth_k=10**20),
     ],
 )
 def test_rule_refuses_bad_knobs(kw):
     with pytest.raises(ConfigError, match=next(iter(kw))):
         LocalizeRule(**kw)
+
+
+def test_cli_options_map_onto_the_rule_one_to_one(monkeypatch, tmp_path):
+    """`avel localize` takes every LocalizeRule field, one option each, and passes the rule on."""
+    from avel import cli
+    from avel.pipeline.apps import localize as localize_module
+    from avel.pipeline.apps import save as save_module
+
+    seen = []
+    monkeypatch.setattr(localize_module, "localize", lambda videos, ckpt, rule, **kw: seen.append(rule) or [])
+    monkeypatch.setattr(save_module, "save_localizations", lambda *a, **kw: None)
+    base = ["localize", str(tmp_path / "v.mp4"), "--checkpoint", str(tmp_path / "sel.safetensors"), "--device", "cpu"]
+    assert cli.main(base) == 0 and seen[-1] == LocalizeRule()
+    args = ["--stride", "2", "--combine", "centre", "--smooth", "mean", "--smooth-k", "5", "--gap", "3"]
+    args += ["--min-event", "2", "--event-score", "max", "--min-score", "0.25"]
+    assert cli.main(base + args) == 0
+    assert seen[-1] == LocalizeRule(
+        stride_s=2,
+        combine="centre",
+        smooth="mean",
+        smooth_k=5,
+        gap_s=3,
+        min_event_s=2,
+        event_score="max",
+        min_score=0.25,
+    )
+    fields = {f.name for f in dataclasses.fields(LocalizeRule)}
+    assert fields == {"stride_s", "combine", "smooth", "smooth_k", "gap_s", "min_event_s", "event_score", "min_score"}
 
 
 # ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...core.annotations import BACKGROUND  # the reserved word: no category is called so
+from ...core.config import MAX_SEGMENTS
 from ...core.errors import ConfigError
 from ...models.inference import SegmentScores
 
@@ -268,8 +269,8 @@ class LocalizeRule:
                 raise ConfigError(name, value, f"must be one of {', '.join(choices)}")
         for name, low in (("stride_s", 1), ("smooth_k", 0), ("gap_s", 0), ("min_event_s", 1)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(name, value, f"must be an integer >= {low}")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_SEGMENTS:
+                raise ConfigError(name, value, f"must be an integer in {low}..{MAX_SEGMENTS} (seconds: a day at most)")
         if (
             isinstance(self.min_score, bool)
             or not isinstance(self.min_score, (int, float))
