@@ -2,7 +2,7 @@
 # One-shot GPU check (issues #13, #22): on a machine with a CUDA GPU, after the README's test
 # install (python3 -m venv .venv && .venv/bin/pip install -e '.[test]'), run as is:
 #
-#     benchmarks/gpu_check.sh            # at most 8 minutes on one H200 with 16 cores
+#     benchmarks/gpu_check.sh            # planned for one device call of at most 10 minutes on one H200 (not yet run on a GPU)
 #
 # 1. the card (nvidia-smi, torch);
 # 2. the CUDA tests: fp32 CUDA vs CPU features within 1e-4 relative on identical frames, for
@@ -20,7 +20,9 @@
 #    it); AVEL_GPU_CHECK_LONG=none skips the step (the default with AVEL_GPU_CHECK_DEVICE=cpu);
 # 4. the summary: end-to-end / ceiling (goal >= 0.9), frames/s of each stage, GPU memory,
 #    localize latency, costs at scale (GPU- and CPU-core-seconds per 1,000 videos; AVE and
-#    1M videos on 1 and 8 machines), the AVE projection (goal <= 90 s, issue #22).
+#    1M videos on 1 and 8 machines), the AVE projection (goal <= 90 s, issue #22);
+# 3b. long videos (issue #24) at 16 frames a second; 3c. `avel live` latency, 30 s a transport
+#    at 16 frames a second (issue #25), and --convert device against swscale (issue #22).
 #
 # Raw outputs go to benchmarks/results/gpu/ with the date in their names
 # (DATE_pytest.txt, DATE_bench.txt, DATE_bench.json). AVEL_GPU_CHECK_DEVICE=cpu runs the same
@@ -77,5 +79,19 @@ if [ "$LONG" != none ]; then
     set -e
 fi
 
-echo "== 4. done in $(( $(date +%s) - start )) s: tests exit $tests, benchmark exit $bench, long videos exit $long (its summary is above; figures in $OUT/)"
-exit $(( tests != 0 && tests != 5 ? tests : bench != 0 ? bench : long ))
+live=0
+convert=0
+if [ "$DEVICE" = cuda ]; then
+    echo "== 3c. live latency (issue #25: p95 <= 1.0 s on a GPU) and --convert device against swscale (issue #22)"
+    set +e
+    "$PYTHON" benchmarks/live_latency.py --seconds 30 --frames-per-segment 16 --device cuda --precision "$PRECISION" \
+        --json "$OUT/${STAMP}_live.json" 2>&1 | grep -v '"type": "dropped"' | tee "$OUT/${STAMP}_live.txt"
+    live=${PIPESTATUS[0]}
+    "$PYTHON" benchmarks/convert.py --videos 3 --device cuda \
+        --json "$OUT/${STAMP}_convert.json" 2>&1 | tee "$OUT/${STAMP}_convert.txt"
+    convert=${PIPESTATUS[0]}
+    set -e
+fi
+
+echo "== 4. done in $(( $(date +%s) - start )) s: tests exit $tests, benchmark exit $bench, long videos exit $long, live exit $live, convert exit $convert (summaries above; figures in $OUT/)"
+exit $(( tests != 0 && tests != 5 ? tests : bench != 0 ? bench : long != 0 ? long : live != 0 ? live : convert ))
