@@ -16,7 +16,8 @@ table, with each model's weak / supervised ratio and the published AVE numbers b
 
 A run is TASK/MODEL, TASK/MODEL:WEAK_RELEVANCE (wsel DAM) or TASK/MODEL:FIELD=VALUE,... (any
 config fields, e.g. sel/psp:propagation=false); `--runs side-by-side` is the eight of issue
-#26: DAM, AV_att, PSP and CMBS, supervised and weak.
+#26: DAM, AV_att, PSP and CMBS, supervised and weak. `--audio-noise` / `--visual-noise` set
+one modality's noise apart from `--noise` (the generator's audio_noise / visual_noise).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def run(args: argparse.Namespace) -> None:
         videos=args.videos,
         classes=args.classes,
         noise=args.noise,
+        audio_noise=args.audio_noise,
+        visual_noise=args.visual_noise,
         distractor=args.distractor,
         visual_dim=args.visual_dim,
         seed=args.data_seed,
@@ -124,7 +127,8 @@ def run(args: argparse.Namespace) -> None:
         }
         bg = background_share(where)
         print(
-            f"noise {cfg.noise} distractor {cfg.distractor} {spec}: {res.mean['accuracy']:.4f} +- "
+            f"{set_name(cfg.noise, cfg.audio_noise, cfg.visual_noise, cfg.distractor)} {spec}: "
+            f"{res.mean['accuracy']:.4f} +- "
             f"{res.std['accuracy']:.4f}, background seconds predicted background {bg:.3f} "
             f"({out['runs'][spec]['seconds']} s)",
             flush=True,
@@ -185,7 +189,8 @@ def table(args: argparse.Namespace) -> None:
     sets: dict[tuple, dict] = {}
     for f in args.files:
         r = json.loads(Path(f).read_text())
-        key = (r["data"]["noise"], r["data"]["distractor"], r["data"]["videos"], r["epochs"])
+        d = r["data"]
+        key = (d["noise"], d.get("audio_noise"), d.get("visual_noise"), d["distractor"], d["videos"], r["epochs"])
         merged = sets.setdefault(key, {"majority": r["majority"], "whole_video": r["whole_video"], "runs": {}})
         merged["runs"].update(r["runs"])
     specs = sorted({s for m in sets.values() for s in m["runs"]}, key=lambda s: (s.startswith("wsel"), order(s), s))
@@ -193,19 +198,26 @@ def table(args: argparse.Namespace) -> None:
     print("|---" * (len(specs) + 4) + "|")
     published = [f"{PUBLISHED[s]:.1f}" if s in PUBLISHED else "" for s in specs]
     print("| AVE, published (%) | " + " | ".join(published) + " | | | |")
-    for (noise, distractor, videos, epochs), m in sorted(sets.items()):
+    for (noise, audio, visual, distractor, videos, epochs), m in sorted(
+        sets.items(), key=lambda kv: [-1 if x is None else x for x in kv[0]]
+    ):
         cells = [cell(m["runs"][s]) if s in m["runs"] else "" for s in specs]
         ratio = ", ".join(
             f"{name} {m['runs'][f'wsel/{name}']['mean'] / m['runs'][f'sel/{name}']['mean']:.3f}"
             for name in ("dam", "av_att", "psp", "cmbs")
             if f"sel/{name}" in m["runs"] and f"wsel/{name}" in m["runs"] and m["runs"][f"sel/{name}"]["mean"]
         )
-        name = (
-            f"noise {noise}"
-            + (f", distractor {distractor}" if distractor else "")
-            + f" ({videos} videos, {epochs} epochs)"
-        )
+        name = set_name(noise, audio, visual, distractor) + f" ({videos} videos, {epochs} epochs)"
         print(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {m['majority']:.3f} | {m['whole_video']:.3f} |")
+
+
+def set_name(noise: float, audio: float | None, visual: float | None, distractor: float) -> str:
+    """noise 1.0 / audio 1.25, visual 0.75 (where either is set apart), distractor."""
+    if audio is None and visual is None:
+        text = f"noise {noise}"
+    else:
+        text = f"audio {noise if audio is None else audio}, visual {noise if visual is None else visual}"
+    return text + (f", distractor {distractor}" if distractor else "")
 
 
 def main() -> None:
@@ -213,6 +225,8 @@ def main() -> None:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")
     r.add_argument("--noise", type=float, default=1.0)
+    r.add_argument("--audio-noise", type=float, default=None, help="the audio features' noise (default: --noise)")
+    r.add_argument("--visual-noise", type=float, default=None, help="the visual features' noise (default: --noise)")
     r.add_argument("--distractor", type=float, default=0.0)
     r.add_argument("--videos", type=int, default=800)
     r.add_argument("--classes", type=int, default=28)
@@ -231,7 +245,13 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("files", nargs="+")
     args = p.parse_args()
-    (run if args.command == "run" else table)(args)
+    from avel.core.errors import ConfigError
+
+    try:
+        (run if args.command == "run" else table)(args)
+    except ConfigError as e:  # a bad generator option: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -120,10 +120,50 @@ def test_noise_knob_and_determinism():
     assert torch.equal(torch.sort(torch.cat(list(a.splits.values()))).values, torch.arange(30))
 
 
+def test_audio_and_visual_noise_apart(monkeypatch):
+    """audio_noise / visual_noise scale one modality's noise each (None: `noise`): the
+    residual against the noise-free set of the same seed has the standard deviation asked for
+    (no scene, so every value is 0.5 + noise * N(0, 1) [+ 1], far from the ReLU's 0 at these
+    levels), and exactly 0 for a modality at 0 whatever the other's."""
+    monkeypatch.setattr(module, "SCENE_STD", 0.0)
+    base = FeatureSynthConfig(videos=20, classes=3, seed=1, noise=0.0, **TINY)
+    clean = synth_features(base)
+
+    def residual_std(**noise):
+        d = synth_features(dataclasses.replace(base, **noise))
+        return (d.audio - clean.audio).std().item(), (d.visual - clean.visual).std().item()
+
+    audio, visual = residual_std(audio_noise=0.05, visual_noise=0.1)
+    assert audio == pytest.approx(0.05, rel=0.05) and visual == pytest.approx(0.1, rel=0.05)
+    audio, visual = residual_std(noise=0.1, audio_noise=0.0)  # `noise` is the visual's only
+    assert audio == 0.0 and visual == pytest.approx(0.1, rel=0.05)
+    audio, visual = residual_std(noise=0.1, visual_noise=0.0)
+    assert visual == 0.0 and audio == pytest.approx(0.1, rel=0.05)
+    audio, visual = residual_std(visual_noise=0.08)  # audio_noise None: `noise` (0 here)
+    assert audio == 0.0 and visual == pytest.approx(0.08, rel=0.05)
+
+
+def test_modality_noise_uses_the_same_draws():
+    """A modality's features at audio_noise / visual_noise x are those of the set at noise x
+    (the same draws, scaled): the two knobs mix two existing sets, one modality from each."""
+    base = FeatureSynthConfig(videos=12, classes=3, seed=6, noise=1.0, **TINY)
+    mixed = synth_features(dataclasses.replace(base, audio_noise=2.0))
+    at_two = synth_features(dataclasses.replace(base, noise=2.0))
+    at_one = synth_features(base)
+    assert torch.equal(mixed.audio, at_two.audio) and torch.equal(mixed.visual, at_one.visual)
+    assert torch.equal(mixed.labels, at_one.labels)
+    both = synth_features(dataclasses.replace(base, noise=0.5, audio_noise=1.0, visual_noise=2.0))
+    assert torch.equal(both.audio, at_one.audio) and torch.equal(both.visual, at_two.visual)
+
+
 def test_config_is_validated():
     for bad in (dict(noise=-1.0), dict(late_visual=1.5), dict(object_cells=50), dict(classes=29), dict(min_event_s=11)):
         with pytest.raises(ConfigError):
             FeatureSynthConfig(**bad)
+    for name in ("audio_noise", "visual_noise"):
+        for value, why in ((-0.5, ">= 0"), (float("nan"), "finite"), (float("inf"), "finite"), ("1", "float")):
+            with pytest.raises(ConfigError, match=f"{name}.*{why}"):
+                FeatureSynthConfig(**{name: value})
     with pytest.raises(ConfigError, match="AVE layout"):
         write_features("unused", FeatureSynthConfig(videos=3, classes=2, **TINY))
 
@@ -165,6 +205,18 @@ def test_ave_layout_and_cli(tmp_path, capsys):
     )
     cli = read_ave_layout(out)
     assert torch.equal(cli.visual, data.visual) and torch.equal(cli.labels, data.labels)
+    # the modalities' noise apart: the options are the config's fields, stored in features.json
+    args = ["synth", str(tmp_path / "apart"), "--features-only", "--videos", "12", "--classes", "3", "--seed", "4"]
+    assert main(args + ["--noise", "1.5", "--audio-noise", "0.5"]) == 0
+    apart = read_ave_layout(tmp_path / "apart")
+    at_half = synth_features(dataclasses.replace(cfg, noise=0.5))
+    assert torch.equal(apart.audio, at_half.audio) and torch.equal(apart.visual, data.visual)
+    stored = json.loads((tmp_path / "apart" / "features.json").read_text())["config"]
+    assert (stored["noise"], stored["audio_noise"], stored["visual_noise"]) == (1.5, 0.5, None)
+    capsys.readouterr()
+    assert main(args[:2] + ["--features-only", "--visual-noise", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--visual-noise -1.0" in err and ">= 0" in err
     # generator options without --features-only: one line, exit 2, nothing written
     capsys.readouterr()
     assert main(["synth", str(tmp_path / "videos"), "--noise", "2"]) == 2

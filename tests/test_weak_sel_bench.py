@@ -110,3 +110,15 @@ def test_run_specs_and_the_side_by_side_runs(ws):
     assert ws.run_spec("sel/cmbs:topk=2") == ("sel", "cmbs", {"topk": 2})
     assert {s.split("/")[1] for s in ws.SIDE_BY_SIDE} == {"dam", "av_att", "psp", "cmbs"}
     assert {s.split("/")[0] for s in ws.SIDE_BY_SIDE} == {"sel", "wsel"} and len(ws.SIDE_BY_SIDE) == 8
+
+
+def test_modality_noise_names_the_set_and_bad_noise_is_one_line(ws, tmp_path, capsys, monkeypatch):
+    assert ws.set_name(1.0, None, None, 0.0) == "noise 1.0"
+    assert ws.set_name(1.0, 1.25, 0.75, 0.0) == "audio 1.25, visual 0.75"
+    assert ws.set_name(1.0, None, 0.5, 1.0) == "audio 1.0, visual 0.5, distractor 1.0"  # the other is --noise
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["weak_sel.py", "run", "--visual-noise", "-0.5", "--out", str(out)])
+    with pytest.raises(SystemExit) as stop:
+        ws.main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: visual_noise -0.5: must be >= 0.0\n" and not out.exists()

@@ -20,7 +20,9 @@ of at least `min_event_s` seconds, `full_event` of the videos event from 0 to T)
   * every value: ReLU(0.5 + scene + noise * N(0, 1) + prototype), with a per-video scene
     (N(0, 0.5^2) per dimension, per cell for the visual maps, constant over time) and
     independent noise per second, per cell and per dimension. `noise` is the knob of
-    difficulty: the prototypes are 1.0, the noise standard deviation is `noise`.
+    difficulty: the prototypes are 1.0, the noise standard deviation is `noise`;
+    `audio_noise` / `visual_noise` set one modality's apart (None: `noise`), with the same
+    random draws (only their scale differs), so a set with both None is the `noise` set.
 Shapes are AVE's ([V, T, 7, 7, 512] pool5-like maps, [V, T, 128] audio) unless a test asks
 for tiny ones; only AVE's shapes can be written in the AVE layout.
 
@@ -67,6 +69,12 @@ class FeatureSynthConfig:
     classes: int = option("event categories", cli=False, default=28)
     seed: int = option("seed", cli=False, default=0)
     noise: float = option("--features-only: noise standard deviation (the class prototypes are 1.0)", default=1.0)
+    audio_noise: float | None = option(
+        "--features-only: noise standard deviation of the audio features (default: --noise)", default=None
+    )
+    visual_noise: float | None = option(
+        "--features-only: noise standard deviation of the visual features (default: --noise)", default=None
+    )
     object_cells: int = option("--features-only: cells of the 7x7 grid the object covers", default=3)
     late_visual: float = option(
         "--features-only: fraction of videos whose visual track is one second late", default=0.25
@@ -91,7 +99,9 @@ class FeatureSynthConfig:
         check_range("videos", self.videos, 1, MAX_VIDEOS)
         check_range("classes", self.classes, 1, MAX_CLASSES)
         check_range("seed", self.seed, 0, MAX_SEED)
-        check_range("noise", self.noise, 0.0, MAX_NOISE)
+        for name in ("noise", "audio_noise", "visual_noise"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), 0.0, MAX_NOISE)
         check_range("object_cells", self.object_cells, 1, self.grid * self.grid)
         for name in ("late_visual", "distractor", "full_event"):
             check_range(name, getattr(self, name), 0.0, 1.0)
@@ -103,6 +113,16 @@ class FeatureSynthConfig:
         check_range("visual_active", self.visual_active, 1, self.visual_dim)
         if len(self.split_fractions) != 3 or min(self.split_fractions) < 0 or sum(self.split_fractions) <= 0:
             raise ConfigError("split_fractions", self.split_fractions, "three non-negative shares (train, val, test)")
+
+    @property
+    def noise_of_audio(self) -> float:
+        """The audio features' noise standard deviation (`audio_noise`, else `noise`)."""
+        return self.noise if self.audio_noise is None else self.audio_noise
+
+    @property
+    def noise_of_visual(self) -> float:
+        """The visual features' noise standard deviation (`visual_noise`, else `noise`)."""
+        return self.noise if self.visual_noise is None else self.visual_noise
 
     def plan_config(self) -> SynthConfig:
         """The event plan in `avel synth`'s terms: background kinds visual_only, audio_only,
@@ -190,10 +210,10 @@ def synth_features(cfg: FeatureSynthConfig, *, dtype: torch.dtype = torch.float3
         p = v.plan
         rng = np.random.default_rng([cfg.seed, 12, p.index])
         a = BASELINE + SCENE_STD * rng.standard_normal((1, cfg.audio_dim), dtype=np.float32)
-        a = a + cfg.noise * rng.standard_normal((T, cfg.audio_dim), dtype=np.float32)
+        a = a + cfg.noise_of_audio * rng.standard_normal((T, cfg.audio_dim), dtype=np.float32)
         a += v.sound[:, None] * a_proto[p.class_index]  # (T, Da)
         x = BASELINE + SCENE_STD * rng.standard_normal((1, N, cfg.visual_dim), dtype=np.float32)
-        x = x + cfg.noise * rng.standard_normal((T, N, cfg.visual_dim), dtype=np.float32)
+        x = x + cfg.noise_of_visual * rng.standard_normal((T, N, cfg.visual_dim), dtype=np.float32)
         x[np.ix_(v.seen, v.cells)] += v_proto[p.class_index]  # (T, N, Dv)
         audio[p.index] = torch.from_numpy(np.maximum(a, 0))
         visual[p.index] = torch.from_numpy(np.maximum(x, 0).reshape(T, G, G, cfg.visual_dim))
