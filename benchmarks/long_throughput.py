@@ -119,7 +119,9 @@ def main() -> None:
         t = time.perf_counter()
         render_long_video(cfg, plan, video, media)
         gen = time.perf_counter() - t
+        load_before = os.getloadavg()[0]
         r = localize_child(str(video), ckpt, work / f"loc-{L}.json", args.device)
+        load_after = os.getloadavg()[0]
         found = json.loads((work / f"loc-{L}.json").read_text())
         row = {
             "length_s": L,
@@ -129,12 +131,13 @@ def main() -> None:
             **r,
             "video_s_per_s": L / r["wall_s"],
             "results_json_bytes": len(json.dumps(found)),
+            "load_average_1min": [load_before, load_after],
         }
         rows.append(row)
         print(
             f"{L:6d} s video: localize {r['wall_s']:8.1f} s wall, {row['video_s_per_s']:6.2f} s of video/s, "
             f"peak RSS {r['peak_rss_mib']:7.1f} MiB  (generated in {gen:.1f} s, {row['video_mib']:.1f} MiB, "
-            f"{len(plan.events)} events planned)",
+            f"{len(plan.events)} events planned; load average {load_before:.1f} before, {load_after:.1f} after)",
             flush=True,
         )
         if L != lengths[-1]:
@@ -150,25 +153,39 @@ def main() -> None:
         plan = long_plans(cfg)[0]
         video = work / f"{plan.video_id}-{L}s.mp4"
         render_long_video(cfg, plan, video, media)
-        r = localize_child(str(video), ck, work / f"loc-{L}-k{K}.json", args.device)
-        per_frame = (r["wall_s"] - rows[0]["wall_s"]) / (L * (K - args.frames_per_segment))
-        longest = rows[-1]
-        estimate = longest["wall_s"] + per_frame * longest["length_s"] * (K - args.frames_per_segment)
-        print(
-            f"{L:6d} s video at frames_per_segment={K} (frame_size {args.frame_size}): localize {r['wall_s']:.1f} s wall (measured), "
-            f"peak RSS {r['peak_rss_mib']:.1f} MiB; cost per extra frame {per_frame * 1000:.1f} ms"
+        # the two settings back to back on the same video, so that both see the same machine (the
+        # shortest row above may have run under another load)
+        base = localize_child(
+            str(video), str(ckpt), work / f"loc-{L}-k{args.frames_per_segment}-again.json", args.device
         )
+        r = localize_child(str(video), ck, work / f"loc-{L}-k{K}.json", args.device)
+        per_frame = (r["wall_s"] - base["wall_s"]) / (L * (K - args.frames_per_segment))
+        longest = rows[-1]
         print(
-            f"EXTRAPOLATION (not measured): {longest['length_s']} s at frames_per_segment={K} would take "
-            f"~{estimate:.0f} s ({longest['length_s'] / estimate:.2f} s of video/s) on this machine, frame_size {args.frame_size}"
+            f"{L:6d} s video, back to back: frames_per_segment={args.frames_per_segment} {base['wall_s']:.1f} s, "
+            f"frames_per_segment={K} {r['wall_s']:.1f} s wall (measured, frame_size {args.frame_size}), "
+            f"peak RSS {r['peak_rss_mib']:.1f} MiB; cost per extra frame {per_frame * 1000:.1f} ms"
         )
         summary["extrapolation"] = {
             "frames_per_segment": K,
             "measured_on_length_s": L,
+            "measured_base": base,
             "measured": r,
             "per_extra_frame_s": per_frame,
-            "estimated_wall_s_longest": estimate,
         }
+        if per_frame <= 0:
+            print(
+                "BENCHMARK DEFECT: more frames cost no more time: the two runs were not comparable (load changed); "
+                "no extrapolation"
+            )
+        else:
+            estimate = longest["wall_s"] + per_frame * longest["length_s"] * (K - args.frames_per_segment)
+            print(
+                f"EXTRAPOLATION (not measured): {longest['length_s']} s at frames_per_segment={K} would take "
+                f"~{estimate:.0f} s ({longest['length_s'] / estimate:.2f} s of video/s) on this machine, "
+                f"frame_size {args.frame_size}"
+            )
+            summary["extrapolation"]["estimated_wall_s_longest"] = estimate
     summary["args"] = {k: str(v) for k, v in vars(args).items()}
     (args.out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.work is None:
