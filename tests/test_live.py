@@ -336,7 +336,7 @@ def test_cli_ctrl_c_prints_the_summary_and_exits_130(work):
     text = err.decode().strip().splitlines()
     summary = json.loads(next(x for x in text if x.startswith("{")))
     assert summary["type"] == "summary" and summary["seconds"] >= 1
-    assert text[-1].startswith("interrupted: ")
+    assert text[-1].startswith("interrupted: "), err.decode()[-2000:]
 
 
 def test_cli_bad_sources_are_one_line_errors(work, tmp_path, capsys):

@@ -75,6 +75,13 @@ class AudioTrack:
         """Decode one more frame (or finish the stream)."""
         self.feed(next(self._frames, None))
 
+    def release(self) -> None:
+        """Free the resamplers now (the track takes no more frames): a native object still held
+        when the interpreter exits is reported there as a leak (soxr's nanobind), after the
+        command's last line."""
+        self._resampler = self._soxr = None
+        self.done = True
+
     def feed(self, frame: av.AudioFrame | None) -> None:
         """Take one decoded frame (None: the stream ended)."""
         if frame is None:

@@ -574,3 +574,7 @@ class LiveReader:
         self.stop.set()
         for th in self._threads:
             th.join(timeout=2 * POLL_S)
+        if not any(th.is_alive() for th in self._threads):
+            with self._lock:
+                if self._assembler is not None and self._assembler.audio is not None:
+                    self._assembler.audio.release()
